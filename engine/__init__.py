@@ -1,0 +1,10 @@
+"""The emulated SGX host core: EPC, misc/memory cgroups and reclaim, as the V17 series.
+
+Standard library only, deterministic, no I/O: ``from engine import Host``.
+"""
+
+from engine.clock import MonotonicClock, VirtualClock
+from engine.host import Host
+from engine.sgx import PAGE_SIZE, Blocked, IoctlError, SigBus
+
+__all__ = ["PAGE_SIZE", "Blocked", "Host", "IoctlError", "MonotonicClock", "SigBus", "VirtualClock"]

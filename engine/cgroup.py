@@ -1,0 +1,279 @@
+"""The cgroup tree: directories, tasks, controllers and the fair reclaim cursor.
+
+A Cgroup carries its misc (sgx_epc) and memory counters, its LRU of reclaimable EPC
+pages and its reclaim cursor ``next_cg`` (V16/V17).  A cgroup removed while it still
+holds charges lives on *dying*: invisible, skipped by reclaim walks, freed with its
+last charge.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from engine.epc import Lru
+from engine.memcg import MEMCG_EVENTS
+from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE, U64_MAX
+
+CONTROLLERS = ("memory", "misc")  # in the kernel's subsystem order
+
+
+class Cgroup:
+    """One cgroup directory and the state of the controllers this host emulates."""
+
+    __slots__ = (
+        "id", "name", "path", "parent", "children", "live_children", "dying",
+        "controllers", "subtree_control", "misc_on", "memory_on", "procs",
+        "misc_usage", "misc_max_bytes", "misc_max_pages", "misc_peak", "misc_events", "misc_events_local",
+        "mem_usage", "mem_max_pages", "mem_peak", "mem_events", "mem_events_local",
+        "lru", "nonempty_lrus", "next_cg", "work_queued",
+    )  # fmt: skip
+
+    def __init__(self, cg_id: int, name: str, parent: Cgroup | None) -> None:
+        self.id = cg_id
+        self.name = name
+        self.parent = parent
+        self.path: str = "/" if parent is None else f"{parent.path.rstrip('/')}/{name}"
+        self.children: list[Cgroup] = []  # creation order, dying ones included
+        self.live_children: dict[str, Cgroup] = {}
+        self.dying = False
+        available: set[str] = set(CONTROLLERS) if parent is None else set(parent.subtree_control)
+        self.controllers = available
+        self.subtree_control: set[str] = set(available)  # this host delegates every controller
+        self.misc_on = "misc" in available
+        self.memory_on = "memory" in available
+        self.procs: set[int] = set()
+        self.misc_usage = 0  # pages, hierarchical
+        self.misc_max_bytes = U64_MAX
+        self.misc_max_pages = U64_MAX // PAGE_SIZE
+        self.misc_peak = 0
+        self.misc_events = 0
+        self.misc_events_local = 0
+        self.mem_usage = 0  # backing pages, hierarchical
+        self.mem_max_pages = PAGE_COUNTER_MAX
+        self.mem_peak = 0
+        self.mem_events = [0] * len(MEMCG_EVENTS)
+        self.mem_events_local = [0] * len(MEMCG_EVENTS)
+        self.lru = Lru(self)
+        self.nonempty_lrus = 0  # live cgroups in this subtree whose LRU holds pages
+        self.next_cg: Cgroup = self
+        self.work_queued = False
+
+    def __repr__(self) -> str:
+        return f"<Cgroup {self.path}{' dying' if self.dying else ''}>"
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent is None
+
+    def misc_css(self) -> Cgroup:
+        """The cgroup whose misc counters this one's tasks charge (nearest with misc on)."""
+        cg = self
+        while not cg.misc_on:
+            cg = cg.parent  # type: ignore[assignment]
+        return cg
+
+    def memory_css(self) -> Cgroup:
+        cg = self
+        while not cg.memory_on:
+            cg = cg.parent  # type: ignore[assignment]
+        return cg
+
+    def ancestors(self) -> list[Cgroup]:
+        """This cgroup and its ancestors up to root."""
+        out = []
+        cg: Cgroup | None = self
+        while cg is not None:
+            out.append(cg)
+            cg = cg.parent
+        return out
+
+    def walk(self) -> list[Cgroup]:
+        """This cgroup and its live descendants, in pre-order."""
+        return _preorder(self)
+
+    # LRU transitions keep ``nonempty_lrus`` exact, so "does this subtree have anything to
+    # reclaim" (sgx_cgroup_lru_empty) is O(1).
+    def lru_became_nonempty(self) -> None:
+        if not self.dying:
+            self._add_nonempty(1)
+
+    def lru_became_empty(self) -> None:
+        if not self.dying:
+            self._add_nonempty(-1)
+
+    def _add_nonempty(self, delta: int) -> None:
+        cg: Cgroup | None = self
+        while cg is not None:
+            cg.nonempty_lrus += delta
+            cg = cg.parent
+
+
+def _preorder(root: Cgroup) -> list[Cgroup]:
+    out: list[Cgroup] = []
+    stack = [root]
+    while stack:
+        cg = stack.pop()
+        out.append(cg)
+        stack.extend(reversed([c for c in cg.children if not c.dying]))
+    return out
+
+
+def succ(root: Cgroup, cg: Cgroup) -> Cgroup:
+    """The live cgroup after ``cg`` in a pre-order walk of ``root``'s subtree, or root at the end."""
+    if not cg.dying:
+        for child in cg.children:
+            if not child.dying:
+                return child
+    while cg is not root:
+        parent = cg.parent
+        assert parent is not None
+        siblings = parent.children
+        for sibling in siblings[siblings.index(cg) + 1 :]:
+            if not sibling.dying:
+                return sibling
+        cg = parent
+    return root
+
+
+def next_get(root: Cgroup) -> Cgroup:
+    """The cgroup whose LRU gets the next reclaim turn under ``root``; advances the cursor.
+
+    Mirrors sgx_cgroup_next_get(): root, its descendants in pre-order, root again:
+    one batch per visit, whatever each cgroup's size.
+    """
+    cg = root.next_cg
+    if cg is not root and cg.dying:
+        cg = succ(root, cg)
+    root.next_cg = succ(root, cg)
+    return cg
+
+
+class CgroupTree:
+    """All cgroups of the host, by path and by id, and the task -> cgroup table."""
+
+    __slots__ = ("root", "by_id", "tasks")
+
+    def __init__(self) -> None:
+        self.root = Cgroup(0, "", None)
+        self.by_id: list[Cgroup | None] = [self.root]
+        self.tasks: dict[int, Cgroup] = {}
+
+    def lookup(self, path: str) -> Cgroup:
+        """The live cgroup at ``path`` ("/", "/a/b" or "a/b"); OSError(ENOENT) if none."""
+        cg = self.root
+        for name in split_path(path):
+            child = cg.live_children.get(name)
+            if child is None:
+                raise OSError(errno.ENOENT, f"no cgroup {path!r}")
+            cg = child
+        return cg
+
+    def mkdir(self, path: str, reserved: frozenset[str]) -> Cgroup:
+        """Create one cgroup.  OSError(ENOENT) without a parent, EEXIST if taken, EINVAL for a bad name."""
+        names = split_path(path)
+        if not names:
+            raise OSError(errno.EEXIST, "the root cgroup always exists")
+        parent = self.lookup("/".join(names[:-1]))
+        name = names[-1]
+        if name in (".", "..") or "\n" in name:
+            raise OSError(errno.EINVAL, f"bad cgroup name {name!r}")
+        if name in parent.live_children or name in reserved:
+            raise OSError(errno.EEXIST, f"{path!r} exists")
+        cg = Cgroup(len(self.by_id), name, parent)
+        self.by_id.append(cg)
+        parent.children.append(cg)
+        parent.live_children[name] = cg
+        return cg
+
+    def rmdir(self, path: str) -> Cgroup:
+        """Remove a cgroup: OSError(EBUSY) with live children or tasks, or at root.
+
+        A cgroup still holding charges goes dying (invisible, off the reclaim walk)
+        until its last charge goes; the caller frees it through ``release_if_unused``.
+        """
+        cg = self.lookup(path)
+        if cg.parent is None:
+            raise OSError(errno.EBUSY, "the root cgroup cannot be removed")
+        if cg.live_children:
+            raise OSError(errno.EBUSY, f"{cg.path} has child cgroups")
+        if cg.procs:
+            raise OSError(errno.EBUSY, f"{cg.path} has tasks")
+        del cg.parent.live_children[cg.name]
+        if cg.lru.size:
+            cg._add_nonempty(-1)
+        cg.dying = True
+        return cg
+
+    def release_if_unused(self, cg: Cgroup) -> list[Cgroup]:
+        """Free ``cg`` if it is dying with no charge left, then its dying parents likewise.
+
+        Returns the cgroups freed.  Cursors that pointed at a freed cgroup move on to its
+        successor (as sgx_cgroup_free() does).
+        """
+        freed = []
+        while cg.dying and not cg.misc_usage and not cg.mem_usage and not cg.children and not cg.lru.size:
+            parent = cg.parent
+            assert parent is not None
+            for ancestor in parent.ancestors():
+                if ancestor.next_cg is cg:
+                    ancestor.next_cg = succ(ancestor, cg)
+            parent.children.remove(cg)
+            self.by_id[cg.id] = None
+            freed.append(cg)
+            cg = parent
+        return freed
+
+    def task_cgroup(self, pid: int) -> Cgroup:
+        return self.tasks.get(pid, self.root)
+
+    def move_task(self, pid: int, cg: Cgroup) -> None:
+        old = self.tasks.get(pid)
+        if old is not None:
+            old.procs.discard(pid)
+        self.tasks[pid] = cg
+        cg.procs.add(pid)
+
+    def forget_task(self, pid: int) -> None:
+        cg = self.tasks.pop(pid, None)
+        if cg is not None:
+            cg.procs.discard(pid)
+
+    def live(self) -> list[Cgroup]:
+        return _preorder(self.root)
+
+    def all(self) -> list[Cgroup]:
+        """Every cgroup that still exists, dying ones included."""
+        return [cg for cg in self.by_id if cg is not None]
+
+    def set_subtree_control(self, cg: Cgroup, buf: str) -> None:
+        """Apply ``+name`` / ``-name`` tokens.  Mirrors cgroup_subtree_control_write().
+
+        EINVAL for an unknown controller or token, ENOENT for one not in
+        cgroup.controllers, EBUSY to disable one while child cgroups exist.
+        """
+        enable: set[str] = set()
+        disable: set[str] = set()
+        for token in buf.split():
+            name = token[1:]
+            if token[0] not in "+-" or name not in _KNOWN_CONTROLLERS:
+                raise OSError(errno.EINVAL, f"bad token {token!r}: use +misc, +memory, -misc or -memory")
+            (enable if token[0] == "+" else disable).add(name)
+            (disable if token[0] == "+" else enable).discard(name)
+        if not enable <= cg.controllers:
+            raise OSError(errno.ENOENT, f"controller {sorted(enable - cg.controllers)[0]} is not available here")
+        if disable & cg.subtree_control and cg.live_children:
+            raise OSError(errno.EBUSY, f"{cg.path} has child cgroups using the controller")
+        cg.subtree_control = (cg.subtree_control | enable) - disable
+        for child in cg.live_children.values():
+            child.controllers = set(cg.subtree_control)
+            child.misc_on = "misc" in cg.subtree_control
+            child.memory_on = "memory" in cg.subtree_control
+
+
+_KNOWN_CONTROLLERS = frozenset(
+    ("cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc", "perf_event", "freezer")
+)
+
+
+def split_path(path: str) -> list[str]:
+    return [name for name in path.split("/") if name]

@@ -1,0 +1,136 @@
+"""EPC frames and the per-cgroup LRU lists (mirrors struct sgx_epc_page, sgx_epc_lru_list).
+
+Page state lives in flat arrays indexed by frame number, and the LRU is intrusive
+(prev/next arrays), so every operation is O(1) and a resident page costs 21 bytes
+here.  Frames are handed out from a free stack, then from a bump pointer, so
+building an EPC of any size costs nothing until its frames are used.
+"""
+
+from __future__ import annotations
+
+from array import array
+from typing import Protocol
+
+from engine.sgx import PageKind
+
+KIND_MASK = 0x07
+ACCESSED = 0x08  # the page's accessed bit, as seen through every mm that maps it
+ON_LRU = 0x10  # SGX_EPC_PAGE_RECLAIMER_TRACKED: the page sits on its cgroup's LRU
+NIL = -1
+
+
+class LruOwner(Protocol):
+    def lru_became_nonempty(self) -> None: ...
+    def lru_became_empty(self) -> None: ...
+
+
+class Lru:
+    """Mirrors struct sgx_epc_lru_list: the reclaimable pages of one cgroup, oldest first."""
+
+    __slots__ = ("head", "tail", "size", "owner")
+
+    def __init__(self, owner: LruOwner) -> None:
+        self.head = NIL
+        self.tail = NIL
+        self.size = 0
+        self.owner = owner
+
+
+class Epc:
+    """All EPC frames of the host: who holds each one, its flags and its LRU links."""
+
+    __slots__ = ("capacity_pages", "owner", "index", "cg", "flags", "prev", "next", "_free_top", "nr_free")
+
+    def __init__(self, capacity_pages: int) -> None:
+        self.capacity_pages = capacity_pages
+        self.owner = array("i")  # enclave or vEPC id holding the frame
+        self.index = array("i")  # page index in the owner (SECS: -1, VA: its ordinal)
+        self.cg = array("i")  # id of the misc cgroup the frame is charged to
+        self.flags = bytearray()  # PageKind | ACCESSED | ON_LRU
+        self.prev = array("i")
+        self.next = array("i")  # LRU links; for a free frame, the next free frame
+        self._free_top = NIL
+        self.nr_free = capacity_pages
+
+    @property
+    def nr_used(self) -> int:
+        return self.capacity_pages - self.nr_free
+
+    def take(self, kind: PageKind, owner: int, index: int, cg: int) -> int:
+        """Take a free frame for ``owner``; the caller made sure one is free (the charge did)."""
+        frame = self._free_top
+        if frame != NIL:
+            self._free_top = self.next[frame]
+            self.owner[frame] = owner
+            self.index[frame] = index
+            self.cg[frame] = cg
+            self.flags[frame] = kind
+        else:
+            frame = len(self.flags)
+            if frame >= self.capacity_pages:
+                raise AssertionError("EPC frame taken with none free")
+            self.owner.append(owner)
+            self.index.append(index)
+            self.cg.append(cg)
+            self.flags.append(kind)
+            self.prev.append(NIL)
+            self.next.append(NIL)
+        self.nr_free -= 1
+        return frame
+
+    def put(self, frame: int) -> None:
+        """Return a frame (already off every LRU) to the free stack."""
+        self.flags[frame] = PageKind.FREE
+        self.owner[frame] = NIL
+        self.next[frame] = self._free_top
+        self._free_top = frame
+        self.nr_free += 1
+
+    def free_frames(self) -> list[int]:
+        """The frames on the free stack (for invariant checks)."""
+        out: list[int] = []
+        frame = self._free_top
+        while frame != NIL:
+            out.append(frame)
+            frame = self.next[frame]
+        return out
+
+    # -- LRU ------------------------------------------------------------------
+
+    def lru_add_tail(self, lru: Lru, frame: int) -> None:
+        tail = lru.tail
+        self.prev[frame] = tail
+        self.next[frame] = NIL
+        if tail == NIL:
+            lru.head = frame
+            lru.owner.lru_became_nonempty()
+        else:
+            self.next[tail] = frame
+        lru.tail = frame
+        lru.size += 1
+        self.flags[frame] |= ON_LRU
+
+    def lru_del(self, lru: Lru, frame: int) -> None:
+        prev = self.prev[frame]
+        nxt = self.next[frame]
+        if prev == NIL:
+            lru.head = nxt
+        else:
+            self.next[prev] = nxt
+        if nxt == NIL:
+            lru.tail = prev
+        else:
+            self.prev[nxt] = prev
+        lru.size -= 1
+        self.flags[frame] &= ~ON_LRU
+        if lru.size == 0:
+            lru.owner.lru_became_empty()
+
+    def lru_frames(self, lru: Lru) -> list[int]:
+        """The frames on ``lru`` from head to tail (for invariant checks and tests)."""
+        out: list[int] = []
+        frame = lru.head
+        while frame != NIL and len(out) <= lru.size:
+            out.append(frame)
+            frame = self.next[frame]
+        return out

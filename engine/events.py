@@ -1,0 +1,179 @@
+"""Typed records of what the core did, stamped by its clock, ready to publish.
+
+Every event has ``kind`` (a short stable name used on the wire and in JSON Lines),
+``t_ns`` (the core clock) and fields of plain ints and strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: ClassVar[str] = "event"
+    t_ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in dataclasses.fields(self):
+            out[f.name] = getattr(self, f.name)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class LimitHit(Event):
+    """A misc charge failed at ``cgroup`` (its misc.max or the EPC capacity); ``requester`` asked."""
+
+    kind: ClassVar[str] = "limit_hit"
+    cgroup: str
+    requester: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReclaimBatch(Event):
+    """One sgx_reclaim_pages() call on ``cgroup``'s LRU.
+
+    ``scanned`` pages were isolated, ``rotated`` were young and went back to the tail,
+    ``backing_failed`` could not get backing RAM, ``written`` were EWB'd and freed.
+    ``context`` is sync, async, direct, global or ksgxd.
+    """
+
+    kind: ClassVar[str] = "reclaim"
+    cgroup: str
+    context: str
+    scanned: int
+    rotated: int
+    backing_failed: int
+    written: int
+
+
+@dataclass(frozen=True, slots=True)
+class Enomem(Event):
+    """An allocation for ``pid`` failed with ENOMEM: nothing reclaimable was left."""
+
+    kind: ClassVar[str] = "enomem"
+    pid: int
+    cgroup: str
+    op: str
+
+
+@dataclass(frozen=True, slots=True)
+class SigBusRaised(Event):
+    """A fault of ``pid`` could not be served; the task gets SIGBUS."""
+
+    kind: ClassVar[str] = "sigbus"
+    pid: int
+    cgroup: str
+    op: str
+    errno: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryMax(Event):
+    """A backing-store charge hit ``cgroup``'s memory.max."""
+
+    kind: ClassVar[str] = "memory_max"
+    cgroup: str
+
+
+@dataclass(frozen=True, slots=True)
+class OomKill(Event):
+    """The memory-cgroup OOM killer of ``cgroup`` picked ``pid`` (SIGKILL)."""
+
+    kind: ClassVar[str] = "oom_kill"
+    cgroup: str
+    pid: int
+    memory_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class SecsWriteBack(Event):
+    """An enclave's SECS was written out: its last resident child page was reclaimed."""
+
+    kind: ClassVar[str] = "secs_writeback"
+    enclave: int
+    cgroup: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkQueued(Event):
+    """A NO_RECLAIM charge failed with EBUSY and queued ``cgroup``'s reclaim work item."""
+
+    kind: ClassVar[str] = "work_queued"
+    cgroup: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkRun(Event):
+    """A cgroup work item (or ksgxd, cgroup "ksgxd") ran ``batches`` batches, freeing ``written``."""
+
+    kind: ClassVar[str] = "work_run"
+    cgroup: str
+    batches: int
+    written: int
+
+
+@dataclass(frozen=True, slots=True)
+class KsgxdWake(Event):
+    """Free EPC fell below SGX_NR_LOW_PAGES and ksgxd was woken."""
+
+    kind: ClassVar[str] = "ksgxd_wake"
+    free_pages: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileWritten(Event):
+    """A cgroup file was written successfully (limits, controllers, task moves)."""
+
+    kind: ClassVar[str] = "write"
+    path: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupCreated(Event):
+    kind: ClassVar[str] = "mkdir"
+    cgroup: str
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupRemoved(Event):
+    """rmdir succeeded; ``dying`` when charged pages keep the cgroup alive, offline."""
+
+    kind: ClassVar[str] = "rmdir"
+    cgroup: str
+    dying: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupFreed(Event):
+    """A dying cgroup lost its last charge and is gone."""
+
+    kind: ClassVar[str] = "cgroup_freed"
+    cgroup: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnclaveCreated(Event):
+    kind: ClassVar[str] = "ecreate"
+    enclave: int
+    pid: int
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class EnclaveReleased(Event):
+    """The last reference went: ``pages_freed`` EPC pages and ``backing_bytes`` of RAM freed."""
+
+    kind: ClassVar[str] = "release"
+    enclave: int
+    pid: int
+    pages_freed: int
+    backing_bytes: int
+
+
+EventSink = Callable[[Event], None]

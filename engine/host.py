@@ -1,0 +1,567 @@
+"""The emulated SGX host: its driver API (ioctls, faults, cgroup files) over the core.
+
+``Host`` owns every piece of state (EPC frames, cgroup tree, enclaves, vEPC, backing
+accounting, the async work queue) and offers the calls a process would make of a
+kernel with the SGX EPC cgroup series V17.  It never sleeps and never reads the wall
+clock: time comes from the clock it is given.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from typing import TYPE_CHECKING
+
+from engine import files, reclaim
+from engine.cgroup import Cgroup, CgroupTree
+from engine.clock import Clock, VirtualClock
+from engine.enclave import ABSENT, SWAPPED, Enclave, Vepc
+from engine.epc import ACCESSED, ON_LRU, Epc
+from engine.events import (
+    CgroupCreated,
+    CgroupFreed,
+    CgroupRemoved,
+    EnclaveCreated,
+    EnclaveReleased,
+    Event,
+    EventSink,
+    FileWritten,
+    SigBusRaised,
+)
+from engine.reclaim import alloc_epc_page, free_backing_page, free_epc_page, reclaim_direct
+from engine.sgx import (
+    DO_RECLAIM,
+    ERESTARTSYS,
+    NO_RECLAIM,
+    PAGE_SIZE,
+    SGX_VA_SLOT_COUNT,
+    Blocked,
+    IoctlError,
+    PageKind,
+    SgxReclaim,
+    SigBus,
+    errno_name,
+)
+from engine.units import parse_size
+
+if TYPE_CHECKING:
+    from engine.reclaim import WorkState
+
+EVENT_BACKLOG = 65536
+
+
+class Host:
+    """An SGX host with ``capacity`` bytes of EPC and ``memory`` bytes of RAM for backing (None: unlimited).
+
+    ``inline_work``: a fault that gets EBUSY runs the queued reclaim work itself and
+    retries (the in-process core); with False it raises Blocked and the caller (the
+    engine) lets its async workers run first.  Events go to ``event_sink``, or are kept
+    (the last 65536) for ``take_events()``.
+    """
+
+    def __init__(
+        self,
+        capacity: int | str = "128MiB",
+        memory: int | str | None = None,
+        seed: int = 0,
+        *,
+        clock: Clock | None = None,
+        event_sink: EventSink | None = None,
+        inline_work: bool = True,
+    ) -> None:
+        capacity_bytes = parse_size(capacity)
+        if capacity_bytes % PAGE_SIZE:
+            raise ValueError(f"EPC capacity {capacity_bytes} is not a whole number of 4 KiB pages")
+        self.capacity_bytes: int = capacity_bytes
+        self.capacity_pages: int = capacity_bytes // PAGE_SIZE
+        self.seed = seed  # drivers derive their workloads' random streams from it
+        self.clock: Clock = clock if clock is not None else VirtualClock()
+        self.inline_work = inline_work
+        self.epc = Epc(self.capacity_pages)
+        self.tree = CgroupTree()
+        if memory is not None:
+            self.tree.root.mem_max_pages = parse_size(memory) // PAGE_SIZE
+        self.enclaves: dict[int, Enclave] = {}
+        self.vepcs: dict[int, Vepc] = {}
+        self._next_id = 1
+        self.signals: set[int] = set()  # pids with a fatal signal pending
+        self.oom_victims: set[int] = set()  # killed by the OOM killer, not yet exited
+        self.task_mem: dict[int, int] = {}  # pid -> backing pages it paid for, still charged
+        self.work: dict[int, None] = {}  # queued cgroup work items (ids, in order)
+        self.work_in_flight: WorkState | None = None
+        self.ksgxd_woken = False
+        self.progress = 0  # pages freed, rotated or dropped by reclaim: "did anything move"
+        self.pages_reclaimed = 0
+        self.events: deque[Event] = deque(maxlen=EVENT_BACKLOG)
+        self.emit: EventSink = event_sink if event_sink is not None else self.events.append
+
+    def take_events(self) -> list[Event]:
+        """The kept events, oldest first, and forget them."""
+        out = list(self.events)
+        self.events.clear()
+        return out
+
+    # -- cgroup filesystem ----------------------------------------------------
+
+    def mkdir(self, path: str) -> None:
+        """Create a cgroup.  OSError: ENOENT (no parent), EEXIST, EINVAL (bad name)."""
+        cg = self.tree.mkdir(path, files.FILE_NAMES)
+        self.emit(CgroupCreated(self.clock.now_ns(), cg.path))
+
+    def rmdir(self, path: str) -> None:
+        """Remove a cgroup.  OSError: ENOENT, EBUSY (children, tasks, root).
+
+        One still holding charges lives on dying until its last page goes.
+        """
+        cg = self.tree.rmdir(path)
+        freed = self.tree.release_if_unused(cg)
+        self.emit(CgroupRemoved(self.clock.now_ns(), cg.path, dying=not freed))
+        for gone in freed[1:]:
+            self.emit(CgroupFreed(self.clock.now_ns(), gone.path))
+
+    def read(self, path: str) -> str:
+        """A cgroup file's contents, e.g. ``read("/a/misc.current") == "sgx_epc 0\\n"``."""
+        cg, f = files.resolve(self, path)
+        return f.show(self, cg)
+
+    def write(self, path: str, value: str, pid: int | None = None) -> None:
+        """Write a cgroup file as ``pid`` would (``pid`` stands for ``0`` in cgroup.procs).
+
+        OSError with the kernel's errno (EINVAL, ERANGE, ENOENT, EACCES, EBUSY, ESRCH);
+        a failed write changes nothing.
+        """
+        cg, f = files.resolve(self, path)
+        files.write(self, cg, f, value, pid)
+        self.emit(FileWritten(self.clock.now_ns(), f"{cg.path.rstrip('/')}/{f.name}", value.strip()))
+
+    def listdir(self, path: str = "/") -> list[str]:
+        return files.listdir(self, path)
+
+    def cgroups(self) -> list[str]:
+        """Paths of the live cgroups, in pre-order."""
+        return [cg.path for cg in self.tree.live()]
+
+    def cgroup(self, path: str) -> Cgroup:
+        return self.tree.lookup(path)
+
+    # -- tasks ----------------------------------------------------------------
+
+    def move_task(self, pid: int, cg: Cgroup) -> None:
+        """Move task ``pid`` into ``cg``; its later allocations charge there."""
+        self.tree.move_task(pid, cg)
+
+    def task_cgroup(self, pid: int) -> str:
+        return self.tree.task_cgroup(pid).path
+
+    def signal(self, pid: int) -> None:
+        """A fatal signal is pending for ``pid``: its charges now fail with ERESTARTSYS."""
+        self.signals.add(pid)
+
+    def exit_task(self, pid: int) -> None:
+        """Task ``pid`` is gone: its enclaves and vEPC are released and it leaves its cgroup."""
+        for encl in [e for e in self.enclaves.values() if e.pid == pid]:
+            self.release(encl.id)
+        for vepc in [v for v in self.vepcs.values() if v.pid == pid]:
+            self.vepc_release(vepc.id)
+        for encl in self.enclaves.values():
+            if pid in encl.mms:
+                encl.mms.remove(pid)
+        self.tree.forget_task(pid)
+        self.signals.discard(pid)
+        self.oom_victims.discard(pid)
+
+    # -- enclave ioctls -------------------------------------------------------
+
+    def ecreate(self, pid: int, size: int | str) -> int:
+        """ECREATE: a VA page, then the SECS, both DO_RECLAIM; returns the enclave id.
+
+        ``size`` must be a power of two of at least two pages (OSError EINVAL);
+        allocation errors as add_pages.  Mirrors sgx_encl_create().
+        """
+        size_bytes = parse_size(size)
+        if size_bytes < 2 * PAGE_SIZE or size_bytes & (size_bytes - 1):
+            raise OSError(errno.EINVAL, f"enclave size {size_bytes} is not a power of two of at least 8 KiB")
+        encl = Enclave(self._new_id(), pid, size_bytes // PAGE_SIZE)
+        self.enclaves[encl.id] = encl
+        try:
+            self._grow(encl, pid, DO_RECLAIM, "ECREATE")
+            encl.secs_frame = alloc_epc_page(self, PageKind.SECS, encl.id, -1, DO_RECLAIM, pid, "ECREATE")
+        except BaseException:
+            self._free_enclave_frames(encl)
+            del self.enclaves[encl.id]
+            raise
+        self.emit(EnclaveCreated(self.clock.now_ns(), encl.id, pid, size_bytes))
+        return encl.id
+
+    def add_pages(self, pid: int, eid: int, count: int, kind: str = "REG") -> int:
+        """EADD ``count`` pages (REG or TCS) after the last one added; returns how many.
+
+        Each page is allocated DO_RECLAIM, then a VA page when one is due; it goes on
+        its cgroup's LRU with its accessed bit clear.  IoctlError(ENOMEM) when the
+        cgroup is full of unreclaimable pages, (ERESTARTSYS) for a signal before the
+        first page (a later signal stops early and returns the count), EINVAL after
+        EINIT or past the enclave's size; Blocked while reclaim cannot progress.
+        Mirrors sgx_ioc_enclave_add_pages().
+        """
+        encl = self._enclave(eid)
+        page_kind = PageKind.TCS if kind == "TCS" else PageKind.REG
+        if kind not in ("REG", "TCS"):
+            raise OSError(errno.EINVAL, f"EADD page type must be REG or TCS, not {kind!r}")
+        if encl.initialized:
+            raise OSError(errno.EINVAL, f"enclave {eid} is initialised: EADD is over, use augment")
+        if count < 0 or encl.next_index + count > encl.size_pages:
+            raise OSError(errno.EINVAL, f"{count} pages do not fit in enclave {eid}")
+        done = 0
+        try:
+            for done in range(count):
+                if pid in self.signals:
+                    if done == 0:
+                        raise OSError(ERESTARTSYS, "interrupted by a signal")
+                    return done
+                self._eadd(encl, page_kind, pid)
+        except Blocked as e:
+            raise Blocked(done, str(e)) from None
+        except OSError as e:
+            raise IoctlError(e.errno or errno.EIO, e.strerror or "", done) from None
+        return count
+
+    def _eadd(self, encl: Enclave, kind: PageKind, pid: int) -> None:
+        """Mirrors sgx_encl_add_page(): the data page, then the VA page if due."""
+        index = encl.next_index
+        frame = alloc_epc_page(self, kind, encl.id, index, DO_RECLAIM, pid, "EADD")
+        try:
+            self._grow(encl, pid, DO_RECLAIM, "EADD")
+        except BaseException:
+            free_epc_page(self, frame)
+            raise
+        if index == len(encl.pages):
+            encl.pages.append(frame)
+            encl.types.append(kind)
+        else:
+            encl.ensure_index(index)
+            encl.pages[index] = frame
+            encl.types[index] = kind
+        encl.next_index = index + 1
+        encl.secs_child_cnt += 1
+        self._mark_reclaimable(frame)
+
+    def _mark_reclaimable(self, frame: int) -> None:
+        cg = self.tree.by_id[self.epc.cg[frame]]
+        assert cg is not None
+        self.epc.lru_add_tail(cg.lru, frame)
+
+    def _grow(self, encl: Enclave, pid: int, mode: SgxReclaim, op: str) -> None:
+        """A new VA page when page_cnt reaches a multiple of 512, then page_cnt + 1.  Mirrors sgx_encl_grow()."""
+        if encl.page_cnt % SGX_VA_SLOT_COUNT == 0:
+            frame = alloc_epc_page(self, PageKind.VA, encl.id, len(encl.va_frames), mode, pid, op)
+            encl.va_add(frame)
+        encl.page_cnt += 1
+
+    def einit(self, pid: int, eid: int) -> None:
+        """EINIT: the enclave is initialised; from now on its SECS can be written out.
+
+        OSError(EINVAL) if already initialised.
+        """
+        encl = self._enclave(eid)
+        if encl.initialized:
+            raise OSError(errno.EINVAL, f"enclave {eid} is already initialised")
+        encl.initialized = True
+
+    def access(self, pid: int, eid: int, first: int, count: int, write: bool = False) -> int:
+        """Touch pages ``first..first+count-1``; returns how many faulted.
+
+        A resident page gets its accessed bit; a swapped one is loaded back (its SECS
+        first), charged to ``pid``'s cgroup now, NO_RECLAIM; an absent one in an
+        initialised enclave is EAUG'd (SGX2).  Raises SigBus when a fault cannot be
+        served, OSError(EFAULT) outside the enclave.  Mirrors sgx_vma_fault().
+        """
+        encl = self._enclave(eid)
+        self._check_range(encl.size_pages, first, count)
+        if pid not in encl.mms:
+            encl.mms.append(pid)
+        pages = encl.pages
+        flags = self.epc.flags
+        nr_pages = len(pages)
+        faults = 0
+        for index in range(first, first + count):
+            frame = pages[index] if index < nr_pages else ABSENT
+            if frame >= 0:
+                flags[frame] |= ACCESSED
+                continue
+            self._fault(encl, index, pid, index - first)
+            faults += 1
+            pages = encl.pages
+            nr_pages = len(pages)
+        return faults
+
+    def augment(self, pid: int, eid: int, count: int) -> int:
+        """Grow an initialised enclave by ``count`` pages through EAUG faults (SGX2).
+
+        Each page: the SECS back if needed, the page, a VA page if due, all NO_RECLAIM.
+        SigBus as access(); OSError(EFAULT) past the enclave's size.  Mirrors
+        sgx_encl_eaug_page().
+        """
+        encl = self._enclave(eid)
+        self._check_range(encl.size_pages, encl.next_index, count)
+        if pid not in encl.mms:
+            encl.mms.append(pid)
+        for done in range(count):
+            self._fault(encl, encl.next_index, pid, done)
+        return count
+
+    def _fault(self, encl: Enclave, index: int, pid: int, done: int) -> None:
+        """Serve one fault, retrying on EBUSY as VM_FAULT_NOPAGE would; SigBus otherwise."""
+        while True:
+            try:
+                if encl.page(index) == SWAPPED:
+                    self._load(encl, index, pid, accessed=True)
+                else:
+                    self._eaug(encl, index, pid)
+                return
+            except OSError as e:
+                if e.errno == errno.EBUSY and self._wait_for_reclaim(done):
+                    continue
+                code = errno.ENOMEM if e.errno == errno.EBUSY else e.errno or errno.EIO
+                raise self._sigbus(pid, code, "fault", str(e.strerror)) from None
+
+    def _wait_for_reclaim(self, done: int) -> bool:
+        """After EBUSY: run the queued work inline, True if it moved anything; or raise Blocked."""
+        if not self.inline_work:
+            raise Blocked(done, "waiting for async reclaim")
+        progress = self.progress
+        self.run_pending_work()
+        return self.progress != progress
+
+    def _sigbus(self, pid: int, code: int, op: str, message: str) -> SigBus:
+        self.emit(SigBusRaised(self.clock.now_ns(), pid, self.tree.task_cgroup(pid).path, op, errno_name(code)))
+        return SigBus(pid, code, message)
+
+    def _load(self, encl: Enclave, index: int, pid: int, accessed: bool) -> None:
+        """ELDU the SECS if it is out, then the page.  Mirrors sgx_encl_load_page()."""
+        if encl.secs_frame == SWAPPED:
+            self._eldu(encl, encl.secs_index, pid, accessed=False)
+        self._eldu(encl, index, pid, accessed)
+
+    def _eldu(self, encl: Enclave, index: int, pid: int, accessed: bool) -> None:
+        """Load one page back, NO_RECLAIM, charged to ``pid``'s cgroup; free its VA slot and backing.
+
+        Mirrors sgx_encl_eldu().
+        """
+        secs = index == encl.secs_index
+        kind = PageKind.SECS if secs else PageKind(encl.types[index])
+        frame = alloc_epc_page(self, kind, encl.id, -1 if secs else index, NO_RECLAIM, pid, "ELDU")
+        entry = free_backing_page(self, encl, index)
+        encl.va_free_slot(entry.va, entry.slot)
+        if secs:
+            encl.secs_frame = frame
+            return
+        encl.pages[index] = frame
+        encl.secs_child_cnt += 1
+        if accessed:
+            self.epc.flags[frame] |= ACCESSED
+        self._mark_reclaimable(frame)
+
+    def _eaug(self, encl: Enclave, index: int, pid: int) -> None:
+        """EAUG a page on a fault at an absent address.  Mirrors sgx_encl_eaug_page()."""
+        if not encl.initialized:
+            raise OSError(errno.EFAULT, "fault on a page that was never added, before EINIT")
+        if encl.secs_frame == SWAPPED:
+            self._eldu(encl, encl.secs_index, pid, accessed=False)
+        frame = alloc_epc_page(self, PageKind.REG, encl.id, index, NO_RECLAIM, pid, "EAUG")
+        try:
+            self._grow(encl, pid, NO_RECLAIM, "EAUG")
+        except BaseException:
+            free_epc_page(self, frame)
+            raise
+        encl.ensure_index(index)
+        encl.pages[index] = frame
+        encl.types[index] = PageKind.REG
+        encl.next_index = max(encl.next_index, index + 1)
+        encl.secs_child_cnt += 1
+        self.epc.flags[frame] |= ACCESSED
+        self._mark_reclaimable(frame)
+
+    def remove_pages(self, pid: int, eid: int, first: int, count: int) -> int:
+        """Trim and remove pages (SGX2 EDMM): MODIFY_TYPES to TRIM, EACCEPT each, REMOVE_PAGES.
+
+        Direct reclaim runs before every page step; pages swapped out are loaded back
+        (NO_RECLAIM).  Returns the pages removed; their charges and backing go.  VA pages
+        stay.  IoctlError: EINVAL before EINIT, EFAULT for a page never added, EAGAIN
+        when a load cannot be served.  Mirrors sgx_ioc_enclave_modify_types() and
+        sgx_ioc_enclave_remove_pages().
+        """
+        encl = self._enclave(eid)
+        self._check_range(encl.size_pages, first, count)
+        if not encl.initialized:
+            raise OSError(errno.EINVAL, f"enclave {eid} is not initialised")
+        for done, index in enumerate(range(first, first + count)):
+            self._edmm_load(encl, index, pid, done)
+            encl.types[index] = PageKind.TRIM
+        self.access(pid, eid, first, count)
+        for done, index in enumerate(range(first, first + count)):
+            self._edmm_load(encl, index, pid, done)
+            frame = encl.pages[index]
+            if self.epc.flags[frame] & ON_LRU:
+                self.epc.lru_del(self._lru_cgroup(frame).lru, frame)
+            free_epc_page(self, frame)
+            encl.pages[index] = ABSENT
+            encl.types[index] = PageKind.FREE
+            encl.secs_child_cnt -= 1
+            encl.page_cnt -= 1
+        return count
+
+    def _edmm_load(self, encl: Enclave, index: int, pid: int, done: int) -> None:
+        """sgx_reclaim_direct(), then the page resident for an EDMM step (EBUSY -> EAGAIN)."""
+        reclaim_direct(self, pid)
+        while True:
+            page = encl.page(index)
+            if page == ABSENT:
+                raise IoctlError(errno.EFAULT, f"page {index} of enclave {encl.id} was never added", done)
+            if page != SWAPPED:
+                return
+            try:
+                self._load(encl, index, pid, accessed=False)
+            except OSError as e:
+                if e.errno == errno.EBUSY and self._wait_for_reclaim(done):
+                    continue
+                code = errno.EAGAIN if e.errno == errno.EBUSY else errno.EFAULT
+                raise IoctlError(code, str(e.strerror), done) from None
+
+    def release(self, eid: int) -> None:
+        """The enclave's last reference is gone: free and uncharge every page, VA and SECS
+        included, then drop its backing.  Mirrors sgx_encl_release().
+        """
+        encl = self._enclave(eid)
+        encl.dying = True
+        freed = self._free_enclave_frames(encl)
+        backing = 0
+        for index in list(encl.swapped):
+            free_backing_page(self, encl, index)
+            backing += 1
+        del self.enclaves[eid]
+        self.emit(EnclaveReleased(self.clock.now_ns(), eid, encl.pid, freed, backing * PAGE_SIZE))
+
+    def _free_enclave_frames(self, encl: Enclave) -> int:
+        epc = self.epc
+        freed = 0
+        for index, frame in enumerate(encl.pages):
+            if frame >= 0:
+                if epc.flags[frame] & ON_LRU:
+                    epc.lru_del(self._lru_cgroup(frame).lru, frame)
+                free_epc_page(self, frame)
+                encl.pages[index] = ABSENT
+                freed += 1
+        if encl.secs_frame >= 0:
+            free_epc_page(self, encl.secs_frame)
+            encl.secs_frame = ABSENT
+            freed += 1
+        for ordinal, frame in enumerate(encl.va_frames):
+            if frame >= 0:
+                free_epc_page(self, frame)
+                encl.va_frames[ordinal] = ABSENT
+                freed += 1
+        return freed
+
+    def _lru_cgroup(self, frame: int) -> Cgroup:
+        cg = self.tree.by_id[self.epc.cg[frame]]
+        assert cg is not None
+        return cg
+
+    # -- guest vEPC -----------------------------------------------------------
+
+    def vepc_open(self, pid: int, size: int | str) -> int:
+        """Open a guest's virtual EPC of ``size`` bytes (a page multiple); returns its id."""
+        size_bytes = parse_size(size)
+        if size_bytes <= 0 or size_bytes % PAGE_SIZE:
+            raise OSError(errno.EINVAL, f"vEPC size {size_bytes} is not a positive multiple of 4 KiB")
+        vepc = Vepc(self._new_id(), pid, size_bytes // PAGE_SIZE)
+        self.vepcs[vepc.id] = vepc
+        return vepc.id
+
+    def vepc_access(self, pid: int, vid: int, first: int, count: int) -> int:
+        """Touch guest pages; a first touch allocates NO_RECLAIM.  Returns the faults.
+
+        EBUSY retries; anything else (ENOMEM: nothing reclaimable) raises SigBus.
+        Mirrors sgx_vepc_fault().
+        """
+        vepc = self._vepc(vid)
+        self._check_range(vepc.size_pages, first, count)
+        faults = 0
+        for index in range(first, first + count):
+            if index in vepc.pages:
+                continue
+            while True:
+                try:
+                    frame = alloc_epc_page(self, PageKind.VEPC, vid, index, NO_RECLAIM, pid, "vEPC fault")
+                    break
+                except OSError as e:
+                    if e.errno == errno.EBUSY and self._wait_for_reclaim(index - first):
+                        continue
+                    code = errno.ENOMEM if e.errno == errno.EBUSY else e.errno or errno.EIO
+                    raise self._sigbus(pid, code, "vEPC fault", str(e.strerror)) from None
+            vepc.pages[index] = frame
+            vepc.nr_present += 1
+            faults += 1
+        return faults
+
+    def vepc_release(self, vid: int) -> None:
+        """The guest's vEPC file is released: every page freed and uncharged."""
+        vepc = self._vepc(vid)
+        for frame in vepc.pages.values():
+            free_epc_page(self, frame)
+        del self.vepcs[vid]
+
+    # -- async work -----------------------------------------------------------
+
+    def run_work_step(self) -> bool:
+        """One batch of queued cgroup work or ksgxd; False when there is nothing to do."""
+        return reclaim.run_work_step(self)
+
+    def run_pending_work(self) -> int:
+        """Run queued cgroup work items and ksgxd until idle; returns the batches run."""
+        steps = 0
+        while reclaim.run_work_step(self):
+            steps += 1
+        return steps
+
+    # -- memory controller ----------------------------------------------------
+
+    def memory_over_max(self, cg: Cgroup) -> None:
+        """memory.max was set below usage: backing cannot be reclaimed, so the OOM killer runs."""
+        reclaim.oom(self, cg)
+
+    # -- invariants -----------------------------------------------------------
+
+    def check(self) -> None:
+        """Verify every accounting invariant; raise AssertionError on the first broken one."""
+        from engine.check import check_host
+
+        check_host(self)
+
+    # -- helpers --------------------------------------------------------------
+
+    def release_dying(self, cg: Cgroup) -> None:
+        for gone in self.tree.release_if_unused(cg):
+            self.emit(CgroupFreed(self.clock.now_ns(), gone.path))
+
+    def _new_id(self) -> int:
+        new = self._next_id
+        self._next_id += 1
+        return new
+
+    def _enclave(self, eid: int) -> Enclave:
+        encl = self.enclaves.get(eid)
+        if encl is None:
+            raise OSError(errno.EINVAL, f"no enclave {eid}")
+        return encl
+
+    def _vepc(self, vid: int) -> Vepc:
+        vepc = self.vepcs.get(vid)
+        if vepc is None:
+            raise OSError(errno.EINVAL, f"no vEPC {vid}")
+        return vepc
+
+    @staticmethod
+    def _check_range(size_pages: int, first: int, count: int) -> None:
+        if first < 0 or count < 0 or first + count > size_pages:
+            raise OSError(errno.EFAULT, f"pages {first}..{first + count - 1} lie outside 0..{size_pages - 1}")

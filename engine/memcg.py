@@ -1,0 +1,95 @@
+"""The memory controller, for the one thing SGX charges to it: backing store.
+
+Only swapped-out EPC pages and their PCMD pages are charged here (shmem pages of the
+enclave's backing file), to the memory cgroup the reference says pays.  Counters are
+in pages on each Cgroup; the files show bytes.  A charge above memory.max fails; the
+caller then runs the OOM killer (oom_kill_victim) as mem_cgroup_oom() would.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from typing import TYPE_CHECKING
+
+from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE
+
+if TYPE_CHECKING:
+    from engine.cgroup import Cgroup
+
+# memory.events keys, in the kernel's order; indexes into Cgroup.mem_events*.
+MEMCG_EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill")
+MEMCG_MAX, MEMCG_OOM, MEMCG_OOM_KILL = 2, 3, 4
+
+_MEMPARSE_RE = re.compile(r"(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)([kKmMgGtTpPeE]?)")
+_SHIFTS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
+
+
+def try_charge(cg: Cgroup, pages: int) -> Cgroup | None:
+    """Charge backing pages to ``cg`` and its ancestors (root has no limit).
+
+    Returns None, or the cgroup over its memory.max after undoing every level, with its
+    ``max`` event counted.  Mirrors page_counter_try_charge() plus memcg_memory_event().
+    """
+    level: Cgroup | None = cg
+    while level is not None:
+        new = level.mem_usage + pages
+        if new > level.mem_max_pages:
+            undo: Cgroup = cg
+            while undo is not level:
+                undo.mem_usage -= pages
+                undo = undo.parent  # type: ignore[assignment]
+            memory_event(level, MEMCG_MAX)
+            return level
+        level.mem_usage = new
+        if new > level.mem_peak:
+            level.mem_peak = new
+        level = level.parent
+    return None
+
+
+def uncharge(cg: Cgroup, pages: int) -> None:
+    level: Cgroup | None = cg
+    while level is not None:
+        level.mem_usage -= pages
+        level = level.parent
+
+
+def memory_event(cg: Cgroup, event: int) -> None:
+    """Mirrors memcg_memory_event(): local count, and hierarchical up to (not into) root."""
+    cg.mem_events_local[event] += 1
+    level: Cgroup | None = cg
+    while level is not None and level.parent is not None:
+        level.mem_events[event] += 1
+        level = level.parent
+
+
+def parse_max_write(buf: str) -> int:
+    """Return the new memory.max in pages from a write.
+
+    Mirrors page_counter_memparse(): ``max`` or a number with an optional K/M/G/T/P/E
+    suffix, rounded down to pages.  OSError(EINVAL) for anything else.
+    """
+    text = buf.strip()
+    if text == "max":
+        return PAGE_COUNTER_MAX
+    m = _MEMPARSE_RE.fullmatch(text)
+    if m is None:
+        raise OSError(errno.EINVAL, f"{text!r} is not a size: use bytes, a K/M/G suffix, or 'max'")
+    digits = m.group(1)
+    number = _c_int(digits) if len(digits) > 1 and digits[0] == "0" else int(digits)
+    nbytes = number << _SHIFTS[m.group(2).lower()]
+    return min(nbytes // PAGE_SIZE, PAGE_COUNTER_MAX)
+
+
+def _c_int(text: str) -> int:
+    """A C literal with a leading 0: hex after 0x, otherwise octal."""
+    return int(text[2:], 16) if text[1] in "xX" else int(text[1:], 8)
+
+
+def format_max(max_pages: int) -> str:
+    return "max" if max_pages >= PAGE_COUNTER_MAX else str(max_pages * PAGE_SIZE)
+
+
+def format_events(counts: list[int]) -> str:
+    return "".join(f"{name} {count}\n" for name, count in zip(MEMCG_EVENTS, counts, strict=True))

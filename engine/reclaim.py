@@ -1,0 +1,359 @@
+"""EPC allocation, charging and reclaim (mirrors sgx/main.c and the V17 epc_cgroup.c).
+
+The layering is the kernel's: a misc charge (sgx_cgroup_try_charge) before every
+allocation (sgx_alloc_epc_page); when the charge fails, synchronous reclaim of the
+requesting cgroup's subtree (DO_RECLAIM), or a queued async work item (NO_RECLAIM);
+one reclaim batch (sgx_reclaim_pages) isolates up to 16 pages from one LRU head, ages
+them, allocates backing and writes them out; ksgxd keeps the whole EPC above its
+watermarks.  Functions take the Host whose state they work on.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from engine import memcg, misc
+from engine.cgroup import Cgroup, next_get
+from engine.enclave import SWAPPED, Enclave, PcmdPage, SwapEntry
+from engine.epc import ACCESSED, NIL
+from engine.events import Enomem, KsgxdWake, LimitHit, OomKill, ReclaimBatch, SecsWriteBack, WorkQueued, WorkRun
+from engine.sgx import (
+    ERESTARTSYS,
+    NO_RECLAIM,
+    SGX_CG_LOW_LIMIT,
+    SGX_CG_MIN_FREE_PAGE,
+    SGX_NR_HIGH_PAGES,
+    SGX_NR_LOW_PAGES,
+    SGX_NR_TO_SCAN,
+    Blocked,
+    PageKind,
+    SgxReclaim,
+)
+
+if TYPE_CHECKING:
+    from engine.host import Host
+
+
+# -- charge and allocation ----------------------------------------------------
+
+
+def try_charge(host: Host, cg: Cgroup, mode: SgxReclaim, pid: int, op: str) -> None:
+    """Charge one page to ``cg``, reclaiming from its subtree as the mode allows.
+
+    Raises OSError(ENOMEM) when ``cg``'s subtree has nothing on its LRUs,
+    OSError(ERESTARTSYS) when ``pid`` has a signal pending, OSError(EBUSY) under
+    NO_RECLAIM (after queueing ``cg``'s work item), and Blocked when synchronous
+    reclaim can make no progress.  Mirrors sgx_cgroup_try_charge().
+    """
+    capacity = host.capacity_pages
+    while True:
+        hit = misc.try_charge(cg, capacity)
+        if hit is None:
+            return
+        host.emit(LimitHit(host.clock.now_ns(), hit.path, cg.path))
+        if not cg.nonempty_lrus:
+            host.emit(Enomem(host.clock.now_ns(), pid, cg.path, op))
+            raise OSError(errno.ENOMEM, f"{cg.path} is at its limit with nothing left to reclaim")
+        if pid in host.signals:
+            raise OSError(ERESTARTSYS, "interrupted by a signal")
+        if mode == NO_RECLAIM:
+            queue_work(host, cg)
+            raise OSError(errno.EBUSY, f"{cg.path} is at its limit; reclaim queued")
+        progress = host.progress
+        cgroup_reclaim_pages(host, cg, pid, 1, "sync")
+        if host.progress == progress:
+            raise Blocked(0, f"reclaim in {cg.path} cannot progress until another task exits")
+
+
+def alloc_epc_page(host: Host, kind: PageKind, owner: int, index: int, mode: SgxReclaim, pid: int, op: str) -> int:
+    """Charge the task's cgroup and take a free frame; returns the frame.
+
+    The charge at root bounds usage by the capacity, and every used frame is charged,
+    so a successful charge always finds a free frame: the kernel's global-reclaim loop
+    here only covers races that this model has none of.  Wakes ksgxd when fewer than
+    SGX_NR_LOW_PAGES frames are left.  Errors as try_charge().  Mirrors sgx_alloc_epc_page().
+    """
+    cg = host.tree.task_cgroup(pid)
+    if not cg.misc_on:
+        cg = cg.misc_css()
+    try_charge(host, cg, mode, pid, op)
+    epc = host.epc
+    frame = epc.take(kind, owner, index, cg.id)
+    if epc.nr_free < SGX_NR_LOW_PAGES and not host.ksgxd_woken and host.tree.root.nonempty_lrus:
+        host.ksgxd_woken = True
+        host.emit(KsgxdWake(host.clock.now_ns(), epc.nr_free))
+    return frame
+
+
+def free_epc_page(host: Host, frame: int) -> None:
+    """Uncharge the frame's cgroup and free the frame (off any LRU already).  Mirrors sgx_free_epc_page()."""
+    cg = host.tree.by_id[host.epc.cg[frame]]
+    assert cg is not None
+    misc.uncharge(cg)
+    host.epc.put(frame)
+    if cg.dying:
+        host.release_dying(cg)
+
+
+def should_reclaim(cg: Cgroup) -> bool:
+    """Whether ``cg``'s usage is within SGX_CG_MIN_FREE_PAGE of its effective limit.
+
+    Mirrors sgx_cgroup_should_reclaim().
+    """
+    if not cg.nonempty_lrus:
+        return False
+    limit = cg.misc_max_pages
+    level = cg.parent
+    while level is not None:
+        if level.misc_max_pages < limit:
+            limit = level.misc_max_pages
+        level = level.parent
+    if limit > SGX_CG_LOW_LIMIT:
+        limit -= SGX_CG_MIN_FREE_PAGE
+    return cg.misc_usage >= limit
+
+
+def queue_work(host: Host, cg: Cgroup) -> None:
+    """Queue ``cg``'s reclaim work item on sgx_cg_wq; re-queueing a pending item does nothing."""
+    if not cg.work_queued:
+        cg.work_queued = True
+        host.work[cg.id] = None
+        host.emit(WorkQueued(host.clock.now_ns(), cg.path))
+
+
+# -- reclaim ------------------------------------------------------------------
+
+
+def cgroup_reclaim_pages(host: Host, root: Cgroup, charge_pid: int | None, nr_to_scan: int, context: str) -> int:
+    """Reclaim batches from ``root``'s subtree, one LRU per turn of its fair cursor.
+
+    Returns the pages scanned, at least ``nr_to_scan`` unless the subtree's LRUs run
+    dry.  Mirrors sgx_cgroup_reclaim_pages().
+    """
+    scanned = 0
+    while root.nonempty_lrus and scanned < nr_to_scan:
+        scanned += reclaim_pages(host, next_get(root), charge_pid, context)
+    return scanned
+
+
+def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) -> int:
+    """One reclaim batch on ``cg``'s LRU; returns the pages isolated (not counting dropped ones).
+
+    Isolate up to SGX_NR_TO_SCAN from the head (pages of dying enclaves are dropped),
+    rotate young pages to the tail clearing their accessed bit, allocate backing (a
+    page that gets none goes back to the tail), then EWB the rest into VA slots and
+    free them.  ``charge_pid`` picks the memory cgroup that pays for backing; None
+    means the enclave's first live mm.  Mirrors sgx_reclaim_pages().
+    """
+    epc = host.epc
+    lru = cg.lru
+    flags = epc.flags
+    enclaves = host.enclaves
+    isolated: list[int] = []
+    dropped = 0
+    while lru.head != NIL and len(isolated) < SGX_NR_TO_SCAN:
+        frame = lru.head
+        epc.lru_del(lru, frame)
+        if enclaves[epc.owner[frame]].dying:
+            dropped += 1
+            continue
+        isolated.append(frame)
+    if not isolated and not dropped:
+        return 0
+    rotated = backing_failed = 0
+    to_write: list[tuple[int, Cgroup, int]] = []
+    for frame in isolated:
+        if flags[frame] & ACCESSED:
+            flags[frame] &= ~ACCESSED
+            epc.lru_add_tail(lru, frame)
+            rotated += 1
+            continue
+        encl = enclaves[epc.owner[frame]]
+        payer = charge_pid if charge_pid is not None else _first_live_mm(host, encl)
+        backing = alloc_backing(host, encl, epc.index[frame], payer)
+        if backing is None:
+            epc.lru_add_tail(lru, frame)
+            backing_failed += 1
+            continue
+        to_write.append((frame, backing, payer))
+    for frame, backing, payer in to_write:
+        encl = enclaves[epc.owner[frame]]
+        reclaimer_write(host, encl, frame, backing, payer)
+        free_epc_page(host, frame)
+    written = len(to_write)
+    host.progress += written + rotated + dropped
+    host.pages_reclaimed += written
+    host.emit(ReclaimBatch(host.clock.now_ns(), cg.path, context, len(isolated), rotated, backing_failed, written))
+    return len(isolated)
+
+
+def reclaimer_write(host: Host, encl: Enclave, frame: int, backing: Cgroup, payer: int) -> None:
+    """EWB one page into a VA slot and detach it; write out the SECS if it was the last child.
+
+    The SECS goes only after EINIT, and its backing is charged like the child's.
+    Mirrors sgx_reclaimer_write().
+    """
+    index = host.epc.index[frame]
+    ewb(encl, index, backing, payer)
+    encl.pages[index] = SWAPPED
+    encl.secs_child_cnt -= 1
+    if encl.secs_child_cnt == 0 and encl.initialized:
+        secs_backing = alloc_backing(host, encl, encl.secs_index, payer, memcg_cg=backing)
+        if secs_backing is not None:
+            ewb(encl, encl.secs_index, secs_backing, payer)
+            secs = encl.secs_frame
+            encl.secs_frame = SWAPPED
+            host.emit(SecsWriteBack(host.clock.now_ns(), encl.id, backing.path))
+            free_epc_page(host, secs)
+
+
+def ewb(encl: Enclave, index: int, backing: Cgroup, payer: int) -> None:
+    """Take a VA slot for page ``index`` and record where its contents went.  Mirrors __sgx_encl_ewb()."""
+    va, slot = encl.va_alloc_slot()
+    encl.swapped[index] = SwapEntry(va, slot, backing.id, payer)
+    encl.pcmd[encl.pcmd_page(index)].users += 1
+
+
+def alloc_backing(host: Host, encl: Enclave, index: int, payer: int, memcg_cg: Cgroup | None = None) -> Cgroup | None:
+    """Charge the backing page of ``index`` (and its PCMD page, if new) to the payer's memory cgroup.
+
+    Returns the memory cgroup charged, or None when its memory.max refused (the OOM
+    killer ran).  Mirrors sgx_encl_alloc_backing() with the V17 memcg choice.
+    """
+    if memcg_cg is None:
+        memcg_cg = host.tree.task_cgroup(payer).memory_css() if payer else host.tree.root
+    pcmd_no = encl.pcmd_page(index)
+    pcmd = encl.pcmd.get(pcmd_no)
+    pages = 1 if pcmd is not None else 2
+    over = memcg.try_charge(memcg_cg, pages)
+    if over is not None:
+        oom(host, over)
+        return None
+    if pcmd is None:
+        encl.pcmd[pcmd_no] = PcmdPage(0, memcg_cg.id, payer)
+    if payer:
+        host.task_mem[payer] = host.task_mem.get(payer, 0) + pages
+    return memcg_cg
+
+
+def free_backing_page(host: Host, encl: Enclave, index: int) -> SwapEntry:
+    """Drop page ``index``'s backing (and its PCMD page when that empties); returns its entry.
+
+    Used by ELDU (truncate after load) and by release.
+    """
+    entry = encl.swapped.pop(index)
+    _uncharge_backing(host, entry.memcg, entry.payer, 1)
+    pcmd_no = encl.pcmd_page(index)
+    pcmd = encl.pcmd[pcmd_no]
+    pcmd.users -= 1
+    if pcmd.users == 0:
+        del encl.pcmd[pcmd_no]
+        _uncharge_backing(host, pcmd.memcg, pcmd.payer, 1)
+    return entry
+
+
+def _uncharge_backing(host: Host, memcg_id: int, payer: int, pages: int) -> None:
+    cg = host.tree.by_id[memcg_id]
+    assert cg is not None
+    memcg.uncharge(cg, pages)
+    if payer in host.task_mem:
+        left = host.task_mem[payer] - pages
+        if left:
+            host.task_mem[payer] = left
+        else:
+            del host.task_mem[payer]
+    if cg.dying:
+        host.release_dying(cg)
+
+
+def _first_live_mm(host: Host, encl: Enclave) -> int:
+    """The pid of the first task still mapping the enclave, or 0 (root memcg pays)."""
+    return encl.mms[0] if encl.mms else 0
+
+
+def oom(host: Host, memcg_cg: Cgroup) -> None:
+    """The memory cgroup is full: kill the task in its subtree holding the most backing.
+
+    No new victim while an earlier one in the subtree is still exiting.  The victim
+    gets a fatal signal (SIGKILL) that the driver must deliver.  Mirrors
+    mem_cgroup_out_of_memory() as far as this host's memory goes.
+    """
+    memcg.memory_event(memcg_cg, memcg.MEMCG_OOM)
+    tasks = [pid for cg in memcg_cg.walk() for pid in cg.procs]
+    if any(pid in host.oom_victims for pid in tasks):
+        return
+    candidates = [(host.task_mem.get(pid, 0), pid) for pid in tasks if host.task_mem.get(pid, 0)]
+    if not candidates:
+        return
+    pages, victim = max(candidates)
+    host.signals.add(victim)
+    host.oom_victims.add(victim)
+    memcg.memory_event(host.tree.task_cgroup(victim).memory_css(), memcg.MEMCG_OOM_KILL)
+    host.emit(OomKill(host.clock.now_ns(), memcg_cg.path, victim, pages * 4096))
+
+
+def reclaim_direct(host: Host, pid: int) -> None:
+    """Make room before an EDMM page step, charging backing to ``pid``.  Mirrors sgx_reclaim_direct()."""
+    cg = host.tree.task_cgroup(pid).misc_css()
+    if should_reclaim(cg):
+        cgroup_reclaim_pages(host, cg, pid, SGX_NR_TO_SCAN, "direct")
+    if should_reclaim_global(host, SGX_NR_LOW_PAGES):
+        cgroup_reclaim_pages(host, host.tree.root, pid, SGX_NR_TO_SCAN, "global")
+
+
+def should_reclaim_global(host: Host, nr_free: int) -> bool:
+    """Mirrors sgx_should_reclaim_global(): few free frames and something reclaimable."""
+    return host.epc.nr_free < nr_free and bool(host.tree.root.nonempty_lrus)
+
+
+# -- async work and ksgxd -----------------------------------------------------
+
+
+class WorkState:
+    """Progress of the work item (or ksgxd run) in flight, for its WorkRun event."""
+
+    __slots__ = ("cg", "batches", "written")
+
+    def __init__(self, cg: Cgroup | None) -> None:
+        self.cg = cg
+        self.batches = 0
+        self.written = 0
+
+
+def run_work_step(host: Host) -> bool:
+    """Run one reclaim batch of the async work in flight; returns False when idle.
+
+    Work items run in queue order, each ``while should_reclaim(cg)`` (the cgroup worker,
+    Mirrors sgx_cgroup_reclaim_work_func()), then ksgxd while free frames are below
+    SGX_NR_HIGH_PAGES (Mirrors ksgxd()).  A worker whose batch makes no progress stops
+    (the kernel's would spin); the next EBUSY queues it again.
+    """
+    state = host.work_in_flight
+    if state is None:
+        if host.work:
+            cg_id = next(iter(host.work))
+            del host.work[cg_id]
+            cg = host.tree.by_id[cg_id]
+            if cg is None:
+                return True
+            cg.work_queued = False
+            state = host.work_in_flight = WorkState(cg)
+        elif host.ksgxd_woken:
+            state = host.work_in_flight = WorkState(None)
+        else:
+            return False
+    cg = state.cg
+    root = host.tree.root if cg is None else cg
+    due = should_reclaim_global(host, SGX_NR_HIGH_PAGES) if cg is None else should_reclaim(cg)
+    progress, written = host.progress, host.pages_reclaimed
+    if due:
+        cgroup_reclaim_pages(host, root, None, SGX_NR_TO_SCAN, "ksgxd" if cg is None else "async")
+        state.batches += 1
+        state.written += host.pages_reclaimed - written
+    if not due or host.progress == progress:
+        host.work_in_flight = None
+        if cg is None:
+            host.ksgxd_woken = False
+        host.emit(WorkRun(host.clock.now_ns(), "ksgxd" if cg is None else cg.path, state.batches, state.written))
+    return True
