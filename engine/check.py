@@ -57,7 +57,8 @@ def check_host(host: Host) -> None:
                 _require(encl.types[epc.index[frame]] == kind, f"frame {frame} has the wrong page type")
         owners[(owner, kind, epc.index[frame])] += 1
         on_lru = bool(epc.flags[frame] & ON_LRU)
-        _require(on_lru == (kind in RECLAIMABLE_KINDS), f"frame {frame} ({PageKind(kind).name}) LRU flag wrong")
+        dropped = kind in RECLAIMABLE_KINDS and host.enclaves[owner].dying  # the reclaimer let it go
+        _require(on_lru == (kind in RECLAIMABLE_KINDS) or dropped, f"frame {frame} ({PageKind(kind).name}) LRU flag")
         _require(not epc.flags[frame] & ACCESSED or kind in RECLAIMABLE_KINDS, f"accessed bit on frame {frame}")
         _require(tree.by_id[epc.cg[frame]] is not None, f"frame {frame} charged to a freed cgroup")
     _require(max(owners.values(), default=1) == 1, "two frames hold the same page")

@@ -16,7 +16,7 @@ from engine import files, reclaim
 from engine.cgroup import Cgroup, CgroupTree
 from engine.clock import Clock, VirtualClock
 from engine.enclave import ABSENT, SWAPPED, Enclave, Vepc
-from engine.epc import ACCESSED, ON_LRU, Epc
+from engine.epc import ACCESSED, KIND_MASK, ON_LRU, Epc
 from engine.events import (
     CgroupCreated,
     CgroupFreed,
@@ -394,9 +394,12 @@ class Host:
         self._check_range(encl.size_pages, first, count)
         if not encl.initialized:
             raise OSError(errno.EINVAL, f"enclave {eid} is not initialised")
+        flags = self.epc.flags
         for done, index in enumerate(range(first, first + count)):
             self._edmm_load(encl, index, pid, done)
             encl.types[index] = PageKind.TRIM
+            frame = encl.pages[index]
+            flags[frame] = flags[frame] & ~KIND_MASK | PageKind.TRIM
         self.access(pid, eid, first, count)
         for done, index in enumerate(range(first, first + count)):
             self._edmm_load(encl, index, pid, done)

@@ -152,8 +152,10 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
     enclaves = host.enclaves
     isolated: list[int] = []
     dropped = 0
-    while lru.head != NIL and len(isolated) < SGX_NR_TO_SCAN:
+    for _ in range(SGX_NR_TO_SCAN):
         frame = lru.head
+        if frame == NIL:
+            break
         epc.lru_del(lru, frame)
         if enclaves[epc.owner[frame]].dying:
             dropped += 1

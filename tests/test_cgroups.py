@@ -1,0 +1,137 @@
+"""The cgroup tree: mkdir/rmdir, dying cgroups, tasks and controllers (reference 2-3)."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from engine import Host
+
+from .helpers import enclave, pages, place
+
+
+def _errno(fn: object, *args: object) -> int:
+    with pytest.raises(OSError) as e:
+        fn(*args)  # type: ignore[operator]
+    assert e.value.errno is not None
+    return e.value.errno
+
+
+def test_mkdir_and_rmdir_errnos() -> None:
+    host = Host("1MiB")
+    host.mkdir("/a")
+    assert _errno(host.mkdir, "/a") == errno.EEXIST
+    assert _errno(host.mkdir, "/x/y") == errno.ENOENT
+    assert _errno(host.mkdir, "/a/misc.max") == errno.EEXIST  # a file's name
+    assert _errno(host.mkdir, "/") == errno.EEXIST
+    assert _errno(host.rmdir, "/nope") == errno.ENOENT
+    assert _errno(host.rmdir, "/") == errno.EBUSY
+    host.mkdir("a/b")  # leading slash optional
+    assert _errno(host.rmdir, "/a") == errno.EBUSY  # has a child
+    place(host, 10, "/a/b")
+    assert _errno(host.rmdir, "/a/b") == errno.EBUSY  # has a task
+    host.write("/cgroup.procs", "10")
+    host.rmdir("/a/b")
+    host.rmdir("/a")
+    assert host.cgroups() == ["/"]
+
+
+def test_cgroup_removed_while_charged_lives_on_dying_until_its_last_page() -> None:
+    host = Host("1MiB")
+    host.mkdir("/a")
+    host.mkdir("/a/b")
+    place(host, 10, "/a/b")
+    eid = enclave(host, 10, 8)
+    host.write("/cgroup.procs", "10")
+    host.rmdir("/a/b")
+    assert host.cgroups() == ["/", "/a"]  # invisible
+    assert _errno(host.read, "/a/b/misc.current") == errno.ENOENT
+    assert pages(host, "/a/misc.current") == 10  # its pages still count up the tree
+    host.mkdir("/a/b")  # the name is free again: a new cgroup
+    assert pages(host, "/a/b/misc.current") == 0
+    host.rmdir("/a/b")
+    dying = [cg for cg in host.tree.all() if cg.dying]
+    assert [cg.path for cg in dying] == ["/a/b"]
+    host.release(eid)
+    assert [cg.path for cg in host.tree.all()] == ["/", "/a"]
+    kinds = [e.kind for e in host.take_events()]
+    assert kinds.count("cgroup_freed") == 1
+    host.check()
+
+
+def test_rmdir_of_a_parent_whose_only_children_are_dying() -> None:
+    host = Host("1MiB")
+    host.mkdir("/a")
+    host.mkdir("/a/b")
+    place(host, 10, "/a/b")
+    eid = enclave(host, 10, 4)
+    host.write("/cgroup.procs", "10")
+    host.rmdir("/a/b")
+    host.rmdir("/a")  # allowed: no live children
+    assert host.cgroups() == ["/"]
+    assert pages(host, "/misc.current") == 6
+    host.release(eid)
+    assert host.tree.all() == [host.tree.root]  # both freed with the last page
+    host.check()
+
+
+def test_dying_cgroup_pages_are_not_reclaimed_by_the_walk() -> None:
+    host = Host("1MiB")
+    host.mkdir("/a")
+    place(host, 10, "/a")
+    eid = enclave(host, 10, 20)
+    host.write("/cgroup.procs", "10")
+    host.rmdir("/a")
+    assert host.tree.root.nonempty_lrus == 0  # nothing live to reclaim
+    host.ecreate(11, 8192)
+    assert len(host.enclaves[eid].swapped) == 0
+    host.check()
+
+
+def test_cgroup_procs_lists_and_moves_tasks() -> None:
+    host = Host("1MiB")
+    host.mkdir("/a")
+    host.write("/a/cgroup.procs", "42")
+    host.write("/a/cgroup.procs", " 7\n")
+    assert host.read("/a/cgroup.procs") == "7\n42\n"
+    host.write("/cgroup.procs", "0", pid=42)  # 0: the writer itself
+    assert host.read("/a/cgroup.procs") == "7\n"
+    assert host.task_cgroup(42) == "/"
+    for bad in ("-1", "abc", "", "1 2"):
+        assert _errno(host.write, "/a/cgroup.procs", bad) == errno.EINVAL
+    assert _errno(host.write, "/a/cgroup.procs", "0") == errno.ESRCH  # no writer given
+
+
+def test_pages_stay_charged_where_they_were_allocated_when_the_task_moves() -> None:
+    host = Host("1MiB")
+    host.mkdir("/a")
+    host.mkdir("/b")
+    place(host, 10, "/a")
+    eid = enclave(host, 10, 5, init=False)
+    place(host, 10, "/b")
+    host.add_pages(10, eid, 3)
+    assert pages(host, "/a/misc.current") == 7
+    assert pages(host, "/b/misc.current") == 3
+    host.check()
+
+
+def test_controllers_default_on_and_subtree_control_hides_files() -> None:
+    host = Host("1MiB")
+    assert host.read("/cgroup.controllers") == "memory misc\n"
+    assert host.read("/cgroup.subtree_control") == "memory misc\n"
+    host.mkdir("/a")
+    host.write("/a/cgroup.subtree_control", "-misc")
+    host.mkdir("/a/b")
+    assert host.read("/a/b/cgroup.controllers") == "memory\n"
+    assert "misc.max" not in host.listdir("/a/b") and "memory.max" in host.listdir("/a/b")
+    place(host, 10, "/a/b")
+    enclave(host, 10, 2)
+    assert pages(host, "/a/misc.current") == 4  # charged to the nearest cgroup with misc on
+    assert _errno(host.write, "/a/b/cgroup.subtree_control", "+misc") == errno.ENOENT
+    assert _errno(host.write, "/a/cgroup.subtree_control", "-memory") == errno.EBUSY  # has a child
+    assert _errno(host.write, "/a/cgroup.subtree_control", "+bogus") == errno.EINVAL
+    assert _errno(host.write, "/a/cgroup.subtree_control", "misc") == errno.EINVAL
+    host.write("/a/cgroup.subtree_control", "+misc +memory")
+    assert "misc.max" in host.listdir("/a/b")
+    host.check()
