@@ -16,8 +16,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize(
     ("text", "nbytes"),
-    [("4096", 4096), ("64KiB", 65536), ("64K", 65536), ("128MiB", 128 << 20), ("1GiB", 1 << 30), ("1g", 1 << 30)]
-    + [(" 2 MiB ", 2 << 20), ("1.5KiB", 1536), ("512GiB", 512 << 30), (4096, 4096)],
+    [
+        ("4096", 4096),
+        ("64KiB", 65536),
+        ("64K", 65536),
+        ("128MiB", 128 << 20),
+        ("1GiB", 1 << 30),
+        ("1g", 1 << 30),
+        (" 2 MiB ", 2 << 20),
+        ("1.5KiB", 1536),
+        ("512GiB", 512 << 30),
+        (4096, 4096),
+    ],
 )
 def test_parse_size_accepts_bytes_and_iec_units(text: str | int, nbytes: int) -> None:
     assert parse_size(text) == nbytes
