@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from engine.enclave import ABSENT, SWAPPED
+from engine.enclave import ABSENT, SWAP_MEMCG, SWAP_PAYER, SWAP_SLOT, SWAP_VA, SWAPPED
 from engine.epc import ACCESSED, KIND_MASK, NIL, ON_LRU
 from engine.sgx import RECLAIMABLE_KINDS, SGX_VA_SLOT_COUNT, PageKind
 
@@ -84,7 +84,7 @@ def check_host(host: Host) -> None:
     own_mem: Counter[int] = Counter()
     for encl in host.enclaves.values():
         for entry in encl.swapped.values():
-            own_mem[entry.memcg] += 1
+            own_mem[entry[SWAP_MEMCG]] += 1
         for pcmd in encl.pcmd.values():
             _require(pcmd.users > 0, f"enclave {encl.id}: an empty PCMD page is still charged")
             own_mem[pcmd.memcg] += 1
@@ -110,8 +110,8 @@ def check_host(host: Host) -> None:
     paid = Counter[int]()
     for encl in host.enclaves.values():
         for entry in encl.swapped.values():
-            if entry.payer:
-                paid[entry.payer] += 1
+            if entry[SWAP_PAYER]:
+                paid[entry[SWAP_PAYER]] += 1
         for pcmd in encl.pcmd.values():
             if pcmd.payer:
                 paid[pcmd.payer] += 1
@@ -135,7 +135,7 @@ def _check_enclave(host: Host, encl: object) -> None:
     slots = sum(bin(bits).count("1") for bits in encl.va_slots)
     _require(slots == len(encl.swapped), f"{name}: {slots} VA slots used for {len(encl.swapped)} swapped pages")
     _require(all(bin(b).count("1") == u for b, u in zip(encl.va_slots, encl.va_used, strict=True)), f"{name}: VA")
-    taken = {(e.va, e.slot) for e in encl.swapped.values()}
+    taken = {(e[SWAP_VA], e[SWAP_SLOT]) for e in encl.swapped.values()}
     _require(len(taken) == len(encl.swapped), f"{name}: two pages share a VA slot")
     _require(all(encl.va_slots[va] >> slot & 1 for va, slot in taken), f"{name}: a swapped page's slot is free")
     _require(sorted(encl.va_order()) == list(range(len(encl.va_frames))), f"{name}: VA list broken")

@@ -18,14 +18,12 @@ SWAPPED = -2
 _FULL = (1 << SGX_VA_SLOT_COUNT) - 1
 
 
-@dataclass(slots=True)
-class SwapEntry:
-    """Where a written-out page went: its VA slot and who pays for its backing page."""
-
-    va: int  # ordinal of the VA page
-    slot: int  # slot in that VA page
-    memcg: int  # id of the memory cgroup charged for the backing page
-    payer: int  # pid whose mm paid (0: none, e.g. the root memcg fallback)
+# Where a written-out page went: (VA page ordinal, slot in it, id of the memory cgroup
+# charged for its backing page, pid whose mm paid or 0).  A plain tuple: one per
+# swapped page, made on the reclaim hot path.
+SwapEntry = tuple[int, int, int, int]
+SWAP_VA, SWAP_SLOT, SWAP_MEMCG, SWAP_PAYER = range(4)
+PCMD_SHIFT = SGX_PCMD_PER_PAGE.bit_length() - 1  # index >> PCMD_SHIFT: its PCMD page
 
 
 @dataclass(slots=True)
@@ -159,7 +157,7 @@ class Enclave:
     @staticmethod
     def pcmd_page(index: int) -> int:
         """The PCMD backing page that holds page ``index``'s entry (32 to a page)."""
-        return index // SGX_PCMD_PER_PAGE
+        return index >> PCMD_SHIFT
 
 
 class Vepc:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from engine import files, reclaim
 from engine.cgroup import Cgroup, CgroupTree
 from engine.clock import Clock, VirtualClock
-from engine.enclave import ABSENT, SWAPPED, Enclave, Vepc
+from engine.enclave import ABSENT, SWAP_SLOT, SWAP_VA, SWAPPED, Enclave, Vepc
 from engine.epc import ACCESSED, KIND_MASK, ON_LRU, Epc
 from engine.events import (
     CgroupCreated,
@@ -183,9 +183,10 @@ class Host:
             raise OSError(errno.EINVAL, f"enclave size {size_bytes} is not a power of two of at least 8 KiB")
         encl = Enclave(self._new_id(), pid, size_bytes // PAGE_SIZE)
         self.enclaves[encl.id] = encl
+        cg = self._misc_cgroup(pid)
         try:
-            self._grow(encl, pid, DO_RECLAIM, "ECREATE")
-            encl.secs_frame = alloc_epc_page(self, PageKind.SECS, encl.id, -1, DO_RECLAIM, pid, "ECREATE")
+            self._grow(encl, cg, pid, DO_RECLAIM, "ECREATE")
+            encl.secs_frame = alloc_epc_page(self, cg, PageKind.SECS, encl.id, -1, DO_RECLAIM, pid, "ECREATE")
         except BaseException:
             self._free_enclave_frames(encl)
             del self.enclaves[encl.id]
@@ -211,6 +212,7 @@ class Host:
             raise OSError(errno.EINVAL, f"enclave {eid} is initialised: EADD is over, use augment")
         if count < 0 or encl.next_index + count > encl.size_pages:
             raise OSError(errno.EINVAL, f"{count} pages do not fit in enclave {eid}")
+        cg = self._misc_cgroup(pid)
         done = 0
         try:
             for done in range(count):
@@ -218,22 +220,25 @@ class Host:
                     if done == 0:
                         raise OSError(ERESTARTSYS, "interrupted by a signal")
                     return done
-                self._eadd(encl, page_kind, pid)
+                self._eadd(encl, page_kind, cg, pid)
         except Blocked as e:
             raise Blocked(done, str(e)) from None
         except OSError as e:
             raise IoctlError(e.errno or errno.EIO, e.strerror or "", done) from None
         return count
 
-    def _eadd(self, encl: Enclave, kind: PageKind, pid: int) -> None:
+    def _eadd(self, encl: Enclave, kind: PageKind, cg: Cgroup, pid: int) -> None:
         """Mirrors sgx_encl_add_page(): the data page, then the VA page if due."""
         index = encl.next_index
-        frame = alloc_epc_page(self, kind, encl.id, index, DO_RECLAIM, pid, "EADD")
-        try:
-            self._grow(encl, pid, DO_RECLAIM, "EADD")
-        except BaseException:
-            free_epc_page(self, frame)
-            raise
+        frame = alloc_epc_page(self, cg, kind, encl.id, index, DO_RECLAIM, pid, "EADD")
+        if encl.page_cnt % SGX_VA_SLOT_COUNT:
+            encl.page_cnt += 1  # no VA page due: sgx_encl_grow() only counts
+        else:
+            try:
+                self._grow(encl, cg, pid, DO_RECLAIM, "EADD")
+            except BaseException:
+                free_epc_page(self, frame)
+                raise
         if index == len(encl.pages):
             encl.pages.append(frame)
             encl.types.append(kind)
@@ -243,17 +248,12 @@ class Host:
             encl.types[index] = kind
         encl.next_index = index + 1
         encl.secs_child_cnt += 1
-        self._mark_reclaimable(frame)
-
-    def _mark_reclaimable(self, frame: int) -> None:
-        cg = self.tree.by_id[self.epc.cg[frame]]
-        assert cg is not None
         self.epc.lru_add_tail(cg.lru, frame)
 
-    def _grow(self, encl: Enclave, pid: int, mode: SgxReclaim, op: str) -> None:
+    def _grow(self, encl: Enclave, cg: Cgroup, pid: int, mode: SgxReclaim, op: str) -> None:
         """A new VA page when page_cnt reaches a multiple of 512, then page_cnt + 1.  Mirrors sgx_encl_grow()."""
         if encl.page_cnt % SGX_VA_SLOT_COUNT == 0:
-            frame = alloc_epc_page(self, PageKind.VA, encl.id, len(encl.va_frames), mode, pid, op)
+            frame = alloc_epc_page(self, cg, PageKind.VA, encl.id, len(encl.va_frames), mode, pid, op)
             encl.va_add(frame)
         encl.page_cnt += 1
 
@@ -338,20 +338,21 @@ class Host:
 
     def _load(self, encl: Enclave, index: int, pid: int, accessed: bool) -> None:
         """ELDU the SECS if it is out, then the page.  Mirrors sgx_encl_load_page()."""
+        cg = self._misc_cgroup(pid)
         if encl.secs_frame == SWAPPED:
-            self._eldu(encl, encl.secs_index, pid, accessed=False)
-        self._eldu(encl, index, pid, accessed)
+            self._eldu(encl, encl.secs_index, cg, pid, accessed=False)
+        self._eldu(encl, index, cg, pid, accessed)
 
-    def _eldu(self, encl: Enclave, index: int, pid: int, accessed: bool) -> None:
+    def _eldu(self, encl: Enclave, index: int, cg: Cgroup, pid: int, accessed: bool) -> None:
         """Load one page back, NO_RECLAIM, charged to ``pid``'s cgroup; free its VA slot and backing.
 
         Mirrors sgx_encl_eldu().
         """
         secs = index == encl.secs_index
         kind = PageKind.SECS if secs else PageKind(encl.types[index])
-        frame = alloc_epc_page(self, kind, encl.id, -1 if secs else index, NO_RECLAIM, pid, "ELDU")
+        frame = alloc_epc_page(self, cg, kind, encl.id, -1 if secs else index, NO_RECLAIM, pid, "ELDU")
         entry = free_backing_page(self, encl, index)
-        encl.va_free_slot(entry.va, entry.slot)
+        encl.va_free_slot(entry[SWAP_VA], entry[SWAP_SLOT])
         if secs:
             encl.secs_frame = frame
             return
@@ -359,17 +360,18 @@ class Host:
         encl.secs_child_cnt += 1
         if accessed:
             self.epc.flags[frame] |= ACCESSED
-        self._mark_reclaimable(frame)
+        self.epc.lru_add_tail(cg.lru, frame)
 
     def _eaug(self, encl: Enclave, index: int, pid: int) -> None:
         """EAUG a page on a fault at an absent address.  Mirrors sgx_encl_eaug_page()."""
         if not encl.initialized:
             raise OSError(errno.EFAULT, "fault on a page that was never added, before EINIT")
+        cg = self._misc_cgroup(pid)
         if encl.secs_frame == SWAPPED:
-            self._eldu(encl, encl.secs_index, pid, accessed=False)
-        frame = alloc_epc_page(self, PageKind.REG, encl.id, index, NO_RECLAIM, pid, "EAUG")
+            self._eldu(encl, encl.secs_index, cg, pid, accessed=False)
+        frame = alloc_epc_page(self, cg, PageKind.REG, encl.id, index, NO_RECLAIM, pid, "EAUG")
         try:
-            self._grow(encl, pid, NO_RECLAIM, "EAUG")
+            self._grow(encl, cg, pid, NO_RECLAIM, "EAUG")
         except BaseException:
             free_epc_page(self, frame)
             raise
@@ -379,7 +381,7 @@ class Host:
         encl.next_index = max(encl.next_index, index + 1)
         encl.secs_child_cnt += 1
         self.epc.flags[frame] |= ACCESSED
-        self._mark_reclaimable(frame)
+        self.epc.lru_add_tail(cg.lru, frame)
 
     def remove_pages(self, pid: int, eid: int, first: int, count: int) -> int:
         """Trim and remove pages (SGX2 EDMM): MODIFY_TYPES to TRIM, EACCEPT each, REMOVE_PAGES.
@@ -489,13 +491,14 @@ class Host:
         """
         vepc = self._vepc(vid)
         self._check_range(vepc.size_pages, first, count)
+        cg = self._misc_cgroup(pid)
         faults = 0
         for index in range(first, first + count):
             if index in vepc.pages:
                 continue
             while True:
                 try:
-                    frame = alloc_epc_page(self, PageKind.VEPC, vid, index, NO_RECLAIM, pid, "vEPC fault")
+                    frame = alloc_epc_page(self, cg, PageKind.VEPC, vid, index, NO_RECLAIM, pid, "vEPC fault")
                     break
                 except OSError as e:
                     if e.errno == errno.EBUSY and self._wait_for_reclaim(index - first):
@@ -546,6 +549,11 @@ class Host:
     def release_dying(self, cg: Cgroup) -> None:
         for gone in self.tree.release_if_unused(cg):
             self.emit(CgroupFreed(self.clock.now_ns(), gone.path))
+
+    def _misc_cgroup(self, pid: int) -> Cgroup:
+        """The cgroup whose misc counters ``pid``'s allocations charge now."""
+        cg = self.tree.task_cgroup(pid)
+        return cg if cg.misc_on else cg.misc_css()
 
     def _new_id(self) -> int:
         new = self._next_id

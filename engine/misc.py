@@ -50,11 +50,11 @@ def try_charge(cg: Cgroup, capacity_pages: int) -> Cgroup | None:
     return None
 
 
-def uncharge(cg: Cgroup) -> None:
-    """Mirrors misc_cg_uncharge(): one page off ``cg`` and every ancestor."""
+def uncharge(cg: Cgroup, pages: int = 1) -> None:
+    """Mirrors misc_cg_uncharge(): ``pages`` off ``cg`` and every ancestor."""
     level: Cgroup | None = cg
     while level is not None:
-        level.misc_usage -= 1
+        level.misc_usage -= pages
         level = level.parent
 
 

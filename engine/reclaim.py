@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from engine import memcg, misc
 from engine.cgroup import Cgroup, next_get
-from engine.enclave import SWAPPED, Enclave, PcmdPage, SwapEntry
+from engine.enclave import PCMD_SHIFT, SWAP_MEMCG, SWAP_PAYER, SWAPPED, Enclave, PcmdPage, SwapEntry
 from engine.epc import ACCESSED, NIL
 from engine.events import Enomem, KsgxdWake, LimitHit, OomKill, ReclaimBatch, SecsWriteBack, WorkQueued, WorkRun
 from engine.sgx import (
@@ -38,19 +38,19 @@ if TYPE_CHECKING:
 # -- charge and allocation ----------------------------------------------------
 
 
-def try_charge(host: Host, cg: Cgroup, mode: SgxReclaim, pid: int, op: str) -> None:
+def try_charge(host: Host, cg: Cgroup, mode: SgxReclaim, pid: int, op: str, hit: Cgroup | None = None) -> None:
     """Charge one page to ``cg``, reclaiming from its subtree as the mode allows.
 
     Raises OSError(ENOMEM) when ``cg``'s subtree has nothing on its LRUs,
     OSError(ERESTARTSYS) when ``pid`` has a signal pending, OSError(EBUSY) under
     NO_RECLAIM (after queueing ``cg``'s work item), and Blocked when synchronous
-    reclaim can make no progress.  Mirrors sgx_cgroup_try_charge().
+    reclaim can make no progress.  ``hit``: the caller already tried once and this
+    cgroup refused.  Mirrors sgx_cgroup_try_charge().
     """
     capacity = host.capacity_pages
-    while True:
+    if hit is None:
         hit = misc.try_charge(cg, capacity)
-        if hit is None:
-            return
+    while hit is not None:
         host.emit(LimitHit(host.clock.now_ns(), hit.path, cg.path))
         if not cg.nonempty_lrus:
             host.emit(Enomem(host.clock.now_ns(), pid, cg.path, op))
@@ -64,20 +64,22 @@ def try_charge(host: Host, cg: Cgroup, mode: SgxReclaim, pid: int, op: str) -> N
         cgroup_reclaim_pages(host, cg, pid, 1, "sync")
         if host.progress == progress:
             raise Blocked(0, f"reclaim in {cg.path} cannot progress until another task exits")
+        hit = misc.try_charge(cg, capacity)
 
 
-def alloc_epc_page(host: Host, kind: PageKind, owner: int, index: int, mode: SgxReclaim, pid: int, op: str) -> int:
-    """Charge the task's cgroup and take a free frame; returns the frame.
+def alloc_epc_page(
+    host: Host, cg: Cgroup, kind: PageKind, owner: int, index: int, mode: SgxReclaim, pid: int, op: str
+) -> int:
+    """Charge ``cg`` (the task's misc cgroup) and take a free frame; returns the frame.
 
     The charge at root bounds usage by the capacity, and every used frame is charged,
     so a successful charge always finds a free frame: the kernel's global-reclaim loop
     here only covers races that this model has none of.  Wakes ksgxd when fewer than
     SGX_NR_LOW_PAGES frames are left.  Errors as try_charge().  Mirrors sgx_alloc_epc_page().
     """
-    cg = host.tree.task_cgroup(pid)
-    if not cg.misc_on:
-        cg = cg.misc_css()
-    try_charge(host, cg, mode, pid, op)
+    hit = misc.try_charge(cg, host.capacity_pages)
+    if hit is not None:
+        try_charge(host, cg, mode, pid, op, hit)
     epc = host.epc
     frame = epc.take(kind, owner, index, cg.id)
     if epc.nr_free < SGX_NR_LOW_PAGES and not host.ksgxd_woken and host.tree.root.nonempty_lrus:
@@ -164,79 +166,84 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
     if not isolated and not dropped:
         return 0
     rotated = backing_failed = 0
+    owner, page_index = epc.owner, epc.index
     to_write: list[tuple[int, Cgroup, int]] = []
+    memcg_of: dict[int, Cgroup] = {}  # payer pid -> memory cgroup, for this batch
     for frame in isolated:
         if flags[frame] & ACCESSED:
             flags[frame] &= ~ACCESSED
             epc.lru_add_tail(lru, frame)
             rotated += 1
             continue
-        encl = enclaves[epc.owner[frame]]
-        payer = charge_pid if charge_pid is not None else _first_live_mm(host, encl)
-        backing = alloc_backing(host, encl, epc.index[frame], payer)
-        if backing is None:
+        encl = enclaves[owner[frame]]
+        payer = charge_pid if charge_pid is not None else (encl.mms[0] if encl.mms else 0)
+        memcg_cg = memcg_of.get(payer)
+        if memcg_cg is None:
+            memcg_cg = memcg_of[payer] = host.tree.task_cgroup(payer).memory_css() if payer else host.tree.root
+        if not alloc_backing(host, encl, page_index[frame], payer, memcg_cg):
             epc.lru_add_tail(lru, frame)
             backing_failed += 1
             continue
-        to_write.append((frame, backing, payer))
-    for frame, backing, payer in to_write:
-        encl = enclaves[epc.owner[frame]]
-        reclaimer_write(host, encl, frame, backing, payer)
-        free_epc_page(host, frame)
+        to_write.append((frame, memcg_cg, payer))
+    for frame, memcg_cg, payer in to_write:
+        reclaimer_write(host, enclaves[owner[frame]], page_index[frame], memcg_cg, payer)
+    for frame, _, _ in to_write:
+        epc.put(frame)
     written = len(to_write)
+    if written:
+        misc.uncharge(cg, written)  # every page on cg's LRU is charged to cg
+        if cg.dying:
+            host.release_dying(cg)
     host.progress += written + rotated + dropped
     host.pages_reclaimed += written
     host.emit(ReclaimBatch(host.clock.now_ns(), cg.path, context, len(isolated), rotated, backing_failed, written))
     return len(isolated)
 
 
-def reclaimer_write(host: Host, encl: Enclave, frame: int, backing: Cgroup, payer: int) -> None:
-    """EWB one page into a VA slot and detach it; write out the SECS if it was the last child.
-
-    The SECS goes only after EINIT, and its backing is charged like the child's.
-    Mirrors sgx_reclaimer_write().
+def reclaimer_write(host: Host, encl: Enclave, index: int, memcg_cg: Cgroup, payer: int) -> None:
+    """EWB page ``index`` into a VA slot and detach it (the caller frees its frame); write out
+    the SECS too if that was its last resident child, after EINIT only, its backing charged
+    like the child's.  Mirrors sgx_reclaimer_write().
     """
-    index = host.epc.index[frame]
-    ewb(encl, index, backing, payer)
+    ewb(encl, index, memcg_cg, payer)
     encl.pages[index] = SWAPPED
     encl.secs_child_cnt -= 1
     if encl.secs_child_cnt == 0 and encl.initialized:
-        secs_backing = alloc_backing(host, encl, encl.secs_index, payer, memcg_cg=backing)
-        if secs_backing is not None:
-            ewb(encl, encl.secs_index, secs_backing, payer)
+        secs_index = encl.secs_index
+        if alloc_backing(host, encl, secs_index, payer, memcg_cg):
+            ewb(encl, secs_index, memcg_cg, payer)
             secs = encl.secs_frame
             encl.secs_frame = SWAPPED
-            host.emit(SecsWriteBack(host.clock.now_ns(), encl.id, backing.path))
+            host.emit(SecsWriteBack(host.clock.now_ns(), encl.id, memcg_cg.path))
             free_epc_page(host, secs)
 
 
-def ewb(encl: Enclave, index: int, backing: Cgroup, payer: int) -> None:
+def ewb(encl: Enclave, index: int, memcg_cg: Cgroup, payer: int) -> None:
     """Take a VA slot for page ``index`` and record where its contents went.  Mirrors __sgx_encl_ewb()."""
     va, slot = encl.va_alloc_slot()
-    encl.swapped[index] = SwapEntry(va, slot, backing.id, payer)
-    encl.pcmd[encl.pcmd_page(index)].users += 1
+    encl.swapped[index] = (va, slot, memcg_cg.id, payer)
+    encl.pcmd[index >> PCMD_SHIFT].users += 1
 
 
-def alloc_backing(host: Host, encl: Enclave, index: int, payer: int, memcg_cg: Cgroup | None = None) -> Cgroup | None:
-    """Charge the backing page of ``index`` (and its PCMD page, if new) to the payer's memory cgroup.
+def alloc_backing(host: Host, encl: Enclave, index: int, payer: int, memcg_cg: Cgroup) -> bool:
+    """Charge the backing page of ``index`` (and its PCMD page, if new) to ``memcg_cg``, paid by ``payer``.
 
-    Returns the memory cgroup charged, or None when its memory.max refused (the OOM
-    killer ran).  Mirrors sgx_encl_alloc_backing() with the V17 memcg choice.
+    False when memory.max refused (the OOM killer ran).  Mirrors sgx_encl_alloc_backing()
+    with the V17 memcg choice made by the caller.
     """
-    if memcg_cg is None:
-        memcg_cg = host.tree.task_cgroup(payer).memory_css() if payer else host.tree.root
-    pcmd_no = encl.pcmd_page(index)
+    pcmd_no = index >> PCMD_SHIFT
     pcmd = encl.pcmd.get(pcmd_no)
     pages = 1 if pcmd is not None else 2
     over = memcg.try_charge(memcg_cg, pages)
     if over is not None:
         oom(host, over)
-        return None
+        return False
     if pcmd is None:
         encl.pcmd[pcmd_no] = PcmdPage(0, memcg_cg.id, payer)
     if payer:
-        host.task_mem[payer] = host.task_mem.get(payer, 0) + pages
-    return memcg_cg
+        task_mem = host.task_mem
+        task_mem[payer] = task_mem.get(payer, 0) + pages
+    return True
 
 
 def free_backing_page(host: Host, encl: Enclave, index: int) -> SwapEntry:
@@ -245,8 +252,8 @@ def free_backing_page(host: Host, encl: Enclave, index: int) -> SwapEntry:
     Used by ELDU (truncate after load) and by release.
     """
     entry = encl.swapped.pop(index)
-    _uncharge_backing(host, entry.memcg, entry.payer, 1)
-    pcmd_no = encl.pcmd_page(index)
+    _uncharge_backing(host, entry[SWAP_MEMCG], entry[SWAP_PAYER], 1)
+    pcmd_no = index >> PCMD_SHIFT
     pcmd = encl.pcmd[pcmd_no]
     pcmd.users -= 1
     if pcmd.users == 0:
@@ -267,11 +274,6 @@ def _uncharge_backing(host: Host, memcg_id: int, payer: int, pages: int) -> None
             del host.task_mem[payer]
     if cg.dying:
         host.release_dying(cg)
-
-
-def _first_live_mm(host: Host, encl: Enclave) -> int:
-    """The pid of the first task still mapping the enclave, or 0 (root memcg pays)."""
-    return encl.mms[0] if encl.mms else 0
 
 
 def oom(host: Host, memcg_cg: Cgroup) -> None:
