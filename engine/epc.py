@@ -126,6 +126,90 @@ class Epc:
         if lru.size == 0:
             lru.owner.lru_became_empty()
 
+    def lru_isolate(self, lru: Lru, count: int) -> list[int]:
+        """Take up to ``count`` frames off the head of ``lru`` in one splice; returns them oldest first."""
+        nxt, flags = self.next, self.flags
+        out: list[int] = []
+        frame = lru.head
+        while frame != NIL and len(out) < count:
+            out.append(frame)
+            flags[frame] &= ~ON_LRU
+            frame = nxt[frame]
+        if not out:
+            return out
+        lru.head = frame
+        if frame == NIL:
+            lru.tail = NIL
+        else:
+            self.prev[frame] = NIL
+        lru.size -= len(out)
+        if lru.size == 0:
+            lru.owner.lru_became_empty()
+        return out
+
+    def take_run(self, kind: PageKind, owner: int, first_index: int, cg: int, count: int) -> list[int]:
+        """Take ``count`` free frames for pages first_index.. of ``owner``; returns them in order."""
+        frames: list[int] = []
+        index = first_index
+        while len(frames) < count and self._free_top != NIL:
+            frame = self._free_top
+            self._free_top = self.next[frame]
+            self.owner[frame] = owner
+            self.index[frame] = index
+            self.cg[frame] = cg
+            self.flags[frame] = kind
+            frames.append(frame)
+            index += 1
+        bump = count - len(frames)
+        if bump:
+            start = len(self.flags)
+            if start + bump > self.capacity_pages:
+                raise AssertionError("EPC frames taken with none free")
+            frames.extend(range(start, start + bump))
+            self.owner.extend(array("i", [owner]) * bump)
+            self.index.extend(array("i", range(index, index + bump)))
+            self.cg.extend(array("i", [cg]) * bump)
+            self.flags.extend(bytes([kind]) * bump)
+            self.prev.extend(array("i", [NIL]) * bump)
+            self.next.extend(array("i", [NIL]) * bump)
+        self.nr_free -= count
+        return frames
+
+    def put_many(self, frames: list[int]) -> None:
+        """Return frames (already off every LRU) to the free stack, in order."""
+        nxt, flags, owner = self.next, self.flags, self.owner
+        top = self._free_top
+        for frame in frames:
+            flags[frame] = PageKind.FREE
+            owner[frame] = NIL
+            nxt[frame] = top
+            top = frame
+        self._free_top = top
+        self.nr_free += len(frames)
+
+    def lru_add_tail_many(self, lru: Lru, frames: list[int], flag: int = 0) -> None:
+        """Append ``frames`` to the tail of ``lru`` in order, or-ing ``flag`` into each."""
+        if not frames:
+            return
+        prev, nxt, flags = self.prev, self.next, self.flags
+        tail = lru.tail
+        if tail == NIL:
+            lru.head = frames[0]
+        else:
+            nxt[tail] = frames[0]
+        for frame in frames:
+            prev[frame] = tail
+            flags[frame] |= ON_LRU | flag
+            if tail != NIL:
+                nxt[tail] = frame
+            tail = frame
+        nxt[tail] = NIL
+        was_empty = lru.size == 0
+        lru.tail = tail
+        lru.size += len(frames)
+        if was_empty:
+            lru.owner.lru_became_nonempty()
+
     def lru_frames(self, lru: Lru) -> list[int]:
         """The frames on ``lru`` from head to tail (for invariant checks and tests)."""
         out: list[int] = []

@@ -28,7 +28,7 @@ from engine.events import (
     FileWritten,
     SigBusRaised,
 )
-from engine.reclaim import alloc_epc_page, free_backing_page, free_epc_page, reclaim_direct
+from engine.reclaim import alloc_epc_page, alloc_epc_run, free_backing_page, free_epc_page, reclaim_direct
 from engine.sgx import (
     DO_RECLAIM,
     ERESTARTSYS,
@@ -215,20 +215,41 @@ class Host:
         cg = self._misc_cgroup(pid)
         done = 0
         try:
-            for done in range(count):
-                if pid in self.signals:
+            while done < count:
+                if pid in self.signals:  # only reclaim (the OOM killer) raises one mid-call
                     if done == 0:
                         raise OSError(ERESTARTSYS, "interrupted by a signal")
                     return done
-                self._eadd(encl, page_kind, cg, pid)
+                done += self._eadd_run(encl, page_kind, cg, count - done) or self._eadd(encl, page_kind, cg, pid)
         except Blocked as e:
             raise Blocked(done, str(e)) from None
         except OSError as e:
             raise IoctlError(e.errno or errno.EIO, e.strerror or "", done) from None
         return count
 
-    def _eadd(self, encl: Enclave, kind: PageKind, cg: Cgroup, pid: int) -> None:
-        """Mirrors sgx_encl_add_page(): the data page, then the VA page if due."""
+    def _eadd_run(self, encl: Enclave, kind: PageKind, cg: Cgroup, count: int) -> int:
+        """EADD as many of ``count`` pages as fit without reclaim and before a VA page is due.
+
+        The same result as that many _eadd() calls; returns how many (0: take _eadd()).
+        """
+        due = encl.page_cnt % SGX_VA_SLOT_COUNT
+        if due == 0:
+            return 0
+        index = encl.next_index
+        frames = alloc_epc_run(self, cg, kind, encl.id, index, min(count, SGX_VA_SLOT_COUNT - due))
+        run = len(frames)
+        if run:
+            assert index == len(encl.pages), "EADD appends: no holes before EINIT"
+            encl.pages.extend(frames)
+            encl.types.extend(bytes([kind]) * run)
+            encl.next_index = index + run
+            encl.page_cnt += run
+            encl.secs_child_cnt += run
+            self.epc.lru_add_tail_many(cg.lru, frames)
+        return run
+
+    def _eadd(self, encl: Enclave, kind: PageKind, cg: Cgroup, pid: int) -> int:
+        """Mirrors sgx_encl_add_page(): the data page, then the VA page if due.  Returns 1."""
         index = encl.next_index
         frame = alloc_epc_page(self, cg, kind, encl.id, index, DO_RECLAIM, pid, "EADD")
         if encl.page_cnt % SGX_VA_SLOT_COUNT:
@@ -249,6 +270,7 @@ class Host:
         encl.next_index = index + 1
         encl.secs_child_cnt += 1
         self.epc.lru_add_tail(cg.lru, frame)
+        return 1
 
     def _grow(self, encl: Enclave, cg: Cgroup, pid: int, mode: SgxReclaim, op: str) -> None:
         """A new VA page when page_cnt reaches a multiple of 512, then page_cnt + 1.  Mirrors sgx_encl_grow()."""

@@ -48,6 +48,27 @@ def try_charge(cg: Cgroup, pages: int) -> Cgroup | None:
     return None
 
 
+def room(cg: Cgroup) -> int:
+    """How many backing pages ``cg`` could be charged now before a memory.max refuses."""
+    free = PAGE_COUNTER_MAX
+    level: Cgroup | None = cg
+    while level is not None:
+        free = min(free, level.mem_max_pages - level.mem_usage)
+        level = level.parent
+    return max(free, 0)
+
+
+def charge(cg: Cgroup, pages: int) -> None:
+    """Charge ``pages`` that room() said fit: the same counters and watermarks as one by one."""
+    level: Cgroup | None = cg
+    while level is not None:
+        new = level.mem_usage + pages
+        level.mem_usage = new
+        if new > level.mem_peak:
+            level.mem_peak = new
+        level = level.parent
+
+
 def uncharge(cg: Cgroup, pages: int) -> None:
     level: Cgroup | None = cg
     while level is not None:

@@ -50,6 +50,27 @@ def try_charge(cg: Cgroup, capacity_pages: int) -> Cgroup | None:
     return None
 
 
+def room(cg: Cgroup, capacity_pages: int) -> int:
+    """How many pages ``cg`` could be charged now before any level (or the capacity) refuses."""
+    free = capacity_pages
+    level: Cgroup | None = cg
+    while level is not None:
+        free = min(free, level.misc_max_pages - level.misc_usage, capacity_pages - level.misc_usage)
+        level = level.parent
+    return max(free, 0)
+
+
+def charge(cg: Cgroup, pages: int) -> None:
+    """Charge ``pages`` that room() said fit: the same counters and watermarks as one by one."""
+    level: Cgroup | None = cg
+    while level is not None:
+        new = level.misc_usage + pages
+        level.misc_usage = new
+        if new > level.misc_peak:
+            level.misc_peak = new
+        level = level.parent
+
+
 def uncharge(cg: Cgroup, pages: int = 1) -> None:
     """Mirrors misc_cg_uncharge(): ``pages`` off ``cg`` and every ancestor."""
     level: Cgroup | None = cg

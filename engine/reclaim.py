@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from engine import memcg, misc
 from engine.cgroup import Cgroup, next_get
 from engine.enclave import PCMD_SHIFT, SWAP_MEMCG, SWAP_PAYER, SWAPPED, Enclave, PcmdPage, SwapEntry
-from engine.epc import ACCESSED, NIL
+from engine.epc import ACCESSED
 from engine.events import Enomem, KsgxdWake, LimitHit, OomKill, ReclaimBatch, SecsWriteBack, WorkQueued, WorkRun
 from engine.sgx import (
     ERESTARTSYS,
@@ -83,9 +83,37 @@ def alloc_epc_page(
     epc = host.epc
     frame = epc.take(kind, owner, index, cg.id)
     if epc.nr_free < SGX_NR_LOW_PAGES and not host.ksgxd_woken and host.tree.root.nonempty_lrus:
-        host.ksgxd_woken = True
-        host.emit(KsgxdWake(host.clock.now_ns(), epc.nr_free))
+        wake_ksgxd(host, epc.nr_free)
     return frame
+
+
+def alloc_epc_run(host: Host, cg: Cgroup, kind: PageKind, owner: int, first_index: int, count: int) -> list[int]:
+    """Up to ``count`` pages allocated at once, as many as ``cg`` has room for without reclaim.
+
+    The same charges, watermarks and ksgxd wake-up as that many alloc_epc_page() calls
+    whose pages each go on the LRU before the next is allocated; nothing at all when
+    there is no room (the caller then takes the one-page path, which reclaims).
+    """
+    count = min(count, misc.room(cg, host.capacity_pages))
+    if count <= 0:
+        return []
+    misc.charge(cg, count)
+    epc = host.epc
+    free_before = epc.nr_free
+    lru_had_pages = bool(host.tree.root.nonempty_lrus)
+    frames = epc.take_run(kind, owner, first_index, cg.id, count)
+    if epc.nr_free < SGX_NR_LOW_PAGES and not host.ksgxd_woken:
+        # page j leaves free_before - j - 1 frames; it wakes ksgxd if that is below the
+        # watermark and something was reclaimable (the run's own earlier pages count)
+        j = max(free_before - SGX_NR_LOW_PAGES, 0 if lru_had_pages else 1)
+        if j < count:
+            wake_ksgxd(host, free_before - j - 1)
+    return frames
+
+
+def wake_ksgxd(host: Host, free_pages: int) -> None:
+    host.ksgxd_woken = True
+    host.emit(KsgxdWake(host.clock.now_ns(), free_pages))
 
 
 def free_epc_page(host: Host, frame: int) -> None:
@@ -147,82 +175,121 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
     page that gets none goes back to the tail), then EWB the rest into VA slots and
     free them.  ``charge_pid`` picks the memory cgroup that pays for backing; None
     means the enclave's first live mm.  Mirrors sgx_reclaim_pages().
+
+    Backing is charged page by page as the kernel does, but a run of pages that fits
+    under every memory.max is charged at once (the same counters, no events).
     """
     epc = host.epc
-    lru = cg.lru
-    flags = epc.flags
+    flags, owner, page_index = epc.flags, epc.owner, epc.index
     enclaves = host.enclaves
-    isolated: list[int] = []
-    dropped = 0
-    for _ in range(SGX_NR_TO_SCAN):
-        frame = lru.head
-        if frame == NIL:
-            break
-        epc.lru_del(lru, frame)
-        if enclaves[epc.owner[frame]].dying:
-            dropped += 1
-            continue
-        isolated.append(frame)
-    if not isolated and not dropped:
+    scanned = epc.lru_isolate(cg.lru, SGX_NR_TO_SCAN)
+    if not scanned:
         return 0
-    rotated = backing_failed = 0
-    owner, page_index = epc.owner, epc.index
-    to_write: list[tuple[int, Cgroup, int]] = []
-    memcg_of: dict[int, Cgroup] = {}  # payer pid -> memory cgroup, for this batch
-    for frame in isolated:
+    dropped = young = backing_failed = 0
+    skipped: list[int] = []  # back to the LRU tail, in scan order
+    writes: list[tuple[int, Enclave, int, Cgroup, int]] = []
+    backing = _BackingRun(host)
+    for frame in scanned:
+        encl = enclaves[owner[frame]]
+        if encl.dying:
+            dropped += 1  # the owner is freeing it: off the list, not counted
+            continue
         if flags[frame] & ACCESSED:
             flags[frame] &= ~ACCESSED
-            epc.lru_add_tail(lru, frame)
-            rotated += 1
+            skipped.append(frame)
+            young += 1
             continue
-        encl = enclaves[owner[frame]]
         payer = charge_pid if charge_pid is not None else (encl.mms[0] if encl.mms else 0)
-        memcg_cg = memcg_of.get(payer)
+        index = page_index[frame]
+        memcg_cg = backing.alloc(encl, index, payer)
         if memcg_cg is None:
-            memcg_cg = memcg_of[payer] = host.tree.task_cgroup(payer).memory_css() if payer else host.tree.root
-        if not alloc_backing(host, encl, page_index[frame], payer, memcg_cg):
-            epc.lru_add_tail(lru, frame)
+            skipped.append(frame)
             backing_failed += 1
             continue
-        to_write.append((frame, memcg_cg, payer))
-    for frame, memcg_cg, payer in to_write:
-        reclaimer_write(host, enclaves[owner[frame]], page_index[frame], memcg_cg, payer)
-    for frame, _, _ in to_write:
-        epc.put(frame)
-    written = len(to_write)
+        writes.append((frame, encl, index, memcg_cg, payer))
+    backing.flush()
+    epc.lru_add_tail_many(cg.lru, skipped)
+    for _, encl, index, memcg_cg, payer in writes:  # EWB each into a VA slot: sgx_reclaimer_write()
+        va, slot = encl.va_alloc_slot()
+        encl.swapped[index] = (va, slot, memcg_cg.id, payer)
+        encl.pcmd[index >> PCMD_SHIFT].users += 1
+        encl.pages[index] = SWAPPED
+        encl.secs_child_cnt -= 1
+        if encl.secs_child_cnt == 0 and encl.initialized:
+            write_back_secs(host, encl, memcg_cg, payer)
+    written = len(writes)
     if written:
+        epc.put_many([w[0] for w in writes])
         misc.uncharge(cg, written)  # every page on cg's LRU is charged to cg
         if cg.dying:
             host.release_dying(cg)
-    host.progress += written + rotated + dropped
+    isolated = len(scanned) - dropped
+    host.progress += written + young + dropped
     host.pages_reclaimed += written
-    host.emit(ReclaimBatch(host.clock.now_ns(), cg.path, context, len(isolated), rotated, backing_failed, written))
-    return len(isolated)
+    host.emit(ReclaimBatch(host.clock.now_ns(), cg.path, context, isolated, young, backing_failed, written))
+    return isolated
 
 
-def reclaimer_write(host: Host, encl: Enclave, index: int, memcg_cg: Cgroup, payer: int) -> None:
-    """EWB page ``index`` into a VA slot and detach it (the caller frees its frame); write out
-    the SECS too if that was its last resident child, after EINIT only, its backing charged
-    like the child's.  Mirrors sgx_reclaimer_write().
+class _BackingRun:
+    """Backing charges of one batch: pages that fit are charged together when the payer changes."""
+
+    __slots__ = ("host", "memcg_cg", "payer", "room", "pending")
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.memcg_cg = host.tree.root
+        self.payer = -1
+        self.room = 0
+        self.pending = 0
+
+    def alloc(self, encl: Enclave, index: int, payer: int) -> Cgroup | None:
+        """Charge page ``index``'s backing (and a new PCMD page) for ``payer``; None if refused."""
+        if payer != self.payer:
+            self.flush()
+            tree = self.host.tree
+            self.memcg_cg = tree.task_cgroup(payer).memory_css() if payer else tree.root
+            self.payer = payer
+            self.room = memcg.room(self.memcg_cg)
+        memcg_cg = self.memcg_cg
+        pcmd_no = index >> PCMD_SHIFT
+        pcmd = encl.pcmd.get(pcmd_no)
+        need = 1 if pcmd is not None else 2
+        if need <= self.room:
+            self.room -= need
+            self.pending += need
+            if pcmd is None:
+                encl.pcmd[pcmd_no] = PcmdPage(0, memcg_cg.id, payer)
+            return memcg_cg
+        self.flush()
+        ok = alloc_backing(self.host, encl, index, payer, memcg_cg)
+        self.room = memcg.room(memcg_cg)
+        return memcg_cg if ok else None
+
+    def flush(self) -> None:
+        pending = self.pending
+        if pending:
+            memcg.charge(self.memcg_cg, pending)
+            if self.payer:
+                task_mem = self.host.task_mem
+                task_mem[self.payer] = task_mem.get(self.payer, 0) + pending
+            self.pending = 0
+
+
+def write_back_secs(host: Host, encl: Enclave, memcg_cg: Cgroup, payer: int) -> None:
+    """The last resident child of an initialised enclave was written out: EWB the SECS too,
+    its backing charged like the child's, and free it (it stays if it gets no backing).
+    Mirrors the SECS branch of sgx_reclaimer_write().
     """
-    ewb(encl, index, memcg_cg, payer)
-    encl.pages[index] = SWAPPED
-    encl.secs_child_cnt -= 1
-    if encl.secs_child_cnt == 0 and encl.initialized:
-        secs_index = encl.secs_index
-        if alloc_backing(host, encl, secs_index, payer, memcg_cg):
-            ewb(encl, secs_index, memcg_cg, payer)
-            secs = encl.secs_frame
-            encl.secs_frame = SWAPPED
-            host.emit(SecsWriteBack(host.clock.now_ns(), encl.id, memcg_cg.path))
-            free_epc_page(host, secs)
-
-
-def ewb(encl: Enclave, index: int, memcg_cg: Cgroup, payer: int) -> None:
-    """Take a VA slot for page ``index`` and record where its contents went.  Mirrors __sgx_encl_ewb()."""
+    index = encl.secs_index
+    if not alloc_backing(host, encl, index, payer, memcg_cg):
+        return
     va, slot = encl.va_alloc_slot()
     encl.swapped[index] = (va, slot, memcg_cg.id, payer)
     encl.pcmd[index >> PCMD_SHIFT].users += 1
+    secs = encl.secs_frame
+    encl.secs_frame = SWAPPED
+    host.emit(SecsWriteBack(host.clock.now_ns(), encl.id, memcg_cg.path))
+    free_epc_page(host, secs)
 
 
 def alloc_backing(host: Host, encl: Enclave, index: int, payer: int, memcg_cg: Cgroup) -> bool:
