@@ -21,10 +21,11 @@ class Cgroup:
     """One cgroup directory and the state of the controllers this host emulates."""
 
     __slots__ = (
-        "id", "name", "path", "parent", "children", "live_children", "dying",
+        "id", "name", "path", "parent", "pos", "children", "live_children", "dying",
         "controllers", "subtree_control", "misc_on", "memory_on", "procs",
         "misc_usage", "misc_max_bytes", "misc_max_pages", "misc_peak", "misc_events", "misc_events_local",
-        "mem_usage", "mem_max_pages", "mem_peak", "mem_events", "mem_events_local",
+        "misc_events_freed", "mem_usage", "mem_max_pages", "mem_peak", "mem_events", "mem_events_local",
+        "mem_events_freed",
         "lru", "nonempty_lrus", "next_cg", "work_queued",
     )  # fmt: skip
 
@@ -33,6 +34,7 @@ class Cgroup:
         self.name = name
         self.parent = parent
         self.path: str = "/" if parent is None else f"{parent.path.rstrip('/')}/{name}"
+        self.pos = len(parent.children) if parent is not None else 0  # index in parent.children
         self.children: list[Cgroup] = []  # creation order, dying ones included
         self.live_children: dict[str, Cgroup] = {}
         self.dying = False
@@ -48,11 +50,13 @@ class Cgroup:
         self.misc_peak = 0
         self.misc_events = 0
         self.misc_events_local = 0
+        self.misc_events_freed = 0  # hierarchical events of children since freed (for check())
         self.mem_usage = 0  # backing pages, hierarchical
         self.mem_max_pages = PAGE_COUNTER_MAX
         self.mem_peak = 0
         self.mem_events = [0] * len(MEMCG_EVENTS)
         self.mem_events_local = [0] * len(MEMCG_EVENTS)
+        self.mem_events_freed = [0] * len(MEMCG_EVENTS)
         self.lru = Lru(self)
         self.nonempty_lrus = 0  # live cgroups in this subtree whose LRU holds pages
         self.next_cg: Cgroup = self
@@ -128,9 +132,9 @@ def succ(root: Cgroup, cg: Cgroup) -> Cgroup:
         parent = cg.parent
         assert parent is not None
         siblings = parent.children
-        for sibling in siblings[siblings.index(cg) + 1 :]:
-            if not sibling.dying:
-                return sibling
+        for i in range(cg.pos + 1, len(siblings)):
+            if not siblings[i].dying:
+                return siblings[i]
         cg = parent
     return root
 
@@ -217,14 +221,28 @@ class CgroupTree:
             for ancestor in parent.ancestors():
                 if ancestor.next_cg is cg:
                     ancestor.next_cg = succ(ancestor, cg)
-            parent.children.remove(cg)
+            del parent.children[cg.pos]
+            for later in parent.children[cg.pos :]:
+                later.pos -= 1
+            parent.misc_events_freed += cg.misc_events
+            for event, count in enumerate(cg.mem_events):
+                parent.mem_events_freed[event] += count
             self.by_id[cg.id] = None
             freed.append(cg)
             cg = parent
         return freed
 
     def task_cgroup(self, pid: int) -> Cgroup:
+        """The cgroup of task ``pid``; a task never placed anywhere is in root."""
         return self.tasks.get(pid, self.root)
+
+    def register_task(self, pid: int) -> Cgroup:
+        """Make ``pid`` a known task (in root unless placed), listed in its cgroup.procs."""
+        cg = self.tasks.get(pid)
+        if cg is None:
+            cg = self.tasks[pid] = self.root
+            self.root.procs.add(pid)
+        return cg
 
     def move_task(self, pid: int, cg: Cgroup) -> None:
         old = self.tasks.get(pid)

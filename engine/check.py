@@ -62,6 +62,13 @@ def check_host(host: Host) -> None:
         _require(not epc.flags[frame] & ACCESSED or kind in RECLAIMABLE_KINDS, f"accessed bit on frame {frame}")
         _require(tree.by_id[epc.cg[frame]] is not None, f"frame {frame} charged to a freed cgroup")
     _require(max(owners.values(), default=1) == 1, "two frames hold the same page")
+    referenced = sum(
+        sum(1 for f in e.pages if f >= 0) + (e.secs_frame >= 0) + sum(1 for f in e.va_frames if f >= 0)
+        for e in host.enclaves.values()
+    ) + sum(len(v.pages) for v in host.vepcs.values())
+    _require(referenced == len(used), f"{referenced} frames referenced by enclaves and vEPC, {len(used)} in use")
+    for vepc in host.vepcs.values():
+        _require(vepc.nr_present == len(vepc.pages), f"vEPC {vepc.id}: present count drifted")
 
     # LRUs: each reclaimable frame on exactly its cgroup's list, links consistent.
     seen: set[int] = set()
@@ -97,11 +104,23 @@ def check_host(host: Host) -> None:
         _require(cg.misc_peak >= cg.misc_usage, f"{cg.path}: misc.peak below misc.current")
         _require(cg.mem_peak >= cg.mem_usage, f"{cg.path}: memory.peak below memory.current")
         events = cg.misc_events_local + sum(c.misc_events for c in kids)
-        # >=: a freed child's events stay counted in its ancestors
-        _require(cg.misc_events >= events, f"{cg.path}: misc.events is below the sum of local events beneath")
+        events += cg.misc_events_freed  # a freed child's events stay counted in its ancestors
+        _require(cg.misc_events == events, f"{cg.path}: misc.events is not the sum of local events beneath")
+        if cg.parent is not None:
+            for i, count in enumerate(cg.mem_events):
+                below = cg.mem_events_local[i] + cg.mem_events_freed[i] + sum(c.mem_events[i] for c in kids)
+                _require(count == below, f"{cg.path}: memory.events is not the sum of local events beneath")
+        _require(cg.work_queued == (cg.id in host.work), f"{cg.path}: work_queued disagrees with the queue")
+        if not cg.dying:
+            cursor = cg.next_cg
+            _require(tree.by_id[cursor.id] is cursor, f"{cg.path}: reclaim cursor on a freed cgroup")
+            _require(cg in cursor.ancestors(), f"{cg.path}: reclaim cursor outside its subtree")
+        for pid in cg.procs:
+            _require(tree.tasks.get(pid) is cg, f"{cg.path}: task {pid} listed but placed elsewhere")
         live_lrus = sum(c.nonempty_lrus for c in kids if not c.dying) + (cg.lru.size > 0 and not cg.dying)
         _require(cg.dying or cg.nonempty_lrus == live_lrus, f"{cg.path}: non-empty LRU count drifted")
         _require(not cg.dying or bool(cg.misc_usage or cg.mem_usage or kids), f"{cg.path}: dying but holds nothing")
+    _require(sum(len(cg.procs) for cg in tree.all()) == len(tree.tasks), "cgroup.procs and the task table differ")
     _require(tree.root.misc_usage == len(used), "root misc usage != frames in use")
     _require(tree.root.misc_usage <= host.capacity_pages, "usage above capacity")
 
@@ -140,6 +159,7 @@ def _check_enclave(host: Host, encl: object) -> None:
     _require(all(encl.va_slots[va] >> slot & 1 for va, slot in taken), f"{name}: a swapped page's slot is free")
     _require(sorted(encl.va_order()) == list(range(len(encl.va_frames))), f"{name}: VA list broken")
     _require(len(encl.va_frames) * SGX_VA_SLOT_COUNT >= encl.page_cnt, f"{name}: too few VA pages")
+    _require(encl.page_cnt == 1 + len(resident) + len(swapped), f"{name}: page_cnt {encl.page_cnt} drifted")
     for index in resident + swapped:
         _require(encl.types[index] != PageKind.FREE, f"{name}: page {index} has no type")
     _require(all(encl.types[i] == PageKind.FREE for i, f in enumerate(encl.pages) if f == ABSENT), f"{name}: type")

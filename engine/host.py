@@ -158,14 +158,17 @@ class Host:
         self.signals.add(pid)
 
     def exit_task(self, pid: int) -> None:
-        """Task ``pid`` is gone: its enclaves and vEPC are released and it leaves its cgroup."""
-        for encl in [e for e in self.enclaves.values() if e.pid == pid]:
-            self.release(encl.id)
-        for vepc in [v for v in self.vepcs.values() if v.pid == pid]:
-            self.vepc_release(vepc.id)
-        for encl in self.enclaves.values():
+        """Task ``pid`` is gone: its mm leaves every enclave's mm list, an enclave no task
+        maps any more is released (its last reference), its vEPC too, and it leaves its
+        cgroup.
+        """
+        for encl in list(self.enclaves.values()):
             if pid in encl.mms:
                 encl.mms.remove(pid)
+                if not encl.mms:
+                    self.release(encl.id)
+        for vepc in [v for v in self.vepcs.values() if v.pid == pid]:
+            self.vepc_release(vepc.id)
         self.tree.forget_task(pid)
         self.signals.discard(pid)
         self.oom_victims.discard(pid)
@@ -210,8 +213,8 @@ class Host:
             raise OSError(errno.EINVAL, f"EADD page type must be REG or TCS, not {kind!r}")
         if encl.initialized:
             raise OSError(errno.EINVAL, f"enclave {eid} is initialised: EADD is over, use augment")
-        if count < 0 or encl.next_index + count > encl.size_pages:
-            raise OSError(errno.EINVAL, f"{count} pages do not fit in enclave {eid}")
+        if count <= 0 or encl.next_index + count > encl.size_pages:
+            raise OSError(errno.EINVAL, f"{count} pages: give at least one that fits in enclave {eid}")
         cg = self._misc_cgroup(pid)
         done = 0
         try:
@@ -299,8 +302,7 @@ class Host:
         """
         encl = self._enclave(eid)
         self._check_range(encl.size_pages, first, count)
-        if pid not in encl.mms:
-            encl.mms.append(pid)
+        self._map(encl, pid)
         pages = encl.pages
         flags = self.epc.flags
         nr_pages = len(pages)
@@ -325,8 +327,7 @@ class Host:
         """
         encl = self._enclave(eid)
         self._check_range(encl.size_pages, encl.next_index, count)
-        if pid not in encl.mms:
-            encl.mms.append(pid)
+        self._map(encl, pid)
         for done in range(count):
             self._fault(encl, encl.next_index, pid, done)
         return count
@@ -347,11 +348,17 @@ class Host:
                 raise self._sigbus(pid, code, "fault", str(e.strerror)) from None
 
     def _wait_for_reclaim(self, done: int) -> bool:
-        """After EBUSY: run the queued work inline, True if it moved anything; or raise Blocked."""
+        """After EBUSY: run the queued work inline, True if it moved anything; or raise Blocked.
+
+        Blocked too when nothing moved because an OOM victim has yet to exit and free
+        its backing: the kernel's fault would keep retrying until it has.
+        """
         if not self.inline_work:
             raise Blocked(done, "waiting for async reclaim")
         progress = self.progress
         self.run_pending_work()
+        if self.progress == progress and self.oom_victims:
+            raise Blocked(done, "waiting for an OOM victim to exit")
         return self.progress != progress
 
     def _sigbus(self, pid: int, code: int, op: str, message: str) -> SigBus:
@@ -416,8 +423,8 @@ class Host:
         """
         encl = self._enclave(eid)
         self._check_range(encl.size_pages, first, count)
-        if not encl.initialized:
-            raise OSError(errno.EINVAL, f"enclave {eid} is not initialised")
+        if count <= 0 or not encl.initialized:
+            raise OSError(errno.EINVAL, f"enclave {eid}: no pages given, or not initialised")
         flags = self.epc.flags
         for done, index in enumerate(range(first, first + count)):
             self._edmm_load(encl, index, pid, done)
@@ -438,21 +445,22 @@ class Host:
         return count
 
     def _edmm_load(self, encl: Enclave, index: int, pid: int, done: int) -> None:
-        """sgx_reclaim_direct(), then the page resident for an EDMM step (EBUSY -> EAGAIN)."""
+        """sgx_reclaim_direct(), then the page resident for an EDMM step.
+
+        IoctlError(EAGAIN) at once when the load gets EBUSY (the caller may retry),
+        EFAULT for any other load error or a page never added.
+        """
         reclaim_direct(self, pid)
-        while True:
-            page = encl.page(index)
-            if page == ABSENT:
-                raise IoctlError(errno.EFAULT, f"page {index} of enclave {encl.id} was never added", done)
-            if page != SWAPPED:
-                return
-            try:
-                self._load(encl, index, pid, accessed=False)
-            except OSError as e:
-                if e.errno == errno.EBUSY and self._wait_for_reclaim(done):
-                    continue
-                code = errno.EAGAIN if e.errno == errno.EBUSY else errno.EFAULT
-                raise IoctlError(code, str(e.strerror), done) from None
+        page = encl.page(index)
+        if page == ABSENT:
+            raise IoctlError(errno.EFAULT, f"page {index} of enclave {encl.id} was never added", done)
+        if page != SWAPPED:
+            return
+        try:
+            self._load(encl, index, pid, accessed=False)
+        except OSError as e:
+            code = errno.EAGAIN if e.errno == errno.EBUSY else errno.EFAULT
+            raise IoctlError(code, str(e.strerror), done) from None
 
     def release(self, eid: int) -> None:
         """The enclave's last reference is gone: free and uncharge every page, VA and SECS
@@ -501,6 +509,7 @@ class Host:
         size_bytes = parse_size(size)
         if size_bytes <= 0 or size_bytes % PAGE_SIZE:
             raise OSError(errno.EINVAL, f"vEPC size {size_bytes} is not a positive multiple of 4 KiB")
+        self._misc_cgroup(pid)
         vepc = Vepc(self._new_id(), pid, size_bytes // PAGE_SIZE)
         self.vepcs[vepc.id] = vepc
         return vepc.id
@@ -572,9 +581,15 @@ class Host:
         for gone in self.tree.release_if_unused(cg):
             self.emit(CgroupFreed(self.clock.now_ns(), gone.path))
 
+    def _map(self, encl: Enclave, pid: int) -> None:
+        """``pid``'s mm maps the enclave: newest first on its mm list (sgx_encl_mm_add())."""
+        if pid not in encl.mms:
+            self._misc_cgroup(pid)
+            encl.mms.insert(0, pid)
+
     def _misc_cgroup(self, pid: int) -> Cgroup:
-        """The cgroup whose misc counters ``pid``'s allocations charge now."""
-        cg = self.tree.task_cgroup(pid)
+        """The cgroup whose misc counters ``pid``'s allocations charge now (``pid`` becomes known)."""
+        cg = self.tree.register_task(pid)
         return cg if cg.misc_on else cg.misc_css()
 
     def _new_id(self) -> int:

@@ -94,6 +94,8 @@ def parse_max_write(buf: str) -> int:
     text = buf.strip()
     if text == "max":
         return PAGE_COUNTER_MAX
+    if not text:
+        return 0  # memparse("") is 0: "echo > memory.max" sets the limit to 0
     m = _MEMPARSE_RE.fullmatch(text)
     if m is None:
         raise OSError(errno.EINVAL, f"{text!r} is not a size: use bytes, a K/M/G suffix, or 'max'")

@@ -92,12 +92,14 @@ def kstrtou64(text: str) -> int:
         else:
             base = 8
     digits = "0123456789abcdef"[:base]
-    if not s or any(ch.lower() not in digits for ch in s):
-        raise OSError(errno.EINVAL, f"{text!r} is not a number")
-    value = int(s, base)
-    if value > U64_MAX:
+    end = 0
+    while end < len(s) and s[end].lower() in digits:
+        end += 1
+    if end and int(s[:end], base) > U64_MAX:  # _parse_integer() flags overflow first
         raise OSError(errno.ERANGE, f"{text!r} does not fit in 64 bits")
-    return value
+    if not end or end < len(s):
+        raise OSError(errno.EINVAL, f"{text!r} is not a number")
+    return int(s, base)
 
 
 def parse_max_write(buf: str, capacity_bytes: int) -> int:

@@ -48,6 +48,8 @@ def try_charge(host: Host, cg: Cgroup, mode: SgxReclaim, pid: int, op: str, hit:
     cgroup refused.  Mirrors sgx_cgroup_try_charge().
     """
     capacity = host.capacity_pages
+    if not capacity:
+        raise OSError(errno.EINVAL, "this host has no EPC")  # misc_cg_try_charge(): no capacity, no event
     if hit is None:
         hit = misc.try_charge(cg, capacity)
     while hit is not None:
@@ -63,6 +65,8 @@ def try_charge(host: Host, cg: Cgroup, mode: SgxReclaim, pid: int, op: str, hit:
         progress = host.progress
         cgroup_reclaim_pages(host, cg, pid, 1, "sync")
         if host.progress == progress:
+            if pid in host.signals:  # the OOM killer chose this very task
+                raise OSError(ERESTARTSYS, "interrupted by a signal")
             raise Blocked(0, f"reclaim in {cg.path} cannot progress until another task exits")
         hit = misc.try_charge(cg, capacity)
 
@@ -77,7 +81,7 @@ def alloc_epc_page(
     here only covers races that this model has none of.  Wakes ksgxd when fewer than
     SGX_NR_LOW_PAGES frames are left.  Errors as try_charge().  Mirrors sgx_alloc_epc_page().
     """
-    hit = misc.try_charge(cg, host.capacity_pages)
+    hit = misc.try_charge(cg, host.capacity_pages) if host.capacity_pages else cg
     if hit is not None:
         try_charge(host, cg, mode, pid, op, hit)
     epc = host.epc
@@ -344,7 +348,8 @@ def _uncharge_backing(host: Host, memcg_id: int, payer: int, pages: int) -> None
 
 
 def oom(host: Host, memcg_cg: Cgroup) -> None:
-    """The memory cgroup is full: kill the task in its subtree holding the most backing.
+    """The memory cgroup is full: kill the task in its subtree holding the most backing
+    (the highest pid among equals).
 
     No new victim while an earlier one in the subtree is still exiting.  The victim
     gets a fatal signal (SIGKILL) that the driver must deliver.  Mirrors
@@ -354,10 +359,9 @@ def oom(host: Host, memcg_cg: Cgroup) -> None:
     tasks = [pid for cg in memcg_cg.walk() for pid in cg.procs]
     if any(pid in host.oom_victims for pid in tasks):
         return
-    candidates = [(host.task_mem.get(pid, 0), pid) for pid in tasks if host.task_mem.get(pid, 0)]
-    if not candidates:
-        return
-    pages, victim = max(candidates)
+    if not tasks:
+        return  # "Out of memory and no killable processes": the charge just fails
+    pages, victim = max((host.task_mem.get(pid, 0), pid) for pid in tasks)
     host.signals.add(victim)
     host.oom_victims.add(victim)
     memcg.memory_event(host.tree.task_cgroup(victim).memory_css(), memcg.MEMCG_OOM_KILL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 _UNITS = {"": 0, "b": 0, "k": 10, "ki": 10, "kib": 10, "m": 20, "mi": 20, "mib": 20}
-_UNITS |= {"g": 30, "gi": 30, "gib": 30, "t": 40, "ti": 40, "tib": 40, "p": 50, "pib": 50}
+_UNITS |= {"g": 30, "gi": 30, "gib": 30, "t": 40, "ti": 40, "tib": 40, "p": 50, "pi": 50, "pib": 50}
 _SIZE_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
 _SIZE_HINT = "use bytes or an IEC unit such as 4096, 64KiB, 128MiB or 1GiB"
 

@@ -135,3 +135,15 @@ def test_controllers_default_on_and_subtree_control_hides_files() -> None:
     host.write("/a/cgroup.subtree_control", "+misc +memory")
     assert "misc.max" in host.listdir("/a/b")
     host.check()
+
+
+def test_an_enclave_lives_while_any_task_still_maps_it() -> None:
+    host = Host("1MiB")
+    eid = enclave(host, 1, 8)
+    host.access(2, eid, 0, 1)  # task 2 maps it too
+    host.exit_task(1)
+    assert eid in host.enclaves and host.enclaves[eid].mms == [2]
+    host.exit_task(2)
+    assert eid not in host.enclaves
+    assert host.read("/misc.current") == "sgx_epc 0\n" and host.read("/cgroup.procs") == ""
+    host.check()

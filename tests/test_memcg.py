@@ -42,11 +42,13 @@ def test_memory_files_format() -> None:
     assert host.read("/a/memory.max") == "1048576\n"
     host.write("/a/memory.max", "10000")  # rounded down to pages
     assert host.read("/a/memory.max") == "8192\n"
-    for bad in ("-1", "1X", "", "max max", "0x"):
+    for bad in ("-1", "1X", "max max", "0x"):
         with pytest.raises(OSError) as e:
             host.write("/a/memory.max", bad)
         assert e.value.errno == errno.EINVAL
     assert host.read("/a/memory.max") == "8192\n"
+    host.write("/a/memory.max", "\n")  # memparse("") is 0, as "echo > memory.max" finds out
+    assert host.read("/a/memory.max") == "0\n"
 
 
 def test_sync_reclaim_charges_backing_to_the_reclaiming_task() -> None:
@@ -151,4 +153,55 @@ def test_host_memory_limits_backing_globally() -> None:
     assert host.add_pages(10, eid, 100) < 100
     assert host.tree.root.mem_usage <= 20
     assert 10 in host.oom_victims
+    host.check()
+
+
+def test_tasks_never_placed_are_in_root_and_can_be_oom_killed() -> None:
+    host = Host(capacity="256KiB", memory="64KiB")
+    eid = host.ecreate(7, "1MiB")
+    assert host.read("/cgroup.procs") == "7\n"
+    done = 0
+    for _ in range(20):
+        try:
+            done += host.add_pages(7, eid, 10)
+        except IoctlError as e:
+            assert e.errno == ERESTARTSYS
+            break
+    assert 7 in host.oom_victims  # the root memcg's OOM found task 7
+    assert 0 < done < 256
+    host.check()
+
+
+def test_oom_kills_the_charging_task_when_nobody_holds_backing_yet() -> None:
+    host = Host("1MiB")
+    host.mkdir("/a")
+    limit(host, "/a", 16)
+    host.write("/a/memory.max", "4096")  # not even one backing page plus its PCMD page fits
+    place(host, 5, "/a")
+    eid = host.ecreate(5, "1MiB")
+    with pytest.raises(IoctlError) as e:
+        for _ in range(10):
+            host.add_pages(5, eid, 10)
+    assert e.value.errno == ERESTARTSYS  # never Blocked: the victim is the task itself
+    assert host.oom_victims == {5} and mem_events(host, "/a/memory.events")["oom_kill"] == 1
+    host.check()
+
+
+def test_a_fault_waits_while_an_oom_victim_exits() -> None:
+    host = Host("1MiB")
+    host.mkdir("/a")
+    place(host, 1, "/a")
+    place(host, 2, "/a")
+    limit(host, "/a", 40)
+    eid = enclave(host, 1, 60)  # some of it swapped: task 1 pays for backing
+    host.write("/a/memory.max", "0")  # no backing at all any more
+    assert 1 in host.oom_victims  # the write ran the OOM killer
+    vid = host.vepc_open(2, 64 * PAGE_SIZE)
+    room = 40 - pages(host, "/a/misc.current")
+    host.vepc_access(2, vid, 0, room)
+    with pytest.raises(Blocked):  # EBUSY, the worker cannot write anything out: the fault waits
+        host.vepc_access(2, vid, room, 1)
+    host.exit_task(1)
+    assert eid not in host.enclaves
+    assert host.vepc_access(2, vid, room, 1) == 1
     host.check()

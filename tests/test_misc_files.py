@@ -131,3 +131,20 @@ def test_peak_raised_at_a_child_even_when_an_ancestor_refuses(host: Host) -> Non
     assert value(host, "/a/misc.peak") == 3 * 4096
     assert value(host, "/a/b/misc.current") == 3 * 4096
     host.check()
+
+
+def test_capacity_zero_allocations_fail_einval_and_count_no_event() -> None:
+    host = Host(0)
+    host.mkdir("/a")
+    host.write("/a/cgroup.procs", "5")
+    with pytest.raises(OSError) as e:
+        host.ecreate(5, "1MiB")
+    assert e.value.errno == errno.EINVAL
+    assert host.read("/a/misc.events") == "" and host.read("/a/misc.events.local") == ""
+    host.check()
+
+
+def test_overflow_is_erange_even_with_trailing_garbage(host: Host) -> None:
+    with pytest.raises(OSError) as e:
+        host.write("/a/misc.max", "sgx_epc 99999999999999999999x")
+    assert e.value.errno == errno.ERANGE

@@ -132,3 +132,27 @@ def test_remove_pages_errors() -> None:
         host.remove_pages(10, eid, 6, 4)  # pages 8, 9 were never added
     assert e.value.errno == errno.EFAULT
     host.check()
+
+
+def test_edmm_load_that_gets_ebusy_fails_with_eagain_at_once() -> None:
+    """EDMM ioctls map -EBUSY to EAGAIN; they do not wait for the worker."""
+    host = Host("4MiB")
+    host.mkdir("/a")
+    limit(host, "/a", 400)
+    place(host, 1, "/a")
+    eid = enclave(host, 1, 600, size_pages=1024)
+    limit(host, "/a", 100)  # far below usage; direct reclaim frees only 16 per step
+    with pytest.raises(IoctlError) as e:
+        host.remove_pages(1, eid, 0, 1)
+    assert e.value.errno == errno.EAGAIN and e.value.done == 0
+    assert host.work  # the EBUSY queued the cgroup's work item
+    host.check()
+
+
+def test_add_and_remove_of_zero_pages_is_einval() -> None:
+    host = Host("1MiB")
+    eid = enclave(host, 1, 4, init=False)
+    for call in (lambda: host.add_pages(1, eid, 0), lambda: host.remove_pages(1, eid, 0, 0)):
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.EINVAL
