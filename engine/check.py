@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from engine.enclave import ABSENT, SWAP_MEMCG, SWAP_PAYER, SWAP_SLOT, SWAP_VA, SWAPPED
+from engine.enclave import ABSENT, PCMD_SHIFT, SWAPPED, VA_SHIFT, Enclave, pcmd_fields, swap_fields
 from engine.epc import ACCESSED, KIND_MASK, NIL, ON_LRU
 from engine.sgx import RECLAIMABLE_KINDS, SGX_VA_SLOT_COUNT, PageKind
 
@@ -89,12 +89,19 @@ def check_host(host: Host) -> None:
     # Hierarchical misc usage, events and memory usage.
     own = Counter(epc.cg[f] for f in used)
     own_mem: Counter[int] = Counter()
+    paid: Counter[int] = Counter()
     for encl in host.enclaves.values():
-        for entry in encl.swapped.values():
-            own_mem[entry[SWAP_MEMCG]] += 1
+        charged = [swap_fields(e)[1] for e in _entries(encl).values()]
         for pcmd in encl.pcmd.values():
-            _require(pcmd.users > 0, f"enclave {encl.id}: an empty PCMD page is still charged")
-            own_mem[pcmd.memcg] += 1
+            owner_id, users = pcmd_fields(pcmd)
+            _require(users > 0, f"enclave {encl.id}: an empty PCMD page is still charged")
+            charged.append(owner_id)
+        for owner_id in charged:
+            memcg_cg, payer = host.backing_owners[owner_id]
+            own_mem[memcg_cg.id] += 1
+            if payer:
+                paid[payer] += 1
+    _require(dict(paid) == host.task_mem, "per-task backing accounting drifted")
     for cg in reversed(tree.all()):
         kids = cg.children
         usage = own[cg.id] + sum(c.misc_usage for c in kids)
@@ -126,42 +133,41 @@ def check_host(host: Host) -> None:
 
     for encl in host.enclaves.values():
         _check_enclave(host, encl)
-    paid = Counter[int]()
-    for encl in host.enclaves.values():
-        for entry in encl.swapped.values():
-            if entry[SWAP_PAYER]:
-                paid[entry[SWAP_PAYER]] += 1
-        for pcmd in encl.pcmd.values():
-            if pcmd.payer:
-                paid[pcmd.payer] += 1
-    _require(dict(paid) == host.task_mem, "per-task backing accounting drifted")
 
 
-def _check_enclave(host: Host, encl: object) -> None:
-    from engine.enclave import Enclave
+def _entries(encl: Enclave) -> dict[int, int]:
+    """Backing index -> swap entry, for every page written out (the SECS at secs_index)."""
+    out = {i: encl.pages[i] for i in encl.swapped_indexes()}
+    if encl.secs_frame <= SWAPPED:
+        out[encl.secs_index] = encl.secs_frame
+    return out
 
-    assert isinstance(encl, Enclave)
+
+def _check_enclave(host: Host, encl: Enclave) -> None:
     resident = [i for i, f in enumerate(encl.pages) if f >= 0]
-    swapped = [i for i, f in enumerate(encl.pages) if f == SWAPPED]
+    swapped = encl.swapped_indexes()
+    entries = _entries(encl)
     name = f"enclave {encl.id}"
     _require(encl.secs_child_cnt == len(resident), f"{name}: secs_child_cnt {encl.secs_child_cnt} != {len(resident)}")
-    secs_out = encl.secs_frame == SWAPPED
-    _require(set(encl.swapped) == set(swapped) | ({encl.secs_index} if secs_out else set()), f"{name}: swap map")
-    if secs_out:
+    _require(encl.nr_swapped == len(entries), f"{name}: {encl.nr_swapped} counted swapped, {len(entries)} found")
+    if encl.secs_frame <= SWAPPED:
         _require(not resident and encl.initialized, f"{name}: SECS swapped with children resident or before EINIT")
     else:
         _require(encl.secs_frame >= 0, f"{name}: SECS neither resident nor swapped")
-    slots = sum(bin(bits).count("1") for bits in encl.va_slots)
-    _require(slots == len(encl.swapped), f"{name}: {slots} VA slots used for {len(encl.swapped)} swapped pages")
-    _require(all(bin(b).count("1") == u for b, u in zip(encl.va_slots, encl.va_used, strict=True)), f"{name}: VA")
-    taken = {(e[SWAP_VA], e[SWAP_SLOT]) for e in encl.swapped.values()}
-    _require(len(taken) == len(encl.swapped), f"{name}: two pages share a VA slot")
-    _require(all(encl.va_slots[va] >> slot & 1 for va, slot in taken), f"{name}: a swapped page's slot is free")
+    in_use = {
+        ordinal << VA_SHIFT | slot for ordinal in range(len(encl.va_frames)) for slot in encl.va_slots_in_use(ordinal)
+    }
+    taken = [swap_fields(e)[0] for e in entries.values()]
+    _require(len(set(taken)) == len(taken), f"{name}: two pages share a VA slot")
+    _require(set(taken) == in_use, f"{name}: VA slots in use differ from the pages swapped out")
+    for ordinal in range(len(encl.va_frames)):
+        used = len(encl.va_slots_in_use(ordinal))
+        _require(encl.va_used[ordinal] == used, f"{name}: VA page {ordinal} counts {encl.va_used[ordinal]} != {used}")
     _require(sorted(encl.va_order()) == list(range(len(encl.va_frames))), f"{name}: VA list broken")
     _require(len(encl.va_frames) * SGX_VA_SLOT_COUNT >= encl.page_cnt, f"{name}: too few VA pages")
     _require(encl.page_cnt == 1 + len(resident) + len(swapped), f"{name}: page_cnt {encl.page_cnt} drifted")
     for index in resident + swapped:
         _require(encl.types[index] != PageKind.FREE, f"{name}: page {index} has no type")
     _require(all(encl.types[i] == PageKind.FREE for i, f in enumerate(encl.pages) if f == ABSENT), f"{name}: type")
-    pcmd_users = Counter(encl.pcmd_page(i) for i in encl.swapped)
-    _require(pcmd_users == Counter({k: p.users for k, p in encl.pcmd.items()}), f"{name}: PCMD users drifted")
+    pcmd_users = Counter(i >> PCMD_SHIFT for i in entries)
+    _require(pcmd_users == Counter({k: pcmd_fields(v)[1] for k, v in encl.pcmd.items()}), f"{name}: PCMD users")

@@ -1,38 +1,45 @@
 """Enclaves, their VA pages and backing store, and guest vEPC instances (mirrors encl.h).
 
-An enclave's pages are numbered by offset / PAGE_SIZE.  ``pages[i]`` is the EPC frame
-holding page i, ABSENT when the page was never added (or was removed), or SWAPPED
-when it was written out to backing by EWB; a swapped page owns one VA slot and one
-backing page, charged to a memory cgroup and paid by a task.
+An enclave's pages are numbered by offset / PAGE_SIZE.  ``pages[i]`` says where page i
+is, in one 64-bit slot: the EPC frame holding it (>= 0), ABSENT when it was never added
+(or was removed), or, at or below SWAPPED, a *swap entry* when EWB wrote it out: which
+VA slot holds its version and which backing owner (memory cgroup and paying task)
+pays for its backing page.  ``secs_frame`` says the same of the SECS.  Packing the
+entry into the array keeps a resident page at 30 bytes and a swapped one at 8, with
+nothing for the garbage collector to walk.
 """
 
 from __future__ import annotations
 
 from array import array
-from dataclasses import dataclass
+from heapq import heappop, heappush
 
 from engine.sgx import SGX_PCMD_PER_PAGE, SGX_VA_SLOT_COUNT
 
 ABSENT = -1
-SWAPPED = -2
-_FULL = (1 << SGX_VA_SLOT_COUNT) - 1
-
-
-# Where a written-out page went: (VA page ordinal, slot in it, id of the memory cgroup
-# charged for its backing page, pid whose mm paid or 0).  A plain tuple: one per
-# swapped page, made on the reclaim hot path.
-SwapEntry = tuple[int, int, int, int]
-SWAP_VA, SWAP_SLOT, SWAP_MEMCG, SWAP_PAYER = range(4)
+SWAPPED = -2  # entries are <= SWAPPED
+OWNER_BITS = 24  # backing owners (memory cgroup, payer) pairs a host can have
+_OWNER_MASK = (1 << OWNER_BITS) - 1
+VA_SHIFT = SGX_VA_SLOT_COUNT.bit_length() - 1  # slot id = VA ordinal << VA_SHIFT | slot
 PCMD_SHIFT = SGX_PCMD_PER_PAGE.bit_length() - 1  # index >> PCMD_SHIFT: its PCMD page
+PCMD_USERS_BITS = 6  # pcmd[n] = owner << PCMD_USERS_BITS | entries in use (<= 32)
+_PCMD_USERS_MASK = (1 << PCMD_USERS_BITS) - 1
 
 
-@dataclass(slots=True)
-class PcmdPage:
-    """One backing page of 32 PCMD entries, charged while any entry is in use."""
+def swap_entry(slot_id: int, owner: int) -> int:
+    """The value stored for a page written out to VA slot ``slot_id``, its backing paid by ``owner``."""
+    return SWAPPED - (slot_id << OWNER_BITS | owner)
 
-    users: int
-    memcg: int
-    payer: int
+
+def swap_fields(entry: int) -> tuple[int, int]:
+    """(VA slot id, backing owner) of a swap entry."""
+    payload = SWAPPED - entry
+    return payload >> OWNER_BITS, payload & _OWNER_MASK
+
+
+def pcmd_fields(value: int) -> tuple[int, int]:
+    """(backing owner, entries in use) of a PCMD page."""
+    return value >> PCMD_USERS_BITS, value & _PCMD_USERS_MASK
 
 
 class Enclave:
@@ -40,28 +47,31 @@ class Enclave:
 
     __slots__ = (
         "id", "pid", "size_pages", "pages", "types", "next_index", "secs_frame", "secs_child_cnt",
-        "page_cnt", "initialized", "dying", "mms", "swapped", "pcmd",
-        "va_frames", "va_slots", "va_used", "va_prev", "va_next", "va_head", "va_tail",
+        "page_cnt", "initialized", "dying", "mms", "nr_swapped", "pcmd",
+        "va_frames", "va_fresh", "va_freed", "va_used", "va_prev", "va_next", "va_head", "va_tail",
     )  # fmt: skip
 
     def __init__(self, encl_id: int, pid: int, size_pages: int) -> None:
         self.id = encl_id
-        self.pid = pid  # the creating task; first on the mm list
+        self.pid = pid  # the creating task
         self.size_pages = size_pages
-        self.pages = array("i")  # grows as pages are added: start-up costs nothing
+        self.pages = array("q")  # frame, ABSENT or swap entry; grows as pages are added
         self.types = bytearray()  # PageKind of each page (REG, TCS, TRIM), 0 when absent
         self.next_index = 0  # where ADD_PAGES and EAUG append
-        self.secs_frame = ABSENT
+        self.secs_frame = ABSENT  # frame or swap entry of the SECS
         self.secs_child_cnt = 0  # resident child pages
         self.page_cnt = 0  # SECS + pages ever added, minus removed (drives VA growth)
         self.initialized = False
         self.dying = False
-        self.mms = [pid]  # tasks that map the enclave
-        self.swapped: dict[int, SwapEntry] = {}  # page index (size_pages = SECS) -> entry
-        self.pcmd: dict[int, PcmdPage] = {}  # PCMD page number -> users
-        # VA pages by ordinal, and their list order (head first) as intrusive links.
+        self.mms = [pid]  # tasks whose mm maps the enclave, newest first
+        self.nr_swapped = 0  # swap entries, the SECS's included
+        self.pcmd: dict[int, int] = {}  # PCMD page number -> owner << 6 | users
+        # VA pages by ordinal: never-used slots start at va_fresh, freed ones wait in a
+        # heap, so the lowest free slot (find_first_zero_bit) is cheap; list order is
+        # kept by intrusive links, head first.
         self.va_frames: list[int] = []
-        self.va_slots: list[int] = []  # bitmap of used slots
+        self.va_fresh: list[int] = []
+        self.va_freed: list[list[int]] = []
         self.va_used: list[int] = []
         self.va_prev: list[int] = []
         self.va_next: list[int] = []
@@ -77,8 +87,12 @@ class Enclave:
         """Grow the page arrays to cover ``index``."""
         missing = index + 1 - len(self.pages)
         if missing > 0:
-            self.pages.extend(array("i", [ABSENT]) * missing)
+            self.pages.extend(array("q", [ABSENT]) * missing)
             self.types.extend(bytes(missing))
+
+    def swapped_indexes(self) -> list[int]:
+        """Indexes of the pages written out (the SECS not included)."""
+        return [i for i, value in enumerate(self.pages) if value <= SWAPPED]
 
     def page(self, index: int) -> int:
         return self.pages[index] if index < len(self.pages) else ABSENT
@@ -89,33 +103,46 @@ class Enclave:
         """A new VA page goes to the head of the list (as sgx_encl_grow's list_add)."""
         ordinal = len(self.va_frames)
         self.va_frames.append(frame)
-        self.va_slots.append(0)
+        self.va_fresh.append(0)
+        self.va_freed.append([])
         self.va_used.append(0)
         self.va_prev.append(-1)
         self.va_next.append(-1)
         self._va_link_head(ordinal)
 
-    def va_alloc_slot(self) -> tuple[int, int]:
-        """Take the first free slot of the head VA page; a page that fills moves to the tail."""
+    def va_alloc_slot(self) -> int:
+        """Take the lowest free slot of the head VA page; returns its slot id.
+
+        A page that fills moves to the tail.  Mirrors sgx_alloc_va_slot() and the list
+        move in sgx_encl_ewb().
+        """
         ordinal = self.va_head
-        bits = self.va_slots[ordinal]
-        if bits == _FULL:
-            raise AssertionError(f"enclave {self.id}: no free VA slot")
-        slot = (~bits & (bits + 1)).bit_length() - 1
-        self.va_slots[ordinal] = bits | (1 << slot)
-        self.va_used[ordinal] += 1
-        if self.va_used[ordinal] == SGX_VA_SLOT_COUNT and ordinal != self.va_tail:
+        freed = self.va_freed[ordinal]
+        if freed:
+            slot = heappop(freed)
+        else:
+            slot = self.va_fresh[ordinal]
+            if slot == SGX_VA_SLOT_COUNT:
+                raise AssertionError(f"enclave {self.id}: no free VA slot")
+            self.va_fresh[ordinal] = slot + 1
+        used = self.va_used[ordinal] + 1
+        self.va_used[ordinal] = used
+        if used == SGX_VA_SLOT_COUNT and ordinal != self.va_tail:
             self._va_unlink(ordinal)
             self._va_link_tail(ordinal)
-        return ordinal, slot
+        return ordinal << VA_SHIFT | slot
 
-    def va_free_slot(self, ordinal: int, slot: int) -> None:
+    def va_free_slot(self, slot_id: int) -> None:
         """Give a slot back and move its VA page to the head (ELDU's list_move)."""
-        self.va_slots[ordinal] &= ~(1 << slot)
+        ordinal = slot_id >> VA_SHIFT
+        heappush(self.va_freed[ordinal], slot_id & (SGX_VA_SLOT_COUNT - 1))
         self.va_used[ordinal] -= 1
         if ordinal != self.va_head:
             self._va_unlink(ordinal)
             self._va_link_head(ordinal)
+
+    def va_slots_in_use(self, ordinal: int) -> set[int]:
+        return set(range(self.va_fresh[ordinal])) - set(self.va_freed[ordinal])
 
     def va_order(self) -> list[int]:
         out: list[int] = []
@@ -153,11 +180,6 @@ class Enclave:
             self.va_tail = prev
         else:
             self.va_prev[nxt] = prev
-
-    @staticmethod
-    def pcmd_page(index: int) -> int:
-        """The PCMD backing page that holds page ``index``'s entry (32 to a page)."""
-        return index >> PCMD_SHIFT
 
 
 class Vepc:

@@ -39,7 +39,7 @@ class Lru:
 class Epc:
     """All EPC frames of the host: who holds each one, its flags and its LRU links."""
 
-    __slots__ = ("capacity_pages", "owner", "index", "cg", "flags", "prev", "next", "_free_top", "nr_free")
+    __slots__ = ("capacity_pages", "owner", "index", "cg", "flags", "prev", "next", "_free", "nr_free")
 
     def __init__(self, capacity_pages: int) -> None:
         self.capacity_pages = capacity_pages
@@ -48,8 +48,8 @@ class Epc:
         self.cg = array("i")  # id of the misc cgroup the frame is charged to
         self.flags = bytearray()  # PageKind | ACCESSED | ON_LRU
         self.prev = array("i")
-        self.next = array("i")  # LRU links; for a free frame, the next free frame
-        self._free_top = NIL
+        self.next = array("i")  # LRU links
+        self._free = array("i")  # freed frames, a stack (never-used ones lie past len(flags))
         self.nr_free = capacity_pages
 
     @property
@@ -58,9 +58,8 @@ class Epc:
 
     def take(self, kind: PageKind, owner: int, index: int, cg: int) -> int:
         """Take a free frame for ``owner``; the caller made sure one is free (the charge did)."""
-        frame = self._free_top
-        if frame != NIL:
-            self._free_top = self.next[frame]
+        if self._free:
+            frame = self._free.pop()
             self.owner[frame] = owner
             self.index[frame] = index
             self.cg[frame] = cg
@@ -82,18 +81,12 @@ class Epc:
         """Return a frame (already off every LRU) to the free stack."""
         self.flags[frame] = PageKind.FREE
         self.owner[frame] = NIL
-        self.next[frame] = self._free_top
-        self._free_top = frame
+        self._free.append(frame)
         self.nr_free += 1
 
     def free_frames(self) -> list[int]:
-        """The frames on the free stack (for invariant checks)."""
-        out: list[int] = []
-        frame = self._free_top
-        while frame != NIL:
-            out.append(frame)
-            frame = self.next[frame]
-        return out
+        """The frames on the free stack, the next one taken first."""
+        return self._free[::-1].tolist()
 
     # -- LRU ------------------------------------------------------------------
 
@@ -149,18 +142,19 @@ class Epc:
 
     def take_run(self, kind: PageKind, owner: int, first_index: int, cg: int, count: int) -> list[int]:
         """Take ``count`` free frames for pages first_index.. of ``owner``; returns them in order."""
-        frames: list[int] = []
+        free = self._free
+        reuse = min(count, len(free))
+        frames = free[len(free) - reuse :][::-1].tolist()  # as many pops
+        del free[len(free) - reuse :]
         index = first_index
-        while len(frames) < count and self._free_top != NIL:
-            frame = self._free_top
-            self._free_top = self.next[frame]
-            self.owner[frame] = owner
-            self.index[frame] = index
-            self.cg[frame] = cg
-            self.flags[frame] = kind
-            frames.append(frame)
+        owners, indexes, cgs, flags = self.owner, self.index, self.cg, self.flags
+        for frame in frames:
+            owners[frame] = owner
+            indexes[frame] = index
+            cgs[frame] = cg
+            flags[frame] = kind
             index += 1
-        bump = count - len(frames)
+        bump = count - reuse
         if bump:
             start = len(self.flags)
             if start + bump > self.capacity_pages:
@@ -177,14 +171,11 @@ class Epc:
 
     def put_many(self, frames: list[int]) -> None:
         """Return frames (already off every LRU) to the free stack, in order."""
-        nxt, flags, owner = self.next, self.flags, self.owner
-        top = self._free_top
+        flags, owner = self.flags, self.owner
         for frame in frames:
             flags[frame] = PageKind.FREE
             owner[frame] = NIL
-            nxt[frame] = top
-            top = frame
-        self._free_top = top
+        self._free.extend(frames)
         self.nr_free += len(frames)
 
     def lru_add_tail_many(self, lru: Lru, frames: list[int], flag: int = 0) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from engine import files, reclaim
 from engine.cgroup import Cgroup, CgroupTree
 from engine.clock import Clock, VirtualClock
-from engine.enclave import ABSENT, SWAP_SLOT, SWAP_VA, SWAPPED, Enclave, Vepc
+from engine.enclave import ABSENT, SWAPPED, Enclave, Vepc
 from engine.epc import ACCESSED, KIND_MASK, ON_LRU, Epc
 from engine.events import (
     CgroupCreated,
@@ -87,6 +87,9 @@ class Host:
         self.signals: set[int] = set()  # pids with a fatal signal pending
         self.oom_victims: set[int] = set()  # killed by the OOM killer, not yet exited
         self.task_mem: dict[int, int] = {}  # pid -> backing pages it paid for, still charged
+        # who pays for a backing page: (memory cgroup, paying pid or 0), interned
+        self.backing_owners: list[tuple[Cgroup, int]] = []
+        self._backing_owner_ids: dict[tuple[int, int], int] = {}
         self.work: dict[int, None] = {}  # queued cgroup work items (ids, in order)
         self.work_in_flight: WorkState | None = None
         self.ksgxd_woken = False
@@ -336,7 +339,7 @@ class Host:
         """Serve one fault, retrying on EBUSY as VM_FAULT_NOPAGE would; SigBus otherwise."""
         while True:
             try:
-                if encl.page(index) == SWAPPED:
+                if encl.page(index) <= SWAPPED:
                     self._load(encl, index, pid, accessed=True)
                 else:
                     self._eaug(encl, index, pid)
@@ -368,7 +371,7 @@ class Host:
     def _load(self, encl: Enclave, index: int, pid: int, accessed: bool) -> None:
         """ELDU the SECS if it is out, then the page.  Mirrors sgx_encl_load_page()."""
         cg = self._misc_cgroup(pid)
-        if encl.secs_frame == SWAPPED:
+        if encl.secs_frame <= SWAPPED:
             self._eldu(encl, encl.secs_index, cg, pid, accessed=False)
         self._eldu(encl, index, cg, pid, accessed)
 
@@ -380,8 +383,8 @@ class Host:
         secs = index == encl.secs_index
         kind = PageKind.SECS if secs else PageKind(encl.types[index])
         frame = alloc_epc_page(self, cg, kind, encl.id, -1 if secs else index, NO_RECLAIM, pid, "ELDU")
-        entry = free_backing_page(self, encl, index)
-        encl.va_free_slot(entry[SWAP_VA], entry[SWAP_SLOT])
+        entry = encl.secs_frame if secs else encl.pages[index]
+        encl.va_free_slot(free_backing_page(self, encl, index, entry))
         if secs:
             encl.secs_frame = frame
             return
@@ -396,7 +399,7 @@ class Host:
         if not encl.initialized:
             raise OSError(errno.EFAULT, "fault on a page that was never added, before EINIT")
         cg = self._misc_cgroup(pid)
-        if encl.secs_frame == SWAPPED:
+        if encl.secs_frame <= SWAPPED:
             self._eldu(encl, encl.secs_index, cg, pid, accessed=False)
         frame = alloc_epc_page(self, cg, PageKind.REG, encl.id, index, NO_RECLAIM, pid, "EAUG")
         try:
@@ -454,7 +457,7 @@ class Host:
         page = encl.page(index)
         if page == ABSENT:
             raise IoctlError(errno.EFAULT, f"page {index} of enclave {encl.id} was never added", done)
-        if page != SWAPPED:
+        if page >= 0:
             return
         try:
             self._load(encl, index, pid, accessed=False)
@@ -469,10 +472,13 @@ class Host:
         encl = self._enclave(eid)
         encl.dying = True
         freed = self._free_enclave_frames(encl)
-        backing = 0
-        for index in list(encl.swapped):
-            free_backing_page(self, encl, index)
-            backing += 1
+        backing = encl.nr_swapped
+        for index in encl.swapped_indexes():
+            free_backing_page(self, encl, index, encl.pages[index])
+            encl.pages[index] = ABSENT
+        if encl.secs_frame <= SWAPPED:
+            free_backing_page(self, encl, encl.secs_index, encl.secs_frame)
+            encl.secs_frame = ABSENT
         del self.enclaves[eid]
         self.emit(EnclaveReleased(self.clock.now_ns(), eid, encl.pid, freed, backing * PAGE_SIZE))
 
@@ -586,6 +592,15 @@ class Host:
         if pid not in encl.mms:
             self._misc_cgroup(pid)
             encl.mms.insert(0, pid)
+
+    def backing_owner_id(self, memcg_cg: Cgroup, payer: int) -> int:
+        """The small id that swap entries use for (memory cgroup, paying pid)."""
+        key = (memcg_cg.id, payer)
+        owner_id = self._backing_owner_ids.get(key)
+        if owner_id is None:
+            owner_id = self._backing_owner_ids[key] = len(self.backing_owners)
+            self.backing_owners.append((memcg_cg, payer))
+        return owner_id
 
     def _misc_cgroup(self, pid: int) -> Cgroup:
         """The cgroup whose misc counters ``pid``'s allocations charge now (``pid`` becomes known)."""

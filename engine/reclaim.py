@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 
 from engine import memcg, misc
 from engine.cgroup import Cgroup, next_get
-from engine.enclave import PCMD_SHIFT, SWAP_MEMCG, SWAP_PAYER, SWAPPED, Enclave, PcmdPage, SwapEntry
+from engine.enclave import (
+    OWNER_BITS,
+    PCMD_SHIFT,
+    PCMD_USERS_BITS,
+    SWAPPED,
+    Enclave,
+    pcmd_fields,
+    swap_entry,
+    swap_fields,
+)
 from engine.epc import ACCESSED
 from engine.events import Enomem, KsgxdWake, LimitHit, OomKill, ReclaimBatch, SecsWriteBack, WorkQueued, WorkRun
 from engine.sgx import (
@@ -191,7 +200,8 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
         return 0
     dropped = young = backing_failed = 0
     skipped: list[int] = []  # back to the LRU tail, in scan order
-    writes: list[tuple[int, Enclave, int, Cgroup, int]] = []
+    writes: list[int] = []  # frames to write out, and who pays for each one's backing
+    owners: list[int] = []
     backing = _BackingRun(host)
     for frame in scanned:
         encl = enclaves[owner[frame]]
@@ -204,26 +214,27 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
             young += 1
             continue
         payer = charge_pid if charge_pid is not None else (encl.mms[0] if encl.mms else 0)
-        index = page_index[frame]
-        memcg_cg = backing.alloc(encl, index, payer)
-        if memcg_cg is None:
+        owner_id = backing.alloc(encl, page_index[frame], payer)
+        if owner_id < 0:
             skipped.append(frame)
             backing_failed += 1
             continue
-        writes.append((frame, encl, index, memcg_cg, payer))
+        writes.append(frame)
+        owners.append(owner_id)
     backing.flush()
     epc.lru_add_tail_many(cg.lru, skipped)
-    for _, encl, index, memcg_cg, payer in writes:  # EWB each into a VA slot: sgx_reclaimer_write()
-        va, slot = encl.va_alloc_slot()
-        encl.swapped[index] = (va, slot, memcg_cg.id, payer)
-        encl.pcmd[index >> PCMD_SHIFT].users += 1
-        encl.pages[index] = SWAPPED
+    for frame, owner_id in zip(writes, owners, strict=True):  # EWB into a VA slot: sgx_reclaimer_write()
+        encl = enclaves[owner[frame]]
+        index = page_index[frame]
+        encl.pages[index] = SWAPPED - (encl.va_alloc_slot() << OWNER_BITS | owner_id)
+        encl.pcmd[index >> PCMD_SHIFT] += 1
+        encl.nr_swapped += 1
         encl.secs_child_cnt -= 1
         if encl.secs_child_cnt == 0 and encl.initialized:
-            write_back_secs(host, encl, memcg_cg, payer)
+            write_back_secs(host, encl, owner_id)
     written = len(writes)
     if written:
-        epc.put_many([w[0] for w in writes])
+        epc.put_many(writes)
         misc.uncharge(cg, written)  # every page on cg's LRU is charged to cg
         if cg.dying:
             host.release_dying(cg)
@@ -237,37 +248,41 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
 class _BackingRun:
     """Backing charges of one batch: pages that fit are charged together when the payer changes."""
 
-    __slots__ = ("host", "memcg_cg", "payer", "room", "pending")
+    __slots__ = ("host", "memcg_cg", "payer", "owner_id", "room", "pending")
 
     def __init__(self, host: Host) -> None:
         self.host = host
         self.memcg_cg = host.tree.root
         self.payer = -1
+        self.owner_id = -1
         self.room = 0
         self.pending = 0
 
-    def alloc(self, encl: Enclave, index: int, payer: int) -> Cgroup | None:
-        """Charge page ``index``'s backing (and a new PCMD page) for ``payer``; None if refused."""
+    def alloc(self, encl: Enclave, index: int, payer: int) -> int:
+        """Charge page ``index``'s backing (and a new PCMD page) for ``payer``.
+
+        Returns the backing owner id, or -1 when memory.max refused.
+        """
         if payer != self.payer:
             self.flush()
             tree = self.host.tree
             self.memcg_cg = tree.task_cgroup(payer).memory_css() if payer else tree.root
             self.payer = payer
+            self.owner_id = self.host.backing_owner_id(self.memcg_cg, payer)
             self.room = memcg.room(self.memcg_cg)
-        memcg_cg = self.memcg_cg
         pcmd_no = index >> PCMD_SHIFT
-        pcmd = encl.pcmd.get(pcmd_no)
-        need = 1 if pcmd is not None else 2
+        new_pcmd = pcmd_no not in encl.pcmd
+        need = 2 if new_pcmd else 1
         if need <= self.room:
             self.room -= need
             self.pending += need
-            if pcmd is None:
-                encl.pcmd[pcmd_no] = PcmdPage(0, memcg_cg.id, payer)
-            return memcg_cg
+            if new_pcmd:
+                encl.pcmd[pcmd_no] = self.owner_id << PCMD_USERS_BITS
+            return self.owner_id
         self.flush()
-        ok = alloc_backing(self.host, encl, index, payer, memcg_cg)
-        self.room = memcg.room(memcg_cg)
-        return memcg_cg if ok else None
+        ok = alloc_backing(self.host, encl, index, self.owner_id)
+        self.room = memcg.room(self.memcg_cg)
+        return self.owner_id if ok else -1
 
     def flush(self) -> None:
         pending = self.pending
@@ -279,70 +294,73 @@ class _BackingRun:
             self.pending = 0
 
 
-def write_back_secs(host: Host, encl: Enclave, memcg_cg: Cgroup, payer: int) -> None:
+def write_back_secs(host: Host, encl: Enclave, owner_id: int) -> None:
     """The last resident child of an initialised enclave was written out: EWB the SECS too,
     its backing charged like the child's, and free it (it stays if it gets no backing).
     Mirrors the SECS branch of sgx_reclaimer_write().
     """
     index = encl.secs_index
-    if not alloc_backing(host, encl, index, payer, memcg_cg):
+    if not alloc_backing(host, encl, index, owner_id):
         return
-    va, slot = encl.va_alloc_slot()
-    encl.swapped[index] = (va, slot, memcg_cg.id, payer)
-    encl.pcmd[index >> PCMD_SHIFT].users += 1
     secs = encl.secs_frame
-    encl.secs_frame = SWAPPED
-    host.emit(SecsWriteBack(host.clock.now_ns(), encl.id, memcg_cg.path))
+    encl.secs_frame = swap_entry(encl.va_alloc_slot(), owner_id)
+    encl.pcmd[index >> PCMD_SHIFT] += 1
+    encl.nr_swapped += 1
+    host.emit(SecsWriteBack(host.clock.now_ns(), encl.id, host.backing_owners[owner_id][0].path))
     free_epc_page(host, secs)
 
 
-def alloc_backing(host: Host, encl: Enclave, index: int, payer: int, memcg_cg: Cgroup) -> bool:
-    """Charge the backing page of ``index`` (and its PCMD page, if new) to ``memcg_cg``, paid by ``payer``.
+def alloc_backing(host: Host, encl: Enclave, index: int, owner_id: int) -> bool:
+    """Charge the backing page of ``index`` (and its PCMD page, if new) to backing owner ``owner_id``.
 
     False when memory.max refused (the OOM killer ran).  Mirrors sgx_encl_alloc_backing()
     with the V17 memcg choice made by the caller.
     """
+    memcg_cg, payer = host.backing_owners[owner_id]
     pcmd_no = index >> PCMD_SHIFT
-    pcmd = encl.pcmd.get(pcmd_no)
-    pages = 1 if pcmd is not None else 2
+    new_pcmd = pcmd_no not in encl.pcmd
+    pages = 2 if new_pcmd else 1
     over = memcg.try_charge(memcg_cg, pages)
     if over is not None:
         oom(host, over)
         return False
-    if pcmd is None:
-        encl.pcmd[pcmd_no] = PcmdPage(0, memcg_cg.id, payer)
+    if new_pcmd:
+        encl.pcmd[pcmd_no] = owner_id << PCMD_USERS_BITS
     if payer:
         task_mem = host.task_mem
         task_mem[payer] = task_mem.get(payer, 0) + pages
     return True
 
 
-def free_backing_page(host: Host, encl: Enclave, index: int) -> SwapEntry:
-    """Drop page ``index``'s backing (and its PCMD page when that empties); returns its entry.
-
-    Used by ELDU (truncate after load) and by release.
+def free_backing_page(host: Host, encl: Enclave, index: int, entry: int) -> int:
+    """Drop the backing of page ``index`` (swap ``entry``), and its PCMD page when that
+    empties; returns the VA slot id the page held.  Used by ELDU (truncate after the
+    load) and by release.
     """
-    entry = encl.swapped.pop(index)
-    _uncharge_backing(host, entry[SWAP_MEMCG], entry[SWAP_PAYER], 1)
+    slot_id, owner_id = swap_fields(entry)
+    _uncharge_backing(host, owner_id, 1)
     pcmd_no = index >> PCMD_SHIFT
-    pcmd = encl.pcmd[pcmd_no]
-    pcmd.users -= 1
-    if pcmd.users == 0:
+    value = encl.pcmd[pcmd_no] - 1
+    pcmd_owner, users = pcmd_fields(value)
+    if users:
+        encl.pcmd[pcmd_no] = value
+    else:
         del encl.pcmd[pcmd_no]
-        _uncharge_backing(host, pcmd.memcg, pcmd.payer, 1)
-    return entry
+        _uncharge_backing(host, pcmd_owner, 1)
+    encl.nr_swapped -= 1
+    return slot_id
 
 
-def _uncharge_backing(host: Host, memcg_id: int, payer: int, pages: int) -> None:
-    cg = host.tree.by_id[memcg_id]
-    assert cg is not None
+def _uncharge_backing(host: Host, owner_id: int, pages: int) -> None:
+    cg, payer = host.backing_owners[owner_id]
     memcg.uncharge(cg, pages)
-    if payer in host.task_mem:
-        left = host.task_mem[payer] - pages
+    task_mem = host.task_mem
+    if payer in task_mem:
+        left = task_mem[payer] - pages
         if left:
-            host.task_mem[payer] = left
+            task_mem[payer] = left
         else:
-            del host.task_mem[payer]
+            del task_mem[payer]
     if cg.dying:
         host.release_dying(cg)
 

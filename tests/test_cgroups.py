@@ -85,7 +85,7 @@ def test_dying_cgroup_pages_are_not_reclaimed_by_the_walk() -> None:
     host.rmdir("/a")
     assert host.tree.root.nonempty_lrus == 0  # nothing live to reclaim
     host.ecreate(11, 8192)
-    assert len(host.enclaves[eid].swapped) == 0
+    assert host.enclaves[eid].nr_swapped == 0
     host.check()
 
 

@@ -114,7 +114,7 @@ def test_do_reclaim_charges_reclaim_the_requesting_subtree_until_it_fits() -> No
     place(host, 10, "/a")
     eid = enclave(host, 10, 200)
     assert pages(host, "/a/misc.current") <= 50
-    assert len(host.enclaves[eid].swapped) == 200 - len(resident(host, eid))
+    assert host.enclaves[eid].nr_swapped == 200 - len(resident(host, eid))
     host.check()
 
 
@@ -137,7 +137,7 @@ def test_no_reclaim_charge_queues_one_work_item_and_the_fault_waits() -> None:
     host.run_pending_work()
     assert not host.work and not cg.work_queued
     assert host.vepc_access(10, vid, 30, 1) == 1
-    assert len(host.enclaves[eid].swapped) > 0
+    assert host.enclaves[eid].nr_swapped > 0
     host.check()
 
 
@@ -197,7 +197,7 @@ def test_limit_lowered_below_usage_bites_only_at_the_next_charge() -> None:
     assert pages(host, "/a/misc.current") == before
     host.vepc_access(10, host.vepc_open(10, 4096), 0, 1)  # next charge: EBUSY, worker, retry
     assert pages(host, "/a/misc.current") <= 20
-    assert len(host.enclaves[eid].swapped) > 0
+    assert host.enclaves[eid].nr_swapped > 0
     host.check()
 
 

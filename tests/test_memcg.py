@@ -22,12 +22,12 @@ def test_backing_is_one_page_per_swapped_page_plus_a_pcmd_page_per_32() -> None:
     limit(host, "/a", 20)
     place(host, 10, "/a")
     eid = enclave(host, 10, 100)
-    swapped = len(host.enclaves[eid].swapped)
-    indexes = set(host.enclaves[eid].swapped)
+    swapped = host.enclaves[eid].nr_swapped
+    indexes = set(host.enclaves[eid].swapped_indexes())
     pcmd_pages = len({i // 32 for i in indexes})
     assert value(host, "/a/memory.current") == (swapped + pcmd_pages) * PAGE_SIZE
     host.access(10, eid, 0, 32)  # reload a whole PCMD page's worth: its page goes too
-    indexes = set(host.enclaves[eid].swapped)
+    indexes = set(host.enclaves[eid].swapped_indexes())
     assert value(host, "/a/memory.current") == (len(indexes) + len({i // 32 for i in indexes})) * PAGE_SIZE
     host.check()
 
