@@ -273,7 +273,9 @@ def profile(capacity_pages: int, limit_pages: int, n_pages: int, top: int = 15) 
 def main() -> None:
     p = _common.parser("The core's page rate under reclaim vs the dict baseline, and its flatness in resident pages.")
     p.add_argument("--profile", action="store_true", help="also cProfile one core run and print the top 15 by tottime")
-    p.add_argument("--levels", type=int, default=3, help="cgroup levels the baseline charges per page (default 3)")
+    p.add_argument(
+        "--levels", type=int, default=4, help="cgroup levels the baseline charges per page, root included (default 4)"
+    )
     p.add_argument("--no-baseline-flat", action="store_true", help="skip the baseline column of the flatness table")
     args = p.parse_args()
     capacity_pages = 1 << 18  # 1 GiB of EPC

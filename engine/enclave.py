@@ -132,6 +132,17 @@ class Enclave:
             self._va_link_tail(ordinal)
         return ordinal << VA_SHIFT | slot
 
+    def va_alloc_slots(self, count: int) -> list[int]:
+        """``count`` va_alloc_slot() calls at once: a range when the head page has them fresh."""
+        ordinal = self.va_head
+        fresh = self.va_fresh[ordinal]
+        if self.va_freed[ordinal] or fresh + count >= SGX_VA_SLOT_COUNT:
+            return [self.va_alloc_slot() for _ in range(count)]
+        self.va_fresh[ordinal] = fresh + count
+        self.va_used[ordinal] += count
+        base = ordinal << VA_SHIFT
+        return list(range(base + fresh, base + fresh + count))
+
     def va_free_slot(self, slot_id: int) -> None:
         """Give a slot back and move its VA page to the head (ELDU's list_move)."""
         ordinal = slot_id >> VA_SHIFT

@@ -214,7 +214,15 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
             young += 1
             continue
         payer = charge_pid if charge_pid is not None else (encl.mms[0] if encl.mms else 0)
-        owner_id = backing.alloc(encl, page_index[frame], payer)
+        index = page_index[frame]
+        pcmd_no = index >> PCMD_SHIFT
+        if payer == backing.payer and backing.room >= 2 and pcmd_no in encl.pcmd:  # the common case, inline
+            backing.room -= 1
+            backing.pending += 1
+            writes.append(frame)
+            owners.append(backing.owner_id)
+            continue
+        owner_id = backing.alloc(encl, index, payer)
         if owner_id < 0:
             skipped.append(frame)
             backing_failed += 1
@@ -223,16 +231,25 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
         owners.append(owner_id)
     backing.flush()
     epc.lru_add_tail_many(cg.lru, skipped)
-    for frame, owner_id in zip(writes, owners, strict=True):  # EWB into a VA slot: sgx_reclaimer_write()
-        encl = enclaves[owner[frame]]
-        index = page_index[frame]
-        encl.pages[index] = SWAPPED - (encl.va_alloc_slot() << OWNER_BITS | owner_id)
-        encl.pcmd[index >> PCMD_SHIFT] += 1
-        encl.nr_swapped += 1
-        encl.secs_child_cnt -= 1
-        if encl.secs_child_cnt == 0 and encl.initialized:
-            write_back_secs(host, encl, owner_id)
     written = len(writes)
+    start = 0
+    while start < written:  # EWB each into a VA slot (sgx_reclaimer_write()), a run of one enclave at once
+        encl_id = owner[writes[start]]
+        end = start + 1
+        while end < written and owner[writes[end]] == encl_id:
+            end += 1
+        encl = enclaves[encl_id]
+        pages, pcmd = encl.pages, encl.pcmd
+        run = writes[start:end]
+        for frame, owner_id, slot_id in zip(run, owners[start:end], encl.va_alloc_slots(end - start), strict=True):
+            index = page_index[frame]
+            pages[index] = SWAPPED - (slot_id << OWNER_BITS | owner_id)
+            pcmd[index >> PCMD_SHIFT] += 1
+        encl.nr_swapped += end - start
+        encl.secs_child_cnt -= end - start
+        if encl.secs_child_cnt == 0 and encl.initialized:  # only the run's last page can leave it at 0
+            write_back_secs(host, encl, owners[end - 1])
+        start = end
     if written:
         epc.put_many(writes)
         misc.uncharge(cg, written)  # every page on cg's LRU is charged to cg
