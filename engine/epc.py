@@ -124,7 +124,7 @@ class Epc:
         nxt, flags = self.next, self.flags
         out: list[int] = []
         frame = lru.head
-        while frame != NIL and len(out) < count:
+        for _ in range(min(count, lru.size)):
             out.append(frame)
             flags[frame] &= ~ON_LRU
             frame = nxt[frame]
