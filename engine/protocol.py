@@ -1,0 +1,198 @@
+"""The wire protocol between the engine and its clients: MessagePack maps, validated.
+
+One request per frame: ``{"v": 1, "op": NAME, "id": N, ...args}``.  A reply echoes
+``id`` and carries ``ok`` (the result) or ``err`` (an errno name such as ``ENOMEM``,
+``EINVAL``, ``EBUSY``; ``EPROTO`` for a malformed request; ``SIGBUS`` for a fault the
+host could not serve) with ``msg``.  Events and stats go out on the PUB socket as
+``[topic, map]`` with a sequence number ``seq``.
+
+Pure: bytes in, checked dicts out, no sockets (imports only msgpack).  Every limit a
+request can hit is here, so the server never sees a value it did not check.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+VERSION = 1
+MAX_FRAME = 1 << 20  # bytes in one request frame
+MAX_RANGES = 4096  # (first, count) pairs in one access
+MAX_PAGES = 1 << 40  # any page count or index
+MAX_SIZE = 1 << 52  # bytes (4 PiB): sizes of enclaves and vEPC
+MAX_PATH = 4096
+MAX_VALUE = 4096
+MAX_PID = 0x3FFFFFFF
+MAX_ID = (1 << 63) - 1
+
+TOPIC_EVENT = b"event"
+TOPIC_STATS = b"stats"
+TOPIC_ENGINE = b"engine"  # the engine itself: shutting down
+
+
+class ProtocolError(Exception):
+    """A request the engine cannot act on: answered with ``err`` = ``code`` and changes nothing."""
+
+    def __init__(self, code: str, message: str, request_id: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id  # echoed in the error reply when it could be read
+
+
+def _int(low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if type(value) is not int or not low <= value <= high:
+            raise ValueError(f"an integer in {low}..{high}")
+        return value
+
+    return check
+
+
+def _str(limit: int) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if type(value) is not str or len(value) > limit:
+            raise ValueError(f"a string of at most {limit} characters")
+        return value
+
+    return check
+
+
+def _choice(*names: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in names:
+            raise ValueError(f"one of {', '.join(names)}")
+        return str(value)
+
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise ValueError("true or false")
+    return value
+
+
+def _ranges(value: Any) -> list[tuple[int, int]]:
+    """A list of [first, count] page ranges (count >= 1), at most MAX_RANGES of them."""
+    if type(value) not in (list, tuple) or not 1 <= len(value) <= MAX_RANGES:
+        raise ValueError(f"a list of 1..{MAX_RANGES} [first, count] pairs")
+    out: list[tuple[int, int]] = []
+    for pair in value:
+        if type(pair) not in (list, tuple) or len(pair) != 2:
+            raise ValueError("[first, count] pairs")
+        first, count = INDEX(pair[0]), PAGES(pair[1])
+        out.append((first, count))
+    return out
+
+
+PID = _int(1, MAX_PID)
+HANDLE = _int(1, MAX_ID)
+PAGES = _int(1, MAX_PAGES)
+INDEX = _int(0, MAX_PAGES)
+SIZE = _int(4096, MAX_SIZE)
+PATH = _str(MAX_PATH)
+VALUE = _str(MAX_VALUE)
+
+# op -> {argument: (checker, required)}
+SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
+    "hello": {"pid": (PID, True), "role": (_choice("enclave", "vm", "client"), True), "name": (_str(64), False)},
+    "ecreate": {"size": (SIZE, True)},
+    "add_pages": {"eid": (HANDLE, True), "count": (PAGES, True), "kind": (_choice("REG", "TCS"), False)},
+    "einit": {"eid": (HANDLE, True)},
+    "access": {"eid": (HANDLE, True), "ranges": (_ranges, True), "write": (_bool, False)},
+    "augment": {"eid": (HANDLE, True), "count": (PAGES, True)},
+    "remove_pages": {"eid": (HANDLE, True), "first": (INDEX, True), "count": (PAGES, True)},
+    "release": {"eid": (HANDLE, True)},
+    "vepc_open": {"size": (SIZE, True)},
+    "vepc_access": {"vid": (HANDLE, True), "ranges": (_ranges, True)},
+    "vepc_release": {"vid": (HANDLE, True)},
+    "read": {"path": (PATH, True)},
+    "write": {"path": (PATH, True), "value": (VALUE, True)},
+    "mkdir": {"path": (PATH, True)},
+    "rmdir": {"path": (PATH, True)},
+    "listdir": {"path": (PATH, True)},
+    "snapshot": {},
+    "ping": {},
+    "bye": {},
+}
+OPS = frozenset(SCHEMAS)
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode_request(frame: bytes) -> tuple[int, str, dict[str, Any]]:
+    """(id, op, checked arguments) of one request frame.
+
+    Raises ProtocolError(EPROTO) for anything malformed: not MessagePack, not a map,
+    a wrong version, an unknown op, a missing, extra or ill-typed argument.  The id
+    is kept on the error when it could be read, so the reply can echo it.
+    """
+    if len(frame) > MAX_FRAME:
+        raise ProtocolError("EPROTO", f"frame of {len(frame)} bytes is over {MAX_FRAME}")
+    try:
+        message = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    except Exception as e:  # msgpack raises several types for bad input
+        raise ProtocolError("EPROTO", f"not a MessagePack frame: {type(e).__name__}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("EPROTO", "a request is a map")
+    raw_id = message.get("id")
+    request_id = raw_id if type(raw_id) is int and 0 <= raw_id <= MAX_ID else 0
+    try:
+        if message.get("v") != VERSION:
+            raise ValueError(f"protocol version must be {VERSION}")
+        if request_id != raw_id:
+            raise ValueError(f"id must be an integer in 0..{MAX_ID}")
+        op = message.get("op")
+        if not isinstance(op, str) or op not in OPS:
+            raise ValueError(f"unknown op {op!r}")
+        schema = SCHEMAS[op]
+        extra = set(message) - {"v", "op", "id"} - set(schema)
+        if extra:
+            raise ValueError(f"unknown argument {sorted(map(str, extra))[0]!r} for {op}")
+        args: dict[str, Any] = {}
+        for name, (check, required) in schema.items():
+            if name in message:
+                try:
+                    args[name] = check(message[name])
+                except ValueError as e:
+                    raise ValueError(f"{op}: {name} must be {e}") from None
+            elif required:
+                raise ValueError(f"{op}: missing {name}")
+    except ValueError as e:
+        raise ProtocolError("EPROTO", str(e), request_id) from None
+    return request_id, str(op), args
+
+
+def request(op: str, request_id: int, **args: Any) -> bytes:
+    """One request frame (clients)."""
+    return encode({"v": VERSION, "op": op, "id": request_id, **args})
+
+
+def reply_ok(request_id: int, result: Any) -> bytes:
+    return encode({"v": VERSION, "id": request_id, "ok": result})
+
+
+def reply_err(request_id: int, code: str, message: str) -> bytes:
+    return encode({"v": VERSION, "id": request_id, "err": code, "msg": message})
+
+
+def decode_reply(frame: bytes) -> dict[str, Any]:
+    """A reply map (clients); ProtocolError(EPROTO) if it is not one."""
+    try:
+        message = msgpack.unpackb(frame, raw=False)
+    except Exception as e:
+        raise ProtocolError("EPROTO", f"not a MessagePack reply: {type(e).__name__}") from None
+    if not isinstance(message, dict) or message.get("v") != VERSION or "id" not in message:
+        raise ProtocolError("EPROTO", "not a reply of this protocol version")
+    return message
+
+
+def errno_code(name: str) -> int:
+    """errno number of an errno name (0 if unknown): for turning ``err`` back into OSError."""
+    return int(getattr(errno, name, 0))
