@@ -315,7 +315,11 @@ class Host:
             if frame >= 0:
                 flags[frame] |= ACCESSED
                 continue
-            self._fault(encl, index, pid, index - first)
+            try:
+                self._fault(encl, index, pid, index - first)
+            except Blocked as e:
+                e.faults = faults
+                raise
             faults += 1
             pages = encl.pages
             nr_pages = len(pages)

@@ -19,6 +19,7 @@ from typing import Any
 import msgpack
 
 VERSION = 1
+PAGE_SIZE = 4096
 MAX_FRAME = 1 << 20  # bytes in one request frame
 MAX_RANGES = 4096  # (first, count) pairs in one access
 MAX_PAGES = 1 << 40  # any page count or index
@@ -117,7 +118,7 @@ SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "listdir": {"path": (PATH, True)},
     "snapshot": {},
     "ping": {},
-    "bye": {},
+    "bye": {"reason": (_str(32), False)},
 }
 OPS = frozenset(SCHEMAS)
 
@@ -196,3 +197,44 @@ def decode_reply(frame: bytes) -> dict[str, Any]:
 def errno_code(name: str) -> int:
     """errno number of an errno name (0 if unknown): for turning ``err`` back into OSError."""
     return int(getattr(errno, name, 0))
+
+
+# -- discovery: where a running engine listens (DESIGN.md section 3) ----------
+
+ENDPOINT_ENV = "EPC_PLAYGROUND_ENDPOINT"
+RUNTIME_FILE = "engine.json"
+
+
+def runtime_dir() -> str:
+    """The 0700 directory for the default engine's sockets and runtime file."""
+    import os
+
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(base, "epc-playground") if base else f"/tmp/epc-playground-{os.getuid()}"
+
+
+def read_runtime_file(directory: str | None = None) -> dict[str, Any] | None:
+    """What the running default engine wrote about itself, or None when there is none (or it died)."""
+    import json
+    import os
+
+    path = os.path.join(directory or runtime_dir(), RUNTIME_FILE)
+    try:
+        with open(path) as f:
+            info = json.load(f)
+        os.kill(int(info["pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def find_endpoint(connect: str | None = None) -> str | None:
+    """The engine endpoint to use: ``--connect``, else $EPC_PLAYGROUND_ENDPOINT, else the runtime file's."""
+    import os
+
+    if connect:
+        return connect
+    if os.environ.get(ENDPOINT_ENV):
+        return os.environ[ENDPOINT_ENV]
+    info = read_runtime_file()
+    return str(info["endpoint"]) if info else None

@@ -78,9 +78,10 @@ class Blocked(Exception):
     were completed; the caller retries the rest later.
     """
 
-    def __init__(self, done: int, message: str) -> None:
+    def __init__(self, done: int, message: str, faults: int = 0) -> None:
         super().__init__(message)
         self.done = done
+        self.faults = faults  # faults served before it blocked (access)
 
 
 class IoctlError(OSError):

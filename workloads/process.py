@@ -1,0 +1,58 @@
+"""How a workload process ends: exit codes as DESIGN.md section 3 gives them.
+
+0 success; 1 an ioctl-like error, its errno name on stderr; killed by SIGBUS when a
+fault cannot be served (the process really dies by the signal); killed by SIGKILL
+when the OOM killer picks it (the engine sends that); 2 usage or connection errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+from workloads.client import EngineClient, EngineError, NoEngine
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def die_by(signum: int) -> None:
+    """End this process by ``signum``, as the kernel's signal would."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    time.sleep(5)
+    os._exit(128 + signum)
+
+
+def run_workload(main: Callable[[EngineClient], None], *, endpoint: str | None, role: str, name: str = "") -> int:
+    """Connect, register as ``role``, run ``main`` and map what happened to an exit status."""
+    prog = f"epc-playground {role}"
+    try:
+        client = EngineClient(endpoint, timeout_s=None)
+    except NoEngine as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        client.hello(role, name)
+        main(client)
+        client.call("bye", reason="ok")
+        return EXIT_OK
+    except EngineError as e:
+        if e.code == "SIGBUS":
+            print(f"{prog}: SIGBUS: {e.message}", file=sys.stderr)
+            client.close()
+            die_by(signal.SIGBUS)
+        print(f"{prog}: {e.code}: {e.message}", file=sys.stderr)
+        with contextlib.suppress(EngineError, NoEngine):
+            client.call("bye", _timeout_s=2.0, reason=e.code)
+        return EXIT_ERROR
+    except NoEngine as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        client.close()
