@@ -117,6 +117,7 @@ SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "rmdir": {"path": (PATH, True)},
     "listdir": {"path": (PATH, True)},
     "snapshot": {},
+    "check": {},
     "ping": {},
     "bye": {"reason": (_str(32), False)},
 }

@@ -446,6 +446,14 @@ class Engine:
             "pub": self.pub_endpoint,
         }
 
+    def op_check(self, ident: bytes, caller: int) -> str:
+        """Verify every invariant of the host now: "ok", or EIO naming the first broken one."""
+        try:
+            self.host.check()
+        except AssertionError as e:
+            raise OSError(errno.EIO, f"invariant broken: {e}") from None
+        return "ok"
+
     def op_snapshot(self, ident: bytes, caller: int) -> dict[str, Any]:
         return self.snapshot()
 

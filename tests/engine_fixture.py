@@ -1,0 +1,75 @@
+"""A real engine process for integration tests, in its own runtime directory."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import protocol
+from workloads.client import EngineClient
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "playground.cli"]
+
+
+@dataclass
+class RunningEngine:
+    process: subprocess.Popen[str]
+    env: dict[str, str]
+    runtime_dir: Path
+    endpoint: str
+
+    def client(self) -> EngineClient:
+        return EngineClient(self.endpoint, timeout_s=30)
+
+    def cli(self, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=120, **kwargs
+        )  # type: ignore[call-overload, no-any-return]
+
+    def spawn(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*CLI, *args], env=self.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def check(self) -> None:
+        with self.client() as client:
+            assert client.call("check") == "ok"
+
+
+def start_engine(tmp_path: Path, *args: str) -> RunningEngine:
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PYTHONPATH": str(ROOT)}
+    env.pop(protocol.ENDPOINT_ENV, None)
+    process = subprocess.Popen(
+        [*CLI, "engine", *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 20)
+    line = process.stdout.readline() if ready else ""
+    if "serving" not in line:
+        process.kill()
+        raise AssertionError(f"the engine did not start: {line!r} {process.communicate()}")
+    endpoint = line.split("serving ", 1)[1].split()[0]
+    env[protocol.ENDPOINT_ENV] = endpoint
+    return RunningEngine(process, env, runtime / "epc-playground", endpoint)
+
+
+def stop_engine(engine: RunningEngine) -> None:
+    """SIGTERM: the engine must exit 0 within a few seconds and remove its runtime files."""
+    if engine.process.poll() is None:
+        engine.process.send_signal(signal.SIGTERM)
+        try:
+            status = engine.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            engine.process.kill()
+            raise AssertionError("the engine did not stop within 10 s of SIGTERM") from None
+        assert status == 0, engine.process.communicate()
+        if engine.runtime_dir.exists():
+            assert not any(engine.runtime_dir.iterdir()), list(engine.runtime_dir.iterdir())

@@ -1,0 +1,239 @@
+"""The engine process with real workload processes and real sockets (DESIGN.md sections 2, 3, 5)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import zmq
+
+from engine import protocol
+from workloads.client import EngineClient, EngineError, NoEngine
+
+from .engine_fixture import RunningEngine, start_engine, stop_engine
+
+pytestmark = pytest.mark.slow
+MiB = 1 << 20
+
+
+def misc_current(client: EngineClient, path: str) -> int:
+    return int(client.read(f"{path.rstrip('/')}/misc.current").split()[1])
+
+
+def wait_for(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+def test_eight_enclaves_oversubscribe_a_cgroup_two_killed_nothing_leaks(engine: RunningEngine) -> None:
+    with engine.client() as client:
+        client.mkdir("/jobs")
+        client.write("/jobs/misc.max", f"sgx_epc {6 * MiB}")
+        client.write("/jobs/cgroup.procs", str(os.getpid()))  # what this test starts lands in /jobs
+    jobs = [
+        engine.spawn("enclave", "--size", "2MiB", "--pattern", "random", "--duration", "3", "--seed", str(i))
+        for i in range(8)
+    ]
+    with engine.client() as client:
+        assert wait_for(lambda: len(client.snapshot()["workloads"]) == 8, 20)
+        time.sleep(0.5)
+        for job in jobs[:2]:
+            job.send_signal(signal.SIGKILL)
+        codes = [job.wait(timeout=120) for job in jobs]
+        assert codes[:2] == [-signal.SIGKILL] * 2
+        assert codes[2:] == [0] * 6, [job.stderr.read() if job.stderr else "" for job in jobs]
+        assert {w["cgroup"] for w in client.snapshot()["workloads"]} == {"/jobs"}
+        assert wait_for(lambda: client.read("/jobs/misc.current") == "sgx_epc 0\n", 1.0)
+        assert int(client.read("/jobs/misc.events").split()[1]) > 0  # the limit really bit
+        assert client.read("/jobs/memory.current") == "0\n"
+        assert client.call("check") == "ok"
+        reasons = sorted(w["reason"] for w in client.snapshot()["workloads"])
+        assert reasons == ["killed", "killed"] + ["ok"] * 6
+
+
+def test_a_vm_over_its_limit_dies_by_sigbus_while_an_enclave_beside_it_finishes(engine: RunningEngine) -> None:
+    with engine.client() as client:
+        for path in ("/vm", "/enc"):
+            client.mkdir(path)
+            client.write(f"{path}/misc.max", f"sgx_epc {2 * MiB}")
+    vm = engine.spawn("vm", "--size", "4MiB")
+    encl = engine.spawn("enclave", "--size", "6MiB", "--passes", "3")
+    with engine.client() as client:
+        client.write("/vm/cgroup.procs", str(vm.pid))
+        client.write("/enc/cgroup.procs", str(encl.pid))
+    assert vm.wait(timeout=60) == -signal.SIGBUS
+    assert "SIGBUS" in (vm.stderr.read() if vm.stderr else "")
+    assert encl.wait(timeout=120) == 0
+    engine.check()
+
+
+def test_a_shell_moved_into_a_cgroup_starts_an_enclave_charged_there(engine: RunningEngine) -> None:
+    with engine.client() as client:
+        client.mkdir("/x")
+    script = (
+        "python -m playground.cli cg write /x/cgroup.procs $$ && "
+        "python -m playground.cli enclave --size 1MiB --name from-shell && "
+        "python -m playground.cli cg read /x/misc.peak"
+    )
+    env = {**engine.env, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["sh", "-c", script], env=env, capture_output=True, text=True, timeout=120, cwd=engine.env["PYTHONPATH"]
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[1]) >= MiB  # the enclave's pages were charged to /x
+    with engine.client() as client:
+        snapshot = client.snapshot()
+    [workload] = [w for w in snapshot["workloads"] if w["name"] == "from-shell"]
+    assert workload["cgroup"] == "/x" and workload["reason"] == "ok"
+
+
+def test_a_killed_workload_is_released_within_a_second(engine: RunningEngine) -> None:
+    job = engine.spawn("enclave", "--size", "8MiB", "--duration", "30")
+    with engine.client() as client:
+        assert wait_for(lambda: misc_current(client, "/") > 4 * MiB, 20)
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+        t0 = time.monotonic()
+        assert wait_for(lambda: misc_current(client, "/") == 0, 1.0)
+        assert time.monotonic() - t0 < 1.0
+        assert client.call("check") == "ok"
+
+
+def test_a_signal_during_a_long_add_pages_stops_it_and_leaks_nothing(engine: RunningEngine) -> None:
+    with engine.client() as client:
+        client.mkdir("/slow")
+        client.write("/slow/misc.max", f"sgx_epc {MiB}")
+    job = engine.spawn("enclave", "--size", "512MiB")  # 131072 pages through a 256-page limit
+    with engine.client() as client:
+        client.write("/slow/cgroup.procs", str(job.pid))
+        assert wait_for(lambda: int(client.read("/slow/misc.events").split()[1]) > 100, 20)
+        job.send_signal(signal.SIGTERM)
+        assert job.wait(timeout=10) == -signal.SIGTERM
+        assert wait_for(lambda: client.read("/slow/misc.current") == "sgx_epc 0\n", 2.0)
+        assert client.call("check") == "ok"
+
+
+def test_ten_thousand_bad_frames_are_answered_and_change_nothing(engine: RunningEngine) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(engine.endpoint)
+    rng = random.Random(7)
+    seeds = [
+        protocol.request("write", 1, path="/misc.max", value="sgx_epc 0"),
+        protocol.request("access", 2, eid=1, ranges=[[0, 4]]),
+        protocol.request("ecreate", 3, size=8192),
+        protocol.request("rmdir", 4, path="/"),
+    ]
+    answered = 0
+    try:
+        for i in range(10_000):
+            frame = bytearray(rng.choice(seeds))
+            for _ in range(rng.randint(1, 3)):
+                pos = rng.randrange(len(frame))
+                frame[pos] = rng.randrange(256)
+            sock.send(bytes(frame))
+            if i % 100 == 99:
+                while sock.poll(2000):
+                    sock.recv()
+                    answered += 1
+                    if answered == i + 1:
+                        break
+        while answered < 10_000 and sock.poll(5000):
+            sock.recv()
+            answered += 1
+    finally:
+        sock.close()
+        ctx.term()
+    assert answered == 10_000
+    with engine.client() as client:
+        assert client.call("check") == "ok"
+        assert client.read("/misc.current") == "sgx_epc 0\n"
+        assert client.listdir("/") and client.snapshot()["cgroups"][0]["path"] == "/"
+
+
+def test_every_client_exits_with_one_line_when_the_engine_is_killed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    running = start_engine(tmp_path, "--capacity", "4MiB")
+    jobs = [running.spawn("enclave", "--size", "16MiB", "--duration", "30") for _ in range(3)]
+    with running.client() as client:
+        assert wait_for(lambda: len(client.snapshot()["workloads"]) == 3, 20)
+    running.process.kill()
+    running.process.wait()
+    for job in jobs:
+        assert job.wait(timeout=15) == 2
+        err = job.stderr.read() if job.stderr else ""
+        assert len(err.strip().splitlines()) == 1 and "gone" in err, err
+    missing = running.cli("cg", "read", "/misc.current")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_no_engine_is_one_clear_line_and_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    env.pop(protocol.ENDPOINT_ENV, None)
+    for args in (["enclave", "--size", "1MiB"], ["cg", "tree"], ["vm", "--size", "1MiB"]):
+        done = subprocess.run([sys.executable, "-m", "playground.cli", *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 2
+        assert done.stderr.count("\n") == 1 and "no engine is running" in done.stderr
+
+
+def test_errors_come_back_as_errno_names_and_ownership_is_checked(engine: RunningEngine) -> None:
+    with engine.client() as client:
+        with pytest.raises(EngineError) as e:
+            client.write("/misc.max", "sgx_epc 1")
+        assert e.value.code == "ENOENT"
+        client.mkdir("/a")
+        with pytest.raises(EngineError) as e:
+            client.write("/a/misc.max", "sgx_epc -1")
+        assert e.value.code == "EINVAL"
+        with pytest.raises(EngineError) as e:
+            client.call("ecreate", size=8192)
+        assert e.value.code == "EPERM"  # no hello: no pid to charge
+        client.hello("client")
+        with pytest.raises(EngineError) as e:
+            client.write("/a/cgroup.procs", str(2**30 - 7))
+        assert e.value.code == "ESRCH"
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        with engine.client() as owner, engine.client() as other:
+            owner.hello("enclave", pid=sleeper.pid)
+            eid = owner.call("ecreate", size=8192)["eid"]
+            other.hello("enclave")
+            with pytest.raises(EngineError) as e:
+                other.call("release", eid=eid)
+            assert e.value.code == "EPERM"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_the_engine_refuses_a_second_default_instance(engine: RunningEngine) -> None:
+    second = subprocess.run(
+        [sys.executable, "-m", "playground.cli", "engine"],
+        env=engine.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 2 and "already running" in second.stderr
+
+
+def test_engine_on_tcp_loopback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    port = random.randrange(20000, 40000)
+    running = start_engine(tmp_path, "--bind", f"tcp://127.0.0.1:{port}", "--capacity", "1MiB")
+    try:
+        assert running.endpoint == f"tcp://127.0.0.1:{port}"
+        with running.client() as client:
+            assert client.read("/misc.capacity") == "sgx_epc 1048576\n"
+    finally:
+        stop_engine(running)
+    with pytest.raises(NoEngine):
+        EngineClient(f"ipc://{tmp_path}/nothing-here")
