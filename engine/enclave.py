@@ -19,11 +19,11 @@ from engine.sgx import SGX_PCMD_PER_PAGE, SGX_VA_SLOT_COUNT
 ABSENT = -1
 SWAPPED = -2  # entries are <= SWAPPED
 OWNER_BITS = 24  # backing owners (memory cgroup, payer) pairs a host can have
-_OWNER_MASK = (1 << OWNER_BITS) - 1
+OWNER_MASK = (1 << OWNER_BITS) - 1
 VA_SHIFT = SGX_VA_SLOT_COUNT.bit_length() - 1  # slot id = VA ordinal << VA_SHIFT | slot
 PCMD_SHIFT = SGX_PCMD_PER_PAGE.bit_length() - 1  # index >> PCMD_SHIFT: its PCMD page
 PCMD_USERS_BITS = 6  # pcmd[n] = owner << PCMD_USERS_BITS | entries in use (<= 32)
-_PCMD_USERS_MASK = (1 << PCMD_USERS_BITS) - 1
+PCMD_USERS_MASK = (1 << PCMD_USERS_BITS) - 1
 
 
 def swap_entry(slot_id: int, owner: int) -> int:
@@ -34,12 +34,12 @@ def swap_entry(slot_id: int, owner: int) -> int:
 def swap_fields(entry: int) -> tuple[int, int]:
     """(VA slot id, backing owner) of a swap entry."""
     payload = SWAPPED - entry
-    return payload >> OWNER_BITS, payload & _OWNER_MASK
+    return payload >> OWNER_BITS, payload & OWNER_MASK
 
 
 def pcmd_fields(value: int) -> tuple[int, int]:
     """(backing owner, entries in use) of a PCMD page."""
-    return value >> PCMD_USERS_BITS, value & _PCMD_USERS_MASK
+    return value >> PCMD_USERS_BITS, value & PCMD_USERS_MASK
 
 
 class Enclave:

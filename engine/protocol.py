@@ -122,6 +122,7 @@ SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "bye": {"reason": (_str(32), False)},
 }
 OPS = frozenset(SCHEMAS)
+_ALLOWED = {op: frozenset(schema) | {"v", "op", "id"} for op, schema in SCHEMAS.items()}
 
 
 def encode(message: dict[str, Any]) -> bytes:
@@ -154,9 +155,10 @@ def decode_request(frame: bytes) -> tuple[int, str, dict[str, Any]]:
         if not isinstance(op, str) or op not in OPS:
             raise ValueError(f"unknown op {op!r}")
         schema = SCHEMAS[op]
-        extra = set(message) - {"v", "op", "id"} - set(schema)
-        if extra:
-            raise ValueError(f"unknown argument {sorted(map(str, extra))[0]!r} for {op}")
+        allowed = _ALLOWED[op]
+        for key in message:
+            if key not in allowed:
+                raise ValueError(f"unknown argument {key!r} for {op}")
         args: dict[str, Any] = {}
         for name, (check, required) in schema.items():
             if name in message:

@@ -11,19 +11,20 @@ watermarks.  Functions take the Host whose state they work on.
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from engine import memcg, misc
 from engine.cgroup import Cgroup, next_get
 from engine.enclave import (
     OWNER_BITS,
+    OWNER_MASK,
     PCMD_SHIFT,
     PCMD_USERS_BITS,
+    PCMD_USERS_MASK,
     SWAPPED,
     Enclave,
-    pcmd_fields,
     swap_entry,
-    swap_fields,
 )
 from engine.epc import ACCESSED
 from engine.events import Enomem, KsgxdWake, LimitHit, OomKill, ReclaimBatch, SecsWriteBack, WorkQueued, WorkRun
@@ -354,18 +355,34 @@ def free_backing_page(host: Host, encl: Enclave, index: int, entry: int) -> int:
     empties; returns the VA slot id the page held.  Used by ELDU (truncate after the
     load) and by release.
     """
-    slot_id, owner_id = swap_fields(entry)
-    _uncharge_backing(host, owner_id, 1)
-    pcmd_no = index >> PCMD_SHIFT
-    value = encl.pcmd[pcmd_no] - 1
-    pcmd_owner, users = pcmd_fields(value)
-    if users:
-        encl.pcmd[pcmd_no] = value
-    else:
-        del encl.pcmd[pcmd_no]
-        _uncharge_backing(host, pcmd_owner, 1)
-    encl.nr_swapped -= 1
-    return slot_id
+    return free_backing_run(host, encl, index, [entry])[0]
+
+
+def free_backing_run(host: Host, encl: Enclave, first_index: int, entries: Sequence[int]) -> list[int]:
+    """free_backing_page() for pages first_index.. at once; returns their VA slot ids.
+
+    The memory cgroup uncharges are summed per backing owner first: the same counts.
+    """
+    slot_ids: list[int] = []
+    uncharges: dict[int, int] = {}
+    pcmd = encl.pcmd
+    for index, entry in enumerate(entries, first_index):
+        payload = SWAPPED - entry
+        slot_ids.append(payload >> OWNER_BITS)
+        owner_id = payload & OWNER_MASK
+        uncharges[owner_id] = uncharges.get(owner_id, 0) + 1
+        pcmd_no = index >> PCMD_SHIFT
+        value = pcmd[pcmd_no] - 1
+        if value & PCMD_USERS_MASK:
+            pcmd[pcmd_no] = value
+        else:  # its last entry: the PCMD page goes too
+            del pcmd[pcmd_no]
+            owner_id = value >> PCMD_USERS_BITS
+            uncharges[owner_id] = uncharges.get(owner_id, 0) + 1
+    encl.nr_swapped -= len(entries)
+    for owner_id, pages in uncharges.items():
+        _uncharge_backing(host, owner_id, pages)
+    return slot_ids
 
 
 def _uncharge_backing(host: Host, owner_id: int, pages: int) -> None:

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
-import zmq.asyncio
 
 from engine import protocol
 from engine.clock import MonotonicClock
@@ -85,7 +84,7 @@ class Engine:
         self.endpoint = endpoint
         self.pub_endpoint = pub_endpoint
         self.fault_wait_s = fault_wait_s
-        self.ctx = zmq.asyncio.Context()
+        self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
         self.pub = self.ctx.socket(zmq.PUB)
         for sock in (self.router, self.pub):
@@ -101,6 +100,7 @@ class Engine:
         self.kick = asyncio.Event()
         self.stopping = asyncio.Event()
         self.bad_frames = 0
+        self.handlers: dict[str, Callable[..., Any]] = {op: getattr(self, f"op_{op}") for op in protocol.OPS}
         host.emit = self.events.append
 
     # -- running --------------------------------------------------------------
@@ -111,24 +111,31 @@ class Engine:
         self.pub.bind(self.pub_endpoint)
         log.info("engine serving %s (events on %s), EPC %d pages", self.endpoint, self.pub_endpoint,
                  self.host.capacity_pages)  # fmt: skip
+        loop = asyncio.get_running_loop()
+        # The sockets are plain (blocking-style) zmq sockets driven from the loop: their FD
+        # wakes us, and we drain with NOBLOCK; cheaper per request than zmq.asyncio futures.
+        router_fd = int(self.router.getsockopt(zmq.FD))
+        loop.add_reader(router_fd, self._drain)
         tasks = [
-            asyncio.create_task(self._receive(), name="receive"),
             asyncio.create_task(self._schedule(), name="schedule"),
             asyncio.create_task(self._stats(), name="stats"),
         ]
+        self._drain()
         await self.stopping.wait()
+        loop.remove_reader(router_fd)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._shutdown()
+        self._shutdown()
 
     def stop(self) -> None:
         self.stopping.set()
 
-    async def _shutdown(self) -> None:
+    def _shutdown(self) -> None:
         for pending in [*self.ready, *self.waiting]:
-            await self._reply(pending.ident, protocol.reply_err(pending.request_id, "ESHUTDOWN", "the engine stopped"))
-        await self.pub.send_multipart([protocol.TOPIC_ENGINE, protocol.encode({"event": "shutdown"})])
+            self._reply(pending.ident, protocol.reply_err(pending.request_id, "ESHUTDOWN", "the engine stopped"))
+        with contextlib.suppress(zmq.ZMQError):
+            self.pub.send_multipart([protocol.TOPIC_ENGINE, protocol.encode({"event": "shutdown"})], flags=zmq.NOBLOCK)
         loop = asyncio.get_running_loop()
         for pid, fd in list(self.watched.items()):
             loop.remove_reader(fd)
@@ -138,34 +145,35 @@ class Engine:
         self.pub.close(linger=0)
         self.ctx.term()
 
-    async def _receive(self) -> None:
-        while True:
-            frames = await self.router.recv_multipart()
-            if len(frames) < 2:
-                continue
-            ident, frame = frames[0], frames[-1]
-            await self._accept(ident, frame)
+    def _drain(self) -> None:
+        """Take every request waiting on the ROUTER (its FD is edge-triggered: read until empty)."""
+        router = self.router
+        while int(router.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            frames = router.recv_multipart(zmq.NOBLOCK)
+            if len(frames) >= 2:
+                self._accept(frames[0], frames[-1])
+        if self.ready or self._work_due():
             self.kick.set()
 
-    async def _accept(self, ident: bytes, frame: bytes) -> None:
+    def _accept(self, ident: bytes, frame: bytes) -> None:
         try:
             request_id, op, args = protocol.decode_request(frame)
         except ProtocolError as e:
             self.bad_frames += 1
             if self.bad_frames <= 10 or self.bad_frames % 1000 == 0:
                 log.warning("bad frame #%d from %r: %s", self.bad_frames, ident[:8], e.message)
-            await self._reply(ident, protocol.reply_err(e.request_id, e.code, e.message))
+            self._reply(ident, protocol.reply_err(e.request_id, e.code, e.message))
             return
         pid = self.sessions.get(ident, 0)
         try:
-            result = getattr(self, f"op_{op}")(ident, pid, **args)
+            result = self.handlers[op](ident, pid, **args)
         except Exception as e:
-            await self._reply(ident, self._error_reply(request_id, pid, e))
+            self._reply(ident, self._error_reply(request_id, pid, e))
             return
         if isinstance(result, Generator):
-            self.ready.append(Pending(ident, request_id, pid, result))
+            self._step(Pending(ident, request_id, pid, result))  # most finish in their first step
         else:
-            await self._reply(ident, protocol.reply_ok(request_id, result))
+            self._reply(ident, protocol.reply_ok(request_id, result))
         self._publish_events()
 
     async def _schedule(self) -> None:
@@ -173,13 +181,13 @@ class Engine:
         host = self.host
         while True:
             if not self.ready and not self._work_due():
-                await self._expire_waiting()
+                self._expire_waiting()
                 self.kick.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.kick.wait(), timeout=0.1)
                 continue
             for _ in range(len(self.ready)):
-                await self._step(self.ready.popleft())
+                self._step(self.ready.popleft())
             if self._work_due():
                 progress = host.progress
                 deadline = time.monotonic() + WORK_SLICE_S
@@ -188,24 +196,25 @@ class Engine:
                 if host.progress != progress:
                     self._wake_waiting()
             self._publish_events()
-            await self._expire_waiting()
+            self._expire_waiting()
+            self._drain()
             await asyncio.sleep(0)
 
     def _work_due(self) -> bool:
         host = self.host
         return bool(host.work) or host.work_in_flight is not None or host.ksgxd_woken
 
-    async def _step(self, pending: Pending) -> None:
+    def _step(self, pending: Pending) -> None:
         if pending.pid and pending.pid not in self.workloads_alive():
             pending.steps.close()  # its process is gone: nobody to answer
             return
         try:
             state = next(pending.steps)
         except StopIteration as done:
-            await self._reply(pending.ident, protocol.reply_ok(pending.request_id, done.value))
+            self._reply(pending.ident, protocol.reply_ok(pending.request_id, done.value))
             return
         except Exception as e:
-            await self._reply(pending.ident, self._error_reply(pending.request_id, pending.pid, e))
+            self._reply(pending.ident, self._error_reply(pending.request_id, pending.pid, e))
             return
         if state == WAIT:
             if pending.deadline == 0.0:
@@ -213,9 +222,7 @@ class Engine:
             if pending.progress_seen == self.host.progress and not self._anything_can_change():
                 pending.steps.close()
                 message = "no reclaimable EPC and nothing left to wait for"
-                await self._reply(
-                    pending.ident, self._error_reply(pending.request_id, pending.pid, _NoProgress(message))
-                )
+                self._reply(pending.ident, self._error_reply(pending.request_id, pending.pid, _NoProgress(message)))
                 return
             pending.progress_seen = self.host.progress
             self.waiting.append(pending)
@@ -229,7 +236,7 @@ class Engine:
         self.ready.extend(self.waiting)
         self.waiting.clear()
 
-    async def _expire_waiting(self) -> None:
+    def _expire_waiting(self) -> None:
         """Fail parked requests past their deadline; when nothing can unblock the rest, give
         each a last try (_step fails those still stuck)."""
         now = time.monotonic()
@@ -238,16 +245,16 @@ class Engine:
         for pending in expired:
             pending.steps.close()
             error = _NoProgress(f"still blocked after {self.fault_wait_s:g} s")
-            await self._reply(pending.ident, self._error_reply(pending.request_id, pending.pid, error))
+            self._reply(pending.ident, self._error_reply(pending.request_id, pending.pid, error))
         if self.waiting and not self._anything_can_change():
             self._wake_waiting()
 
     def workloads_alive(self) -> set[int]:
         return set(self.watched)
 
-    async def _reply(self, ident: bytes, frame: bytes) -> None:
-        with contextlib.suppress(zmq.ZMQError):  # the peer went away
-            await self.router.send_multipart([ident, frame])
+    def _reply(self, ident: bytes, frame: bytes) -> None:
+        with contextlib.suppress(zmq.ZMQError):  # the peer went away, or is not reading
+            self.router.send_multipart([ident, frame], flags=zmq.NOBLOCK)
 
     def _error_reply(self, request_id: int, pid: int, error: BaseException) -> bytes:
         if isinstance(error, SigBus | _NoProgress):
@@ -286,7 +293,7 @@ class Engine:
             await asyncio.sleep(STATS_INTERVAL_S)
             snapshot = self.snapshot()
             with contextlib.suppress(zmq.ZMQError):
-                await self.pub.send_multipart([protocol.TOPIC_STATS, protocol.encode(snapshot)], flags=zmq.NOBLOCK)
+                self.pub.send_multipart([protocol.TOPIC_STATS, protocol.encode(snapshot)], flags=zmq.NOBLOCK)
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state a client needs to draw: cgroups, workloads, EPC; O(cgroups + workloads)."""
@@ -519,19 +526,39 @@ class Engine:
 
     def op_access(
         self, ident: bytes, caller: int, eid: int, ranges: list[tuple[int, int]], write: bool = False
-    ) -> Step:
+    ) -> dict[str, int] | Step:
         self._own_enclave(caller, eid)
         return self._touch(caller, ranges, lambda first, count: self.host.access(caller, eid, first, count, write))
 
-    def op_vepc_access(self, ident: bytes, caller: int, vid: int, ranges: list[tuple[int, int]]) -> Step:
+    def op_vepc_access(
+        self, ident: bytes, caller: int, vid: int, ranges: list[tuple[int, int]]
+    ) -> dict[str, int] | Step:
         self._own_vepc(caller, vid)
         return self._touch(caller, ranges, lambda first, count: self.host.vepc_access(caller, vid, first, count))
 
-    def _touch(self, pid: int, ranges: list[tuple[int, int]], touch: Callable[[int, int], int]) -> Step:
-        """Fault a batch of page ranges in chunks; parked while the core says Blocked."""
-        todo = deque(ranges)
-        faults = 0
+    def _touch(
+        self, pid: int, ranges: list[tuple[int, int]], touch: Callable[[int, int], int]
+    ) -> dict[str, int] | Step:
+        """Fault a batch of page ranges: at once when it is small and nothing blocks, else in steps."""
         workload = self._workload(pid)
+        if sum(count for _, count in ranges) <= CHUNK_PAGES:
+            faults = 0
+            for i, (first, count) in enumerate(ranges):
+                try:
+                    faults += touch(first, count)
+                except Blocked as e:
+                    rest = [(first + e.done, count - e.done), *ranges[i + 1 :]]
+                    workload.faults += faults + e.faults
+                    return self._touch_steps(workload, rest, touch, faults + e.faults)
+            workload.faults += faults
+            return {"faults": faults}
+        return self._touch_steps(workload, ranges, touch, 0)
+
+    def _touch_steps(
+        self, workload: Workload, ranges: list[tuple[int, int]], touch: Callable[[int, int], int], faults: int
+    ) -> Step:
+        """The rest of a batch, in chunks of CHUNK_PAGES; parked while the core says Blocked."""
+        todo = deque(ranges)
         while todo:
             first, count = todo[0]
             chunk = min(count, CHUNK_PAGES)
@@ -628,6 +655,16 @@ def _alive(pid: int) -> bool:
 # -- the engine as a process ----------------------------------------------------
 
 
+def _run(coroutine: Any) -> None:
+    """asyncio.run, on uvloop when it is installed (about 10 us less per request)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)
+        return
+    uvloop.run(coroutine)
+
+
 def default_endpoints(directory: str) -> tuple[str, str]:
     return f"ipc://{directory}/engine.sock", f"ipc://{directory}/events.sock"
 
@@ -697,7 +734,7 @@ def run_engine(
         await serving
 
     try:
-        asyncio.run(main())
+        _run(main())
     finally:
         if runtime_file is not None:
             info = protocol.read_runtime_file(directory)

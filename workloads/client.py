@@ -52,6 +52,7 @@ class EngineClient:
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.linger = 0
+        self._sock.rcvtimeo = POLL_SLICE_MS
         self._sock.connect(found)
         self._ids = itertools.count(1)
         self.engine_pid = 0
@@ -80,18 +81,20 @@ class EngineClient:
         timeout = _timeout_s if _timeout_s is not None else self.timeout_s
         waited_ms = 0
         while True:
-            if self._sock.poll(POLL_SLICE_MS):
-                reply = protocol.decode_reply(self._sock.recv())
-                if reply["id"] != request_id:
-                    continue  # a late answer to a request we gave up on
-                if "err" in reply:
-                    raise EngineError(str(reply["err"]), str(reply.get("msg", "")))
-                return reply.get("ok")
-            waited_ms += POLL_SLICE_MS
-            if self.engine_pid and not _alive(self.engine_pid):
-                raise NoEngine(f"the engine (pid {self.engine_pid}) is gone")
-            if timeout is not None and waited_ms >= timeout * 1000:
-                raise NoEngine(f"the engine at {self.endpoint} did not answer {op} within {timeout:g} s")
+            try:
+                reply = protocol.decode_reply(self._sock.recv())  # RCVTIMEO: wakes every POLL_SLICE_MS
+            except zmq.Again:
+                waited_ms += POLL_SLICE_MS
+                if self.engine_pid and not _alive(self.engine_pid):
+                    raise NoEngine(f"the engine (pid {self.engine_pid}) is gone") from None
+                if timeout is not None and waited_ms >= timeout * 1000:
+                    raise NoEngine(f"the engine at {self.endpoint} did not answer {op} within {timeout:g} s") from None
+                continue
+            if reply["id"] != request_id:
+                continue  # a late answer to a request we gave up on
+            if "err" in reply:
+                raise EngineError(str(reply["err"]), str(reply.get("msg", "")))
+            return reply.get("ok")
 
     # -- the cgroup files -----------------------------------------------------
 
