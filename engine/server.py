@@ -147,9 +147,12 @@ class Engine:
 
     def _drain(self) -> None:
         """Take every request waiting on the ROUTER (its FD is edge-triggered: read until empty)."""
-        router = self.router
-        while int(router.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            frames = router.recv_multipart(zmq.NOBLOCK)
+        recv = self.router.recv_multipart
+        while True:
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
             if len(frames) >= 2:
                 self._accept(frames[0], frames[-1])
         if self.ready or self._work_due():
@@ -374,6 +377,7 @@ class Engine:
             workload.state = "exited"
             workload.reason = workload.reason or "killed"
             self._publish({"kind": "workload_exit", "pid": pid, "name": workload.name, "reason": workload.reason})
+            log.info("workload %d (%s) exited: %s", pid, workload.name, workload.reason)
         for ident in [i for i, p in self.sessions.items() if p == pid]:
             del self.sessions[ident]
         self._publish_events()
@@ -541,6 +545,15 @@ class Engine:
     ) -> dict[str, int] | Step:
         """Fault a batch of page ranges: at once when it is small and nothing blocks, else in steps."""
         workload = self._workload(pid)
+        if len(ranges) == 1 and ranges[0][1] <= CHUNK_PAGES:  # the common single range
+            first, count = ranges[0]
+            try:
+                faults = touch(first, count)
+            except Blocked as e:
+                workload.faults += e.faults
+                return self._touch_steps(workload, [(first + e.done, count - e.done)], touch, e.faults)
+            workload.faults += faults
+            return {"faults": faults}
         if sum(count for _, count in ranges) <= CHUNK_PAGES:
             faults = 0
             for i, (first, count) in enumerate(ranges):

@@ -8,6 +8,7 @@ when the OOM killer picks it (the engine sends that); 2 usage or connection erro
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from workloads.client import EngineClient, EngineError, NoEngine
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("epc.workload")
 
 
 def die_by(signum: int) -> None:
@@ -38,11 +40,14 @@ def run_workload(main: Callable[[EngineClient], None], *, endpoint: str | None, 
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        client.hello(role, name)
+        placed = client.hello(role, name)
+        log.info("%s %d starts in %s", role, os.getpid(), placed["cgroup"])
         main(client)
         client.call("bye", reason="ok")
+        log.info("%s %d exits: ok", role, os.getpid())
         return EXIT_OK
     except EngineError as e:
+        log.info("%s %d exits: %s", role, os.getpid(), e.code)
         if e.code == "SIGBUS":
             print(f"{prog}: SIGBUS: {e.message}", file=sys.stderr)
             client.close()

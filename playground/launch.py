@@ -1,0 +1,52 @@
+"""Engines and workloads started as our own processes (the ``spawn`` method), logging to one place.
+
+Every child gets a ``logging.handlers.QueueHandler`` on a multiprocessing queue that
+the parent drains with a ``QueueListener``: records from the engine and from every
+workload reach the parent's handlers, whatever process they came from.  (The
+multiprocessing-logging package cannot do this: its 0.4.0 asserts the ``fork`` start
+method, and a process with threads, like a Textual app, must not fork.)
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import multiprocessing
+import sys
+from multiprocessing.context import SpawnProcess
+from typing import Any
+
+LOG_FORMAT = "%(asctime)s %(processName)s[%(process)d] %(name)s %(levelname)s %(message)s"
+
+
+class LogHub:
+    """A queue the children log into, and the listener that hands their records to ``handlers``."""
+
+    def __init__(self, *handlers: logging.Handler) -> None:
+        self.context = multiprocessing.get_context("spawn")
+        self.queue: Any = self.context.Queue()
+        if not handlers:
+            stderr = logging.StreamHandler(sys.stderr)
+            stderr.setFormatter(logging.Formatter(LOG_FORMAT))
+            handlers = (stderr,)
+        self.listener = logging.handlers.QueueListener(self.queue, *handlers, respect_handler_level=True)
+        self.listener.start()
+
+    def spawn(self, argv: list[str], name: str | None = None) -> SpawnProcess:
+        """Start ``epc-playground ARGV...`` as a spawned process that logs into this hub."""
+        process = self.context.Process(target=_child_main, args=(argv, self.queue), name=name or " ".join(argv[:1]))
+        process.start()
+        return process
+
+    def close(self) -> None:
+        self.listener.stop()
+        self.queue.close()
+
+
+def _child_main(argv: list[str], queue: Any) -> None:
+    root = logging.getLogger()
+    root.handlers[:] = [logging.handlers.QueueHandler(queue)]
+    root.setLevel(logging.INFO)
+    from playground.cli import main
+
+    sys.exit(main(argv))
