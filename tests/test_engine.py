@@ -237,3 +237,24 @@ def test_engine_on_tcp_loopback(tmp_path) -> None:  # type: ignore[no-untyped-de
         stop_engine(running)
     with pytest.raises(NoEngine):
         EngineClient(f"ipc://{tmp_path}/nothing-here")
+
+
+def test_cg_commands_read_write_mkdir_rmdir_tree_as_a_shell_would(engine: RunningEngine) -> None:
+    assert engine.cli("cg", "mkdir", "/pod").returncode == 0
+    assert engine.cli("cg", "write", "/pod/misc.max", "sgx_epc 1048576").returncode == 0
+    assert engine.cli("cg", "read", "/pod/misc.max").stdout == "sgx_epc 1048576\n"
+    bad = engine.cli("cg", "write", "/pod/misc.max", "bogus")
+    assert bad.returncode == 1 and bad.stderr == "epc-playground cg write /pod/misc.max: Invalid argument (EINVAL)\n"
+    tree = engine.cli("cg", "tree").stdout
+    assert "pod" in tree and "1 MiB" in tree and "EPC 16 MiB" in tree
+    assert engine.cli("cg", "mkdir", "/pod").returncode == 1
+    assert engine.cli("cg", "rmdir", "/pod").returncode == 0
+    gone = engine.cli("cg", "read", "/pod/misc.max")
+    assert gone.returncode == 1 and "(ENOENT)" in gone.stderr
+
+
+def test_the_engine_stops_cleanly_on_sigint(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    running = start_engine(tmp_path, "--capacity", "1MiB")
+    running.process.send_signal(signal.SIGINT)
+    assert running.process.wait(timeout=10) == 0
+    assert not any(running.runtime_dir.iterdir())
