@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import select
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import zmq
 
 from bench import _common
 from engine import protocol
+from playground.launch import start_engine_process
 from workloads.client import EngineClient
 
 MiB = 1 << 20
@@ -39,15 +39,7 @@ PAGE = 4096
 
 def start_engine(directory: str, capacity: str) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "XDG_RUNTIME_DIR": directory, "PYTHONPATH": str(_common.REPO)}
-    cmd = [sys.executable, "-m", "playground.cli", "engine", "--capacity", capacity]
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 30)
-    line = process.stdout.readline() if ready else ""
-    if "serving" not in line:
-        process.kill()
-        raise SystemExit(f"the engine did not start: {process.communicate()}")
-    return process, line.split("serving ", 1)[1].split()[0]
+    return start_engine_process(["--capacity", capacity], env)  # type: ignore[no-any-return]
 
 
 def _echo_server(endpoint: str) -> None:

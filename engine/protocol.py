@@ -225,10 +225,24 @@ def read_runtime_file(directory: str | None = None) -> dict[str, Any] | None:
     try:
         with open(path) as f:
             info = json.load(f)
-        os.kill(int(info["pid"]), 0)
+        if not process_alive(int(info["pid"])):
+            return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return info if isinstance(info, dict) else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this host)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def find_endpoint(connect: str | None = None) -> str | None:

@@ -208,7 +208,7 @@ class Engine:
         return bool(host.work) or host.work_in_flight is not None or host.ksgxd_woken
 
     def _step(self, pending: Pending) -> None:
-        if pending.pid and pending.pid not in self.workloads_alive():
+        if pending.pid and pending.pid not in self.watched:
             pending.steps.close()  # its process is gone: nobody to answer
             return
         try:
@@ -251,9 +251,6 @@ class Engine:
             self._reply(pending.ident, self._error_reply(pending.request_id, pending.pid, error))
         if self.waiting and not self._anything_can_change():
             self._wake_waiting()
-
-    def workloads_alive(self) -> set[int]:
-        return set(self.watched)
 
     def _reply(self, ident: bytes, frame: bytes) -> None:
         with contextlib.suppress(zmq.ZMQError):  # the peer went away, or is not reading
@@ -494,7 +491,7 @@ class Engine:
 
     def _forget_dead_tasks(self) -> None:
         for task in list(self.host.tree.tasks):
-            if task not in self.watched and not _alive(task):
+            if task not in self.watched and not protocol.process_alive(task):
                 self.host.exit_task(task)
 
     def op_ecreate(self, ident: bytes, caller: int, size: int) -> dict[str, int]:
@@ -653,16 +650,6 @@ def _parent_pid(pid: int) -> int:
         return int(stat[stat.rindex(")") + 2 :].split()[1])
     except (OSError, ValueError, IndexError):
         return 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- the engine as a process ----------------------------------------------------

@@ -50,3 +50,22 @@ def _child_main(argv: list[str], queue: Any) -> None:
     from playground.cli import main
 
     sys.exit(main(argv))
+
+
+def start_engine_process(args: list[str], env: dict[str, str], timeout_s: float = 30.0) -> tuple[Any, str]:
+    """``epc-playground engine ARGS...`` as a child process; returns it once it serves, and its endpoint.
+
+    RuntimeError with what it printed when it does not start.
+    """
+    import select
+    import subprocess
+
+    cmd = [sys.executable, "-m", "playground.cli", "engine", *args]
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    line = process.stdout.readline() if ready else ""
+    if "serving" not in line:
+        process.kill()
+        raise RuntimeError(f"the engine did not start: {line!r} {process.communicate()}")
+    return process, line.split("serving ", 1)[1].split()[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import protocol
+from playground.launch import start_engine_process
 from workloads.client import EngineClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,16 +47,7 @@ def start_engine(tmp_path: Path, *args: str) -> RunningEngine:
     runtime.mkdir(mode=0o700)
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PYTHONPATH": str(ROOT)}
     env.pop(protocol.ENDPOINT_ENV, None)
-    process = subprocess.Popen(
-        [*CLI, "engine", *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 20)
-    line = process.stdout.readline() if ready else ""
-    if "serving" not in line:
-        process.kill()
-        raise AssertionError(f"the engine did not start: {line!r} {process.communicate()}")
-    endpoint = line.split("serving ", 1)[1].split()[0]
+    process, endpoint = start_engine_process(list(args), env)
     env[protocol.ENDPOINT_ENV] = endpoint
     return RunningEngine(process, env, runtime / "epc-playground", endpoint)
 

@@ -85,7 +85,7 @@ class EngineClient:
                 reply = protocol.decode_reply(self._sock.recv())  # RCVTIMEO: wakes every POLL_SLICE_MS
             except zmq.Again:
                 waited_ms += POLL_SLICE_MS
-                if self.engine_pid and not _alive(self.engine_pid):
+                if self.engine_pid and not protocol.process_alive(self.engine_pid):
                     raise NoEngine(f"the engine (pid {self.engine_pid}) is gone") from None
                 if timeout is not None and waited_ms >= timeout * 1000:
                     raise NoEngine(f"the engine at {self.endpoint} did not answer {op} within {timeout:g} s") from None
@@ -119,13 +119,3 @@ class EngineClient:
     def hello(self, role: str, name: str = "", pid: int | None = None) -> dict[str, Any]:
         """Register this process (or ``pid``) with the engine; returns its cgroup and the EPC size."""
         return dict(self.call("hello", pid=pid or os.getpid(), role=role, name=name))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
