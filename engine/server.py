@@ -253,6 +253,7 @@ class Engine:
             self._wake_waiting()
 
     def _reply(self, ident: bytes, frame: bytes) -> None:
+        self._publish_events()  # first: an OOM kill lands before the call returns, as in the kernel
         with contextlib.suppress(zmq.ZMQError):  # the peer went away, or is not reading
             self.router.send_multipart([ident, frame], flags=zmq.NOBLOCK)
 
@@ -276,7 +277,8 @@ class Engine:
     def _publish_events(self) -> None:
         if not self.events:
             return
-        events, self.events = self.events, []
+        events = self.events[:]
+        self.events.clear()  # the same list: the host appends to it
         for event in events:
             if isinstance(event, OomKill):
                 self._oom_kill(event.pid)

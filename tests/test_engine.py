@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import msgpack
 import pytest
 import zmq
 
@@ -258,3 +259,83 @@ def test_the_engine_stops_cleanly_on_sigint(tmp_path) -> None:  # type: ignore[n
     running.process.send_signal(signal.SIGINT)
     assert running.process.wait(timeout=10) == 0
     assert not any(running.runtime_dir.iterdir())
+
+
+def test_enclave_exits_1_with_enomem_when_its_cgroup_is_full_of_unreclaimable_pages(engine: RunningEngine) -> None:
+    """The selftest's small case: the VA pages of a big enclave alone exceed the limit."""
+    with engine.client() as client:
+        client.mkdir("/small")
+        client.write("/small/misc.max", f"sgx_epc {16 * 4096}")
+        client.write("/small/cgroup.procs", str(os.getpid()))
+    done = engine.cli("enclave", "--size", "64MiB")  # 16384 pages: 33 VA pages
+    assert done.returncode == 1
+    assert done.stderr.startswith("epc-playground enclave: ENOMEM:") and done.stderr.count("\n") == 1
+    with engine.client() as client:
+        assert client.read("/small/misc.current") == "sgx_epc 0\n"
+
+
+def test_enclave_killed_by_the_oom_killer_dies_by_sigkill(engine: RunningEngine) -> None:
+    with engine.client() as client:
+        client.mkdir("/mem")
+        client.write("/mem/misc.max", f"sgx_epc {MiB}")
+        client.write("/mem/memory.max", str(MiB))  # far less than its backing needs
+        client.write("/mem/cgroup.procs", str(os.getpid()))
+    job = engine.spawn("enclave", "--size", "8MiB")
+    assert job.wait(timeout=60) == -signal.SIGKILL
+    with engine.client() as client:
+        events = dict(line.split() for line in client.read("/mem/memory.events").splitlines())
+        assert int(events["oom_kill"]) == 1
+        assert wait_for(lambda: client.read("/mem/memory.current") == "0\n", 2.0)
+        [workload] = client.snapshot()["workloads"]
+        assert workload["reason"] == "OOM"
+        assert client.call("check") == "ok"
+
+
+def test_enclave_grows_by_eaug_and_trims_its_heap(engine: RunningEngine) -> None:
+    with engine.client() as client:
+        client.mkdir("/sgx2")
+        client.write("/sgx2/cgroup.procs", str(os.getpid()))
+    done = engine.cli("enclave", "--size", "1MiB", "--grow", "256KiB", "--trim", "512KiB", "--pattern", "hotcold")
+    assert done.returncode == 0, done.stderr
+    with engine.client() as client:
+        peak = int(client.read("/sgx2/misc.peak").split()[1])
+        assert peak >= MiB + 256 * 1024  # the heap and the EAUG'd pages were resident together
+        assert client.read("/sgx2/misc.current") == "sgx_epc 0\n"
+
+
+def test_events_and_stats_are_published_in_sequence(engine: RunningEngine) -> None:
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.linger = 0
+    with engine.client() as client:
+        sub.connect(client.pub_endpoint)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        time.sleep(0.3)  # the slow joiner: let the subscription reach the engine
+        client.mkdir("/ev")
+        client.write("/ev/misc.max", f"sgx_epc {MiB}")
+        client.write("/ev/cgroup.procs", str(os.getpid()))
+    assert engine.cli("enclave", "--size", "4MiB", "--passes", "2").returncode == 0
+    kinds: list[str] = []
+    seqs: list[int] = []
+    stats = 0
+    paths: set[str] = set()
+    deadline = time.monotonic() + 5
+    try:
+        while time.monotonic() < deadline and (stats < 2 or "workload_exit" not in kinds):
+            if not sub.poll(200):
+                continue
+            topic, payload = sub.recv_multipart()
+            message = msgpack.unpackb(payload)
+            if topic == protocol.TOPIC_STATS:
+                stats += 1
+                paths = {c["path"] for c in message["cgroups"]}
+            else:
+                kinds.append(message["kind"])
+                seqs.append(message["seq"])
+    finally:
+        sub.close()
+        ctx.term()
+    assert stats >= 2 and paths == {"/", "/ev"}
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    for kind in ("mkdir", "write", "workload_start", "ecreate", "limit_hit", "reclaim", "work_queued", "workload_exit"):
+        assert kind in kinds, (kind, sorted(set(kinds)))
