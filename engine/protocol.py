@@ -85,7 +85,9 @@ def _ranges(value: Any) -> list[tuple[int, int]]:
     for pair in value:
         if type(pair) not in (list, tuple) or len(pair) != 2:
             raise ValueError("[first, count] pairs")
-        first, count = INDEX(pair[0]), PAGES(pair[1])
+        first, count = pair
+        if type(first) is not int or type(count) is not int or not (0 <= first < MAX_PAGES and 0 < count <= MAX_PAGES):
+            raise ValueError(f"[first, count] pairs with 0 <= first < {MAX_PAGES} and 1 <= count <= {MAX_PAGES}")
         out.append((first, count))
     return out
 

@@ -520,7 +520,8 @@ class Engine:
             added += done
             if done < chunk:  # a signal stopped it early: the kernel's partial count
                 break
-            yield MORE
+            if added < count:
+                yield MORE
         return {"added": added}
 
     def op_einit(self, ident: bytes, caller: int, eid: int) -> None:
@@ -606,7 +607,8 @@ class Engine:
                 grown += e.done
                 yield WAIT
                 continue
-            yield MORE
+            if grown < count:
+                yield MORE
         return {"added": grown}
 
     def op_remove_pages(self, ident: bytes, caller: int, eid: int, first: int, count: int) -> dict[str, int]:
