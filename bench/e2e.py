@@ -103,7 +103,7 @@ def _fault_worker(endpoint: str, heap_pages: int, pressure: bool, seconds: float
     cgroup = f"/faults-{os.getpid()}"
     with EngineClient(endpoint, timeout_s=None) as client:
         client.mkdir(cgroup)
-        client.write(f"{cgroup}/misc.max", f"sgx_epc {64 * PAGE}")
+        client.write(f"{cgroup}/misc.max", f"sgx_epc {256 * PAGE}")  # room for the VA pages, not the heap
         client.write(f"{cgroup}/cgroup.procs", str(os.getpid()))
         client.hello("enclave", f"faulter-{os.getpid()}")
         eid = client.call("ecreate", size=1 << (heap_pages * PAGE * 2 - 1).bit_length())["eid"]
