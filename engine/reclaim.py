@@ -204,8 +204,13 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
     writes: list[int] = []  # frames to write out, and who pays for each one's backing
     owners: list[int] = []
     backing = _BackingRun(host)
+    encl_id = -1
     for frame in scanned:
-        encl = enclaves[owner[frame]]
+        if owner[frame] != encl_id:  # a batch mostly holds one enclave's pages
+            encl_id = owner[frame]
+            encl = enclaves[encl_id]
+            payer = charge_pid if charge_pid is not None else (encl.mms[0] if encl.mms else 0)
+            pcmds = encl.pcmd
         if encl.dying:
             dropped += 1  # the owner is freeing it: off the list, not counted
             continue
@@ -214,10 +219,8 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
             skipped.append(frame)
             young += 1
             continue
-        payer = charge_pid if charge_pid is not None else (encl.mms[0] if encl.mms else 0)
         index = page_index[frame]
-        pcmd_no = index >> PCMD_SHIFT
-        if payer == backing.payer and backing.room >= 2 and pcmd_no in encl.pcmd:  # the common case, inline
+        if payer == backing.payer and backing.room >= 2 and index >> PCMD_SHIFT in pcmds:  # the common case
             backing.room -= 1
             backing.pending += 1
             writes.append(frame)
