@@ -2,30 +2,39 @@
 
 One ``Driver`` performs the operations and keeps an independent model of what must
 exist: the live cgroups and where each task sits, the limits written, every enclave's
-pages (added, augmented, removed), its VA page count (from its own ``page_cnt``) and
-every vEPC page touched.  It predicts the errno of every call it can (validation,
-EEXIST/ENOENT/EBUSY, EINVAL/ERANGE parsing) and accepts only the documented outcomes
-for the rest (ENOMEM, ERESTARTSYS, SigBus, Blocked, IoctlError with ``done``).
+pages (added, augmented, removed), the tasks that map it (it lives until the last one
+exits), its VA page count (from its own ``page_cnt``) and every vEPC page touched.  It
+predicts the errno of every call it can (validation, EEXIST/ENOENT/EBUSY, EINVAL/ERANGE
+parsing, "a refused call changes nothing") and accepts only the documented outcomes for
+the rest (ENOMEM, ERESTARTSYS, SigBus, Blocked, IoctlError with ``done``), checking the
+partial progress each one reports.
 
 After every step ``Driver.verify`` runs ``host.check()`` and, from its own walk over
 the enclaves and vEPCs, checks that:
 
 (a) root ``misc.current`` is the bytes of every resident EPC page (data, TCS/TRIM,
-    SECS, VA and guest pages), and the model's pages are exactly the host's;
+    SECS, VA and guest pages), the model's pages are exactly the host's, and root's
+    backing usage is one page per swapped page plus one per PCMD page in use;
 (b) every cgroup's ``misc.current`` is the sum over the resident pages charged to it or
-    any descendant (dying ones included), and a page keeps its cgroup until it is
-    freed: a page that became resident during a step is charged to the misc cgroup of
-    the task that made the call;
+    any descendant (dying ones included); a page keeps its cgroup until it is freed, and
+    one that became resident during a step is charged to the caller's misc cgroup;
 (c) at teardown, once every task has exited and the work queue ran dry, every
     ``misc.current`` is 0, every ``memory.current`` is 0 and every removed cgroup is
     freed;
 (d) ``misc.peak`` >= ``misc.current``, peaks and event counts never go down,
     ``misc.events`` of a cgroup >= its ``misc.events.local`` plus its live children's,
-    and usage never grows past a limit (usage above a lowered limit can only fall).
+    and usage never grows past a limit (usage above a lowered limit can only fall);
+(e) a call that failed for want of EPC (ENOMEM, Blocked, SIGBUS, EAGAIN) had a level
+    from the caller's misc cgroup up to root at its limit, counted in ``misc.events``
+    unless that level was root, and ENOMEM came only with no reclaimable page left in
+    the caller's subtree; EADD/ECREATE wrote out only pages of the caller's own subtree,
+    and a NO_RECLAIM fault that does not run the work inline wrote out none.
 
 ``test_state_machine`` lets hypothesis pick the sequences; ``test_long_random_sequence``
 runs a few thousand steps of the same operations from ``random.Random(seed)``, to reach
 deep states (VA pages beyond the first, long reclaim histories) that shrinking would not.
+Both also run the host in the engine's mode (``inline_work=False``: a fault that gets
+EBUSY raises Blocked instead of running the queued reclaim work).
 """
 
 from __future__ import annotations
@@ -138,6 +147,7 @@ class MEnclave:
         self.size = size
         self.initialized = False
         self.pages: set[int] = set()  # indexes that exist (resident or swapped)
+        self.mms = {pid}  # tasks that map it: it lives until the last one exits
         self.next_index = 0  # where EADD and EAUG append
         self.page_cnt = 1  # SECS + pages added - pages removed (sgx_encl_grow)
         self.va = 1  # VA pages: ECREATE grew one
@@ -207,12 +217,36 @@ class Driver:
         self.vepcs: dict[int, MVepc] = {}
         self.stale: list[int] = []  # released enclave and vEPC ids
         self.op_pid: int | None = None  # the task whose call may make pages resident
+        self.op_name = ""  # the operation verify() follows
         self.last: dict[tuple[Any, ...], tuple[int, int]] = {}  # page -> (frame, cgroup id) at the last verify
         self.prev: dict[tuple[str, str], int] = {}  # (cgroup, file) -> value at the last verify
         self.outcomes: Counter[str] = Counter()
         # Failures that need a cgroup at its limit, checked by verify(): (task's misc cgroup,
         # pages a failed call may have given back after its charge failed, "its LRUs are empty").
         self.at_limit: list[tuple[str, int, bool]] = []
+
+    def run_op(self, name: str, ch: Chooser) -> None:
+        self.op_name = name
+        getattr(self, name)(ch)
+
+    def reclaim_scope(self) -> str | None:
+        """Where the step just run may have written pages out: None anywhere, "" nowhere,
+        or a cgroup path: only pages charged to that subtree's live cgroups.
+
+        EADD and ECREATE reclaim synchronously from the caller's own subtree only (the
+        ksgxd they may wake runs as async work); a NO_RECLAIM fault reclaims nothing unless
+        it runs the queued work inline; EDMM's direct reclaim and the work may go anywhere.
+        """
+        inline = self.host.inline_work
+        name = self.op_name
+        if name in ("op_ecreate", "op_add_pages") or (name == "op_build" and not inline):
+            assert self.op_pid is not None
+            return self.misc_css(self.op_pid)
+        if name in ("op_access", "op_augment", "op_vepc_access"):
+            return None if inline else ""
+        if name in ("op_build", "op_remove_pages", "op_run_pending_work", "op_run_work_step", "teardown"):
+            return None
+        return ""
 
     # -- helpers ---------------------------------------------------------------
 
@@ -460,9 +494,11 @@ class Driver:
         self.op_pid = None
         pid = ch.choice(PIDS)
         self.host.exit_task(pid)
-        for eid in [e for e, m in self.enclaves.items() if m.pid == pid]:
-            del self.enclaves[eid]
-            self.stale.append(eid)
+        for eid, m in list(self.enclaves.items()):
+            m.mms.discard(pid)
+            if not m.mms:  # the last mapping went: the enclave's last reference
+                del self.enclaves[eid]
+                self.stale.append(eid)
         for vid in [v for v, m in self.vepcs.items() if m.pid == pid]:
             del self.vepcs[vid]
             self.stale.append(vid)
@@ -513,9 +549,9 @@ class Driver:
         if ch.chance(5) or room == 0:
             count = room + ch.integer(0 if room else 1, 4)
         else:
-            count = ch.integer(0, min(room, 256 if ch.chance(20) else 32))
+            count = ch.integer(0 if ch.chance(3) else 1, min(room, 256 if ch.chance(20) else 32))
         kind = "SECS" if ch.chance(2) else ("TCS" if ch.chance(15) else "REG")
-        if m is None or kind == "SECS" or m.initialized or m.next_index + count > m.size:
+        if m is None or kind == "SECS" or m.initialized or count <= 0 or m.next_index + count > m.size:
             self.expect_rejected(lambda: self.host.add_pages(pid, eid, count, kind), [errno.EINVAL], "add_pages")
             return
         self.do_add_pages(pid, m, count, kind)
@@ -566,8 +602,10 @@ class Driver:
         if eid is None:
             return
         m = self.enclaves[eid]
-        if self.do_add_pages(pid, m, 1, "TCS") == 1:
-            self.do_add_pages(pid, m, ch.integer(1, pages - 1), "REG")
+        count = ch.integer(1, pages - 1)
+        if self.do_add_pages(pid, m, 1, "TCS") != 1 or self.do_add_pages(pid, m, count, "REG") != count:
+            self.outcomes["build cut short"] += 1
+            return  # verify() checks a failure's limit evidence: nothing may run after it
         if ch.chance(80):
             self.host.einit(pid, eid)
             m.initialized = True
@@ -597,8 +635,9 @@ class Driver:
             return
         window = range(first, first + count)
         absent = [i for i in window if i not in m.pages]
+        m.mms.add(pid)  # the fault maps the enclave, whatever happens next
         pages = self.host.enclaves[eid].pages
-        swapped = sum(1 for i in window if i < len(pages) and pages[i] == SWAPPED)
+        swapped = sum(1 for i in window if i < len(pages) and pages[i] <= SWAPPED)
         try:
             faults = self.host.access(pid, eid, first, count, write)
         except SigBus as e:
@@ -617,7 +656,7 @@ class Driver:
 
     def fault_blocked(self, e: Blocked, pid: int, count: int) -> None:
         """A fault got EBUSY and, without inline work, waits for the async reclaim."""
-        assert not self.host.inline_work, "a fault blocked although the core runs reclaim work inline"
+        assert not self.host.inline_work or self.host.oom_victims, "a fault blocked with inline work and no OOM victim"
         assert 0 <= e.done < count
         self.limit_hit(pid, 2)
         self.outcomes["fault blocked"] += 1
@@ -652,6 +691,7 @@ class Driver:
             self.expect_rejected(lambda: self.host.augment(pid, eid, count), [errno.EFAULT], "augment")
             return
         window = list(range(m.next_index, m.next_index + count))
+        m.mms.add(pid)
         try:
             done = self.host.augment(pid, eid, count)
         except SigBus as e:
@@ -685,7 +725,7 @@ class Driver:
         if first + count > m.size:
             self.expect_rejected(lambda: self.host.remove_pages(pid, eid, first, count), [errno.EFAULT], "remove")
             return
-        if not m.initialized:
+        if not m.initialized or count == 0:
             self.expect_rejected(lambda: self.host.remove_pages(pid, eid, first, count), [errno.EINVAL], "remove")
             return
         window = list(range(first, first + count))
@@ -700,6 +740,7 @@ class Driver:
             assert gone in (window[: e.done], []), (gone, window, e.done)
             assert not holes or not gone
             m.remove(gone)
+            self.mapped_by_remove(m, pid, bool(gone))
             if e.errno == errno.EAGAIN or not holes:
                 self.limit_hit(pid, 1)
             self.outcomes[f"remove_pages {errno.errorcode.get(e.errno or 0, e.errno)}"] += 1
@@ -710,17 +751,29 @@ class Driver:
             assert gone in (window[: e.done], []), (gone, window, e.done)
             assert not holes or not gone
             m.remove(gone)
+            self.mapped_by_remove(m, pid, bool(gone))
             return
         except SigBus as e:  # the fault between MODIFY_TYPES and REMOVE_PAGES
             assert e.pid == pid and e.reason in (errno.ENOMEM, ERESTARTSYS), e
             assert self.exists(eid) == m.pages
+            m.mms.add(pid)
             self.limit_hit(pid, 1)
             self.outcomes["remove_pages sigbus"] += 1
             return
         assert not holes, "REMOVE_PAGES over a never-added page must fail with EFAULT"
         assert removed == count
         m.remove(window)
+        m.mms.add(pid)
         self.outcomes["remove_pages"] += 1
+
+    def mapped_by_remove(self, m: MEnclave, pid: int, second_pass: bool) -> None:
+        """REMOVE_PAGES faults the range in (mapping it) between its two passes: a failure
+        in the first pass leaves no mapping, one in the second does; with nothing removed
+        either is possible, so the host says which."""
+        mapped = pid in self.host.enclaves[m.eid].mms
+        assert mapped or not second_pass, "pages were removed without the range being mapped"
+        if mapped:
+            m.mms.add(pid)
 
     def op_release(self, ch: Chooser) -> None:
         self.op_pid = None
@@ -850,22 +903,23 @@ class Driver:
             e = h.enclaves[eid]
             assert e.size_pages == m.size and e.initialized == m.initialized and e.pid == m.pid
             assert self.exists(eid) == m.pages, f"enclave {eid}: host {sorted(self.exists(eid))} model {m.pages}"
+            assert set(e.mms) == m.mms and len(e.mms) == len(m.mms), (eid, e.mms, m.mms)
             out = []
             for i, frame in enumerate(e.pages):
                 if frame >= 0:
                     resident[("page", eid, i)] = frame
-                elif frame == SWAPPED:
+                elif frame <= SWAPPED:  # a swap entry
                     out.append(i)
             if e.secs_frame >= 0:
                 resident[("secs", eid)] = e.secs_frame
             else:
-                assert e.secs_frame == SWAPPED, f"enclave {eid} has lost its SECS"
+                assert e.secs_frame <= SWAPPED, f"enclave {eid} has lost its SECS"
                 assert m.initialized and not any(k[:2] == ("page", eid) for k in resident), "SECS out too early"
                 out.append(m.size)
             assert len(e.va_frames) == m.va, f"enclave {eid}: {len(e.va_frames)} VA pages, model {m.va}"
             if m.va > 1:
                 self.outcomes["state: second VA page"] += 1
-            if e.secs_frame == SWAPPED:
+            if e.secs_frame <= SWAPPED:
                 self.outcomes["state: SECS swapped"] += 1
             for ordinal, frame in enumerate(e.va_frames):
                 assert frame >= 0, "a VA page was swapped or freed"
@@ -900,6 +954,21 @@ class Driver:
             while level is not None:
                 charged[level.id] += 1
                 level = level.parent
+        scope = self.reclaim_scope()
+        for key, (_, cg_id) in self.last.items():  # resident at the last step, written out since?
+            if key in now or key[0] not in ("page", "secs") or key[1] not in self.enclaves:
+                continue
+            m = self.enclaves[key[1]]
+            if key[0] == "page" and key[2] not in m.pages:
+                continue  # removed, not written out
+            assert scope != "", f"{self.op_name} wrote {key} out"
+            if scope is not None and key[0] == "page":
+                cg = h.tree.by_id[cg_id]
+                assert cg is not None and not cg.dying, f"{key}: a page of a removed cgroup was reclaimed"
+                assert cg.path == scope or cg.path.startswith(join(scope, "")), (
+                    f"{self.op_name} by a task of {scope} reclaimed {key} of {cg.path}"
+                )
+            self.outcomes[f"state: written out by {self.op_name}"] += 1
         self.last = now
         for cg in h.tree.all():
             assert cg.misc_usage == charged[cg.id], f"{cg.path}: usage {cg.misc_usage}, pages {charged[cg.id]}"
@@ -916,9 +985,7 @@ class Driver:
                 levels.append(parent_of(levels[-1]))
             full = [p for p in levels if charged[h.cgroup(p).id] + slack > self.limit_pages(p)]
             assert full, f"a charge failed in {css} with every level below its limit"
-            if css != "/" and full == ["/"]:
-                pass  # only the capacity at root refused: no misc.events anywhere
-            elif css != "/":
+            if css != "/" and "/" not in full:  # root refusing (the capacity) counts no event
                 top = levels[-2]
                 events = number(h.read(join(top, "misc.events")))
                 assert events > self.prev.get((top, "events"), 0), f"{top}: a failed charge counted no event"
@@ -985,6 +1052,7 @@ class Driver:
         self.task_cg.clear()
         h.run_pending_work()
         self.op_pid = None
+        self.op_name = "teardown"
         self.verify()
         assert h.read("/misc.current") == "sgx_epc 0\n"
         assert h.tree.root.mem_usage == 0
@@ -1006,7 +1074,7 @@ class Driver:
 
 def _rule(name: str, needs: str | None = None) -> Any:
     def step(self: EpcMachine, data: Any) -> None:
-        getattr(self.driver, name)(DataChooser(data))
+        self.driver.run_op(name, DataChooser(data))
 
     step.__name__ = name.removeprefix("op_")
     if needs is not None:
@@ -1073,11 +1141,12 @@ class EpcMachine(RuleBasedStateMachine):
 
 
 STATEFUL_SETTINGS = settings(
-    max_examples=120,
+    max_examples=150,
     stateful_step_count=60,
     deadline=None,
     database=None,
     print_blob=True,
+    report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -1099,7 +1168,7 @@ def run_random(seed: int, steps: int, capacity: int, memory: int | None, inline:
     for step in range(steps):
         name = rng.choices(names, weights)[0]
         try:
-            getattr(driver, name)(chooser)
+            driver.run_op(name, chooser)
             driver.verify()
         except AssertionError as e:
             raise AssertionError(f"seed {seed}, step {step} ({name}): {e}") from e
