@@ -37,12 +37,17 @@ MiB = 1 << 20
 PAGE = 4096
 
 
+SERVER_CPUS: set[int] | None = None  # --pin: servers on CPU 1, this client on CPU 0
+
+
 def start_engine(directory: str, capacity: str) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "XDG_RUNTIME_DIR": directory, "PYTHONPATH": str(_common.REPO)}
-    return start_engine_process(["--capacity", capacity], env)  # type: ignore[no-any-return]
+    return start_engine_process(["--capacity", capacity], env, cpus=SERVER_CPUS)  # type: ignore[no-any-return]
 
 
-def _echo_server(endpoint: str) -> None:
+def _echo_server(endpoint: str, cpus: set[int] | None) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.bind(endpoint)
@@ -57,7 +62,7 @@ def _echo_server(endpoint: str) -> None:
 
 def raw_echo_rate(directory: str, n: int, frame: bytes) -> float:
     endpoint = f"ipc://{directory}/echo.sock"
-    server = multiprocessing.get_context("spawn").Process(target=_echo_server, args=(endpoint,))
+    server = multiprocessing.get_context("spawn").Process(target=_echo_server, args=(endpoint, SERVER_CPUS))
     server.start()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
@@ -176,7 +181,17 @@ def p99(samples: list[float]) -> float:
 
 def main() -> None:
     p = _common.parser("The engine end to end over ipc, each figure against a baseline measured in the same run.")
+    p.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="let the scheduler place the processes (default: servers on CPU 1, the lock-step client on CPU 0)",
+    )
     args = p.parse_args()
+    global SERVER_CPUS
+    pinned = not args.no_pin and (os.cpu_count() or 1) >= 2
+    if pinned:
+        SERVER_CPUS = {1}
+        os.sched_setaffinity(0, {0})
     n, seconds, heap, rounds = (3_000, 1.0, 8192, 1) if args.quick else (20_000, 3.0, 32768, 3)
     info = _common.machine()
     _common.print_header("e2e: the engine over ipc, against raw pyzmq in the same run", info)
@@ -193,7 +208,8 @@ def main() -> None:
                 engine_rates.append(mine)
                 ratios.append(mine / raw)
             ratio = statistics.median(ratios)
-            print("-- 1. lock-step single-page requests")
+            placement = "engine and echo on CPU 1, client on CPU 0" if pinned else "placed by the scheduler"
+            print(f"-- 1. lock-step single-page requests ({placement})")
             _common.print_table(
                 ["", "req/s", "us/req"],
                 [
@@ -206,7 +222,9 @@ def main() -> None:
                 ],
             )
             print(f"  engine / raw echo = {ratio:.2f}x  (target >= 0.8x): {'ok' if ratio >= 0.8 else 'MISSED'}")
-            results["lockstep"] = {"raw": raw_rates, "engine": engine_rates, "ratio": ratio}
+            results["lockstep"] = {"raw": raw_rates, "engine": engine_rates, "ratio": ratio, "pinned": pinned}
+            if pinned:
+                os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))  # the workload processes: anywhere
 
             faults = batched_fault_rate(endpoint, 4, heap, False, seconds)
             pressed = batched_fault_rate(endpoint, 4, heap // 4, True, seconds)

@@ -52,16 +52,21 @@ def _child_main(argv: list[str], queue: Any) -> None:
     sys.exit(main(argv))
 
 
-def start_engine_process(args: list[str], env: dict[str, str], timeout_s: float = 30.0) -> tuple[Any, str]:
+def start_engine_process(
+    args: list[str], env: dict[str, str], timeout_s: float = 30.0, cpus: set[int] | None = None
+) -> tuple[Any, str]:
     """``epc-playground engine ARGS...`` as a child process; returns it once it serves, and its endpoint.
 
-    RuntimeError with what it printed when it does not start.
+    ``cpus``: the CPUs it may run on (benchmarks pin it).  RuntimeError with what it
+    printed when it does not start.
     """
+    import os
     import select
     import subprocess
 
     cmd = [sys.executable, "-m", "playground.cli", "engine", *args]
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pin)
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], timeout_s)
     line = process.stdout.readline() if ready else ""
