@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from engine.sgx import PAGE_SIZE, U64_MAX
+from engine.sgx import U64_MAX
 
 if TYPE_CHECKING:
     from engine.cgroup import Cgroup
@@ -129,7 +129,3 @@ def format_line(value: str, capacity_bytes: int, shown_anyway: bool = False) -> 
 
 def format_max(max_bytes: int) -> str:
     return MAX_STR if max_bytes == U64_MAX else str(max_bytes)
-
-
-def pages_to_bytes(pages: int) -> int:
-    return pages * PAGE_SIZE
