@@ -107,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     enclave.add_argument("--grow", type=_size, default=0, metavar="SIZE", help="SGX2: grow by EAUG after EINIT")
     enclave.add_argument("--trim", type=_size, default=0, metavar="SIZE", help="SGX2: trim and remove at the end")
     enclave.add_argument("--name", default="", help="a name to show in the TUI and events")
+    enclave.add_argument("--cgroup", default="", metavar="PATH", help="move itself there first (default: stay put)")
     enclave.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
 
     vm = sub.add_parser(
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     vm.add_argument("--passes", type=_positive, default=1, help="times over its EPC (1)")
     vm.add_argument("--duration", type=_seconds, metavar="SECONDS", help="hold it this long")
     vm.add_argument("--name", default="", help="a name to show in the TUI and events")
+    vm.add_argument("--cgroup", default="", metavar="PATH", help="move itself there first (default: stay put)")
     vm.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
 
     cg = sub.add_parser(
@@ -186,7 +188,13 @@ def cmd_enclave(args: argparse.Namespace) -> int:
     plan = EnclavePlan(args.size, args.pattern, args.passes, args.duration, args.seed, args.batch)
     plan.grow_pages = -(-args.grow // 4096)
     plan.trim_pages = -(-args.trim // 4096)
-    return run_workload(lambda client: run_enclave(client, plan), endpoint=args.connect, role="enclave", name=args.name)
+    return run_workload(
+        lambda client: run_enclave(client, plan),
+        endpoint=args.connect,
+        role="enclave",
+        name=args.name,
+        cgroup=args.cgroup,
+    )
 
 
 def cmd_vm(args: argparse.Namespace) -> int:
@@ -198,6 +206,7 @@ def cmd_vm(args: argparse.Namespace) -> int:
         endpoint=args.connect,
         role="vm",
         name=args.name,
+        cgroup=args.cgroup,
     )
 
 

@@ -339,3 +339,13 @@ def test_events_and_stats_are_published_in_sequence(engine: RunningEngine) -> No
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     for kind in ("mkdir", "write", "workload_start", "ecreate", "limit_hit", "reclaim", "work_queued", "workload_exit"):
         assert kind in kinds, (kind, sorted(set(kinds)))
+
+
+def test_a_workload_can_move_itself_into_a_cgroup_first(engine: RunningEngine) -> None:
+    with engine.client() as client:
+        client.mkdir("/z")
+    assert engine.cli("enclave", "--size", "1MiB", "--cgroup", "/z", "--name", "self-placed").returncode == 0
+    with engine.client() as client:
+        assert int(client.read("/z/misc.peak").split()[1]) >= MiB
+        [workload] = client.snapshot()["workloads"]
+        assert workload["cgroup"] == "/z"

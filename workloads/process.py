@@ -31,8 +31,13 @@ def die_by(signum: int) -> None:
     os._exit(128 + signum)
 
 
-def run_workload(main: Callable[[EngineClient], None], *, endpoint: str | None, role: str, name: str = "") -> int:
-    """Connect, register as ``role``, run ``main`` and map what happened to an exit status."""
+def run_workload(
+    main: Callable[[EngineClient], None], *, endpoint: str | None, role: str, name: str = "", cgroup: str = ""
+) -> int:
+    """Connect, register as ``role``, run ``main`` and map what happened to an exit status.
+
+    ``cgroup``: first move this process there (as the selftest's ash_cgexec.sh does).
+    """
     prog = f"epc-playground {role}"
     try:
         client = EngineClient(endpoint, timeout_s=None)
@@ -40,6 +45,8 @@ def run_workload(main: Callable[[EngineClient], None], *, endpoint: str | None, 
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        if cgroup:
+            client.write(f"{cgroup.rstrip('/')}/cgroup.procs", str(os.getpid()))
         placed = client.hello(role, name)
         log.info("%s %d starts in %s", role, os.getpid(), placed["cgroup"])
         main(client)
