@@ -73,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    tui = sub.add_parser(
+        "tui",
+        help="the playground TUI (what `epc-playground` alone runs)",
+        description="The cgroup tree with usage bars, details, workloads and events; create cgroups, set "
+        "limits, spawn and kill workloads. Without --connect it starts an engine of its own and stops it "
+        "on quit (or attaches to the default engine when one is running).",
+    )
+    tui.add_argument("--connect", metavar="EP", help="attach to a running engine and leave it running")
+    tui.add_argument("--capacity", type=_size, default=parse_size("128MiB"), metavar="SIZE", help="EPC of its engine")
+
     engine = sub.add_parser(
         "engine",
         help="run the emulated SGX host in the foreground",
@@ -148,15 +158,43 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "tui": cmd_tui,
         "engine": cmd_engine,
         "enclave": cmd_enclave,
         "vm": cmd_vm,
         "cg": cmd_cg,
     }
     if args.command is None:
-        parser.print_help()
-        return 0
+        return cmd_tui(parser.parse_args(["tui"]))
     return commands[args.command](args)
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    import os
+
+    from engine import protocol
+    from playground.launch import start_engine_process
+    from playground.tui.app import EpcApp
+
+    engine = None
+    endpoint = args.connect
+    if endpoint is None:
+        running = protocol.read_runtime_file()
+        if running is not None:
+            endpoint = str(running["endpoint"])
+        else:
+            try:
+                engine, endpoint = start_engine_process(["--capacity", str(args.capacity)], dict(os.environ))
+            except RuntimeError as e:
+                print(f"epc-playground: {e}", file=sys.stderr)
+                return EXIT_USAGE
+    try:
+        EpcApp(endpoint, owns_engine=engine).run()
+    finally:
+        if engine is not None and engine.poll() is None:
+            engine.terminate()
+            engine.wait(10)
+    return 0
 
 
 def cmd_engine(args: argparse.Namespace) -> int:

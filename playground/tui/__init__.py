@@ -1,0 +1,1 @@
+"""The Textual TUI (the only part of the project that imports textual)."""

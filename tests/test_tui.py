@@ -1,0 +1,162 @@
+"""The TUI driven with Pilot against a real engine process: actions change the engine, the screen shows it."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+from textual.widgets import DataTable, Log
+
+from playground.tui.app import EpcApp, effective_limits, usage_bar
+from workloads.client import EngineClient
+
+from .engine_fixture import RunningEngine
+
+pytestmark = pytest.mark.slow
+SIZE = (150, 40)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+async def settle(pilot, seconds: float = 0.6) -> None:  # type: ignore[no-untyped-def]
+    await pilot.pause(seconds)
+
+
+def labels(app: EpcApp) -> list[str]:
+    return [str(node.label) for node in app.nodes.values()]
+
+
+def test_new_cgroup_and_limits_through_keys(engine: RunningEngine) -> None:
+    async def scenario() -> None:
+        app = EpcApp(engine.endpoint)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("n", *"pod", "enter")
+            await settle(pilot)
+            assert any(label.startswith("pod") for label in labels(app))
+            await pilot.press("down")  # select /pod
+            await settle(pilot, 0.2)
+            assert app.selected == "/pod"
+            await pilot.press("m", *"16M", "enter")
+            await settle(pilot)
+            await pilot.press("M", *"1G", "enter")
+            await settle(pilot)
+            await pilot.press("m", *"bogus", "enter")  # refused in the TUI, nothing sent
+            await settle(pilot)
+            assert "16 MiB" in next(label for label in labels(app) if label.startswith("pod"))
+            await pilot.press("q")
+
+    run(scenario())
+    with EngineClient(engine.endpoint) as client:
+        assert client.read("/pod/misc.max") == "sgx_epc 16777216\n"
+        assert client.read("/pod/memory.max") == "1073741824\n"
+
+
+def test_engine_errors_are_notifications_not_crashes(engine: RunningEngine) -> None:
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        with EngineClient(engine.endpoint) as client:
+            client.mkdir("/busy")
+            client.write("/busy/cgroup.procs", str(sleeper.pid))
+
+        async def scenario() -> list[str]:
+            app = EpcApp(engine.endpoint)
+            async with app.run_test(size=SIZE) as pilot:
+                await settle(pilot)
+                await pilot.press("down")
+                await settle(pilot, 0.2)
+                await pilot.press("x")  # rmdir of a cgroup with a task: EBUSY
+                await settle(pilot)
+                messages = [n.message for n in app._notifications]
+                await pilot.press("q")
+                return messages
+
+        messages = run(scenario())
+        assert any("EBUSY" in m for m in messages), messages
+        with EngineClient(engine.endpoint) as client:
+            assert "busy" in client.listdir("/")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_spawned_enclaves_show_in_the_table_and_finish(engine: RunningEngine) -> None:
+    with EngineClient(engine.endpoint) as client:
+        client.mkdir("/jobs")
+        client.write("/jobs/misc.max", "sgx_epc 4194304")
+
+    async def scenario() -> tuple[list[list[str]], list[str]]:
+        app = EpcApp(engine.endpoint)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("down")
+            await settle(pilot, 0.2)
+            await pilot.press("e")
+            await settle(pilot, 0.3)
+            await pilot.press("tab", *["backspace"] * 6, *"8MiB")
+            for _ in range(3):
+                await pilot.press("tab")
+            await pilot.press(*["backspace"] * 3, "2", "enter")  # count 2
+            deadline = time.monotonic() + 30
+            rows: list[list[str]] = []
+            while time.monotonic() < deadline:
+                await settle(pilot, 0.3)
+                table = app.query_one("#workloads", DataTable)
+                rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+                if len(rows) == 2 and all(r[-1].startswith("exited") for r in rows):
+                    break
+            log_lines = list(app.query_one("#events", Log).lines)
+            await pilot.press("q")
+            return rows, log_lines
+
+    rows, log_lines = run(scenario())
+    assert len(rows) == 2 and all(r[1] == "/jobs" and r[-1] == "exited: ok" for r in rows), rows
+    assert any("starts in /jobs" in line for line in log_lines)  # their logs reached the TUI
+    assert any(line.startswith("reclaim") for line in log_lines)
+
+
+def test_pause_freezes_the_display_but_history_keeps_recording(engine: RunningEngine) -> None:
+    async def scenario() -> tuple[int, int]:
+        app = EpcApp(engine.endpoint)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("p")
+            assert app.paused
+            assert app.feed is not None
+            before = len(app.feed.usage["/"])
+            await settle(pilot, 1.2)
+            after = len(app.feed.usage["/"])
+            await pilot.press("p")
+            await pilot.press("q")
+            return before, after
+
+    before, after = run(scenario())
+    assert after >= before + 3  # stats at 4 Hz kept arriving while paused
+
+
+def test_usage_bar_and_effective_limit() -> None:
+    assert usage_bar(0, 100, 0, width=10) == "[          ]"
+    assert usage_bar(50, 100, 80, width=10) == "[#####   | ]"
+    snap = {
+        "capacity": 1000,
+        "cgroups": [
+            {"path": "/", "misc_max": None},
+            {"path": "/a", "misc_max": 300},
+            {"path": "/a/b", "misc_max": (1 << 64) - 1},
+            {"path": "/c", "misc_max": 5000},
+        ],
+    }
+    assert effective_limits(snap) == {"/": 1000, "/a": 300, "/a/b": 300, "/c": 1000}
+
+
+def test_the_headless_parts_never_import_textual() -> None:
+    code = (
+        "import sys, engine, engine.server, workloads.client, workloads.enclave, playground.cli, "
+        "playground.feed, playground.launch; assert 'textual' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
