@@ -140,8 +140,8 @@ def test_pause_freezes_the_display_but_history_keeps_recording(engine: RunningEn
 
 
 def test_usage_bar_and_effective_limit() -> None:
-    assert usage_bar(0, 100, 0, width=10) == "[          ]"
-    assert usage_bar(50, 100, 80, width=10) == "[#####   | ]"
+    assert usage_bar(0, 100, 0, width=10) == "░" * 10
+    assert usage_bar(50, 100, 80, width=10) == "█████░░░┃░"
     snap = {
         "capacity": 1000,
         "cgroups": [

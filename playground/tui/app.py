@@ -12,6 +12,7 @@ import os
 import signal
 from typing import Any
 
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -29,15 +30,15 @@ BAR = 16
 
 
 def usage_bar(current: int, limit: int, peak: int, width: int = BAR) -> str:
-    """``[#####   |   ]``: current against the effective limit, ``|`` at the peak."""
+    """``█████░░┃░░``: current against the effective limit, ``┃`` at the peak."""
     if limit <= 0:
-        return "[" + "!" * width + "]"
+        return "!" * width
     filled = min(width, round(width * current / limit))
-    cells = ["#"] * filled + [" "] * (width - filled)
+    cells = ["█"] * filled + ["░"] * (width - filled)
     mark = min(width - 1, int(width * peak / limit)) if peak else -1
     if mark >= 0 and mark >= filled:
-        cells[mark] = "|"
-    return "[" + "".join(cells) + "]"
+        cells[mark] = "┃"
+    return "".join(cells)
 
 
 def effective_limits(snapshot: dict[str, Any]) -> dict[str, int]:
@@ -91,8 +92,12 @@ class EpcApp(App[None]):
             yield tree
             with Vertical(id="right"):
                 yield Static(id="details")
-                yield Sparkline([], id="usage-history")
-                yield Sparkline([], id="reclaim-history")
+                usage = Sparkline([], id="usage-history")
+                usage.border_title = "misc.current, last minute"
+                yield usage
+                reclaimed = Sparkline([], id="reclaim-history")
+                reclaimed.border_title = "pages reclaimed, per tick"
+                yield reclaimed
                 yield DataTable(id="workloads", cursor_type="row")
                 yield Log(id="events", max_lines=500)
         yield Footer()
@@ -139,7 +144,7 @@ class EpcApp(App[None]):
         for cg in snap["cgroups"]:
             path = cg["path"]
             seen.add(path)
-            label = self._label(cg, limits[path])
+            label = Text(self._label(cg, limits[path]))
             node = self.nodes.get(path)
             if node is None:
                 parent = self.nodes.get(path.rsplit("/", 1)[0] or "/")
@@ -357,6 +362,13 @@ def _describe(event: dict[str, Any]) -> str:
         "workload_exit": lambda e: f"{e['name']} (pid {e['pid']}) exited: {e['reason']}",
         "write": lambda e: f"{e['path']} <- {e['value']}",
         "mkdir": lambda e: f"mkdir {e['cgroup']}",
+        "work_queued": lambda e: f"{e['cgroup']}: async reclaim queued",
+        "work_run": lambda e: f"{e['cgroup']}: worker ran {e['batches']} batches, {e['written']} pages out",
+        "ksgxd_wake": lambda e: f"ksgxd woken, {e['free_pages']} pages free",
+        "secs_writeback": lambda e: f"enclave {e['enclave']}: SECS written out",
+        "ecreate": lambda e: f"enclave {e['enclave']} created by pid {e['pid']}",
+        "release": lambda e: f"enclave {e['enclave']} released: {e['pages_freed']} pages",
+        "memory_max": lambda e: f"{e['cgroup']}: memory.max hit",
         "rmdir": lambda e: f"rmdir {e['cgroup']}{' (dying)' if e['dying'] else ''}",
     }.get(kind)
     text = details(event) if details else ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("kind", "seq"))
