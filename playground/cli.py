@@ -188,8 +188,10 @@ def cmd_tui(args: argparse.Namespace) -> int:
             except RuntimeError as e:
                 print(f"epc-playground: {e}", file=sys.stderr)
                 return EXIT_USAGE
+    app = EpcApp(endpoint, owns_engine=engine)
+    app.capacity = str(args.capacity)
     try:
-        EpcApp(endpoint, owns_engine=engine).run()
+        app.run()
     finally:
         if engine is not None and engine.poll() is None:
             engine.terminate()

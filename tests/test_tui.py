@@ -160,3 +160,53 @@ def test_the_headless_parts_never_import_textual() -> None:
         "playground.feed, playground.launch; assert 'textual' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_event_filter_shows_only_matching_lines(engine: RunningEngine) -> None:
+    async def scenario() -> list[str]:
+        app = EpcApp(engine.endpoint)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("slash", *"/keep", "enter")
+            await settle(pilot, 0.2)
+            with EngineClient(engine.endpoint) as client:
+                client.mkdir("/keep")
+                client.mkdir("/drop")
+            await settle(pilot)
+            lines = list(app.query_one("#events", Log).lines)
+            await pilot.press("q")
+            return lines
+
+    lines = run(scenario())
+    assert any("mkdir /keep" in line for line in lines)
+    assert not any("/drop" in line for line in lines)
+
+
+def test_a_lost_engine_shows_disconnected_and_r_starts_a_new_one(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from engine import protocol
+
+    from .engine_fixture import start_engine
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "mine"))
+    monkeypatch.delenv(protocol.ENDPOINT_ENV, raising=False)
+    running = start_engine(tmp_path, "--capacity", "4MiB")
+
+    async def scenario() -> tuple[str, str, bool]:
+        app = EpcApp(running.endpoint)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            running.process.kill()
+            running.process.wait()
+            await settle(pilot, 1.0)
+            gone = app.sub_title
+            await pilot.press("r")
+            await settle(pilot, 1.0)
+            assert app.feed is not None
+            again = app.sub_title
+            alive = app.feed.connected and app.endpoint != running.endpoint
+            await pilot.press("q")
+            return gone, again, alive
+
+    gone, again, alive = run(scenario())
+    assert "disconnected" in gone and again == "" and alive
+    assert protocol.read_runtime_file(str(tmp_path / "mine" / "epc-playground")) is None  # quit stopped it

@@ -26,6 +26,7 @@ from playground.tui.screens import PromptScreen, SpawnRequest, SpawnScreen
 from workloads.client import EngineError, NoEngine
 
 U64_MAX = (1 << 64) - 1
+DISCONNECTED = "engine disconnected: r starts a new one"
 BAR = 16
 
 
@@ -68,6 +69,9 @@ class EpcApp(App[None]):
         Binding("k", "kill('TERM')", "Kill"),
         Binding("K", "kill('KILL')", "Kill -9", show=False),
         Binding("p", "pause", "Pause"),
+        Binding("slash", "filter", "Filter events"),
+        Binding("r", "restart_engine", "New engine", show=False),
+        Binding("question_mark", "show_help_panel", "Keys"),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -83,6 +87,8 @@ class EpcApp(App[None]):
         self.hub = LogHub(self.logs)
         self.children_spawned: list[Any] = []
         self._events_shown = 0
+        self.event_filter = ""  # only event lines containing this (a cgroup, a kind, a pid)
+        self.capacity = "128MiB"  # of an engine started with `r`
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -121,7 +127,10 @@ class EpcApp(App[None]):
             return
         self.feed.poll()
         if not self.feed.connected:
-            self.sub_title = "engine disconnected: quit and start a new one with `epc-playground`"
+            if self.sub_title != DISCONNECTED:
+                self.notify("the engine is gone: press r to start a new one", severity="error", timeout=10)
+            self.sub_title = DISCONNECTED
+            return
         if not self.paused:
             self.refresh_view()
 
@@ -207,6 +216,8 @@ class EpcApp(App[None]):
         fresh = events[self._events_shown :] if self._events_shown <= len(events) else events
         self._events_shown = len(events)
         lines = [_describe(e) for e in _coalesce(fresh)] + self.logs.take()
+        if self.event_filter:
+            lines = [line for line in lines if self.event_filter in line]
         if lines:
             log.write_lines(lines)
 
@@ -302,6 +313,37 @@ class EpcApp(App[None]):
             os.kill(pid, getattr(signal, f"SIG{signame}"))
         except ProcessLookupError:
             self.notify(f"pid {pid} is already gone", severity="warning")
+
+    def action_filter(self) -> None:
+        def set_filter(text: str | None) -> None:
+            if text is None:
+                return
+            self.event_filter = text
+            self.query_one("#events", Log).border_title = f"events matching {text!r}" if text else ""
+
+        self.push_screen(PromptScreen("Show events containing (empty: all)", "/pods/db, reclaim, 1234"), set_filter)
+
+    def action_restart_engine(self) -> None:
+        """Start a new engine of our own after the old one went away, and follow it."""
+        if self.feed is not None and self.feed.connected:
+            self.notify("the engine is still there", severity="warning")
+            return
+        from playground.launch import start_engine_process
+
+        try:
+            engine, endpoint = start_engine_process(["--capacity", self.capacity], dict(os.environ))
+        except RuntimeError as e:
+            self.notify(str(e), severity="error")
+            return
+        if self.feed is not None:
+            self.feed.close()
+        self.owns_engine, self.endpoint = engine, endpoint
+        for path in [p for p in self.nodes if p != "/"]:
+            self.nodes.pop(path).remove()
+        self.feed = EngineFeed(endpoint)
+        self._events_shown = 0
+        self.sub_title = ""
+        self.notify(f"a new engine serves {endpoint}")
 
     def action_pause(self) -> None:
         self.paused = not self.paused
