@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import faulthandler
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ CHUNK_PAGES = 4096  # pages per step of a long request
 WORK_SLICE_S = 0.002  # reclaim work run between request steps
 STATS_INTERVAL_S = 0.25
 FAULT_WAIT_S = 10.0  # a parked request gives up after this long
+STOP_DEADLINE_S = 5.0
 MORE, WAIT = "more", "wait"
 
 Step = Generator[str, None, Any]
@@ -129,6 +131,9 @@ class Engine:
         self._shutdown()
 
     def stop(self) -> None:
+        """Stop serving.  Should the shutdown ever hang, the stacks go to stderr and the process exits 1."""
+        if not self.stopping.is_set():
+            faulthandler.dump_traceback_later(STOP_DEADLINE_S, exit=True)
         self.stopping.set()
 
     def _shutdown(self) -> None:
@@ -739,6 +744,7 @@ def run_engine(
 
     try:
         _run(main())
+        faulthandler.cancel_dump_traceback_later()
     finally:
         if runtime_file is not None:
             info = protocol.read_runtime_file(directory)

@@ -83,6 +83,8 @@ class EpcApp(App[None]):
         self.paused = False
         self.selected = "/"
         self.nodes: dict[str, TreeNode[str]] = {}
+        self.labels: dict[str, str] = {}  # what each tree node shows now
+        self.rows: dict[str, tuple[Any, ...]] = {}  # what each workload row shows now
         self.logs = _Lines()
         self.hub = LogHub(self.logs)
         self.children_spawned: list[Any] = []
@@ -153,18 +155,20 @@ class EpcApp(App[None]):
         for cg in snap["cgroups"]:
             path = cg["path"]
             seen.add(path)
-            label = Text(self._label(cg, limits[path]))
+            text = self._label(cg, limits[path])
             node = self.nodes.get(path)
             if node is None:
                 parent = self.nodes.get(path.rsplit("/", 1)[0] or "/")
                 if parent is None:
                     continue
-                node = parent.add(label, data=path, expand=True)
+                node = parent.add(Text(text), data=path, expand=True)
                 self.nodes[path] = node
-            else:
-                node.set_label(label)
+            elif self.labels.get(path) != text:  # redraw only what changed
+                node.set_label(Text(text))
+            self.labels[path] = text
         for path in [p for p in self.nodes if p not in seen]:
             self.nodes.pop(path).remove()
+            self.labels.pop(path, None)
 
     @staticmethod
     def _label(cg: dict[str, Any], limit: int) -> str:
@@ -200,14 +204,18 @@ class EpcApp(App[None]):
         rows = {str(w["pid"]): w for w in snap["workloads"]}
         for key in [k for k in list(table.rows) if k.value not in rows]:
             table.remove_row(key)
+            self.rows.pop(str(key.value), None)
         for pid, w in rows.items():
             state = w["state"] if w["state"] == "running" else f"exited: {w['reason'] or '?'}"
             cells = (pid, w["cgroup"], w["role"], w["name"], w["resident"], w["swapped"], w["faults"], state)
-            if pid in {k.value for k in table.rows}:
-                for column, value in zip(table.columns, cells, strict=True):
-                    table.update_cell(pid, column, value)
-            else:
+            shown = self.rows.get(pid)
+            if shown is None:
                 table.add_row(*cells, key=pid)
+            elif shown != cells:  # redraw only the cells that changed
+                for column, old, new in zip(table.columns, shown, cells, strict=True):
+                    if old != new:
+                        table.update_cell(pid, column, new)
+            self.rows[pid] = cells
 
     def _refresh_events(self) -> None:
         assert self.feed is not None
@@ -340,6 +348,7 @@ class EpcApp(App[None]):
         self.owns_engine, self.endpoint = engine, endpoint
         for path in [p for p in self.nodes if p != "/"]:
             self.nodes.pop(path).remove()
+        self.labels.clear()
         self.feed = EngineFeed(endpoint)
         self._events_shown = 0
         self.sub_title = ""
