@@ -3,8 +3,9 @@
 One request per frame: ``{"v": 1, "op": NAME, "id": N, ...args}``.  A reply echoes
 ``id`` and carries ``ok`` (the result) or ``err`` (an errno name such as ``ENOMEM``,
 ``EINVAL``, ``EBUSY``; ``EPROTO`` for a malformed request; ``SIGBUS`` for a fault the
-host could not serve) with ``msg``.  Events and stats go out on the PUB socket as
-``[topic, map]`` with a sequence number ``seq``.
+host could not serve) with ``msg``.  Events go out on the PUB socket as
+``[b"event", list of maps]``, each map with its sequence number ``seq``; stats as
+``[b"stats", map]``.
 
 Pure: bytes in, checked dicts out, no sockets (imports only msgpack).  Every limit a
 request can hit is here, so the server never sees a value it did not check.
@@ -127,7 +128,7 @@ OPS = frozenset(SCHEMAS)
 _ALLOWED = {op: frozenset(schema) | {"v", "op", "id"} for op, schema in SCHEMAS.items()}
 
 
-def encode(message: dict[str, Any]) -> bytes:
+def encode(message: Any) -> bytes:
     return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
 
 

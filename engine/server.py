@@ -287,13 +287,15 @@ class Engine:
         for event in events:
             if isinstance(event, OomKill):
                 self._oom_kill(event.pid)
-            self._publish(event.to_dict())
+        self._publish(*[event.to_dict() for event in events])
 
-    def _publish(self, message: dict[str, Any]) -> None:
-        self.seq += 1
-        message["seq"] = self.seq
+    def _publish(self, *messages: dict[str, Any]) -> None:
+        """Events, numbered, in one PUB message: a list of maps (far cheaper than one message each)."""
+        for message in messages:
+            self.seq += 1
+            message["seq"] = self.seq
         with contextlib.suppress(zmq.ZMQError):
-            self.pub.send_multipart([protocol.TOPIC_EVENT, protocol.encode(message)], flags=zmq.NOBLOCK)
+            self.pub.send_multipart([protocol.TOPIC_EVENT, protocol.encode(list(messages))], flags=zmq.NOBLOCK)
 
     async def _stats(self) -> None:
         while True:

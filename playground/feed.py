@@ -49,11 +49,12 @@ class EngineFeed:
                     self._record(message)
                     changed = True
                 elif topic == protocol.TOPIC_EVENT:
-                    self.seq = max(self.seq, int(message.get("seq", 0)))
-                    self.events.append(message)
-                    if message.get("kind") == "reclaim":
-                        path = str(message["cgroup"])
-                        self._reclaimed_since[path] = self._reclaimed_since.get(path, 0) + int(message["written"])
+                    for event in message:
+                        self.seq = max(self.seq, int(event.get("seq", 0)))
+                        self.events.append(event)
+                        if event.get("kind") == "reclaim":
+                            path = str(event["cgroup"])
+                            self._reclaimed_since[path] = self._reclaimed_since.get(path, 0) + int(event["written"])
                 elif topic == protocol.TOPIC_ENGINE:
                     self.connected = False
         except zmq.ZMQError:

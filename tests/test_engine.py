@@ -330,8 +330,8 @@ def test_events_and_stats_are_published_in_sequence(engine: RunningEngine) -> No
                 stats += 1
                 paths = {c["path"] for c in message["cgroups"]}
             else:
-                kinds.append(message["kind"])
-                seqs.append(message["seq"])
+                kinds.extend(event["kind"] for event in message)
+                seqs.extend(event["seq"] for event in message)
     finally:
         sub.close()
         ctx.term()
