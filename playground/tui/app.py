@@ -75,11 +75,11 @@ class EpcApp(App[None]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, endpoint: str, *, owns_engine: Any = None) -> None:
+    def __init__(self, endpoint: str, *, owns_engine: Any = None, feed: EngineFeed | None = None) -> None:
         super().__init__()
         self.endpoint = endpoint
         self.owns_engine = owns_engine  # the engine process this app started, stopped on quit
-        self.feed: EngineFeed | None = None
+        self.feed: EngineFeed | None = feed  # given: tests and snapshots draw from a fixed one
         self.paused = False
         self.selected = "/"
         self.nodes: dict[str, TreeNode[str]] = {}
@@ -114,11 +114,12 @@ class EpcApp(App[None]):
         self.nodes["/"] = self.query_one("#cgroups", Tree).root
         table = self.query_one("#workloads", DataTable)
         table.add_columns("pid", "cgroup", "kind", "name", "resident", "swapped", "faults", "state")
-        try:
-            self.feed = EngineFeed(self.endpoint)
-        except NoEngine as e:
-            self.notify(str(e), severity="error", timeout=10)
-            return
+        if self.feed is None:
+            try:
+                self.feed = EngineFeed(self.endpoint)
+            except NoEngine as e:
+                self.notify(str(e), severity="error", timeout=10)
+                return
         self.refresh_view()
         self.set_interval(0.25, self.tick)
 
