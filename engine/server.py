@@ -125,9 +125,11 @@ class Engine:
         self._drain()
         await self.stopping.wait()
         loop.remove_reader(router_fd)
-        for task in tasks:
+        # The loops end by themselves once stopping is set; cancelling alone is not enough
+        # on Python 3.11, whose wait_for can swallow a cancellation (the engine then hung).
+        _, pending = await asyncio.wait(tasks, timeout=STATS_INTERVAL_S * 4)
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         self._shutdown()
 
     def stop(self) -> None:
@@ -135,6 +137,7 @@ class Engine:
         if not self.stopping.is_set():
             faulthandler.dump_traceback_later(STOP_DEADLINE_S, exit=True)
         self.stopping.set()
+        self.kick.set()
 
     def _shutdown(self) -> None:
         for pending in [*self.ready, *self.waiting]:
@@ -187,7 +190,7 @@ class Engine:
     async def _schedule(self) -> None:
         """Run request steps and reclaim work in turns; park what is blocked."""
         host = self.host
-        while True:
+        while not self.stopping.is_set():
             if not self.ready and not self._work_due():
                 self._expire_waiting()
                 self.kick.clear()
@@ -298,7 +301,7 @@ class Engine:
             self.pub.send_multipart([protocol.TOPIC_EVENT, protocol.encode(list(messages))], flags=zmq.NOBLOCK)
 
     async def _stats(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             await asyncio.sleep(STATS_INTERVAL_S)
             snapshot = self.snapshot()
             with contextlib.suppress(zmq.ZMQError):

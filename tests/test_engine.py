@@ -349,3 +349,18 @@ def test_a_workload_can_move_itself_into_a_cgroup_first(engine: RunningEngine) -
         assert int(client.read("/z/misc.peak").split()[1]) >= MiB
         [workload] = client.snapshot()["workloads"]
         assert workload["cgroup"] == "/z"
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_the_engine_stops_within_seconds_of_sigterm_under_load(tmp_path, round_: int) -> None:  # type: ignore[no-untyped-def]
+    running = start_engine(tmp_path, "--capacity", "8MiB")
+    with running.client() as client:
+        client.mkdir("/busy")
+        client.write("/busy/misc.max", f"sgx_epc {MiB}")
+        client.write("/busy/cgroup.procs", str(os.getpid()))
+    jobs = [running.spawn("enclave", "--size", "4MiB", "--duration", "30", "--pattern", "random") for _ in range(2)]
+    time.sleep(1.0 + round_ * 0.3)  # the scheduler, the reclaim work and the stats timer all busy
+    running.process.send_signal(signal.SIGTERM)
+    assert running.process.wait(timeout=8) == 0
+    for job in jobs:
+        assert job.wait(timeout=15) in (1, 2)  # ESHUTDOWN, or the engine gone: one line either way
