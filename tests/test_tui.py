@@ -91,6 +91,7 @@ def test_spawned_enclaves_show_in_the_table_and_finish(engine: RunningEngine) ->
         client.write("/jobs/misc.max", "sgx_epc 4194304")
 
     async def scenario() -> tuple[list[list[str]], list[str]]:
+        log_lines: list[str] = []
         app = EpcApp(engine.endpoint)
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
@@ -108,9 +109,10 @@ def test_spawned_enclaves_show_in_the_table_and_finish(engine: RunningEngine) ->
                 await settle(pilot, 0.3)
                 table = app.query_one("#workloads", DataTable)
                 rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
-                if len(rows) == 2 and all(r[-1].startswith("exited") for r in rows):
+                log_lines = list(app.query_one("#events", Log).lines)
+                logs_in = sum("exits: ok" in line for line in log_lines) == 2  # they arrive a tick later
+                if len(rows) == 2 and all(r[-1].startswith("exited") for r in rows) and logs_in:
                     break
-            log_lines = list(app.query_one("#events", Log).lines)
             await pilot.press("q")
             return rows, log_lines
 
