@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import errno
 from collections import deque
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from engine import files, reclaim
 from engine.cgroup import Cgroup, CgroupTree
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     from engine.reclaim import WorkState
 
 EVENT_BACKLOG = 65536
+T = TypeVar("T")
 
 
 class Host:
@@ -381,19 +383,24 @@ class Host:
         return count
 
     def _fault(self, encl: Enclave, index: int, pid: int, done: int) -> None:
-        """Serve one fault, retrying on EBUSY as VM_FAULT_NOPAGE would; SigBus otherwise."""
+        """Serve one enclave fault: ELDU a swapped page, EAUG an absent one.  Mirrors sgx_vma_fault()."""
+        if encl.page(index) <= SWAPPED:
+            self._serve_fault(lambda: self._load(encl, index, pid, accessed=True), pid, "fault", done)
+        else:
+            self._serve_fault(lambda: self._eaug(encl, index, pid), pid, "fault", done)
+
+    def _serve_fault(self, attempt: Callable[[], T], pid: int, op: str, done: int) -> T:
+        """Run one fault's allocation, retrying on EBUSY as VM_FAULT_NOPAGE would; any other
+        error, or EBUSY with nothing left to wait for, raises SigBus.
+        """
         while True:
             try:
-                if encl.page(index) <= SWAPPED:
-                    self._load(encl, index, pid, accessed=True)
-                else:
-                    self._eaug(encl, index, pid)
-                return
+                return attempt()
             except OSError as e:
                 if e.errno == errno.EBUSY and self._wait_for_reclaim(done):
                     continue
                 code = errno.ENOMEM if e.errno == errno.EBUSY else e.errno or errno.EIO
-                raise self._sigbus(pid, code, "fault", str(e.strerror)) from None
+                raise self._sigbus(pid, code, op, str(e.strerror)) from None
 
     def _wait_for_reclaim(self, done: int) -> bool:
         """After EBUSY: run the queued work inline, True if it moved anything; or raise Blocked.
@@ -578,16 +585,11 @@ class Host:
         for index in range(first, first + count):
             if index in vepc.pages:
                 continue
-            while True:
-                try:
-                    frame = alloc_epc_page(self, cg, PageKind.VEPC, vid, index, NO_RECLAIM, pid, "vEPC fault")
-                    break
-                except OSError as e:
-                    if e.errno == errno.EBUSY and self._wait_for_reclaim(index - first):
-                        continue
-                    code = errno.ENOMEM if e.errno == errno.EBUSY else e.errno or errno.EIO
-                    raise self._sigbus(pid, code, "vEPC fault", str(e.strerror)) from None
-            vepc.pages[index] = frame
+
+            def alloc(index: int = index) -> int:
+                return alloc_epc_page(self, cg, PageKind.VEPC, vid, index, NO_RECLAIM, pid, "vEPC fault")
+
+            vepc.pages[index] = self._serve_fault(alloc, pid, "vEPC fault", index - first)
             vepc.nr_present += 1
             faults += 1
         return faults

@@ -513,26 +513,31 @@ class Engine:
 
     def op_add_pages(self, ident: bytes, caller: int, eid: int, count: int, kind: str = "REG") -> Step:
         self._own_enclave(caller, eid)
-        return self._add_pages(caller, eid, count, kind)
+        return self._in_steps(count, lambda chunk: self.host.add_pages(caller, eid, chunk, kind))
 
-    def _add_pages(self, pid: int, eid: int, count: int, kind: str) -> Step:
-        added = 0
-        while added < count:
-            chunk = min(CHUNK_PAGES, count - added)
+    def _in_steps(self, count: int, call: Callable[[int], int]) -> Step:
+        """A request for ``count`` pages, CHUNK_PAGES a step, parked while the core says Blocked.
+
+        A step that does less than asked (a signal stopped ADD_PAGES) ends it with the
+        kernel's partial count; an IoctlError reports the pages done over all steps.
+        """
+        done = 0
+        while done < count:
+            chunk = min(CHUNK_PAGES, count - done)
             try:
-                done = self.host.add_pages(pid, eid, chunk, kind)
+                served = call(chunk)
             except Blocked as e:
-                added += e.done
+                done += e.done
                 yield WAIT
                 continue
             except IoctlError as e:
-                raise IoctlError(e.errno or errno.EIO, e.strerror or "", added + e.done) from None
-            added += done
-            if done < chunk:  # a signal stopped it early: the kernel's partial count
+                raise IoctlError(e.errno or errno.EIO, e.strerror or "", done + e.done) from None
+            done += served
+            if served < chunk:
                 break
-            if added < count:
+            if done < count:
                 yield MORE
-        return {"added": added}
+        return {"added": done}
 
     def op_einit(self, ident: bytes, caller: int, eid: int) -> None:
         self._own_enclave(caller, eid)
@@ -555,15 +560,6 @@ class Engine:
     ) -> dict[str, int] | Step:
         """Fault a batch of page ranges: at once when it is small and nothing blocks, else in steps."""
         workload = self._workload(pid)
-        if len(ranges) == 1 and ranges[0][1] <= CHUNK_PAGES:  # the common single range
-            first, count = ranges[0]
-            try:
-                faults = touch(first, count)
-            except Blocked as e:
-                workload.faults += e.faults
-                return self._touch_steps(workload, [(first + e.done, count - e.done)], touch, e.faults)
-            workload.faults += faults
-            return {"faults": faults}
         if sum(count for _, count in ranges) <= CHUNK_PAGES:
             faults = 0
             for i, (first, count) in enumerate(ranges):
@@ -605,21 +601,7 @@ class Engine:
 
     def op_augment(self, ident: bytes, caller: int, eid: int, count: int) -> Step:
         self._own_enclave(caller, eid)
-        return self._augment(caller, eid, count)
-
-    def _augment(self, pid: int, eid: int, count: int) -> Step:
-        grown = 0
-        while grown < count:
-            chunk = min(CHUNK_PAGES, count - grown)
-            try:
-                grown += self.host.augment(pid, eid, chunk)
-            except Blocked as e:
-                grown += e.done
-                yield WAIT
-                continue
-            if grown < count:
-                yield MORE
-        return {"added": grown}
+        return self._in_steps(count, lambda chunk: self.host.augment(caller, eid, chunk))
 
     def op_remove_pages(self, ident: bytes, caller: int, eid: int, first: int, count: int) -> dict[str, int]:
         self._own_enclave(caller, eid)

@@ -66,6 +66,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _workload_options(parser: argparse.ArgumentParser) -> None:
+    """What every workload command takes: its name, where it runs, which engine."""
+    parser.add_argument("--name", default="", help="a name to show in the TUI and events")
+    parser.add_argument("--cgroup", default="", metavar="PATH", help="move itself there first (default: stay put)")
+    parser.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="epc-playground", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -116,9 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     enclave.add_argument("--batch", type=_positive, default=256, help="pages per access request (256)")
     enclave.add_argument("--grow", type=_size, default=0, metavar="SIZE", help="SGX2: grow by EAUG after EINIT")
     enclave.add_argument("--trim", type=_size, default=0, metavar="SIZE", help="SGX2: trim and remove at the end")
-    enclave.add_argument("--name", default="", help="a name to show in the TUI and events")
-    enclave.add_argument("--cgroup", default="", metavar="PATH", help="move itself there first (default: stay put)")
-    enclave.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
+    _workload_options(enclave)
 
     vm = sub.add_parser(
         "vm",
@@ -129,9 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     vm.add_argument("--size", type=_size, required=True, metavar="SIZE", help="guest EPC size, e.g. 32MiB")
     vm.add_argument("--passes", type=_positive, default=1, help="times over its EPC (1)")
     vm.add_argument("--duration", type=_seconds, metavar="SECONDS", help="hold it this long")
-    vm.add_argument("--name", default="", help="a name to show in the TUI and events")
-    vm.add_argument("--cgroup", default="", metavar="PATH", help="move itself there first (default: stay put)")
-    vm.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
+    _workload_options(vm)
 
     cg = sub.add_parser(
         "cg",
