@@ -1,7 +1,7 @@
 """The TUI at scale: key-press latency and what an attached TUI costs the engine.
 
 1. Key-press latency (a cursor move in the cgroup tree, until the screen is idle again)
-   with 1,000 cgroups and 200 workloads, against the same TUI on an empty engine.
+   with 1,000 cgroups and 200 workloads, against the same TUI on a small engine (20 cgroups).
    Target: drawn within 100 ms.
 2. Engine throughput (batched faults from 2 workload processes) with a TUI attached,
    against none. Target: at most 5% lost.
@@ -57,19 +57,43 @@ def populate(endpoint: str, cgroups: int, workloads: int) -> list[subprocess.Pop
 
 
 def key_latency(endpoint: str, presses: int) -> list[float]:
+    """From a key event reaching the app (as the terminal driver posts it) to the screen update showing it.
+
+    The app runs headless, so "shown" is the compositor's update handed to the display
+    (everything but the bytes written to a terminal).  Keys are spaced a little over a
+    refresh tick apart and at varying phases, so some land while a refresh is running.
+    """
+    from textual import events
+    from textual.widgets import Tree
+
     from playground.tui.app import EpcApp
 
+    class TimedApp(EpcApp):
+        waiting: tuple[int, asyncio.Future[float]] | None = None
+
+        def _display(self, screen: Any, renderable: Any) -> None:
+            super()._display(screen, renderable)
+            if renderable is not None and self.waiting is not None:
+                line, shown = self.waiting
+                if self.query_one(Tree).cursor_line == line and not shown.done():
+                    shown.set_result(time.perf_counter())
+
     async def scenario() -> list[float]:
-        app = EpcApp(endpoint)
+        app = TimedApp(endpoint)
         samples = []
         async with app.run_test(size=(150, 40)) as pilot:
             await pilot.pause(1.0)
+            tree, driver = app.query_one(Tree), app._driver
+            assert driver is not None
             for i in range(presses):
+                down = i % 20 < 10
+                shown = asyncio.get_running_loop().create_future()
+                app.waiting = (tree.cursor_line + (1 if down else -1), shown)
                 start = time.perf_counter()
-                await pilot.press("down" if i % 20 < 10 else "up")
-                await pilot.wait_for_scheduled_animations()
-                samples.append(time.perf_counter() - start)
-                await pilot.pause(0.05)
+                driver.send_message(events.Key("down" if down else "up", None))  # as the terminal driver does
+                samples.append(await asyncio.wait_for(shown, 5) - start)
+                app.waiting = None
+                await asyncio.sleep(0.29 + 0.013 * (i % 7))
             await pilot.press("q")
         return samples
 
@@ -92,49 +116,58 @@ def _attached_tui(endpoint: str, seconds: float) -> None:
 def main() -> None:
     p = _common.parser("The TUI at scale: key latency and the engine's throughput with a TUI attached.")
     args = p.parse_args()
-    cgroups, workloads, presses, heap, seconds = (200, 40, 20, 2048, 1.0) if args.quick else (1000, 200, 60, 8192, 3.0)
+    cgroups, workloads, presses, heap, seconds = (200, 40, 20, 2048, 1.0) if args.quick else (1000, 200, 60, 8192, 5.0)
     info = _common.machine()
     _common.print_header("tui: key latency and engine throughput with a TUI attached", info)
     results: dict[str, Any] = {"benchmark": "tui", "machine": info}
     with tempfile.TemporaryDirectory(prefix="epc-bench-") as directory:
         env = {**os.environ, "XDG_RUNTIME_DIR": directory, "PYTHONPATH": str(_common.REPO)}
-        empty, empty_ep = start_engine_process(["--capacity", "256MiB"], env)
+        small, small_ep = start_engine_process(["--capacity", "256MiB"], env)
         try:
-            base = key_latency(empty_ep, presses)
+            populate(small_ep, 20, 0)
+            base = key_latency(small_ep, presses)
         finally:
-            empty.terminate()
-            empty.wait(10)
+            small.terminate()
+            small.wait(10)
         engine, endpoint = start_engine_process(["--bind", f"ipc://{directory}/big.sock", "--capacity", "1GiB"], env)
         sleepers = populate(endpoint, cgroups, workloads)
         try:
             busy = key_latency(endpoint, presses)
             p95_base = statistics.quantiles(base, n=20)[18]
             p95_busy = statistics.quantiles(busy, n=20)[18]
-            print(f"-- 1. key press to idle screen, {presses} presses")
+            print(f"-- 1. key press to screen update, {presses} presses (a cursor move in the cgroup tree)")
             _common.print_table(
                 ["engine", "median ms", "p95 ms"],
                 [
-                    ["empty", statistics.median(base) * 1e3, p95_base * 1e3],
+                    ["20 cgroups", statistics.median(base) * 1e3, p95_base * 1e3],
                     [f"{cgroups} cgroups, {workloads} workloads", statistics.median(busy) * 1e3, p95_busy * 1e3],
                 ],
             )
             verdict = "ok" if p95_busy <= 0.1 else "MISSED"
             print(
-                f"  p95 {p95_busy * 1e3:.0f} ms = {p95_busy / p95_base:.2f}x the empty engine's; <= 100 ms: {verdict}"
+                f"  p95 {p95_busy * 1e3:.0f} ms = {p95_busy / p95_base:.2f}x the small engine's; <= 100 ms: {verdict}"
             )
-            results["keys"] = {"empty_s": base, "busy_s": busy}
+            results["keys"] = {"small_s": base, "busy_s": busy}
 
-            alone = batched_fault_rate(endpoint, 2, heap, False, seconds)["pages_per_s"]
-            tui = multiprocessing.get_context("spawn").Process(target=_attached_tui, args=(endpoint, seconds * 6 + 10))
+            # Sustained faults that reclaim (events flowing), alone / attached / alone again.
+            before = batched_fault_rate(endpoint, 2, heap, True, seconds)["pages_per_s"]
+            tui = multiprocessing.get_context("spawn").Process(target=_attached_tui, args=(endpoint, seconds * 4 + 30))
             tui.start()
             time.sleep(3)
-            attached = batched_fault_rate(endpoint, 2, heap, False, seconds)["pages_per_s"]
-            tui.join(120)
+            attached = batched_fault_rate(endpoint, 2, heap, True, seconds)["pages_per_s"]
+            tui.terminate()
+            tui.join(30)
+            after = batched_fault_rate(endpoint, 2, heap, True, seconds)["pages_per_s"]
+            alone = (before + after) / 2
             loss = 1 - attached / alone
-            print("-- 2. batched faults (2 workload processes) with and without a TUI attached")
-            _common.print_table(["", "pages/s"], [["no TUI", alone], ["TUI attached", attached]])
+            print(
+                f"-- 2. faults that reclaim, {seconds:g} s from 2 workload processes, with and without a TUI attached"
+            )
+            _common.print_table(
+                ["", "pages/s"], [["no TUI (before)", before], ["TUI attached", attached], ["no TUI (after)", after]]
+            )
             print(f"  throughput lost: {loss * 100:.1f}%  (target <= 5%): {'ok' if loss <= 0.05 else 'MISSED'}")
-            results["throughput"] = {"alone": alone, "attached": attached, "loss": loss}
+            results["throughput"] = {"before": before, "after": after, "attached": attached, "loss": loss}
         finally:
             for sleeper in sleepers:
                 sleeper.kill()

@@ -33,6 +33,7 @@ MAX_ID = (1 << 63) - 1
 TOPIC_EVENT = b"event"
 TOPIC_STATS = b"stats"
 TOPIC_ENGINE = b"engine"  # the engine itself: shutting down
+PUB_HWM = 100_000  # messages queued per subscriber, both ends, before PUB drops (event seq numbers show it)
 
 
 class ProtocolError(Exception):

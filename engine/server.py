@@ -92,6 +92,9 @@ class Engine:
         for sock in (self.router, self.pub):
             sock.linger = 0
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A subscriber that stalls for a moment (a TUI busy drawing) must not lose events:
+        # PUB drops beyond this many queued messages, each a batch of events (seq shows gaps).
+        self.pub.sndhwm = protocol.PUB_HWM
         self.sessions: dict[bytes, int] = {}  # routing id -> pid that said hello
         self.workloads: dict[int, Workload] = {}
         self.watched: dict[int, int] = {}  # pid -> pidfd
@@ -329,15 +332,18 @@ class Engine:
             )
         workloads = []
         for w in self.workloads.values():
-            resident = swapped = 0
+            resident = swapped = size = 0
             for eid in w.eids:
                 encl = host.enclaves.get(eid)
                 if encl is not None:
                     resident += encl.secs_child_cnt
                     swapped += encl.nr_swapped
+                    size += encl.size_pages
             for vid in w.vids:
                 vepc = host.vepcs.get(vid)
-                resident += vepc.nr_present if vepc else 0
+                if vepc is not None:
+                    resident += vepc.nr_present
+                    size += vepc.size_pages
             workloads.append(
                 {
                     "pid": w.pid,
@@ -349,6 +355,7 @@ class Engine:
                     "faults": w.faults,
                     "resident": resident,
                     "swapped": swapped,
+                    "size": size * PAGE_SIZE,  # ELRANGE of its enclaves and its virtual EPC
                 }
             )
         return {

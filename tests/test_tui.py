@@ -212,3 +212,106 @@ def test_a_lost_engine_shows_disconnected_and_r_starts_a_new_one(tmp_path, monke
     gone, again, alive = run(scenario())
     assert "disconnected" in gone and again == "" and alive
     assert protocol.read_runtime_file(str(tmp_path / "mine" / "epc-playground")) is None  # quit stopped it
+
+
+def test_kill_with_a_chosen_signal_and_the_workload_columns(engine: RunningEngine) -> None:
+    victim = engine.spawn("enclave", "--size", "1MiB", "--duration", "60", "--name", "victim")
+    with EngineClient(engine.endpoint) as client:
+        deadline = time.monotonic() + 20
+        while not any(w["name"] == "victim" for w in client.snapshot()["workloads"]):
+            assert time.monotonic() < deadline, "the workload never registered"
+            time.sleep(0.1)
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        app = EpcApp(engine.endpoint)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            table = app.query_one("#workloads", DataTable)
+            running = [str(c) for c in table.get_row_at(0)]
+            await pilot.press("tab")  # the tree -> the workloads table
+            await pilot.press("k")
+            await settle(pilot, 0.3)
+            await pilot.press("down", "down", "down", "enter")  # TERM INT HUP [KILL]
+            victim.wait(10)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                await settle(pilot, 0.3)
+                ended = [str(c) for c in table.get_row_at(0)]
+                if ended[-1].startswith("exited"):
+                    break
+            await pilot.press("q")
+            return running, ended
+
+    running, ended = run(scenario())
+    assert victim.returncode == -9
+    # pid cgroup kind name size resident swapped faults/s state
+    assert running[2:5] == ["enclave", "victim", "2 MiB"] and int(running[5]) > 256, running
+    assert float(running[7].replace(",", "")) >= 0 and running[8] == "running"
+    assert ended[8] == "exited: killed" and ended[4] == "2 MiB", ended
+
+
+def test_find_help_and_the_command_palette(engine: RunningEngine) -> None:
+    from playground.tui.screens import HelpScreen
+
+    with EngineClient(engine.endpoint) as client:
+        for path in ("/a", "/a/b", "/a/db", "/z", "/z/db"):
+            client.mkdir(path)
+
+    async def scenario() -> tuple[str, str, bool]:
+        app = EpcApp(engine.endpoint)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("f", *"DB", "enter")  # case does not matter
+            await settle(pilot, 0.2)
+            first = app.selected
+            await pilot.press("f", "enter")  # the same text again: the next match
+            await settle(pilot, 0.2)
+            second = app.selected
+            await pilot.press("question_mark")
+            await settle(pilot, 0.3)
+            helped = isinstance(app.screen, HelpScreen)
+            await pilot.press("escape")
+            await pilot.press("ctrl+p")
+            await settle(pilot, 0.3)
+            await pilot.press(*"New cgroup")
+            await settle(pilot, 0.5)
+            await pilot.press("enter")
+            await settle(pilot, 0.3)
+            await pilot.press(*"viapalette", "enter")
+            await settle(pilot)
+            await pilot.press("q")
+            return first, second, helped
+
+    first, second, helped = run(scenario())
+    assert (first, second) == ("/a/db", "/z/db")
+    assert helped
+    with EngineClient(engine.endpoint) as client:
+        assert "viapalette" in client.listdir("/z/db")  # made under the cgroup found last
+
+
+def test_the_event_log_keeps_up_past_its_history_and_filters_redraw_it(engine: RunningEngine) -> None:
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        app = EpcApp(engine.endpoint)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            with EngineClient(engine.endpoint) as client:
+                client.mkdir("/busy")
+                for i in range(2100):  # more events than the feed keeps (2,000)
+                    client.write("/busy/misc.max", f"sgx_epc {4096 * (i + 1)}")
+                client.mkdir("/last")
+            await settle(pilot, 1.0)
+            log = app.query_one("#events", Log)
+            everything = list(log.lines)
+            await pilot.press("slash", *"/last", "enter")
+            await settle(pilot, 0.3)
+            filtered = list(log.lines)
+            await pilot.press("slash", *["backspace"] * 5, "enter")
+            await settle(pilot, 0.3)
+            again = list(log.lines)
+            await pilot.press("q")
+            return everything, filtered, again
+
+    everything, filtered, again = run(scenario())
+    assert any("mkdir /last" in line for line in everything)
+    assert filtered and all("/last" in line for line in filtered)  # lines from before the filter too
+    assert len(again) == len(everything) and again[-1] == everything[-1]

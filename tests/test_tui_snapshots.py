@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from playground.feed import FeedState
 from playground.tui.app import EpcApp
 
 MiB = 1 << 20
@@ -27,57 +28,59 @@ def cgroup(path: str, current: int, limit: int | None, peak: int, events: int = 
     }
 
 
-class FixedFeed:
-    """An EngineFeed stand-in: one snapshot, a few events, a history that never moves."""
+def workload(pid: int, role: str, name: str, cgroup: str, faults: int, resident: int, swapped: int, size: int,
+             reason: str = "") -> dict[str, Any]:  # fmt: skip
+    state = "exited" if reason else "running"
+    return {"pid": pid, "role": role, "name": name, "cgroup": cgroup, "state": state, "reason": reason,
+            "faults": faults, "resident": resident, "swapped": swapped, "size": size}  # fmt: skip
 
-    connected = True
 
-    def __init__(self) -> None:
-        self.snapshot = {
-            "seq": 40,
-            "t_ns": 0,
-            "capacity": 64 * MiB,
-            "free": 30 * MiB,
-            "ksgxd": False,
-            "cgroups": [
-                cgroup("/", 34 * MiB, None, 40 * MiB),
-                cgroup("/pods", 24 * MiB, 24 * MiB, 24 * MiB, events=310),
-                cgroup("/pods/web", 16 * MiB, U64_MAX, 18 * MiB, procs=1),
-                cgroup("/pods/db", 8 * MiB, 8 * MiB, 8 * MiB, events=120, procs=1),
-                cgroup("/guests", 10 * MiB, 12 * MiB, 11 * MiB, procs=1),
-            ],
-            "workloads": [
-                {"pid": 4101, "role": "enclave", "name": "web", "cgroup": "/pods/web", "state": "running",
-                 "reason": "", "faults": 9000, "resident": 4100, "swapped": 0},
-                {"pid": 4102, "role": "enclave", "name": "db", "cgroup": "/pods/db", "state": "running",
-                 "reason": "", "faults": 95000, "resident": 2019, "swapped": 1058},
-                {"pid": 4103, "role": "vm", "name": "guest", "cgroup": "/guests", "state": "exited",
-                 "reason": "SIGBUS", "faults": 2048, "resident": 0, "swapped": 0},
-            ],
-        }  # fmt: skip
-        self.events: deque[dict[str, Any]] = deque(
-            [
-                {"kind": "mkdir", "cgroup": "/pods", "seq": 1},
-                {"kind": "write", "path": "/pods/misc.max", "value": "sgx_epc 25165824", "seq": 2},
-                {"kind": "limit_hit", "cgroup": "/pods", "requester": "/pods/db", "seq": 3},
-                {"kind": "reclaim", "cgroup": "/pods/db", "context": "async", "written": 16, "seq": 4},
-                {"kind": "reclaim", "cgroup": "/pods/db", "context": "async", "written": 16, "seq": 5},
-                {"kind": "sigbus", "pid": 4103, "cgroup": "/guests", "errno": "ENOMEM", "seq": 6},
-                {"kind": "workload_exit", "pid": 4103, "name": "guest", "reason": "SIGBUS", "seq": 7},
-            ]
-        )
-        self.usage = {path: deque(range(0, 24 * MiB, MiB)) for path in ("/", "/pods", "/pods/web", "/pods/db")}
-        self.reclaim = {path: deque([0, 16, 32, 0, 48] * 6) for path in ("/", "/pods", "/pods/web", "/pods/db")}
-
-    def poll(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
+def fixed_feed() -> FeedState:
+    """What an EngineFeed holds, from fixed data: two stats a second apart, a few events, a fixed history."""
+    snapshot = {
+        "seq": 0,
+        "t_ns": 0,
+        "capacity": 64 * MiB,
+        "free": 30 * MiB,
+        "ksgxd": False,
+        "cgroups": [
+            cgroup("/", 34 * MiB, None, 40 * MiB),
+            cgroup("/pods", 24 * MiB, 24 * MiB, 24 * MiB, events=310),
+            cgroup("/pods/web", 16 * MiB, U64_MAX, 18 * MiB, procs=1),
+            cgroup("/pods/db", 8 * MiB, 8 * MiB, 8 * MiB, events=120, procs=1),
+            cgroup("/guests", 10 * MiB, 12 * MiB, 11 * MiB, procs=1),
+        ],
+        "workloads": [
+            workload(4101, "enclave", "web", "/pods/web", 9000, 4100, 0, 32 * MiB),
+            workload(4102, "enclave", "db", "/pods/db", 95000, 2019, 1058, 16 * MiB),
+            workload(4103, "vm", "guest", "/guests", 2048, 0, 0, 0, reason="SIGBUS"),
+        ],
+    }
+    feed = FeedState(snapshot)
+    later = dict(snapshot, t_ns=10**9, seq=7)
+    later["workloads"] = [
+        dict(w, faults=w["faults"] + rate) for w, rate in zip(snapshot["workloads"], (1200, 35000, 0), strict=True)
+    ]
+    feed.take_stats(later)
+    feed.take_events(
+        [
+            {"kind": "mkdir", "cgroup": "/pods", "seq": 1},
+            {"kind": "write", "path": "/pods/misc.max", "value": "sgx_epc 25165824", "seq": 2},
+            {"kind": "limit_hit", "cgroup": "/pods", "requester": "/pods/db", "seq": 3},
+            {"kind": "reclaim", "cgroup": "/pods/db", "context": "async", "written": 16, "seq": 4},
+            {"kind": "reclaim", "cgroup": "/pods/db", "context": "async", "written": 16, "seq": 5},
+            {"kind": "sigbus", "pid": 4103, "cgroup": "/guests", "errno": "ENOMEM", "seq": 6},
+            {"kind": "workload_exit", "pid": 4103, "name": "guest", "reason": "SIGBUS", "seq": 7},
+        ]
+    )
+    for path in ("/", "/pods", "/pods/web", "/pods/db"):
+        feed.usage[path] = deque(range(0, 24 * MiB, MiB))
+        feed.reclaim[path] = deque([0, 16, 32, 0, 48] * 6)
+    return feed
 
 
 def app() -> EpcApp:
-    return EpcApp("ipc:///nowhere", feed=FixedFeed())  # type: ignore[arg-type]
+    return EpcApp("ipc:///nowhere", feed=fixed_feed())
 
 
 def test_tui_overview(snap_compare) -> None:  # type: ignore[no-untyped-def]

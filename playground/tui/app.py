@@ -7,27 +7,35 @@ which keeps recording while the display is paused.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import os
 import signal
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Log, Sparkline, Static, Tree
 from textual.widgets.tree import TreeNode
 
 from engine.units import format_size, parse_size
-from playground.feed import EngineFeed
+from playground.feed import EngineFeed, FeedState
 from playground.launch import LogHub
-from playground.tui.screens import PromptScreen, SpawnRequest, SpawnScreen
+from playground.tui.screens import HelpScreen, PromptScreen, SignalScreen, SpawnRequest, SpawnScreen
 from workloads.client import EngineError, NoEngine
 
 U64_MAX = (1 << 64) - 1
 DISCONNECTED = "engine disconnected: r starts a new one"
 BAR = 16
+LOG_LINES = 1000
+SIGNALS = ("TERM", "INT", "HUP", "KILL", "STOP", "CONT", "USR1")
 
 
 def usage_bar(current: int, limit: int, peak: int, width: int = BAR) -> str:
@@ -54,11 +62,20 @@ def effective_limits(snapshot: dict[str, Any]) -> dict[str, int]:
     return limits
 
 
+def status_line(snap: dict[str, Any], running: int) -> str:
+    """The header line: the EPC, what is free, ksgxd, workloads."""
+    capacity, free = int(snap["capacity"]), int(snap["free"])
+    return (
+        f" EPC {format_size(capacity)}   free {format_size(free)} ({free // 4096} pages)   "
+        f"ksgxd {'[b]running[/b]' if snap['ksgxd'] else 'idle'}   workloads running {running}"
+    )
+
+
 class EpcApp(App[None]):
     """Watch and steer an emulated SGX host."""
 
     TITLE = "epc-playground"
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses elsewhere find it too
     BINDINGS = [
         Binding("n", "new_cgroup", "New cgroup"),
         Binding("x", "remove_cgroup", "Remove"),
@@ -66,34 +83,55 @@ class EpcApp(App[None]):
         Binding("M", "set_memory_max", "memory.max"),
         Binding("e", "spawn('enclave')", "Spawn enclave"),
         Binding("v", "spawn('vm')", "Spawn VM"),
-        Binding("k", "kill('TERM')", "Kill"),
-        Binding("K", "kill('KILL')", "Kill -9", show=False),
+        Binding("k", "kill", "Kill"),
+        Binding("K", "signal('KILL')", "Kill -9", show=False),
         Binding("p", "pause", "Pause"),
         Binding("slash", "filter", "Filter events"),
+        Binding("f", "find", "Find cgroup"),
         Binding("r", "restart_engine", "New engine", show=False),
-        Binding("question_mark", "show_help_panel", "Keys"),
+        Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
+    # The command palette (ctrl+p) offers every action, with a line on what it does.
+    PALETTE = [
+        ("New cgroup", "mkdir a child of the selected cgroup (n)", "new_cgroup"),
+        ("Remove cgroup", "rmdir the selected cgroup; EBUSY while it has children or tasks (x)", "remove_cgroup"),
+        ("Set misc.max", "the selected cgroup's EPC limit: a size like 64M, or max (m)", "set_misc_max"),
+        ("Set memory.max", "the selected cgroup's backing-store limit (M)", "set_memory_max"),
+        ("Spawn enclaves", "enclave workloads into the selected cgroup (e)", "spawn('enclave')"),
+        ("Spawn guest VMs", "VMs with unreclaimable virtual EPC into the selected cgroup (v)", "spawn('vm')"),
+        ("Kill workload", "send a signal of your choice to the selected workload (k)", "kill"),
+        ("Kill workload with SIGKILL", "kill -9 the selected workload (K)", "signal('KILL')"),
+        ("Pause display", "freeze the screen; history keeps recording (p)", "pause"),
+        ("Filter events", "show only event lines containing a text: a cgroup, a kind, a pid (/)", "filter"),
+        ("Find cgroup", "move to the next cgroup whose path contains a text (f)", "find"),
+        ("New engine", "start an engine of our own after ours went away (r)", "restart_engine"),
+        ("Help", "what the screen shows and every key (?)", "help"),
+    ]
 
-    def __init__(self, endpoint: str, *, owns_engine: Any = None, feed: EngineFeed | None = None) -> None:
+    def __init__(self, endpoint: str, *, owns_engine: Any = None, feed: FeedState | None = None) -> None:
         super().__init__()
         self.endpoint = endpoint
         self.owns_engine = owns_engine  # the engine process this app started, stopped on quit
-        self.feed: EngineFeed | None = feed  # given: tests and snapshots draw from a fixed one
+        self.feed: FeedState | None = feed  # given: snapshots draw from fixed data
         self.paused = False
         self.selected = "/"
         self.nodes: dict[str, TreeNode[str]] = {}
-        self.labels: dict[str, str] = {}  # what each tree node shows now
+        self.labels: dict[str, tuple[str, int, int, int]] = {}  # each node's label and what it was made from
         self.rows: dict[str, tuple[Any, ...]] = {}  # what each workload row shows now
+        self.shown: dict[str, str] = {}  # what each Static shows now
         self.logs = _Lines()
+        self.lines: deque[str] = deque(maxlen=LOG_LINES)  # every event line, unfiltered: a new filter redraws
         self.hub = LogHub(self.logs)
         self.children_spawned: list[Any] = []
-        self._events_shown = 0
+        self._events_seen = 0  # feed.received when the log was last brought up to date
+        self.search = ""
         self.event_filter = ""  # only event lines containing this (a cgroup, a kind, a pid)
         self.capacity = "128MiB"  # of an engine started with `r`
 
     def compose(self) -> ComposeResult:
         yield Header()
+        yield Static(id="status")
         with Horizontal():
             tree: Tree[str] = Tree("/ (all EPC)", data="/", id="cgroups")
             tree.root.expand()
@@ -107,13 +145,13 @@ class EpcApp(App[None]):
                 reclaimed.border_title = "pages reclaimed, per tick"
                 yield reclaimed
                 yield DataTable(id="workloads", cursor_type="row")
-                yield Log(id="events", max_lines=500)
+                yield Log(id="events", max_lines=LOG_LINES)
         yield Footer()
 
     def on_mount(self) -> None:
         self.nodes["/"] = self.query_one("#cgroups", Tree).root
         table = self.query_one("#workloads", DataTable)
-        table.add_columns("pid", "cgroup", "kind", "name", "resident", "swapped", "faults", "state")
+        table.add_columns("pid", "cgroup", "kind", "name", "size", "resident", "swapped", "faults/s", "state")
         if self.feed is None:
             try:
                 self.feed = EngineFeed(self.endpoint)
@@ -140,11 +178,11 @@ class EpcApp(App[None]):
     def refresh_view(self) -> None:
         assert self.feed is not None
         snap = self.feed.snapshot
-        free = format_size(int(snap["free"]))
-        self.title = (
-            f"epc-playground  EPC {format_size(int(snap['capacity']))}, {free} free, "
-            f"ksgxd {'running' if snap['ksgxd'] else 'idle'}"
-        )
+        running = sum(1 for w in snap["workloads"] if w["state"] == "running")
+        status = status_line(snap, running)
+        if self.feed.dropped:
+            status += f"   [red]{self.feed.dropped} events lost[/red] (this display fell behind)"
+        self._show("#status", status)
         self._refresh_tree(snap)
         self._refresh_details(snap)
         self._refresh_workloads(snap)
@@ -156,6 +194,9 @@ class EpcApp(App[None]):
         for cg in snap["cgroups"]:
             path = cg["path"]
             seen.add(path)
+            key = (cg["misc_current"], cg["misc_peak"], limits[path])
+            if self.labels.get(path, ("",))[1:] == key:
+                continue  # unchanged: nothing to format or draw
             text = self._label(cg, limits[path])
             node = self.nodes.get(path)
             if node is None:
@@ -164,9 +205,9 @@ class EpcApp(App[None]):
                     continue
                 node = parent.add(Text(text), data=path, expand=True)
                 self.nodes[path] = node
-            elif self.labels.get(path) != text:  # redraw only what changed
+            else:
                 node.set_label(Text(text))
-            self.labels[path] = text
+            self.labels[path] = (text, *key)
         for path in [p for p in self.nodes if p not in seen]:
             self.nodes.pop(path).remove()
             self.labels.pop(path, None)
@@ -184,21 +225,33 @@ class EpcApp(App[None]):
         if cg is None:
             self.selected = "/"
             return
-        misc_max = "-" if cg["misc_max"] is None else "max" if cg["misc_max"] >= U64_MAX else str(cg["misc_max"])
         memory_max = "max" if cg["memory_max"] is None else str(cg["memory_max"])
         events = cg["memory_events"]
+        if cg["misc_max"] is None:  # the root: no limit, no events file, the capacity instead
+            limit = f"misc.capacity sgx_epc {snap['capacity']}    (the root has no misc.max)"
+        else:
+            misc_max = "max" if cg["misc_max"] >= U64_MAX else str(cg["misc_max"])
+            limit = (
+                f"misc.max      sgx_epc {misc_max}    misc.events  sgx_epc.max {cg['misc_events']}"
+                f" (local {cg['misc_events_local']})"
+            )
         lines = [
             f"[b]{cg['path']}[/b]",
             f"misc.current  sgx_epc {cg['misc_current']}    misc.peak  sgx_epc {cg['misc_peak']}",
-            f"misc.max      sgx_epc {misc_max}    misc.events  sgx_epc.max {cg['misc_events']}"
-            f" (local {cg['misc_events_local']})",
+            limit,
             f"memory.current {cg['memory_current']}    memory.max {memory_max}"
             f"    oom {events[3]}  oom_kill {events[4]}",
             f"reclaimable pages {cg['reclaimable']}    tasks {len(cg['procs'])}",
         ]
-        self.query_one("#details", Static).update("\n".join(lines))
+        self._show("#details", "\n".join(lines))
         self.query_one("#usage-history", Sparkline).data = list(self.feed.usage.get(self.selected, [])) or [0]
         self.query_one("#reclaim-history", Sparkline).data = list(self.feed.reclaim.get(self.selected, [])) or [0]
+
+    def _show(self, selector: str, text: str) -> None:
+        """Update a fixed-size Static only when its text changed (and without a layout pass)."""
+        if self.shown.get(selector) != text:
+            self.shown[selector] = text
+            self.query_one(selector, Static).update(text, layout=False)
 
     def _refresh_workloads(self, snap: dict[str, Any]) -> None:
         table = self.query_one("#workloads", DataTable)
@@ -206,29 +259,39 @@ class EpcApp(App[None]):
         for key in [k for k in list(table.rows) if k.value not in rows]:
             table.remove_row(key)
             self.rows.pop(str(key.value), None)
+        rates = self.feed.fault_rate if self.feed is not None else {}
         for pid, w in rows.items():
-            state = w["state"] if w["state"] == "running" else f"exited: {w['reason'] or '?'}"
-            cells = (pid, w["cgroup"], w["role"], w["name"], w["resident"], w["swapped"], w["faults"], state)
             shown = self.rows.get(pid)
+            state = w["state"] if w["state"] == "running" else f"exited: {w['reason'] or '?'}"
+            # An exited workload's enclaves are gone: it keeps the size it had.
+            size = format_size(int(w["size"])) if w.get("size") else shown[4] if shown else "-"
+            rate = f"{rates.get(w['pid'], 0.0):,.0f}"
+            cells = (pid, w["cgroup"], w["role"], w["name"], size, w["resident"], w["swapped"], rate, state)
             if shown is None:
                 table.add_row(*cells, key=pid)
             elif shown != cells:  # redraw only the cells that changed
                 for column, old, new in zip(table.columns, shown, cells, strict=True):
                     if old != new:
-                        table.update_cell(pid, column, new)
+                        table.update_cell(pid, column, new, update_width=isinstance(new, str))
             self.rows[pid] = cells
 
     def _refresh_events(self) -> None:
         assert self.feed is not None
-        log = self.query_one("#events", Log)
-        events = list(self.feed.events)
-        fresh = events[self._events_shown :] if self._events_shown <= len(events) else events
-        self._events_shown = len(events)
+        new = min(self.feed.received - self._events_seen, len(self.feed.events))
+        self._events_seen = self.feed.received
+        fresh = list(itertools.islice(self.feed.events, len(self.feed.events) - new, None))
         lines = [_describe(e) for e in _coalesce(fresh)] + self.logs.take()
-        if self.event_filter:
-            lines = [line for line in lines if self.event_filter in line]
-        if lines:
-            log.write_lines(lines)
+        self.lines.extend(lines)
+        shown = [line for line in lines if self.event_filter in line]
+        if shown:
+            self.query_one("#events", Log).write_lines(shown)
+
+    def _redraw_events(self) -> None:
+        """The log again from what was kept, under the current filter."""
+        log = self.query_one("#events", Log)
+        log.clear()
+        log.write_lines([line for line in self.lines if self.event_filter in line])
+        log.border_title = f"events matching {self.event_filter!r}" if self.event_filter else ""
 
     # -- actions --------------------------------------------------------------
 
@@ -239,7 +302,7 @@ class EpcApp(App[None]):
 
     def _engine(self, action: str, *args: Any) -> bool:
         """One request to the engine; an error becomes a one-line notification."""
-        if self.feed is None:
+        if not isinstance(self.feed, EngineFeed):
             self.notify("no engine", severity="error")
             return False
         try:
@@ -312,25 +375,67 @@ class EpcApp(App[None]):
 
         self.push_screen(SpawnScreen(self.selected, kind), spawn)
 
-    def action_kill(self, signame: str) -> None:
+    def _selected_pid(self) -> int | None:
         table = self.query_one("#workloads", DataTable)
         if not table.row_count:
-            self.notify("no workload selected", severity="warning")
+            self.notify("no workload selected: spawn one with e or v", severity="warning")
+            return None
+        return int(table.get_row_at(table.cursor_row)[0])
+
+    def action_kill(self) -> None:
+        pid = self._selected_pid()
+        if pid is not None:
+            self.push_screen(SignalScreen(pid, SIGNALS), lambda name: self.action_signal(name, pid) if name else None)
+
+    def action_signal(self, name: str, pid: int | None = None) -> None:
+        """Send SIG``name`` to ``pid`` (the selected workload by default)."""
+        pid = pid if pid is not None else self._selected_pid()
+        if pid is None:
             return
-        pid = int(table.get_row_at(table.cursor_row)[0])
         try:
-            os.kill(pid, getattr(signal, f"SIG{signame}"))
+            os.kill(pid, getattr(signal, f"SIG{name}"))
         except ProcessLookupError:
             self.notify(f"pid {pid} is already gone", severity="warning")
+            return
+        self.notify(f"SIG{name} sent to pid {pid}")
 
     def action_filter(self) -> None:
         def set_filter(text: str | None) -> None:
-            if text is None:
-                return
-            self.event_filter = text
-            self.query_one("#events", Log).border_title = f"events matching {text!r}" if text else ""
+            if text is not None:
+                self.event_filter = text
+                self._redraw_events()
 
-        self.push_screen(PromptScreen("Show events containing (empty: all)", "/pods/db, reclaim, 1234"), set_filter)
+        self.push_screen(
+            PromptScreen("Show events containing (empty: all)", "/pods/db, reclaim, 1234", self.event_filter),
+            set_filter,
+        )
+
+    def action_find(self) -> None:
+        def find(text: str | None) -> None:
+            if text:
+                self.search = text
+                self.find_cgroup(text)
+
+        self.push_screen(PromptScreen("Find the cgroup whose path contains", "db", self.search), find)
+
+    def find_cgroup(self, text: str) -> None:
+        """Move to the next cgroup after the selected one whose path contains ``text`` (wrapping)."""
+        cgroups = self.feed.snapshot["cgroups"] if self.feed is not None else []
+        paths = [c["path"] for c in cgroups if c["path"] in self.nodes]  # the engine's pre-order
+        start = paths.index(self.selected) + 1 if self.selected in paths else 0
+        for path in paths[start:] + paths[:start]:
+            if text.lower() in path.lower():
+                self.query_one("#cgroups", Tree).move_cursor(self.nodes[path])
+                return
+        self.notify(f"no cgroup path contains {text!r}", severity="warning")
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for title, help_text, action in self.PALETTE:
+            yield SystemCommand(title, help_text, functools.partial(self.run_action, action))
 
     def action_restart_engine(self) -> None:
         """Start a new engine of our own after the old one went away, and follow it."""
@@ -351,7 +456,7 @@ class EpcApp(App[None]):
             self.nodes.pop(path).remove()
         self.labels.clear()
         self.feed = EngineFeed(endpoint)
-        self._events_shown = 0
+        self._events_seen = 0
         self.sub_title = ""
         self.notify(f"a new engine serves {endpoint}")
 
@@ -387,17 +492,28 @@ class _Lines(logging.Handler):
         return out
 
 
+COALESCED = ("limit_hit", "reclaim", "work_queued", "work_run")  # frequent: one line per cgroup per refresh
+
+
 def _coalesce(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Runs of the same kind on the same cgroup become one entry with a count."""
+    """Frequent events of one kind on one cgroup become one entry (where the first was), with a count and sums."""
     out: list[dict[str, Any]] = []
+    first: dict[tuple[Any, Any], dict[str, Any]] = {}
     for event in events:
-        key = (event.get("kind"), event.get("cgroup"))
-        if out and (out[-1].get("kind"), out[-1].get("cgroup")) == key and key[0] in ("limit_hit", "reclaim"):
-            out[-1]["times"] = out[-1].get("times", 1) + 1
-            if key[0] == "reclaim":
-                out[-1]["written"] = out[-1].get("written", 0) + event.get("written", 0)
+        kind = event.get("kind")
+        if kind not in COALESCED:
+            out.append(event)
             continue
-        out.append(dict(event))
+        key = (kind, event.get("cgroup"))
+        entry = first.get(key)
+        if entry is None:
+            first[key] = entry = dict(event)
+            out.append(entry)
+            continue
+        entry["times"] = entry.get("times", 1) + 1
+        for counter in ("written", "batches"):
+            if counter in event:
+                entry[counter] += event[counter]
     return out
 
 

@@ -1,13 +1,14 @@
-"""Modal screens of the TUI: a one-line prompt and the workload spawn form."""
+"""Modal screens of the TUI: a one-line prompt, the workload spawn form, the signal chooser and the help."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from textual.app import ComposeResult
-from textual.containers import Grid, Vertical
+from textual.containers import Grid, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select
+from textual.widgets import Button, Input, Label, Markdown, OptionList, Select
+from textual.widgets.option_list import Option
 
 
 class PromptScreen(ModalScreen[str | None]):
@@ -90,4 +91,77 @@ class SpawnScreen(ModalScreen[SpawnRequest | None]):
         )
 
     def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class SignalScreen(ModalScreen[str | None]):
+    """Choose the signal to send to a workload; dismisses with its name (TERM, KILL, ...) or None."""
+
+    BINDINGS = [("escape", "cancel", "Cancel")]
+
+    def __init__(self, pid: int, signals: tuple[str, ...]) -> None:
+        super().__init__()
+        self.pid = pid
+        self.signals = signals
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="prompt"):
+            yield Label(f"Send to pid {self.pid}")
+            yield OptionList(*[Option(f"SIG{name}", id=name) for name in self.signals], id="signals")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+HELP = """\
+# epc-playground
+
+An emulated SGX host: its Enclave Page Cache (EPC) is limited per cgroup by the misc
+controller, page for page as the SGX EPC cgroup series (V17).
+
+## What the screen shows
+
+- **Status line**: the EPC's size, what is free, whether `ksgxd` (global reclaim) is running.
+- **cgroup tree**: each cgroup's `misc.current` against its *effective* limit, the smallest
+  `misc.max` from it up to the root (or the whole EPC). `█` is in use, `┃` marks `misc.peak`.
+- **details**: every misc and memory file of the selected cgroup, pages on its LRU
+  (reclaimable), its tasks, and a minute of usage and of pages reclaimed per tick.
+- **workloads**: enclaves and guest VMs; size, resident and swapped pages, faults per
+  second, and how each one ended (ok, ENOMEM, SIGBUS, OOM, killed).
+- **events**: limit hits, reclaim, ENOMEM, SIGBUS, OOM kills, workloads coming and going;
+  runs of the same event on the same cgroup are counted (`x12`).
+
+## Keys
+
+| key | does |
+|---|---|
+| `n` / `x` | new cgroup under the selected one / remove the selected cgroup |
+| `m` / `M` | set `misc.max` / `memory.max` of the selected cgroup (`64M`, `1G`, `max`) |
+| `e` / `v` | spawn enclaves / guest VMs into the selected cgroup |
+| `k` / `K` | send a signal to the selected workload / `SIGKILL` it |
+| `/` | filter the event log by a text (a cgroup, a kind such as `sigbus`, a pid) |
+| `f` | find the next cgroup whose path contains a text |
+| `p` | pause the display (history keeps recording) |
+| `r` | start a new engine after ours went away |
+| `tab` | move between the tree and the workloads table |
+| `ctrl+p` | the command palette: every action by name |
+| `q` | quit (stops the engine and workloads this TUI started) |
+
+Press `escape` to close this help.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    """What the screen shows and every key."""
+
+    BINDINGS = [("escape", "close", "Close"), ("question_mark", "close", "Close"), ("q", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Markdown(HELP)
+
+    def action_close(self) -> None:
         self.dismiss(None)
