@@ -313,8 +313,14 @@ class Engine:
     def snapshot(self) -> dict[str, Any]:
         """The whole state a client needs to draw: cgroups, workloads, EPC; O(cgroups + workloads)."""
         host = self.host
+        swapped_by: dict[str, int] = {}  # EPC pages swapped out, by the cgroup of the enclave's creator
+        for encl in host.enclaves.values():
+            if encl.nr_swapped:
+                path = host.task_cgroup(encl.pid)
+                swapped_by[path] = swapped_by.get(path, 0) + encl.nr_swapped
         cgroups = []
         for cg in host.tree.live():
+            own = cg.misc_usage - sum(child.misc_usage for child in cg.children)
             cgroups.append(
                 {
                     "path": cg.path,
@@ -326,7 +332,9 @@ class Engine:
                     "memory_current": cg.mem_usage * PAGE_SIZE,
                     "memory_max": None if cg.mem_max_pages >= (1 << 50) else cg.mem_max_pages * PAGE_SIZE,
                     "memory_events": list(cg.mem_events),
-                    "reclaimable": cg.lru.size,
+                    "reclaimable": cg.lru.size,  # its own pages on its LRU
+                    "unreclaimable": own - cg.lru.size,  # its own VA, SECS and guest pages (and any isolated)
+                    "swapped": swapped_by.get(cg.path, 0),
                     "procs": sorted(cg.procs),
                 }
             )

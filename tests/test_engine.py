@@ -364,3 +364,24 @@ def test_the_engine_stops_within_seconds_of_sigterm_under_load(tmp_path, round_:
     assert running.process.wait(timeout=8) == 0
     for job in jobs:
         assert job.wait(timeout=15) in (1, 2)  # ESHUTDOWN, or the engine gone: one line either way
+
+
+def test_snapshot_splits_each_cgroups_own_pages_and_counts_swapped_ones(engine: RunningEngine) -> None:
+    """What the TUI shows for a cgroup: its own reclaimable and unreclaimable pages, pages swapped out."""
+    with EngineClient(engine.endpoint) as client:
+        client.mkdir("/s")
+        client.mkdir("/s/child")
+        client.write("/s/misc.max", f"sgx_epc {64 * 4096}")
+        client.write("/s/cgroup.procs", str(os.getpid()))
+        client.hello("enclave", "splitter")
+        eid = client.call("ecreate", size=512 * 4096)["eid"]
+        client.call("add_pages", eid=eid, count=200)
+        cgroups = {cg["path"]: cg for cg in client.snapshot()["cgroups"]}
+        s, child = cgroups["/s"], cgroups["/s/child"]
+        assert s["reclaimable"] + s["unreclaimable"] == s["misc_current"] // 4096 <= 64
+        assert s["unreclaimable"] >= 2  # the SECS and a VA page at least
+        assert s["swapped"] == 200 - s["reclaimable"] > 0  # every added page is on the LRU or in backing
+        assert child["reclaimable"] == child["unreclaimable"] == child["swapped"] == 0
+        client.call("release", eid=eid)
+        assert {cg["path"]: cg["swapped"] for cg in client.snapshot()["cgroups"]}["/s"] == 0
+        client.write("/cgroup.procs", str(os.getpid()))

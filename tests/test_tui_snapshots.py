@@ -24,6 +24,8 @@ def cgroup(path: str, current: int, limit: int | None, peak: int, events: int = 
         "memory_max": None,
         "memory_events": [0, 0, events // 10, 0, 0, 0],
         "reclaimable": current // 4096,
+        "unreclaimable": 3,
+        "swapped": current // 8192,
         "procs": list(range(procs)),
     }
 

@@ -241,7 +241,8 @@ class EpcApp(App[None]):
             limit,
             f"memory.current {cg['memory_current']}    memory.max {memory_max}"
             f"    oom {events[3]}  oom_kill {events[4]}",
-            f"reclaimable pages {cg['reclaimable']}    tasks {len(cg['procs'])}",
+            f"own pages: reclaimable {cg['reclaimable']}  unreclaimable {cg['unreclaimable']}"
+            f"    swapped out {cg['swapped']}    tasks {len(cg['procs'])}",
         ]
         self._show("#details", "\n".join(lines))
         self.query_one("#usage-history", Sparkline).data = list(self.feed.usage.get(self.selected, [])) or [0]
