@@ -119,7 +119,7 @@ def test_spawned_enclaves_show_in_the_table_and_finish(engine: RunningEngine) ->
     rows, log_lines = run(scenario())
     assert len(rows) == 2 and all(r[1] == "/jobs" and r[-1] == "exited: ok" for r in rows), rows
     assert any("starts in /jobs" in line for line in log_lines)  # their logs reached the TUI
-    assert any(line.startswith("reclaim") for line in log_lines)
+    assert any(line.startswith("pressure") and "reclaim" in line for line in log_lines)
 
 
 def test_pause_freezes_the_display_but_history_keeps_recording(engine: RunningEngine) -> None:

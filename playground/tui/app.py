@@ -34,6 +34,7 @@ from workloads.client import EngineError, NoEngine
 U64_MAX = (1 << 64) - 1
 DISCONNECTED = "engine disconnected: r starts a new one"
 BAR = 16
+NAME_COLUMN = 16  # where the bars start, counted from the root's name
 LOG_LINES = 1000
 SIGNALS = ("TERM", "INT", "HUP", "KILL", "STOP", "CONT", "USR1")
 
@@ -139,10 +140,8 @@ class EpcApp(App[None]):
             with Vertical(id="right"):
                 yield Static(id="details")
                 usage = Sparkline([], id="usage-history")
-                usage.border_title = "misc.current, last minute"
                 yield usage
                 reclaimed = Sparkline([], id="reclaim-history")
-                reclaimed.border_title = "pages reclaimed, per tick"
                 yield reclaimed
                 yield DataTable(id="workloads", cursor_type="row")
                 yield Log(id="events", max_lines=LOG_LINES)
@@ -214,10 +213,14 @@ class EpcApp(App[None]):
 
     @staticmethod
     def _label(cg: dict[str, Any], limit: int) -> str:
-        name = "/ (all EPC)" if cg["path"] == "/" else cg["path"].rsplit("/", 1)[-1]
+        """Name, bar and numbers, the bars of every depth in one column (the tree indents 4 a level)."""
+        path = cg["path"]
+        name = "/ (all EPC)" if path == "/" else path.rsplit("/", 1)[-1]
+        width = max(4, NAME_COLUMN - 4 * (path.count("/") if path != "/" else 0))
+        name = name if len(name) <= width else name[: width - 1] + "…"
         current, peak = int(cg["misc_current"]), int(cg["misc_peak"])
         shown = "max" if limit >= U64_MAX else format_size(limit)
-        return f"{name:<14} {usage_bar(current, limit, peak)} {format_size(current)} / {shown}"
+        return f"{name:<{width}} {usage_bar(current, limit, peak)} {format_size(current)} / {shown}"
 
     def _refresh_details(self, snap: dict[str, Any]) -> None:
         assert self.feed is not None
@@ -245,8 +248,15 @@ class EpcApp(App[None]):
             f"    swapped out {cg['swapped']}    tasks {len(cg['procs'])}",
         ]
         self._show("#details", "\n".join(lines))
-        self.query_one("#usage-history", Sparkline).data = list(self.feed.usage.get(self.selected, [])) or [0]
-        self.query_one("#reclaim-history", Sparkline).data = list(self.feed.reclaim.get(self.selected, [])) or [0]
+        # Sparklines scale from their smallest value to their largest: a leading 0 makes it 0 to the largest.
+        usage = list(self.feed.usage.get(self.selected, ()))
+        reclaimed = list(self.feed.reclaim.get(self.selected, ()))
+        usage_line = self.query_one("#usage-history", Sparkline)
+        usage_line.data = [0, *usage]
+        usage_line.border_title = f"misc.current, last minute: 0 to {format_size(max(usage, default=0))}"
+        reclaim_line = self.query_one("#reclaim-history", Sparkline)
+        reclaim_line.data = [0, *reclaimed]
+        reclaim_line.border_title = f"pages reclaimed per tick, last minute: 0 to {max(reclaimed, default=0)}"
 
     def _show(self, selector: str, text: str) -> None:
         """Update a fixed-size Static only when its text changed (and without a layout pass)."""
@@ -493,37 +503,47 @@ class _Lines(logging.Handler):
         return out
 
 
-COALESCED = ("limit_hit", "reclaim", "work_queued", "work_run")  # frequent: one line per cgroup per refresh
+PRESSURE = ("limit_hit", "reclaim", "work_queued", "work_run")  # frequent: summed per cgroup per refresh
 
 
 def _coalesce(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Frequent events of one kind on one cgroup become one entry (where the first was), with a count and sums."""
+    """The frequent events on one cgroup become one ``pressure`` entry (where the first was) with counts."""
     out: list[dict[str, Any]] = []
-    first: dict[tuple[Any, Any], dict[str, Any]] = {}
+    pressure: dict[Any, dict[str, Any]] = {}
     for event in events:
         kind = event.get("kind")
-        if kind not in COALESCED:
+        if kind not in PRESSURE:
             out.append(event)
             continue
-        key = (kind, event.get("cgroup"))
-        entry = first.get(key)
+        cgroup = event.get("cgroup")
+        entry = pressure.get(cgroup)
         if entry is None:
-            first[key] = entry = dict(event)
+            pressure[cgroup] = entry = {"kind": "pressure", "cgroup": cgroup, "hits": 0, "by": {}, "runs": 0}
+            entry["reclaim"] = {}
             out.append(entry)
-            continue
-        entry["times"] = entry.get("times", 1) + 1
-        for counter in ("written", "batches"):
-            if counter in event:
-                entry[counter] += event[counter]
+        if kind == "limit_hit":
+            entry["hits"] += 1
+            entry["by"][event["requester"]] = True
+        elif kind == "work_run":
+            entry["runs"] += 1
+        elif kind == "reclaim":
+            entry["reclaim"][event["context"]] = entry["reclaim"].get(event["context"], 0) + event["written"]
     return out
+
+
+def _pressure(e: dict[str, Any]) -> str:
+    others = [path for path in e["by"] if path != e["cgroup"]]  # charges from below that hit this limit
+    parts = [f"limit hit x{e['hits']}" + (f" (from {', '.join(others)})" if others else "")] if e["hits"] else []
+    parts += [f"{context} reclaim {pages} pages" for context, pages in e["reclaim"].items()]
+    if e["runs"]:
+        parts.append(f"worker x{e['runs']}")
+    return f"{e['cgroup']}: " + (", ".join(parts) or "async reclaim queued")
 
 
 def _describe(event: dict[str, Any]) -> str:
     kind = str(event.get("kind"))
-    times = f" x{event['times']}" if event.get("times", 1) > 1 else ""
     details = {
-        "limit_hit": lambda e: f"{e['cgroup']} at its limit (asked by {e['requester']})",
-        "reclaim": lambda e: f"{e['cgroup']} {e['context']}: {e['written']} pages written out",
+        "pressure": _pressure,
         "enomem": lambda e: f"pid {e['pid']} in {e['cgroup']}: {e['op']} ENOMEM",
         "sigbus": lambda e: f"pid {e['pid']} in {e['cgroup']}: SIGBUS ({e['errno']})",
         "oom_kill": lambda e: f"{e['cgroup']}: OOM killer picked pid {e['pid']}",
@@ -531,8 +551,6 @@ def _describe(event: dict[str, Any]) -> str:
         "workload_exit": lambda e: f"{e['name']} (pid {e['pid']}) exited: {e['reason']}",
         "write": lambda e: f"{e['path']} <- {e['value']}",
         "mkdir": lambda e: f"mkdir {e['cgroup']}",
-        "work_queued": lambda e: f"{e['cgroup']}: async reclaim queued",
-        "work_run": lambda e: f"{e['cgroup']}: worker ran {e['batches']} batches, {e['written']} pages out",
         "ksgxd_wake": lambda e: f"ksgxd woken, {e['free_pages']} pages free",
         "secs_writeback": lambda e: f"enclave {e['enclave']}: SECS written out",
         "ecreate": lambda e: f"enclave {e['enclave']} created by pid {e['pid']}",
@@ -541,4 +559,4 @@ def _describe(event: dict[str, Any]) -> str:
         "rmdir": lambda e: f"rmdir {e['cgroup']}{' (dying)' if e['dying'] else ''}",
     }.get(kind)
     text = details(event) if details else ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("kind", "seq"))
-    return f"{kind:<15}{times:<5} {text}"
+    return f"{kind:<15} {text}"
