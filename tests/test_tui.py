@@ -315,3 +315,41 @@ def test_the_event_log_keeps_up_past_its_history_and_filters_redraw_it(engine: R
     assert any("mkdir /last" in line for line in everything)
     assert filtered and all("/last" in line for line in filtered)  # lines from before the filter too
     assert len(again) == len(everything) and again[-1] == everything[-1]
+
+
+def test_a_guest_vm_spawned_over_its_limit_dies_by_sigbus_and_x_removes_an_empty_cgroup(engine: RunningEngine) -> None:
+    with EngineClient(engine.endpoint) as client:
+        client.mkdir("/guests")
+        client.write("/guests/misc.max", "sgx_epc 1048576")  # 1 MiB for a 4 MiB guest
+        client.mkdir("/spare")
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        app = EpcApp(engine.endpoint)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("down")  # /guests
+            await settle(pilot, 0.2)
+            await pilot.press("v")
+            await settle(pilot, 0.3)
+            await pilot.press("tab", *["backspace"] * 6, *"4MiB", "enter")
+            table = app.query_one("#workloads", DataTable)
+            deadline = time.monotonic() + 30
+            row: list[str] = []
+            while time.monotonic() < deadline and not (row and row[-1].startswith("exited")):
+                await settle(pilot, 0.3)
+                row = [str(c) for c in table.get_row_at(0)] if table.row_count else []
+            await pilot.press("down")  # /spare
+            await settle(pilot, 0.2)
+            await pilot.press("x")
+            await settle(pilot)
+            await pilot.press("q")
+            return row, [str(line) for line in app.query_one("#events", Log).lines]
+
+    row, lines = run(scenario())
+    assert row[1:3] == ["/guests", "vm"] and row[-1] == "exited: SIGBUS", row
+    assert any(line.startswith("sigbus") and "/guests" in line for line in lines)
+    with EngineClient(engine.endpoint) as client:
+        names = client.listdir("/")
+        assert "guests" in names and "spare" not in names
+        assert client.read("/guests/misc.current") == "sgx_epc 0\n"
+    engine.check()
