@@ -473,9 +473,15 @@ class Host:
         Direct reclaim runs before every page step; pages swapped out are loaded back
         (NO_RECLAIM).  Returns the pages removed; their charges and backing go.  VA pages
         stay.  IoctlError: EINVAL before EINIT, EFAULT for a page never added, EAGAIN
-        when a load cannot be served.  Mirrors sgx_ioc_enclave_modify_types() and
-        sgx_ioc_enclave_remove_pages().
+        (with the pages done) when a load cannot be served: the caller may go on from
+        there, as the selftest does, with trim_pages() and remove_trimmed().
         """
+        self.trim_pages(pid, eid, first, count)
+        self.access(pid, eid, first, count)  # the enclave EACCEPTs each page
+        return self.remove_trimmed(pid, eid, first, count)
+
+    def trim_pages(self, pid: int, eid: int, first: int, count: int) -> None:
+        """SGX_IOC_ENCLAVE_MODIFY_TYPES to TRIM (sgx_ioc_enclave_modify_types())."""
         encl = self._enclave(eid)
         self._check_range(encl.size_pages, first, count)
         if count <= 0 or not encl.initialized:
@@ -486,8 +492,16 @@ class Host:
             encl.types[index] = PageKind.TRIM
             frame = encl.pages[index]
             flags[frame] = flags[frame] & ~KIND_MASK | PageKind.TRIM
-        self.access(pid, eid, first, count)
+
+    def remove_trimmed(self, pid: int, eid: int, first: int, count: int) -> int:
+        """SGX_IOC_ENCLAVE_REMOVE_PAGES of trimmed, accepted pages (sgx_ioc_enclave_remove_pages())."""
+        encl = self._enclave(eid)
+        self._check_range(encl.size_pages, first, count)
+        if count <= 0 or not encl.initialized:
+            raise OSError(errno.EINVAL, f"enclave {eid}: no pages given, or not initialised")
         for done, index in enumerate(range(first, first + count)):
+            if encl.types[index] != PageKind.TRIM:
+                raise IoctlError(errno.EPERM, f"page {index} of enclave {eid} is not trimmed", done)
             self._edmm_load(encl, index, pid, done)
             frame = encl.pages[index]
             if self.epc.flags[frame] & ON_LRU:

@@ -29,6 +29,7 @@ class EnclavePlan:
     batch: int = 256
     grow_pages: int = 0  # EAUG after EINIT (SGX2)
     trim_pages: int = 0  # trim and remove at the end (SGX2 EDMM)
+    entries: int = 1  # times the enclave is entered after EINIT (test_sgx enters twice)
 
     @property
     def heap_pages(self) -> int:
@@ -48,7 +49,8 @@ def run_enclave(client: EngineClient, plan: EnclavePlan) -> None:
     _add(client, eid, plan.heap_pages, "REG")
     client.call("einit", eid=eid)
     heap = TCS_PAGES + CODE_PAGES
-    client.call("access", eid=eid, ranges=[[0, heap]], write=True)  # enter: TCS, code, data
+    for _ in range(plan.entries):  # enter: TCS, code, data
+        client.call("access", eid=eid, ranges=[[0, heap]], write=True)
     passes = plan.passes if plan.duration_s is None else 1 << 30
     deadline = None if plan.duration_s is None else time.monotonic() + plan.duration_s
     for ranges in batches(plan.pattern, plan.heap_pages, passes=passes, batch=plan.batch, seed=plan.seed):

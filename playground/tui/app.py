@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -542,7 +542,7 @@ def _pressure(e: dict[str, Any]) -> str:
 
 def _describe(event: dict[str, Any]) -> str:
     kind = str(event.get("kind"))
-    details = {
+    details: Callable[[dict[str, Any]], str] | None = {
         "pressure": _pressure,
         "enomem": lambda e: f"pid {e['pid']} in {e['cgroup']}: {e['op']} ENOMEM",
         "sigbus": lambda e: f"pid {e['pid']} in {e['cgroup']}: SIGBUS ({e['errno']})",
