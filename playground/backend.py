@@ -1,0 +1,93 @@
+"""What the scenario runner needs of a host: the contract its two backends keep.
+
+``playground.inproc.InprocBackend`` runs the in-process core on a virtual clock with the
+workloads as cooperative tasks; ``playground.realmode.RealBackend`` drives a real
+engine process and one OS process per workload.  The runner sees only this interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+Tick = Callable[[], None]
+"""Called now and then while a backend lets time pass (sleep, wait), e.g. to draw progress."""
+
+
+class FileError(Exception):
+    """A cgroup file operation failed with ``code``, an errno name (EINVAL, ENOENT, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class BackendError(Exception):
+    """The backend itself failed (the engine went away, a workload could not start)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    """One workload process, sizes resolved to bytes: what `epc-playground enclave|vm` is given."""
+
+    name: str
+    cgroup: str
+    kind: str  # enclave | vm
+    size_bytes: int
+    pattern: str = "sequential"
+    passes: int = 1
+    duration_ns: int | None = None
+    grow_bytes: int = 0
+    trim_bytes: int = 0
+    seed: int = 0
+
+
+class Backend(Protocol):
+    capacity_bytes: int
+    memory_bytes: int | None
+
+    def mkdir(self, path: str) -> None:
+        """Create one cgroup; FileError(EEXIST, ENOENT, ...)."""
+
+    def rmdir(self, path: str) -> None: ...
+
+    def read(self, path: str) -> str: ...
+
+    def write(self, path: str, value: str) -> None: ...
+
+    def spawn(self, specs: list[WorkloadSpec]) -> list[int]:
+        """Start workloads together; their pids once each runs in its cgroup (or has already ended)."""
+
+    def kill(self, pid: int, signal: str) -> None:
+        """Send TERM, KILL, INT or HUP to a workload (nothing if it has ended)."""
+
+    def outcome(self, pid: int) -> str | None:
+        """None while it runs; then ok, an errno name (ENOMEM, ...), SIGBUS, OOM, killed or failed."""
+
+    def alive(self) -> int:
+        """How many workloads run now."""
+
+    def sleep(self, ns: int, tick: Tick) -> None:
+        """Let ``ns`` nanoseconds pass while the workloads run."""
+
+    def wait(self, pids: list[int], timeout_ns: int, tick: Tick) -> bool:
+        """Let time pass until every one of ``pids`` has ended (True) or the timeout (False)."""
+
+    def finish(self, tick: Tick) -> list[int]:
+        """End the run: kill what still runs (SIGKILL) and wait until the host has released it; their pids."""
+
+    def check(self) -> str | None:
+        """The host's invariant check: None when it holds, else what is broken."""
+
+    def warnings(self) -> list[str]:
+        """Things the run should mention (say, events the subscriber lost)."""
+
+    def take_events(self, sync: bool = False) -> list[dict[str, Any]]:
+        """Engine events since the last call, oldest first, each with ``seq`` and ``kind``.
+
+        ``sync``: first catch up with every event the engine has published until now.
+        """
+
+    def close(self) -> None: ...

@@ -1,0 +1,394 @@
+"""The real backend: an engine process (started for the run, or attached) and one OS process per workload.
+
+Each workload is ``epc-playground enclave|vm --cgroup PATH --name NAME --connect EP ...``
+(the command line's own ``main``), started through a small launcher that holds it
+right after its ``hello``, when it sits registered in its cgroup, until every
+workload of the step is there; then all go at once, as the selftest's background
+jobs start together on a real host.  Its end maps to an outcome as DESIGN.md
+section 3 gives the exit codes: 0 ok; 1 with an errno name on stderr, that errno
+(else failed); killed by SIGBUS, SIGBUS; by SIGKILL after the OOM killer chose it,
+OOM; by any other signal (ours, or a SIGKILL of someone else), killed; else failed.
+
+Events come from the engine's PUB socket, read by a thread into a list so that none
+is lost while the runner waits on a request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal as signals
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import IO, Any
+
+import msgpack
+import zmq
+
+from engine import protocol
+from playground.backend import BackendError, FileError, Tick, WorkloadSpec
+from playground.launch import start_engine_process
+from workloads.client import EngineClient, EngineError, NoEngine
+
+POLL_S = 0.02
+TICK_S = 0.1
+START_TIMEOUT_S = 30.0  # a workload process must say hello within this
+SUBSCRIBE_TIMEOUT_S = 5.0
+RELEASE_TIMEOUT_S = 10.0
+READY = b"ready\n"
+# The workload's own command line (playground.cli.main), held once it has said hello, so
+# that it sits in its cgroup, registered, until the runner lets every workload of the
+# step go at once: Python's startup and the first round trips cost tens of milliseconds,
+# which would otherwise stagger jobs that the selftest starts together.
+LAUNCHER = """\
+import os, sys
+import playground.cli, workloads.client as client
+hello = client.EngineClient.hello
+def hello_then_hold(self, *args, **kwargs):
+    placed = hello(self, *args, **kwargs)
+    sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.read(1)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    return placed
+client.EngineClient.hello = hello_then_hold
+sys.exit(playground.cli.main(sys.argv[1:]))
+"""
+SIGNALS = {"TERM": signals.SIGTERM, "KILL": signals.SIGKILL, "INT": signals.SIGINT, "HUP": signals.SIGHUP}
+
+
+class EventStream:
+    """A SUB socket on the engine's events, drained by a thread into ``events``."""
+
+    def __init__(self, pub_endpoint: str) -> None:
+        self._ctx = zmq.Context()
+        self._sub = self._ctx.socket(zmq.SUB)
+        self._sub.linger = 0
+        self._sub.rcvhwm = 0  # keep everything: we read as fast as it comes
+        for topic in (protocol.TOPIC_EVENT, protocol.TOPIC_STATS):
+            self._sub.setsockopt(zmq.SUBSCRIBE, topic)
+        self._sub.connect(pub_endpoint)
+        self._lock = threading.Lock()
+        self._events: list[dict[str, Any]] = []
+        self.oom_killed: set[int] = set()
+        self.started: set[int] = set()
+        self.exited: set[int] = set()
+        self.last_seq = 0
+        self.lost = 0
+        self._subscribed = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="epc-events", daemon=True)
+        self._thread.start()
+        if not self._subscribed.wait(SUBSCRIBE_TIMEOUT_S):  # a stats message proves the subscription is live
+            self.close()
+            raise BackendError(f"no events from the engine at {pub_endpoint} within {SUBSCRIBE_TIMEOUT_S:g} s")
+
+    def _loop(self) -> None:
+        sub = self._sub
+        while not self._stop.is_set():
+            if not sub.poll(50):
+                continue
+            topic, payload = sub.recv_multipart()
+            self._subscribed.set()
+            if topic != protocol.TOPIC_EVENT:
+                continue
+            batch = msgpack.unpackb(payload, raw=False)
+            with self._lock:
+                for event in batch:
+                    seq = int(event.get("seq", 0))
+                    if self.last_seq and seq > self.last_seq + 1:
+                        self.lost += seq - self.last_seq - 1
+                    self.last_seq = max(self.last_seq, seq)
+                    kind = event.get("kind")
+                    if kind == "oom_kill":
+                        self.oom_killed.add(int(event["pid"]))
+                    elif kind == "workload_start":
+                        self.started.add(int(event["pid"]))
+                    elif kind == "workload_exit":
+                        self.exited.add(int(event["pid"]))
+                    self._events.append(event)
+
+    def catch_up(self, seq: int, timeout_s: float = 2.0) -> None:
+        """Wait until the events up to ``seq`` have arrived (they lag the replies by a little)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.last_seq >= seq:
+                    return
+            time.sleep(0.005)
+
+    def take(self) -> list[dict[str, Any]]:
+        with self._lock:
+            out, self._events = self._events, []
+        return out
+
+    def seen(self, attribute: str, pid: int) -> bool:
+        with self._lock:
+            return pid in getattr(self, attribute)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self._sub.close(linger=0)
+        self._ctx.term()
+
+
+@dataclass(slots=True)
+class Proc:
+    spec: WorkloadSpec
+    popen: subprocess.Popen[bytes]
+    stderr: IO[bytes]
+    signalled: bool = False  # we sent it a signal (a kill step, or the end of the run)
+    outcome: str | None = None
+
+
+class RealBackend:
+    """A scenario's host as an engine process; workloads as processes.  ``close()`` stops what it started."""
+
+    def __init__(self, client: EngineClient, engine: subprocess.Popen[str] | None, memory: int | None) -> None:
+        self.client = client
+        self.engine = engine
+        self.endpoint = client.endpoint
+        self.capacity_bytes = client.capacity
+        self.memory_bytes = memory
+        self.procs: dict[int, Proc] = {}
+        self.engine_log: deque[str] = deque(maxlen=20)
+        if engine is not None and engine.stderr is not None:  # drained, so the engine never blocks on it
+            threading.Thread(target=self._drain_log, args=(engine.stderr,), daemon=True).start()
+        try:
+            self.stream = EventStream(client.pub_endpoint)
+        except BackendError:
+            client.close()
+            self._stop_engine()
+            raise
+        self._seq_at_start = int(self._call("snapshot")["seq"])
+
+    def _drain_log(self, stream: IO[str]) -> None:
+        with contextlib.suppress(ValueError, OSError), stream:
+            for line in stream:
+                self.engine_log.append(line.rstrip())
+
+    @classmethod
+    def start(cls, capacity: int, memory: int | None, seed: int, runtime_dir: str) -> RealBackend:
+        """An engine process of its own, listening on ipc in ``runtime_dir`` (a fresh private directory)."""
+        endpoint = f"ipc://{runtime_dir}/engine.sock"
+        args = ["--capacity", str(capacity), "--seed", str(seed), "--bind", endpoint]
+        if memory is not None:
+            args += ["--memory", str(memory)]
+        try:
+            engine, endpoint = start_engine_process(args, dict(os.environ))
+        except RuntimeError as e:
+            raise BackendError(str(e)) from None
+        try:
+            client = EngineClient(endpoint, timeout_s=30)
+        except NoEngine as e:
+            engine.kill()
+            raise BackendError(str(e)) from None
+        return cls(client, engine, memory)
+
+    @classmethod
+    def attach(cls, endpoint: str | None, memory: int | None) -> RealBackend:
+        """A running engine (``--connect``, or the one discovery finds); NoEngine when there is none."""
+        return cls(EngineClient(endpoint, timeout_s=30), None, memory)
+
+    # -- files ------------------------------------------------------------------
+
+    def _call(self, op: str, **args: Any) -> Any:
+        try:
+            return self.client.call(op, **args)
+        except EngineError as e:
+            raise FileError(e.code, e.message) from None
+        except NoEngine as e:
+            raise BackendError(str(e)) from None
+
+    def mkdir(self, path: str) -> None:
+        self._call("mkdir", path=path)
+
+    def rmdir(self, path: str) -> None:
+        self._call("rmdir", path=path)
+
+    def read(self, path: str) -> str:
+        return str(self._call("read", path=path))
+
+    def write(self, path: str, value: str) -> None:
+        self._call("write", path=path, value=value)
+
+    def warnings(self) -> list[str]:
+        lost = self.stream.lost
+        return [f"{lost} engine events were lost on the way (--events misses them)"] if lost else []
+
+    def check(self) -> str | None:
+        try:
+            self._call("check")
+        except FileError as e:
+            return e.message
+        return None
+
+    def take_events(self, sync: bool = False) -> list[dict[str, Any]]:
+        if sync:
+            seq = int(self._call("snapshot")["seq"])
+            if seq > self._seq_at_start:
+                self.stream.catch_up(seq)
+        return self.stream.take()
+
+    # -- workloads --------------------------------------------------------------
+
+    def spawn(self, specs: list[WorkloadSpec]) -> list[int]:
+        """Start every process; once each has said hello (it is in its cgroup), let them all go at once.
+
+        A process that ends before its hello (say, its cgroup does not exist) just ends:
+        its exit status is its outcome.
+        """
+        procs = [self._start(spec) for spec in specs]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for proc in procs:
+            assert proc.popen.stdout is not None
+            ready, _, _ = select.select([proc.popen.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            line = proc.popen.stdout.readline() if ready else b"?"
+            if line not in (READY, b""):  # b"": it ended before its hello
+                self._abandon(procs, f"workload {proc.spec.name} (pid {proc.popen.pid}) did not start")
+        for proc in procs:
+            assert proc.popen.stdin is not None and proc.popen.stdout is not None
+            proc.popen.stdout.close()
+            with contextlib.suppress(BrokenPipeError):
+                proc.popen.stdin.write(b"g")
+                proc.popen.stdin.close()
+        return [proc.popen.pid for proc in procs]
+
+    def _start(self, spec: WorkloadSpec) -> Proc:
+        """``epc-playground enclave|vm ...``, held after its hello until spawn() lets it go."""
+        argv = [sys.executable, "-c", LAUNCHER, spec.kind, "--size", str(spec.size_bytes)]
+        argv += ["--name", spec.name, "--cgroup", spec.cgroup, "--connect", self.endpoint]
+        if spec.kind == "enclave":
+            argv += ["--pattern", spec.pattern, "--passes", str(spec.passes), "--seed", str(spec.seed)]
+            argv += ["--grow", str(spec.grow_bytes), "--trim", str(spec.trim_bytes)]
+        else:
+            argv += ["--passes", str(max(1, spec.passes))]
+        if spec.duration_ns is not None:
+            argv += ["--duration", f"{spec.duration_ns / 1e9:g}"]
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close(); a file, so it cannot fill up)
+        env = {k: v for k, v in os.environ.items() if k != protocol.ENDPOINT_ENV}
+        popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env)
+        proc = self.procs[popen.pid] = Proc(spec, popen, stderr)
+        return proc
+
+    def _abandon(self, procs: list[Proc], message: str) -> None:
+        for proc in procs:
+            self._signal(proc, signals.SIGKILL)
+        raise BackendError(f"{message} within {START_TIMEOUT_S:g} s")
+
+    def kill(self, pid: int, signal: str) -> None:
+        proc = self.procs[pid]
+        if self._poll(proc) is None:
+            self._signal(proc, SIGNALS[signal])
+
+    def _signal(self, proc: Proc, signum: int) -> None:
+        proc.signalled = True
+        with contextlib.suppress(ProcessLookupError):
+            proc.popen.send_signal(signum)
+
+    def _poll(self, proc: Proc) -> str | None:
+        if proc.outcome is None and proc.popen.poll() is not None:
+            proc.outcome = self._classify(proc, proc.popen.returncode)
+        return proc.outcome
+
+    def _classify(self, proc: Proc, status: int) -> str:
+        if status == 0:
+            return "ok"
+        if status == 1:
+            proc.stderr.seek(0)
+            words = proc.stderr.read().decode(errors="replace").split()
+            # "epc-playground enclave: ENOMEM: ..." (workloads/process.py)
+            for word in words:
+                name = word.rstrip(":")
+                if word.endswith(":") and name.startswith("E") and name[1:].isupper() and protocol.errno_code(name):
+                    return name
+            return "failed"
+        if status == -signals.SIGBUS:
+            return "SIGBUS"
+        if status == -signals.SIGKILL and not proc.signalled and self._oom_killed(proc.popen.pid):
+            return "OOM"
+        return "killed" if status < 0 else "failed"
+
+    def _oom_killed(self, pid: int) -> bool:
+        """The engine publishes the OOM kill right after it sends SIGKILL: give the event a moment."""
+        deadline = time.monotonic() + 1.0
+        while not self.stream.seen("oom_killed", pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(POLL_S)
+        return True
+
+    def outcome(self, pid: int) -> str | None:
+        return self._poll(self.procs[pid])
+
+    def alive(self) -> int:
+        return sum(self._poll(proc) is None for proc in self.procs.values())
+
+    # -- time -------------------------------------------------------------------
+
+    def _pass_time(self, deadline: float, done: Any, tick: Tick) -> bool:
+        ticked = time.monotonic()
+        while True:
+            for proc in self.procs.values():
+                self._poll(proc)
+            if done():
+                return True
+            now = time.monotonic()
+            if now >= deadline:
+                return False
+            if self.engine is not None and self.engine.poll() is not None:
+                said = " | ".join(self.engine_log) or "nothing"
+                raise BackendError(f"the engine exited with status {self.engine.returncode}; it said: {said}")
+            if now - ticked >= TICK_S:
+                tick()
+                ticked = now
+            time.sleep(min(POLL_S, deadline - now))
+
+    def sleep(self, ns: int, tick: Tick) -> None:
+        self._pass_time(time.monotonic() + ns / 1e9, lambda: False, tick)
+
+    def wait(self, pids: list[int], timeout_ns: int, tick: Tick) -> bool:
+        procs = [self.procs[pid] for pid in pids]
+        return self._pass_time(time.monotonic() + timeout_ns / 1e9, lambda: all(p.outcome for p in procs), tick)
+
+    def finish(self, tick: Tick) -> list[int]:
+        """SIGKILL what still runs, then wait until the engine has seen every workload go."""
+        killed = [pid for pid, proc in self.procs.items() if self._poll(proc) is None]
+        for pid in killed:
+            self._signal(self.procs[pid], signals.SIGKILL)
+        self._pass_time(
+            time.monotonic() + RELEASE_TIMEOUT_S,
+            lambda: (
+                all(p.outcome for p in self.procs.values())
+                and all(self.stream.seen("exited", pid) for pid in self.procs if self.stream.seen("started", pid))
+            ),
+            tick,
+        )
+        return killed
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.popen.poll() is None:
+                self._signal(proc, signals.SIGKILL)
+                proc.popen.wait()
+            proc.stderr.close()
+        self.stream.close()
+        self.client.close()
+        self._stop_engine()
+
+    def _stop_engine(self) -> None:
+        if self.engine is not None and self.engine.poll() is None:
+            self.engine.send_signal(signals.SIGTERM)
+            try:
+                self.engine.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.engine.kill()
+                self.engine.wait()
+        if self.engine is not None and self.engine.stdout is not None:
+            self.engine.stdout.close()

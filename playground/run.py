@@ -1,0 +1,114 @@
+"""The ``epc-playground run`` command: choose the backend, write KTAP and JSON Lines, return the exit code.
+
+Exit status: 0 when every expect passed (and every other step did what it said, and
+the host's invariants hold); 1 when anything failed; 2 for a file that does not
+validate or no engine to run on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from typing import Any, TextIO
+
+from playground.backend import Backend, BackendError
+from playground.ktap import KtapWriter, Observers, ProgressLine, RunObserver
+from playground.runner import EXIT_INVALID, run_scenario
+from playground.scenario import Scenario, ScenarioError, load_scenario
+from playground.scenarios import bundled, resolve
+
+PROG = "epc-playground run"
+EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
+
+
+class JsonLines:
+    """Engine events as JSON Lines: one object a line, keys sorted, so equal runs give equal bytes."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def __call__(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self.out.write(json.dumps(event, sort_keys=True, separators=(", ", ": ")) + "\n")
+
+
+def list_scenarios(out: TextIO) -> int:
+    for name, path in bundled().items():
+        try:
+            scenario = load_scenario(path)
+            out.write(f"{name:<28} {scenario.description or scenario.name}\n")
+        except ScenarioError as e:
+            out.write(f"{name:<28} (invalid: {e})\n")
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.list:
+        return list_scenarios(sys.stdout)
+    if args.file is None:
+        print(f"{PROG}: give a scenario file or a bundled scenario's name (--list shows them)", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        scenario = load_scenario(resolve(args.file))
+    except ScenarioError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return EXIT_INVALID
+    if args.seed is not None:
+        scenario = _with_seed(scenario, args.seed)
+    with tempfile.TemporaryDirectory(prefix="epc-run-") as runtime_dir:
+        try:
+            backend = _backend(args, scenario, runtime_dir)
+        except BackendError as e:
+            print(f"{PROG}: {e}", file=sys.stderr)
+            return EXIT_INVALID
+        try:
+            return _run(args, scenario, backend)
+        except BackendError as e:
+            print(f"{PROG}: {e}", file=sys.stderr)
+            return EXIT_INVALID
+        except KeyboardInterrupt:
+            print(f"\n{PROG}: interrupted; stopping the workloads", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            backend.close()
+
+
+def _with_seed(scenario: Scenario, seed: int) -> Scenario:
+    from dataclasses import replace
+
+    return replace(scenario, seed=seed)
+
+
+def _backend(args: argparse.Namespace, scenario: Scenario, runtime_dir: str) -> Backend:
+    if args.inproc:
+        if args.connect:
+            raise BackendError("--inproc runs its own in-process host: leave out --connect")
+        from playground.inproc import InprocBackend
+
+        return InprocBackend(scenario.capacity, scenario.memory, scenario.seed)
+    from playground.realmode import RealBackend
+    from workloads.client import NoEngine
+
+    if args.connect:
+        try:
+            return RealBackend.attach(args.connect, scenario.memory)
+        except NoEngine as e:
+            raise BackendError(str(e)) from None
+    return RealBackend.start(scenario.capacity, scenario.memory, scenario.seed, runtime_dir)
+
+
+def _run(args: argparse.Namespace, scenario: Scenario, backend: Backend) -> int:
+    progress = ProgressLine(sys.stderr)
+    observers: list[RunObserver] = [KtapWriter(sys.stdout, before_write=progress.clear)]
+    if sys.stderr.isatty():
+        observers.append(progress)
+    events_file = open(args.events, "w", encoding="utf-8") if args.events else None  # noqa: SIM115
+    try:
+        sink = JsonLines(events_file) if events_file is not None else None
+        report = run_scenario(scenario, backend, Observers(*observers), events=sink)
+    finally:
+        if events_file is not None:
+            events_file.close()
+    return report.exit_code

@@ -1,0 +1,462 @@
+"""Scenario files v1 (DESIGN.md section 6): TOML in, typed steps out, every mistake found before a run.
+
+``load_scenario(path)`` parses and validates a whole file into a ``Scenario`` of frozen
+step records.  Anything wrong (an unknown key, a bad size or expression, a step with
+no kind or two, an expect with two conditions, a workload name never spawned) raises
+ScenarioError with one line naming the file, the step number and the key; nothing has
+run by then.  Sizes are kept as expressions (``Expr``) and evaluated by the runner
+against the engine's real capacity, so ``--connect`` to another engine still works.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from engine.units import parse_size
+from playground.expr import Expr, ExprError, Template, parse_expr, parse_template
+
+KINDS = ("mkdir", "rmdir", "write", "spawn", "sleep", "kill", "wait", "expect")
+WORKLOAD_KINDS = ("enclave", "vm")
+PATTERNS = ("sequential", "random", "hotcold", "shifting")
+SIGNALS = ("TERM", "KILL", "INT", "HUP")
+OUTCOMES = ("ok", "ENOMEM", "SIGBUS", "OOM", "killed", "failed")
+OUTCOME_ERRNOS = frozenset(errno.errorcode.values()) | {"ERESTARTSYS"}
+DEFAULT_WAIT_NS = 60 * 10**9
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|us|ns)?\s*")
+_DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, None: 10**9, "m": 60 * 10**9}
+_TOP_KEYS = ("name", "description", "capacity", "memory", "seed", "step")
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot run: one line saying where and what."""
+
+
+@dataclass(frozen=True, slots=True)
+class Mkdir:
+    kind_name: ClassVar[str] = "mkdir"
+    number: int
+    path: str  # absolute; parents are created too (mkdir -p)
+
+
+@dataclass(frozen=True, slots=True)
+class Rmdir:
+    kind_name: ClassVar[str] = "rmdir"
+    number: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    kind_name: ClassVar[str] = "write"
+    number: int
+    path: str
+    value: Template
+    errno: str | None  # the write must fail with this errno name
+
+
+@dataclass(frozen=True, slots=True)
+class Spawn:
+    kind_name: ClassVar[str] = "spawn"
+    number: int
+    name: str
+    cgroup: str
+    kind: str  # enclave | vm
+    size: Expr
+    count: int
+    pattern: str
+    passes: int  # 0: build and enter only, like the selftest's test_sgx
+    duration_ns: int | None
+    grow: Expr | None  # SGX2: EAUG after EINIT
+    trim: Expr | None  # SGX2: trim and remove before release
+
+    def instance_name(self, index: int) -> str:
+        return self.name if self.count == 1 else f"{self.name}.{index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    kind_name: ClassVar[str] = "sleep"
+    number: int
+    duration_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    kind_name: ClassVar[str] = "kill"
+    number: int
+    name: str
+    pick: str  # all | random | index
+    index: int
+    signal: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    kind_name: ClassVar[str] = "wait"
+    number: int
+    name: str | None  # None: every workload spawned so far
+    timeout_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectFile:
+    kind_name: ClassVar[str] = "expect"
+    number: int
+    path: str
+    condition: str  # equals | matches | at_most | at_least
+    text: Template | None  # equals
+    regex: re.Pattern[str] | None  # matches
+    bound: Expr | None  # at_most / at_least
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectExited:
+    kind_name: ClassVar[str] = "expect"
+    number: int
+    name: str
+    outcome: str
+    condition: str  # at_least | at_most | all | none
+    count: int
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectEvent:
+    kind_name: ClassVar[str] = "expect"
+    number: int
+    kind: str  # the engine event's kind: reclaim, limit_hit, oom_kill, sigbus, release, ...
+    where: tuple[tuple[str, str | int], ...]  # fields that must be equal (a cgroup as an absolute path)
+    condition: str  # at_least | at_most
+    count: int
+    title: str
+
+
+Expect = ExpectFile | ExpectExited | ExpectEvent
+Step = Mkdir | Rmdir | Write | Spawn | Sleep | Kill | Wait | ExpectFile | ExpectExited | ExpectEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    description: str
+    capacity: int  # bytes, as the file gives it (an engine given by --connect may differ)
+    memory: int | None
+    seed: int
+    steps: tuple[Step, ...]
+    source: str  # the file it came from
+
+    @property
+    def expects(self) -> int:
+        return sum(isinstance(step, ExpectFile | ExpectExited | ExpectEvent) for step in self.steps)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file; ScenarioError (one line) for anything wrong."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ScenarioError(f"{path}: cannot read it: {e.strerror}") from None
+    return parse_scenario(text, str(path))
+
+
+def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
+    """Validate TOML text as a scenario; ScenarioError naming ``source``, the step and the key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        hint = "an inline table { ... } must fit on one line; write a long one as [step.spawn] under its [[step]]"
+        raise ScenarioError(f"{source}: not valid TOML: {e} ({hint})") from None
+    return _Validator(source).scenario(data)
+
+
+def parse_duration(value: object) -> int:
+    """Nanoseconds from ``"500ms"``, ``"2s"``, ``"1.5s"``, ``"1m"`` or a number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"bad duration {value!r}: use a number of seconds or a string like 500ms, 2s, 1m")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"bad duration {value!r}: it cannot be negative")
+        return int(value * 10**9)
+    m = _DURATION.fullmatch(value)
+    if m is None:
+        raise ValueError(f"bad duration {value!r}: use a number of seconds or a string like 500ms, 2s, 1m")
+    number, unit = m.groups()
+    return int(float(number) * _DURATION_NS[unit])
+
+
+def normalize_path(value: str) -> str:
+    """``t/parent`` and ``/t/parent/`` are both ``/t/parent``; ValueError for empty, ``.`` or ``..`` parts."""
+    parts = value.strip().strip("/").split("/")
+    if parts == [""]:
+        return "/"
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise ValueError(f"bad path {value!r}: no empty, '.' or '..' components")
+    return "/" + "/".join(parts)
+
+
+class _Validator:
+    """Walks the parsed TOML; every error names the source, the step number and the key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.where = "the top level"
+        self.env: dict[str, int | None] = {}
+        self.spawned: set[str] = set()
+
+    def fail(self, message: str) -> ScenarioError:
+        return ScenarioError(f"{self.source}: {self.where}: {message}")
+
+    def scenario(self, data: dict[str, Any]) -> Scenario:
+        self.keys(data, _TOP_KEYS, required=("name", "capacity"))
+        name = self.string(data, "name")
+        description = self.string(data, "description", "")
+        capacity = self.size_literal(data, "capacity")
+        if capacity <= 0 or capacity % 4096:
+            raise self.fail(f"key 'capacity': {capacity} bytes is not a positive whole number of 4 KiB pages")
+        memory = self.size_literal(data, "memory") if "memory" in data else None
+        seed = data.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise self.fail(f"key 'seed': {seed!r} is not a whole number >= 0")
+        self.env = {"capacity": capacity, "memory": memory}
+        raw_steps = data.get("step", [])
+        if not isinstance(raw_steps, list) or not all(isinstance(s, dict) for s in raw_steps):
+            raise self.fail("key 'step': write each step as a [[step]] table")
+        steps = tuple(self.step(number, raw) for number, raw in enumerate(raw_steps, 1))
+        return Scenario(name, description, capacity, memory, seed, steps, self.source)
+
+    # -- steps ------------------------------------------------------------------
+
+    def step(self, number: int, raw: dict[str, Any]) -> Step:
+        kinds = [key for key in raw if key in KINDS]
+        unknown = [key for key in raw if key not in KINDS]
+        self.where = f"step {number}"
+        if unknown:
+            raise self.fail(f"unknown key {unknown[0]!r} (a step is one of: {', '.join(KINDS)})")
+        if len(kinds) != 1:
+            found = " and ".join(repr(k) for k in kinds) if kinds else "none"
+            raise self.fail(f"a step has exactly one kind ({', '.join(KINDS)}); found {found}")
+        kind = kinds[0]
+        self.where = f"step {number} ({kind})"
+        value = raw[kind]
+        if kind in ("mkdir", "rmdir"):
+            if not isinstance(value, str):
+                raise self.fail(f"key {kind!r}: give the cgroup's path as a string")
+            path = self.path(value, kind)
+            return Mkdir(number, path) if kind == "mkdir" else Rmdir(number, path)
+        if kind == "sleep":
+            return Sleep(number, self.duration(value, "sleep"))
+        if not isinstance(value, dict):
+            raise self.fail(f"key {kind!r}: give a table, e.g. {kind} = {{ ... }}")
+        if kind == "write":
+            return self.write(number, value)
+        if kind == "spawn":
+            return self.spawn(number, value)
+        if kind == "kill":
+            return self.kill(number, value)
+        if kind == "wait":
+            return self.wait(number, value)
+        return self.expect(number, value)
+
+    def write(self, number: int, t: dict[str, Any]) -> Write:
+        self.keys(t, ("path", "value", "errno"), required=("path", "value"))
+        value = t["value"]
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise self.fail("key 'value': give the text to write as a string")
+        code = t.get("errno")
+        if code is not None and code not in OUTCOME_ERRNOS:
+            raise self.fail(f"key 'errno': {code!r} is not an errno name such as EINVAL or ERANGE")
+        return Write(number, self.path(self.string(t, "path"), "path"), self.template(value, "value"), code)
+
+    def spawn(self, number: int, t: dict[str, Any]) -> Spawn:
+        keys = ("name", "cgroup", "kind", "size", "count", "pattern", "passes", "duration", "grow", "trim")
+        self.keys(t, keys, required=("name", "size"))
+        name = self.string(t, "name")
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,47}", name):
+            raise self.fail(f"key 'name': {name!r}: use letters, digits, '_' and '-' (at most 48)")
+        kind = self.choice(t, "kind", WORKLOAD_KINDS, "enclave")
+        count = self.integer(t, "count", 1, low=1, high=256)
+        size = self.size(t, "size", positive=True)
+        duration = self.duration(t["duration"], "duration") if "duration" in t else None
+        if kind == "vm" and any(k in t for k in ("pattern", "grow", "trim")):
+            bad = next(k for k in ("pattern", "grow", "trim") if k in t)
+            raise self.fail(f"key {bad!r}: only an enclave takes it, not a vm")
+        self.spawned.add(name)
+        return Spawn(
+            number,
+            name,
+            self.path(self.string(t, "cgroup", "/"), "cgroup"),
+            kind,
+            size,
+            count,
+            self.choice(t, "pattern", PATTERNS, "sequential"),
+            self.integer(t, "passes", 1, low=0, high=1000),
+            duration,
+            self.size(t, "grow") if "grow" in t else None,
+            self.size(t, "trim") if "trim" in t else None,
+        )
+
+    def kill(self, number: int, t: dict[str, Any]) -> Kill:
+        self.keys(t, ("name", "pick", "index", "signal"), required=("name",))
+        name = self.workload_name(t)
+        if "pick" in t and "index" in t:
+            raise self.fail("keys 'pick' and 'index': give one of them")
+        index = self.integer(t, "index", 0, low=0, high=255)
+        pick = "index" if "index" in t else self.choice(t, "pick", ("all", "random"), "all")
+        return Kill(number, name, pick, index, self.choice(t, "signal", SIGNALS, "TERM"))
+
+    def wait(self, number: int, t: dict[str, Any]) -> Wait:
+        self.keys(t, ("name", "timeout"))
+        name = self.workload_name(t) if "name" in t else None
+        timeout = self.duration(t["timeout"], "timeout") if "timeout" in t else DEFAULT_WAIT_NS
+        return Wait(number, name, timeout)
+
+    def expect(self, number: int, t: dict[str, Any]) -> Expect:
+        title = self.string(t, "title", "")
+        if "path" in t:
+            self.keys(t, ("path", "equals", "matches", "at_most", "at_least", "title"), required=("path",))
+            condition = self.one_of(t, ("equals", "matches", "at_most", "at_least"))
+            path = self.path(self.string(t, "path"), "path")
+            text = regex = bound = None
+            if condition == "equals":
+                text = self.template(self.string(t, "equals"), "equals")
+            elif condition == "matches":
+                try:
+                    regex = re.compile(self.string(t, "matches"))
+                except re.error as e:
+                    raise self.fail(f"key 'matches': not a regular expression: {e}") from None
+            else:
+                bound = self.size(t, condition)
+            return ExpectFile(number, path, condition, text, regex, bound, title)
+        if "name" in t:
+            self.keys(t, ("name", "exited", "at_least", "at_most", "all", "none", "title"), required=("name", "exited"))
+            name = self.workload_name(t)
+            outcome = self.string(t, "exited")
+            if outcome not in OUTCOMES and outcome not in OUTCOME_ERRNOS:
+                raise self.fail(f"key 'exited': {outcome!r} is not one of {', '.join(OUTCOMES)} (or an errno name)")
+            condition = self.one_of(t, ("at_least", "at_most", "all", "none"))
+            if condition in ("all", "none"):
+                if t[condition] is not True:
+                    raise self.fail(f"key {condition!r}: write {condition} = true")
+                count = 0
+            else:
+                count = self.integer(t, condition, 0, low=0, high=1 << 16)
+            return ExpectExited(number, name, outcome, condition, count, title)
+        if "event" in t:
+            return self.expect_event(number, t, title)
+        unknown = [key for key in t if key not in ("title",)]
+        hint = f"unknown key {unknown[0]!r}; " if unknown else ""
+        forms = "a file (path = ...), workloads (name = ..., exited = ...) or events (event = ...)"
+        raise self.fail(f"{hint}expect {forms}")
+
+    def expect_event(self, number: int, t: dict[str, Any], title: str) -> ExpectEvent:
+        self.keys(t, ("event", "where", "at_least", "at_most", "title"), required=("event",))
+        kind = self.string(t, "event")
+        where = t.get("where", {})
+        if not isinstance(where, dict):
+            raise self.fail("key 'where': give a table of event fields, e.g. where = { cgroup = \"t/a\" }")
+        fields: list[tuple[str, str | int]] = []
+        for key, value in sorted(where.items()):
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise self.fail(f"key 'where': field {key!r} = {value!r} is not a string or a whole number")
+            if key == "cgroup" and isinstance(value, str):
+                value = self.path(value, "where")
+            fields.append((key, value))
+        condition = self.one_of(t, ("at_least", "at_most"))
+        count = self.integer(t, condition, 0, low=0, high=1 << 40)
+        return ExpectEvent(number, kind, tuple(fields), condition, count, title)
+
+    # -- values -----------------------------------------------------------------
+
+    def keys(self, t: dict[str, Any], known: tuple[str, ...], required: tuple[str, ...] = ()) -> None:
+        for key in t:
+            if key not in known:
+                raise self.fail(f"unknown key {key!r} (known: {', '.join(known)})")
+        for key in required:
+            if key not in t:
+                raise self.fail(f"key {key!r} is missing")
+
+    def one_of(self, t: dict[str, Any], conditions: tuple[str, ...]) -> str:
+        given = [c for c in conditions if c in t]
+        if len(given) != 1:
+            found = " and ".join(repr(c) for c in given) if given else "none"
+            raise self.fail(f"give exactly one condition of {', '.join(conditions)}; found {found}")
+        return given[0]
+
+    def string(self, t: dict[str, Any], key: str, default: str | None = None) -> str:
+        if key not in t and default is not None:
+            return default
+        value = t.get(key)
+        if not isinstance(value, str):
+            raise self.fail(f"key {key!r}: {value!r} is not a string")
+        return value
+
+    def integer(self, t: dict[str, Any], key: str, default: int, *, low: int, high: int) -> int:
+        value = t.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.fail(f"key {key!r}: {value!r} is not a whole number in {low}..{high}")
+        return value
+
+    def choice(self, t: dict[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
+        value = t.get(key, default)
+        if value not in choices:
+            raise self.fail(f"key {key!r}: {value!r} is not one of {', '.join(choices)}")
+        return str(value)
+
+    def path(self, value: str, key: str) -> str:
+        try:
+            return normalize_path(value)
+        except ValueError as e:
+            raise self.fail(f"key {key!r}: {e}") from None
+
+    def duration(self, value: object, key: str) -> int:
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            raise self.fail(f"key {key!r}: {e}") from None
+
+    def size_literal(self, t: dict[str, Any], key: str) -> int:
+        try:
+            return parse_size(t[key])
+        except ValueError as e:
+            raise self.fail(f"key {key!r}: {e}") from None
+
+    def size(self, t: dict[str, Any], key: str, positive: bool = False) -> Expr:
+        """An int, a SIZE or an expression (``{...}`` around it is allowed), checked by evaluating it now."""
+        value = t[key]
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise self.fail(f"key {key!r}: {value!r} is not a size (bytes, 64MiB, or an expression like capacity/512)")
+        text = str(value).strip()
+        if text.startswith("{") and text.endswith("}"):
+            text = text[1:-1]
+        try:
+            expr = parse_expr(text)
+            result = expr.evaluate(self.env)
+        except ExprError as e:
+            raise self.fail(f"key {key!r}: {e}") from None
+        if result < 0 or (positive and result == 0):
+            raise self.fail(f"key {key!r}: {value!r} is {result} bytes, which is not a size")
+        return expr
+
+    def template(self, value: str, key: str) -> Template:
+        try:
+            template = parse_template(value)
+            template.render(self.env)
+        except ExprError as e:
+            raise self.fail(f"key {key!r}: {e}") from None
+        return template
+
+    def workload_name(self, t: dict[str, Any]) -> str:
+        name = self.string(t, "name")
+        if name not in self.spawned:
+            raise self.fail(f"key 'name': no workload named {name!r} is spawned before this step")
+        return name

@@ -1,0 +1,252 @@
+"""The scenario runner in-process (--inproc): every bundled scenario, KTAP, exit codes, events, determinism."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from playground.cli import main
+from playground.inproc import InprocBackend
+from playground.ktap import KtapWriter, Progress, Result, RunObserver
+from playground.runner import run_scenario
+from playground.scenario import load_scenario, parse_scenario
+from playground.scenarios import bundled
+
+ROOT = Path(__file__).resolve().parent.parent
+KTAP_LINE = re.compile(r"(KTAP version 1|1\.\.\d+|(not )?ok \d+ - [^#\n]+|# .*)")
+
+PASSING = """
+name = "passing"
+description = "limits, a must-fail write, two enclaves, a kill"
+capacity = "8MiB"
+seed = 11
+
+[[step]]
+mkdir = "t/a"
+[[step]]
+write = { path = "t/a/misc.max", value = "sgx_epc {capacity/4}" }
+[[step]]
+write = { path = "t/a/misc.max", value = "sgx_epc lots", errno = "EINVAL" }
+[[step]]
+spawn = { name = "e", cgroup = "t/a", size = "capacity/2", count = 2, pattern = "random", passes = 2 }
+[[step]]
+spawn = { name = "v", cgroup = "t", kind = "vm", size = "256KiB", duration = "10s" }
+[[step]]
+wait = { name = "e", timeout = "30s" }
+[[step]]
+kill = { name = "v", pick = "random" }
+[[step]]
+expect = { name = "e", exited = "ok", all = true }
+[[step]]
+expect = { name = "v", exited = "killed", all = true }
+[[step]]
+expect = { path = "t/a/misc.events", matches = 'sgx_epc\\.max [1-9]' }
+[[step]]
+expect = { path = "t/a/misc.peak", at_most = "capacity/4 + 4KiB" }
+[[step]]
+expect = { path = "t/misc.current", equals = "sgx_epc 0" }
+"""
+
+
+def run_text(tmp_path: Path, text: str, *args: str) -> tuple[int, str, str]:
+    path = tmp_path / "scenario.toml"
+    path.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "playground.cli", "run", "--inproc", str(path), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(bundled()))
+def test_bundled_scenario_passes_in_process(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["run", "--inproc", name])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "not ok" not in out and "# FAIL" not in out
+
+
+def test_ktap_output_has_a_plan_one_result_per_expect_and_totals(tmp_path: Path) -> None:
+    status, out, err = run_text(tmp_path, PASSING)
+    assert status == 0, out + err
+    lines = out.splitlines()
+    assert lines[0] == "KTAP version 1"
+    assert lines[1] == "# scenario: passing"
+    assert "1..5" in lines
+    assert [line.split(" - ")[0] for line in lines if line.startswith("ok ")] == [f"ok {n}" for n in range(1, 6)]
+    assert lines[-1] == "# Totals: pass:5 fail:0 error:0"
+    assert all(KTAP_LINE.fullmatch(line) for line in lines), [line for line in lines if not KTAP_LINE.fullmatch(line)]
+    assert err == ""
+
+
+def test_a_failing_expect_is_not_ok_with_what_was_read_and_expected_and_exits_1(tmp_path: Path) -> None:
+    text = PASSING.replace('equals = "sgx_epc 0"', 'equals = "sgx_epc 4096"')
+    status, out, _ = run_text(tmp_path, text)
+    assert status == 1
+    assert "not ok 5 - step 12: /t/misc.current equals 'sgx_epc 4096'" in out
+    assert "# step 12: read: 'sgx_epc 0'" in out and "# step 12: expected: 'sgx_epc 4096'" in out
+    assert out.splitlines()[-1] == "# Totals: pass:4 fail:1 error:0"
+
+
+def test_a_workload_expect_that_fails_tallies_the_outcomes(tmp_path: Path) -> None:
+    status, out, _ = run_text(tmp_path, PASSING.replace('exited = "ok", all = true', 'exited = "SIGBUS", at_least = 1'))
+    assert status == 1
+    assert "not ok 1 - step 8: e: at least 1 exited SIGBUS" in out
+    assert "# step 8: e (2): 2 ok" in out
+
+
+def test_other_steps_that_fail_are_diagnostics_and_exit_1(tmp_path: Path) -> None:
+    text = PASSING.replace('value = "sgx_epc lots", errno = "EINVAL"', 'value = "sgx_epc max", errno = "EINVAL"')
+    text = text.replace('wait = { name = "e", timeout = "30s" }', 'wait = { name = "e", timeout = "1ms" }')
+    status, out, _ = run_text(tmp_path, text)
+    assert status == 1
+    assert "# FAIL step 3: write 'sgx_epc max' to /t/a/misc.max succeeded; it should fail with EINVAL" in out
+    assert "# FAIL step 6: wait for e: 2 of 2 still ran after 0.001 s" in out
+    assert out.splitlines()[-1].endswith("error:2")
+
+
+def test_events_are_json_lines_with_sorted_keys_and_sequence_numbers(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    status, _, _ = run_text(tmp_path, PASSING, "--events", str(events))
+    assert status == 0
+    lines = events.read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    assert all(list(r) == sorted(r) for r in records)
+    kinds = {r["kind"] for r in records}
+    assert {"mkdir", "write", "workload_start", "workload_exit", "ecreate", "limit_hit", "reclaim", "release"} <= kinds
+    exits = {r["name"]: r["reason"] for r in records if r["kind"] == "workload_exit"}
+    assert exits == {"e.0": "ok", "e.1": "ok", "v": "killed"}
+
+
+def test_in_process_runs_are_byte_for_byte_repeatable(tmp_path: Path) -> None:
+    outputs = []
+    for run in range(2):
+        events = tmp_path / f"events{run}.jsonl"
+        status, out, _ = run_text(tmp_path, PASSING, "--events", str(events))
+        outputs.append((status, out, events.read_bytes()))
+    assert outputs[0] == outputs[1]
+
+
+def test_the_seed_changes_the_run_and_the_same_seed_repeats_it(tmp_path: Path) -> None:
+    runs = {}
+    for label, seed in (("a", "1"), ("b", "2"), ("c", "1")):
+        events = tmp_path / f"{label}.jsonl"
+        status, _, _ = run_text(tmp_path, PASSING, "--events", str(events), "--seed", seed)
+        assert status == 0
+        runs[label] = events.read_bytes()
+    assert runs["a"] == runs["c"] and runs["a"] != runs["b"]
+
+
+def test_list_names_every_bundled_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in bundled():
+        assert name in out
+
+
+def test_no_progress_line_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    _, _, err = run_text(tmp_path, PASSING)
+    assert "step" not in err
+
+
+class Recorder(RunObserver):
+    def __init__(self) -> None:
+        self.results: list[Result] = []
+        self.progress_seen: list[Progress] = []
+
+    def result(self, result: Result) -> None:
+        self.results.append(result)
+
+    def progress(self, progress: Progress) -> None:
+        self.progress_seen.append(progress)
+
+
+def test_run_scenario_can_be_driven_by_another_program() -> None:
+    """The hook a TUI uses: a parsed scenario, a backend, an observer for results and progress."""
+    scenario = parse_scenario(PASSING)
+    backend = InprocBackend(scenario.capacity, scenario.memory, scenario.seed)
+    recorder = Recorder()
+    out = io.StringIO()
+    events: list[dict[str, object]] = []
+    report = run_scenario(scenario, backend, recorder, events=events.extend)
+    assert report.exit_code == 0 and [r.ok for r in recorder.results] == [True] * 5
+    assert report.outcomes == {"e": ["ok", "ok"], "v": ["killed"]}
+    assert {p.step for p in recorder.progress_seen} >= set(range(1, len(scenario.steps) + 1))
+    assert events and events[0]["seq"] == 1
+    KtapWriter(out).result(recorder.results[0])
+    assert out.getvalue().startswith("ok 1 - step 8: e: all 2 exited ok")
+
+
+def test_the_selftest_scenario_gives_the_reference_outcomes() -> None:
+    """Reference section 6: small fails (ENOMEM), large 4/5 at least one passes / fails, larger all
+    pass, the random kill spares the rest, memcg OOM-kills all, nothing leaks."""
+    scenario = load_scenario(bundled()["kselftest"])
+    report = run_scenario(scenario, InprocBackend(scenario.capacity, scenario.memory, scenario.seed))
+    outcomes = report.outcomes
+    assert outcomes["small"] == ["ENOMEM"]
+    assert "ok" in outcomes["large4"]
+    assert any(o != "ok" for o in outcomes["large5"]) and set(outcomes["large5"]) <= {"ok", "ENOMEM"}
+    assert outcomes["larger"] == ["ok"] * 8
+    assert sorted(outcomes["killed"]) == ["killed"] + ["ok"] * 7
+    assert outcomes["memcg"] == ["OOM"] * 4
+    assert report.exit_code == 0
+
+
+def test_fair_reclaim_visits_the_parent_then_its_children_in_pre_order(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    assert main(["run", "--inproc", "fairness", "--events", str(events)]) == 0
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    visits = [r["cgroup"] for r in records if r["kind"] == "reclaim" and r["context"] == "sync"]
+    order = ["/t/p", "/t/p/a", "/t/p/b", "/t/p/c"]
+    start = order.index(visits[0])
+    expected = [order[(start + i) % 4] for i in range(len(visits))]
+    assert visits == expected and len(visits) >= 8
+
+
+class BrokenHost(InprocBackend):
+    def check(self) -> str | None:
+        return "invariant broken: free + in-use frames != capacity"
+
+
+def test_a_broken_invariant_at_the_end_fails_the_run() -> None:
+    scenario = parse_scenario(PASSING)
+    out = io.StringIO()
+    report = run_scenario(scenario, BrokenHost(scenario.capacity, None, 0), KtapWriter(out))
+    assert report.exit_code == 1 and report.failed == 0
+    broken = "invariant broken: free + in-use frames != capacity"
+    assert f"# FAIL end: the host's invariant check: {broken}" in out.getvalue()
+    assert out.getvalue().splitlines()[-1] == "# Totals: pass:5 fail:0 error:1"
+
+
+def test_a_run_can_be_stopped_from_outside() -> None:
+    """A TUI's stop button: the rest of the steps do not run, the workloads are killed, the host checked."""
+    scenario = parse_scenario(PASSING.replace('duration = "10s"', 'duration = "100s"'))
+    stop = threading.Event()
+
+    class StopAtKill(RunObserver):
+        def progress(self, progress: Progress) -> None:
+            if progress.kind == "kill":
+                stop.set()
+
+    backend = InprocBackend(scenario.capacity, None, 0)
+    report = run_scenario(scenario, backend, StopAtKill(), stop=stop)
+    assert report.cancelled and report.exit_code == 1 and report.results == []
+    assert report.outcomes["v"] == ["killed"] and backend.alive() == 0
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--inproc", "--connect", "ipc:///nowhere", "sgx2"]) == 2
+    assert "leave out --connect" in capsys.readouterr().err
+    assert main(["run"]) == 2
+    assert "--list shows them" in capsys.readouterr().err

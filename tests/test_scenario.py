@@ -1,0 +1,225 @@
+"""Scenario files v1: the format, size expressions, and validation before anything runs (exit 2)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from playground.cli import main
+from playground.expr import ExprError, parse_expr, parse_template
+from playground.scenario import (
+    ExpectEvent,
+    ExpectExited,
+    ExpectFile,
+    Kill,
+    Mkdir,
+    ScenarioError,
+    Sleep,
+    Spawn,
+    Wait,
+    Write,
+    load_scenario,
+    parse_duration,
+    parse_scenario,
+)
+from playground.scenarios import bundled
+
+ENV = {"capacity": 32 << 20, "memory": None}
+
+DESIGN_EXAMPLE = """
+name = "nested limits"
+description = "a child under a limited parent"
+capacity = "64MiB"
+memory = "1GiB"
+seed = 7
+
+[[step]]
+mkdir = "t/parent"
+[[step]]
+write = { path = "t/parent/misc.max", value = "sgx_epc {capacity/512}" }
+[[step]]
+write = { path = "t/parent/misc.max", value = "sgx_epc -1", errno = "EINVAL" }
+[[step]]
+[step.spawn]  # DESIGN.md splits this inline table over two lines, which TOML 1.0 (tomllib) does not allow
+name = "big"
+cgroup = "t/parent"
+kind = "enclave"
+size = "capacity"
+count = 4
+pattern = "sequential"
+passes = 2
+[[step]]
+sleep = "500ms"
+[[step]]
+kill = { name = "big", pick = "random", signal = "TERM" }
+[[step]]
+kill = { name = "big", index = 2 }
+[[step]]
+wait = { name = "big", timeout = "60s" }
+[[step]]
+expect = { path = "t/misc.current", equals = "sgx_epc 0" }
+[[step]]
+expect = { name = "big", exited = "ok", at_least = 1 }
+[[step]]
+expect = { path = "t/parent/misc.events", matches = 'sgx_epc\\.max [1-9]' }
+"""
+
+
+def test_the_design_example_parses_into_typed_steps() -> None:
+    scenario = parse_scenario(DESIGN_EXAMPLE)
+    assert (scenario.name, scenario.capacity, scenario.memory, scenario.seed) == ("nested limits", 64 << 20, 1 << 30, 7)
+    kinds = [type(step) for step in scenario.steps]
+    assert kinds == [Mkdir, Write, Write, Spawn, Sleep, Kill, Kill, Wait, ExpectFile, ExpectExited, ExpectFile]
+    mkdir, write, must_fail, spawn, sleep, kill, kill_index = scenario.steps[:7]
+    assert isinstance(mkdir, Mkdir) and mkdir.path == "/t/parent"
+    assert isinstance(write, Write) and write.value.render(ENV) == "sgx_epc 65536" and write.errno is None
+    assert isinstance(must_fail, Write) and must_fail.errno == "EINVAL"
+    assert isinstance(spawn, Spawn) and spawn.size.evaluate(ENV) == 32 << 20 and spawn.count == 4
+    assert spawn.instance_name(2) == "big.2"
+    assert isinstance(sleep, Sleep) and sleep.duration_ns == 500_000_000
+    assert isinstance(kill, Kill) and (kill.pick, kill.signal) == ("random", "TERM")
+    assert isinstance(kill_index, Kill) and (kill_index.pick, kill_index.index) == ("index", 2)
+    assert scenario.expects == 3
+    assert [step.number for step in scenario.steps] == list(range(1, 12))
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("capacity/512", 65536),
+        ("4 * (capacity/512)", 262144),
+        ("capacity - 2 * (4 * (capacity/512))", (32 << 20) - 2 * 262144),
+        ("64MiB", 64 << 20),
+        ("1.5KiB", 1536),
+        ("16M + 4K", (16 << 20) + 4096),
+        ("-7 / 2", -3),  # integer division truncates toward zero, as shell arithmetic does
+        ("capacity", 32 << 20),
+    ],
+)
+def test_size_expressions_evaluate_as_integers(text: str, value: int) -> None:
+    assert parse_expr(text).evaluate(ENV) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("capacity/", "ends where"),
+        ("capacity +* 2", "unexpected '*'"),
+        ("__import__('os')", "unexpected"),
+        ("os", "unknown name 'os'"),
+        ("512capacity", "unexpected"),
+        ("(1 + 2", "without its ')'"),
+        ("1/0", "division by zero"),
+        ("memory", "does not set"),
+        ("3 XiB", "unexpected"),
+    ],
+)
+def test_bad_expressions_are_rejected_with_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ExprError, match=re.escape(message)):
+        parse_expr(text).evaluate(ENV)
+
+
+def test_templates_substitute_braces_and_keep_doubled_ones() -> None:
+    assert parse_template("sgx_epc {capacity/512} {{x}}").render(ENV) == "sgx_epc 65536 {x}"
+    with pytest.raises(ExprError):
+        parse_template("sgx_epc {capacity")
+
+
+def test_an_inline_table_over_two_lines_gets_a_hint() -> None:
+    with pytest.raises(ScenarioError, match=r"must fit on one line; write a long one as \[step.spawn\]"):
+        parse_scenario(HEAD + '[[step]]\nspawn = { name = "a",\n size = 4096 }\n', "bad.toml")
+
+
+def test_durations() -> None:
+    assert parse_duration("500ms") == 500_000_000
+    assert parse_duration("1.5s") == 1_500_000_000
+    assert parse_duration(2) == 2_000_000_000
+    assert parse_duration("1m") == 60_000_000_000
+    with pytest.raises(ValueError, match="bad duration"):
+        parse_duration("soon")
+
+
+HEAD = 'name = "x"\ncapacity = "16MiB"\n'
+TWO_CONDITIONS = '[[step]]\nspawn = { name = "a", size = 4096 }\n[[step]]\nexpect = { name = "a", exited = "ok", all = true, none = true }\n'  # noqa: E501
+
+
+@pytest.mark.parametrize(
+    ("steps", "where", "key"),
+    [
+        ('[[step]]\nmkdir = "t"\n[[step]]\nwrite = { path = "t/misc.max", valu = "sgx_epc 0" }\n', "step 2", "'valu'"),
+        ('[[step]]\nspawn = { name = "a", size = "16QiB" }\n', "step 1", "'size'"),
+        ('[[step]]\nspawn = { name = "a", size = "capacity *" }\n', "step 1", "'size'"),
+        ('[[step]]\nspawn = { name = "a", size = "capacity - 32MiB" }\n', "step 1", "'size'"),
+        ('[[step]]\nmkdir = "t"\n[[step]]\nformat = "t"\n', "step 2", "'format'"),
+        ('[[step]]\nmkdir = "t"\nrmdir = "t"\n', "step 1", "'mkdir' and 'rmdir'"),
+        ('[[step]]\nexpect = { path = "misc.current", equals = "sgx_epc 0", at_most = 4 }\n', "step 1", "'equals'"),
+        (TWO_CONDITIONS, "step 2", "'all' and 'none'"),
+        ('[[step]]\nexpect = { name = "ghost", exited = "ok", all = true }\n', "step 1", "'ghost'"),
+        (
+            '[[step]]\nwrite = { path = "x/misc.max", value = "sgx_epc {capacity}", errno = "ENOTANERRNO" }\n',
+            "step 1",
+            "'errno'",
+        ),
+        ('[[step]]\nspawn = { name = "a", size = 4096, kind = "container" }\n', "step 1", "'kind'"),
+        ('[[step]]\nsleep = "a while"\n', "step 1", "'sleep'"),
+        ('[[step]]\nwrite = { path = "../etc/misc.max", value = "1" }\n', "step 1", "'path'"),
+        ('[[step]]\nexpect = { path = "misc.current", matches = "([" }\n', "step 1", "'matches'"),
+        ('[[step]]\nwrite = { path = "misc.max", value = "{memory/2}" }\n', "step 1", "'value'"),
+    ],
+)
+def test_invalid_steps_name_the_step_number_and_the_key(steps: str, where: str, key: str) -> None:
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario(HEAD + steps, "bad.toml")
+    message = str(error.value)
+    assert message.startswith("bad.toml: ") and where in message and key in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('name = "x"\ncapacity = "16MiB"\ncapcity = "1GiB"\n', "'capcity'"),
+        ('name = "x"\ncapacity = "lots"\n', "'capacity'"),
+        ('name = "x"\ncapacity = "4097"\n', "'capacity'"),
+        ('capacity = "16MiB"\n', "'name'"),
+        ('name = "x"\ncapacity = "16MiB"\nseed = -1\n', "'seed'"),
+        ('name = "x"\ncapacity = "16MiB"\n[[step]\n', "not valid TOML"),
+    ],
+)
+def test_invalid_top_level_keys_are_named(text: str, key: str) -> None:
+    with pytest.raises(ScenarioError, match=key):
+        parse_scenario(text, "bad.toml")
+
+
+def test_an_invalid_file_exits_2_runs_nothing_and_says_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(HEAD + '[[step]]\nmkdir = "t"\n[[step]]\nspawn = { name = "a", size = "capacity/0" }\n')
+    events = tmp_path / "events.jsonl"
+    assert main(["run", "--inproc", str(bad), "--events", str(events)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no KTAP: nothing ran
+    assert not events.exists()
+    assert err.count("\n") == 1 and "step 2 (spawn)" in err and "'size'" in err and "division by zero" in err
+
+
+def test_a_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--inproc", str(tmp_path / "nope.toml")]) == 2
+    assert "cannot read it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", sorted(bundled()))
+def test_every_bundled_scenario_validates_and_describes_itself(name: str) -> None:
+    scenario = load_scenario(bundled()[name])
+    assert scenario.name and scenario.description and scenario.expects >= 1
+
+
+def test_event_expects_take_fields_to_match() -> None:
+    scenario = parse_scenario(
+        HEAD + '[[step]]\nexpect = { event = "reclaim", where = { cgroup = "t/a" }, at_least = 1 }\n'
+    )
+    (step,) = scenario.steps
+    assert isinstance(step, ExpectEvent) and step.where == (("cgroup", "/t/a"),) and step.count == 1
