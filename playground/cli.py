@@ -31,6 +31,61 @@ Sizes take bytes or IEC units: 4096, 64KiB, 128MiB, 1GiB (K, M, G too).
 
 EXIT_USAGE = 2
 
+RUN_DESCRIPTION = """\
+Run a scenario file (TOML, DESIGN.md section 6) step by step and print KTAP: one
+result per expect, `#` lines saying what was read and what was expected. Exit 0 when
+all pass, 1 when anything fails (an expect, a step, the host's invariant check), 2
+for a file that does not validate (nothing runs) or no engine.
+
+By default the run starts an engine process of its own (or uses --connect) and runs
+one `epc-playground enclave|vm` process per workload. --inproc runs the same file on
+the in-process host with a virtual clock: fast, and the same file and seed give the
+same KTAP and --events file, byte for byte.
+
+Top-level keys: name, description, capacity (EPC), memory (host RAM for backing,
+optional), seed. Steps, in order, one kind each ([[step]]):
+  mkdir = "PATH"                       creates missing parents too
+  rmdir = "PATH"
+  write = { path, value, errno? }      with errno: the write must fail with it
+  spawn = { name, cgroup?, kind? (enclave|vm), size, count?, pattern?, passes?,
+            duration?, grow?, trim? }  count processes; passes = 0: build and enter only
+  sleep = "500ms"
+  kill  = { name, pick? (all|random) or index?, signal? (TERM|KILL|INT|HUP) }
+  wait  = { name?, timeout? (60s) }
+  expect = { path, equals | matches | at_most | at_least, title? }
+  expect = { name, exited, at_least | at_most | all | none, title? }
+           exited: ok, ENOMEM (or another errno name), SIGBUS, OOM, killed, failed
+  expect = { event, where? = { field = value }, at_least | at_most, title? }
+           event: an engine event's kind (reclaim, limit_hit, sigbus, oom_kill, ...)
+Sizes: 4096, 64KiB, 16MiB, or an expression over capacity and memory with + - * /
+(integer division) and parentheses, e.g. size = "capacity/512"; in a write's value
+and in equals, {...} is such an expression: "sgx_epc {4 * (capacity/512)}".
+"""
+
+RUN_EPILOG = """\
+example (nested.toml):
+  name = "nested limits"
+  capacity = "16MiB"
+  [[step]]
+  mkdir = "t/parent/child"
+  [[step]]
+  write = { path = "t/parent/misc.max", value = "sgx_epc {capacity/8}" }
+  [[step]]
+  spawn = { name = "big", cgroup = "t/parent/child", size = "capacity/4" }
+  [[step]]
+  wait = { name = "big", timeout = "30s" }
+  [[step]]
+  expect = { name = "big", exited = "ok", all = true }
+  [[step]]
+  expect = { path = "t/parent/misc.events", matches = 'sgx_epc\\.max [1-9]' }
+  [[step]]
+  expect = { path = "t/parent/child/misc.events", equals = "sgx_epc.max 0" }
+
+  epc-playground run nested.toml --events events.jsonl
+  epc-playground run --inproc nested.toml
+  epc-playground run --list                  # the bundled scenarios; run one by its name
+"""
+
 
 def _version() -> str:
     try:
@@ -53,6 +108,16 @@ def _positive(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
     return value
 
 
@@ -117,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enclave.add_argument("--size", type=_size, required=True, metavar="SIZE", help="heap size, e.g. 64MiB")
     enclave.add_argument("--pattern", default="sequential", choices=("sequential", "random", "hotcold", "shifting"))
-    enclave.add_argument("--passes", type=_positive, default=1, help="times over the heap (1)")
+    enclave.add_argument(
+        "--passes", type=_count, default=1, help="times over the heap (1; 0: build and enter only, like test_sgx)"
+    )
     enclave.add_argument("--duration", type=_seconds, metavar="SECONDS", help="run this long instead of --passes")
     enclave.add_argument("--seed", type=int, default=0, help="seed of the random patterns (0)")
     enclave.add_argument("--batch", type=_positive, default=256, help="pages per access request (256)")
@@ -154,6 +221,49 @@ def build_parser() -> argparse.ArgumentParser:
     cg_sub.add_parser("mkdir", help="create a cgroup").add_argument("path")
     cg_sub.add_parser("rmdir", help="remove a cgroup").add_argument("path")
     cg_sub.add_parser("tree", help="the cgroups with their usage and limits")
+
+    run = sub.add_parser(
+        "run",
+        help="a headless scenario from a TOML file: KTAP on stdout",
+        description=RUN_DESCRIPTION,
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("file", nargs="?", metavar="FILE.toml", help="a scenario file, or a bundled scenario's name")
+    run.add_argument("--list", action="store_true", help="list the bundled scenarios and exit")
+    run.add_argument("--connect", metavar="EP", help="run on this running engine (default: start one for the run)")
+    run.add_argument("--events", metavar="OUT.jsonl", help="write every engine event to this file as JSON Lines")
+    run.add_argument("--seed", type=int, help="override the file's seed (workload patterns, random kills)")
+    run.add_argument(
+        "--inproc", action="store_true", help="the in-process host on a virtual clock: fast, byte-for-byte repeatable"
+    )
+
+    mount = sub.add_parser(
+        "mount",
+        help="the cgroup tree as a real filesystem (FUSE), for cat, echo >, mkdir, find, watch",
+        description="Show the engine's cgroup tree at DIR as a cgroup-v2-like filesystem until Ctrl-C or "
+        "SIGTERM (which unmount it). Shell tools and scripts written for /sys/fs/cgroup work on it; a bad "
+        "write fails with the kernel's errno; `echo 0 > cgroup.procs` moves the writing shell. Needs "
+        "/dev/fuse and libfuse 3 (apt-get install fuse3).",
+        epilog="example:\n  mkdir -p /tmp/cg && epc-playground mount /tmp/cg &\n"
+        "  cat /tmp/cg/misc.capacity; mkdir /tmp/cg/pod; echo 'sgx_epc 16777216' > /tmp/cg/pod/misc.max\n"
+        "  unshare -m sh -c 'mount --bind /tmp/cg /sys/fs/cgroup && ./script-for-the-real-tree.sh'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mount.add_argument("dir", metavar="DIR", help="an existing directory to mount on")
+    mount.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
+
+    from playground import test_sgx
+
+    sgx = sub.add_parser(
+        "test-sgx",
+        help="a stand-in for the kernel selftest binary test_sgx",
+        description=test_sgx.DESCRIPTION + " Also installed as `test_sgx`.",
+        epilog="example (what the selftest's ash_cgexec.sh does):\n"
+        "  sh -c 'echo 0 > /sys/fs/cgroup/pod/cgroup.procs && exec test_sgx -t unclobbered_vdso_oversubscribed'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    test_sgx.add_arguments(sgx)
     return parser
 
 
@@ -166,6 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         "enclave": cmd_enclave,
         "vm": cmd_vm,
         "cg": cmd_cg,
+        "run": cmd_run,
+        "mount": cmd_mount,
+        "test-sgx": cmd_test_sgx,
     }
     if args.command is None:
         return cmd_tui(parser.parse_args(["tui"]))
@@ -281,6 +394,24 @@ def cmd_cg(args: argparse.Namespace) -> int:
         print(f"epc-playground cg: {e}", file=sys.stderr)
         return EXIT_USAGE
     return 0
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from playground.cgroupfs import mount
+
+    return mount(args.dir, args.connect)
+
+
+def cmd_test_sgx(args: argparse.Namespace) -> int:
+    from playground import test_sgx
+
+    return test_sgx.run(args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from playground.run import run_command
+
+    return run_command(args)
 
 
 def format_tree(snapshot: dict[str, object]) -> str:

@@ -1,0 +1,71 @@
+"""The proof: a shell script written for /sys/fs/cgroup runs unchanged on the emulated host.
+
+tests/kselftest/run_epc_cg_selftests.sh does what the kernel's selftest for the series
+does (reference section 6), with test_sgx jobs started through ash_cgexec.sh (which
+writes 0 to cgroup.procs and execs).  Here it runs inside `unshare -m` with the mount
+bound over /sys/fs/cgroup, against a real engine.
+
+The capacity is 1 GiB: the large cases race concurrent jobs against each other, and a
+job must build for long enough (about a second) that the five of the negative case
+overlap, whatever the start-up jitter of five Python processes on two cores.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .cgroupfs_fixture import Mount, mounted
+from .engine_fixture import ROOT, RunningEngine, start_engine, stop_engine
+
+SCRIPT = ROOT / "tests" / "kselftest" / "run_epc_cg_selftests.sh"
+PASSES = [
+    "PASS: small EPC limit test.",
+    "PASS: large EPC limit positive testing.",
+    "PASS: large EPC limit negative testing.",
+    "PASS: larger EPC limit tests.",
+    "PASS: larger EPC limit test with a process randomly killed.",
+    "PASS: large EPC limit tests with memcontrol.",
+    "PASS: leakage check.",
+    "PASS: ALL cgroup limit tests, cleanup cgroups...",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="unshare -m and mount --bind need root, as the selftest does"),
+]
+
+
+@pytest.fixture
+def big_engine(tmp_path: Path) -> Iterator[RunningEngine]:
+    running = start_engine(tmp_path, "--capacity", "1GiB")
+    try:
+        yield running
+    finally:
+        stop_engine(running)
+
+
+@pytest.fixture
+def mnt(big_engine: RunningEngine, tmp_path: Path) -> Iterator[Mount]:
+    with mounted(big_engine, tmp_path) as m:
+        yield m
+
+
+def test_the_kernel_selftest_script_passes_over_the_mount(mnt: Mount, big_engine: RunningEngine) -> None:
+    inside = f"mount --bind {mnt.path} /sys/fs/cgroup && exec sh {SCRIPT}"
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", inside], env=mnt.env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    output = result.stdout.splitlines()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [line for line in output if line.startswith("PASS")] == PASSES, result.stdout
+    assert output[-1] == "# Done SGX cgroup tests."
+    with big_engine.client() as client:
+        assert client.read("/misc.current") == "sgx_epc 0\n"  # every enclave gone, nothing leaked
+        assert not any("sgx_" in name for name in client.listdir("/"))  # the script removed its tree
+    big_engine.check()
+    assert not Path("/sys/fs/cgroup/sgx_kselftest").exists()  # the host's own tree was never touched
