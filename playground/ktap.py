@@ -12,9 +12,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from playground.scenario import Scenario
+
+
+class TextOut(Protocol):
+    """Where KTAP goes: stdout, a file, or anything with write and flush (the TUI's event log)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -97,7 +105,7 @@ def _clean(text: str) -> str:
 class KtapWriter(RunObserver):
     """KTAP version 1 on ``out``, a line at a time (flushed, so a reader sees results as they come)."""
 
-    def __init__(self, out: TextIO, before_write: Callable[[], None] | None = None) -> None:
+    def __init__(self, out: TextOut, before_write: Callable[[], None] | None = None) -> None:
         self.out = out
         self.before_write = before_write
 

@@ -353,3 +353,65 @@ def test_a_guest_vm_spawned_over_its_limit_dies_by_sigbus_and_x_removes_an_empty
         assert "guests" in names and "spare" not in names
         assert client.read("/guests/misc.current") == "sgx_epc 0\n"
     engine.check()
+
+
+SCENARIO = """\
+name = "from the TUI"
+capacity = "16MiB"  # the engine fixture's
+[[step]]
+mkdir = "tui/job"
+[[step]]
+write = { path = "tui/job/misc.max", value = "sgx_epc {capacity/4}" }
+[[step]]
+spawn = { name = "e", cgroup = "tui/job", size = "capacity/2", passes = 2 }
+[[step]]
+wait = { name = "e", timeout = "30s" }
+[[step]]
+expect = { name = "e", exited = "ok", all = true }
+[[step]]
+expect = { path = "tui/job/misc.events", matches = 'sgx_epc\\.max [1-9]' }
+[[step]]
+sleep = "60s"
+"""
+
+
+def test_a_scenario_runs_from_the_tui_and_s_stops_it(engine: RunningEngine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "tui.toml"
+    path.write_text(SCENARIO)
+
+    async def scenario() -> tuple[list[str], list[str], bool]:
+        app = EpcApp(engine.endpoint)
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press("o")
+            await settle(pilot, 0.3)
+            await pilot.press("tab", *str(path), "enter")  # past the bundled list, into the file field
+            deadline = time.monotonic() + 60
+            lines: list[str] = []
+            in_tree = False  # the scenario's cgroups show in the tree as they come (a tick behind)
+            while time.monotonic() < deadline and not (
+                in_tree and any(line.startswith("ktap            ok 2") for line in lines)
+            ):
+                await settle(pilot, 0.3)
+                lines = [str(line) for line in app.query_one("#events", Log).lines]
+                in_tree = in_tree or "/tui/job" in app.nodes
+            await pilot.press("S")  # the 60 s sleep: stop it
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and app.scenario_stop is not None:
+                await settle(pilot, 0.3)
+            messages = [str(n.message) for n in app._notifications]
+            await pilot.press("q")
+            return lines, messages, in_tree
+
+    lines, messages, in_tree = run(scenario())
+    ktap = [line.split(maxsplit=1)[1] for line in lines if line.startswith("ktap")]
+    assert ktap == [
+        "KTAP version 1",
+        "# scenario: from the TUI",
+        "1..2",
+        "ok 1 - step 5: e: all 1 exited ok",
+        "ok 2 - step 6: /tui/job/misc.events matches /sgx_epc\\.max [1-9]/",
+    ], ktap
+    assert in_tree
+    assert any("scenario from the TUI: stopped" in m for m in messages), messages
+    engine.check()

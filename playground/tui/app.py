@@ -7,11 +7,13 @@ which keeps recording while the display is paused.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import logging
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,8 +29,9 @@ from textual.widgets.tree import TreeNode
 
 from engine.units import format_size, parse_size
 from playground.feed import EngineFeed, FeedState
+from playground.ktap import Progress, RunObserver
 from playground.launch import LogHub
-from playground.tui.screens import HelpScreen, PromptScreen, SignalScreen, SpawnRequest, SpawnScreen
+from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnRequest, SpawnScreen
 from workloads.client import EngineError, NoEngine
 
 U64_MAX = (1 << 64) - 1
@@ -82,13 +85,15 @@ class EpcApp(App[None]):
         Binding("x", "remove_cgroup", "Remove"),
         Binding("m", "set_misc_max", "misc.max"),
         Binding("M", "set_memory_max", "memory.max"),
-        Binding("e", "spawn('enclave')", "Spawn enclave"),
-        Binding("v", "spawn('vm')", "Spawn VM"),
+        Binding("e", "spawn('enclave')", "Enclave"),
+        Binding("v", "spawn('vm')", "VM"),
         Binding("k", "kill", "Kill"),
         Binding("K", "signal('KILL')", "Kill -9", show=False),
         Binding("p", "pause", "Pause"),
-        Binding("slash", "filter", "Filter events"),
-        Binding("f", "find", "Find cgroup"),
+        Binding("slash", "filter", "Filter"),
+        Binding("f", "find", "Find"),
+        Binding("o", "run_scenario", "Scenario"),
+        Binding("S", "stop_scenario", "Stop scenario", show=False),
         Binding("r", "restart_engine", "New engine", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -106,6 +111,8 @@ class EpcApp(App[None]):
         ("Pause display", "freeze the screen; history keeps recording (p)", "pause"),
         ("Filter events", "show only event lines containing a text: a cgroup, a kind, a pid (/)", "filter"),
         ("Find cgroup", "move to the next cgroup whose path contains a text (f)", "find"),
+        ("Run scenario", "a bundled scenario or a TOML file on this engine, KTAP in the log (o)", "run_scenario"),
+        ("Stop scenario", "stop the scenario that is running: its workloads are killed (S)", "stop_scenario"),
         ("New engine", "start an engine of our own after ours went away (r)", "restart_engine"),
         ("Help", "what the screen shows and every key (?)", "help"),
     ]
@@ -127,6 +134,8 @@ class EpcApp(App[None]):
         self.children_spawned: list[Any] = []
         self._events_seen = 0  # feed.received when the log was last brought up to date
         self.search = ""
+        self.scenario_stop: threading.Event | None = None  # set: the running scenario stops
+        self.scenario_progress = ""  # shown in the status line while a scenario runs
         self.event_filter = ""  # only event lines containing this (a cgroup, a kind, a pid)
         self.capacity = "128MiB"  # of an engine started with `r`
 
@@ -178,7 +187,7 @@ class EpcApp(App[None]):
         assert self.feed is not None
         snap = self.feed.snapshot
         running = sum(1 for w in snap["workloads"] if w["state"] == "running")
-        status = status_line(snap, running)
+        status = status_line(snap, running) + self.scenario_progress
         if self.feed.dropped:
             status += f"   [red]{self.feed.dropped} events lost[/red] (this display fell behind)"
         self._show("#status", status)
@@ -440,6 +449,79 @@ class EpcApp(App[None]):
                 return
         self.notify(f"no cgroup path contains {text!r}", severity="warning")
 
+    def action_run_scenario(self) -> None:
+        from playground.scenario import ScenarioError, load_scenario
+        from playground.scenarios import bundled, resolve
+
+        if self.scenario_stop is not None:
+            self.notify("a scenario is running: S stops it", severity="warning")
+            return
+        if not isinstance(self.feed, EngineFeed):
+            self.notify("no engine", severity="error")
+            return
+        listed = {}
+        for name, path in bundled().items():
+            with contextlib.suppress(ScenarioError):
+                listed[name] = load_scenario(path).description
+
+        def chosen(name: str | None) -> None:
+            if not name:
+                return
+            try:
+                scenario = load_scenario(resolve(name))
+            except ScenarioError as e:
+                self.notify(str(e), severity="error", timeout=10)
+                return
+            self.scenario_stop = threading.Event()
+            self.run_worker(functools.partial(self._run_scenario, scenario, self.scenario_stop), thread=True)
+
+        self.push_screen(ScenarioScreen(listed), chosen)
+
+    def _run_scenario(self, scenario: Any, stop: threading.Event) -> None:
+        """In a worker thread: the runner on this engine, its KTAP into the event log."""
+        from playground.backend import BackendError
+        from playground.ktap import KtapWriter, Observers
+        from playground.realmode import RealBackend
+        from playground.runner import run_scenario
+
+        name = scenario.name
+        try:
+            backend = RealBackend.attach(self.endpoint, scenario.memory)
+        except (NoEngine, BackendError) as e:
+            self.call_from_thread(self._scenario_done, name, f"cannot run: {e}", "error")
+            return
+        try:
+            ktap = KtapWriter(_LinesOut(lambda line: self.call_from_thread(self._scenario_line, line)))
+            report = run_scenario(scenario, backend, Observers(ktap, _ProgressOut(self, name)), stop=stop)
+        except BackendError as e:
+            self.call_from_thread(self._scenario_done, name, f"stopped: {e}", "error")
+            return
+        finally:
+            backend.close()
+        how = "stopped" if report.cancelled else "passed" if report.exit_code == 0 else "FAILED"
+        summary = f"{how}: {report.passed} of {len(report.results)} expects passed"
+        if report.step_failures:
+            summary += f", {len(report.step_failures)} steps failed"
+        self.call_from_thread(self._scenario_done, name, summary, "information" if how == "passed" else "warning")
+
+    def _scenario_line(self, line: str) -> None:
+        text = f"{'ktap':<15} {line}"
+        self.lines.append(text)
+        if self.event_filter in text:
+            self.query_one("#events", Log).write_line(text)
+
+    def _scenario_done(self, name: str, summary: str, severity: Any) -> None:
+        self.scenario_stop = None
+        self.scenario_progress = ""
+        self.notify(f"scenario {name}: {summary}", severity=severity, timeout=10)
+
+    def action_stop_scenario(self) -> None:
+        if self.scenario_stop is None:
+            self.notify("no scenario is running: o runs one", severity="warning")
+            return
+        self.scenario_stop.set()
+        self.notify("stopping the scenario: its workloads are killed")
+
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
@@ -486,6 +568,34 @@ class EpcApp(App[None]):
             self.owns_engine.terminate()
             self.owns_engine.wait(10)
         self.exit()
+
+
+class _LinesOut:
+    """A text stream that hands each complete line to ``emit`` (KTAP into the event log)."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        self.emit = emit
+        self.partial = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            self.emit(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class _ProgressOut(RunObserver):
+    """A scenario's progress into the status line (from the worker thread)."""
+
+    def __init__(self, app: EpcApp, name: str) -> None:
+        self.app, self.name = app, name
+
+    def progress(self, progress: Progress) -> None:
+        step = f"step {progress.step}/{progress.total} ({progress.kind})" if progress.step else "finishing"
+        self.app.scenario_progress = f"   scenario {self.name}: {step}"  # a str assignment: the next refresh shows it
 
 
 class _Lines(logging.Handler):

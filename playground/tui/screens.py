@@ -144,6 +144,7 @@ controller, page for page as the SGX EPC cgroup series (V17).
 | `k` / `K` | send a signal to the selected workload / `SIGKILL` it |
 | `/` | filter the event log by a text (a cgroup, a kind such as `sigbus`, a pid) |
 | `f` | find the next cgroup whose path contains a text |
+| `o` / `S` | run a scenario (bundled, or a TOML file) on this engine, its KTAP in the log / stop it |
 | `p` | pause the display (history keeps recording) |
 | `r` | start a new engine after ours went away |
 | `tab` | move between the tree and the workloads table |
@@ -164,4 +165,31 @@ class HelpScreen(ModalScreen[None]):
             yield Markdown(HELP)
 
     def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class ScenarioScreen(ModalScreen[str | None]):
+    """Choose a scenario to run: a bundled one from the list, or a file; dismisses with its name or path."""
+
+    BINDINGS = [("escape", "cancel", "Cancel")]
+
+    def __init__(self, bundled: dict[str, str]) -> None:
+        super().__init__()
+        self.bundled = bundled  # name -> description
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="scenario"):
+            yield Label("Run a scenario on this engine (its cgroups appear in the tree; S stops it)")
+            yield OptionList(
+                *[Option(f"{name:<18} {text}", id=name) for name, text in self.bundled.items()], id="bundled"
+            )
+            yield Input(placeholder="or a file: path/to/scenario.toml", id="path")
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(event.option.id)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
         self.dismiss(None)
