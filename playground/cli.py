@@ -136,6 +136,8 @@ def _workload_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="", help="a name to show in the TUI and events")
     parser.add_argument("--cgroup", default="", metavar="PATH", help="move itself there first (default: stay put)")
     parser.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
+    # Hidden: `epc-playground run` starts the workloads of one step together (workloads/process.py).
+    parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -350,6 +352,7 @@ def cmd_enclave(args: argparse.Namespace) -> int:
         role="enclave",
         name=args.name,
         cgroup=args.cgroup,
+        hold=args.hold,
     )
 
 
@@ -363,6 +366,7 @@ def cmd_vm(args: argparse.Namespace) -> int:
         role="vm",
         name=args.name,
         cgroup=args.cgroup,
+        hold=args.hold,
     )
 
 

@@ -34,6 +34,7 @@ import zmq
 from engine import protocol
 from playground.backend import BackendError, FileError, Tick, WorkloadSpec
 from playground.launch import start_engine_process
+from workloads import process
 from workloads.client import EngineClient, EngineError, NoEngine
 
 POLL_S = 0.02
@@ -41,23 +42,6 @@ TICK_S = 0.1
 START_TIMEOUT_S = 30.0  # a workload process must say hello within this
 SUBSCRIBE_TIMEOUT_S = 5.0
 RELEASE_TIMEOUT_S = 10.0
-READY = b"ready\n"
-# The workload's own command line (playground.cli.main), held once it has said hello, so
-# that it sits in its cgroup, registered, until the runner lets every workload of the
-# step go at once: Python's startup and the first round trips cost tens of milliseconds,
-# which would otherwise stagger jobs that the selftest starts together.
-LAUNCHER = """\
-import os, sys
-import playground.cli, workloads.client as client
-hello = client.EngineClient.hello
-def hello_then_hold(self, *args, **kwargs):
-    placed = hello(self, *args, **kwargs)
-    sys.stdout.write("ready\\n"); sys.stdout.flush(); sys.stdin.read(1)
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-    return placed
-client.EngineClient.hello = hello_then_hold
-sys.exit(playground.cli.main(sys.argv[1:]))
-"""
 SIGNALS = {"TERM": signals.SIGTERM, "KILL": signals.SIGKILL, "INT": signals.SIGINT, "HUP": signals.SIGHUP}
 
 
@@ -250,7 +234,7 @@ class RealBackend:
             assert proc.popen.stdout is not None
             ready, _, _ = select.select([proc.popen.stdout], [], [], max(0.0, deadline - time.monotonic()))
             line = proc.popen.stdout.readline() if ready else b"?"
-            if line not in (READY, b""):  # b"": it ended before its hello
+            if line not in (process.READY, b""):  # b"": it ended before its hello
                 self._abandon(procs, f"workload {proc.spec.name} (pid {proc.popen.pid}) did not start")
         for proc in procs:
             assert proc.popen.stdin is not None and proc.popen.stdout is not None
@@ -261,8 +245,8 @@ class RealBackend:
         return [proc.popen.pid for proc in procs]
 
     def _start(self, spec: WorkloadSpec) -> Proc:
-        """``epc-playground enclave|vm ...``, held after its hello until spawn() lets it go."""
-        argv = [sys.executable, "-c", LAUNCHER, spec.kind, "--size", str(spec.size_bytes)]
+        """``epc-playground enclave|vm --hold ...``: it waits after its hello until spawn() lets it go."""
+        argv = [sys.executable, "-m", "playground.cli", spec.kind, "--hold", "--size", str(spec.size_bytes)]
         argv += ["--name", spec.name, "--cgroup", spec.cgroup, "--connect", self.endpoint]
         if spec.kind == "enclave":
             argv += ["--pattern", spec.pattern, "--passes", str(spec.passes), "--seed", str(spec.seed)]

@@ -31,12 +31,31 @@ def die_by(signum: int) -> None:
     os._exit(128 + signum)
 
 
+READY = b"ready\n"
+
+
+def _hold() -> None:
+    """Tell the launcher we are ready, wait for its go, then stop writing to its pipe (it closes it)."""
+    os.write(1, READY)
+    os.read(0, 1)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+
+
 def run_workload(
-    main: Callable[[EngineClient], None], *, endpoint: str | None, role: str, name: str = "", cgroup: str = ""
+    main: Callable[[EngineClient], None],
+    *,
+    endpoint: str | None,
+    role: str,
+    name: str = "",
+    cgroup: str = "",
+    hold: bool = False,
 ) -> int:
     """Connect, register as ``role``, run ``main`` and map what happened to an exit status.
 
     ``cgroup``: first move this process there (as the selftest's ash_cgexec.sh does).
+    ``hold``: once registered, say ``ready`` on stdout and wait for a byte on stdin
+    before going on, so that a launcher can let several workloads go at one instant
+    (Python's startup would otherwise stagger them by tens of milliseconds).
     """
     prog = f"epc-playground {role}"
     try:
@@ -48,6 +67,8 @@ def run_workload(
         if cgroup:
             client.write(f"{cgroup.rstrip('/')}/cgroup.procs", str(os.getpid()))
         placed = client.hello(role, name)
+        if hold:
+            _hold()
         log.info("%s %d starts in %s", role, os.getpid(), placed["cgroup"])
         main(client)
         client.call("bye", reason="ok")
