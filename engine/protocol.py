@@ -30,7 +30,10 @@ MAX_VALUE = 4096
 MAX_PID = 0x3FFFFFFF
 MAX_ID = (1 << 63) - 1
 
-TOPIC_EVENT = b"event"
+TOPIC_EVENT = b"event"  # prefix of both event topics: subscribe to it for every event, in seq order
+TOPIC_EVENT_PRESSURE = b"event/pressure"  # limit hits and reclaim: thousands a second under pressure
+TOPIC_EVENT_OTHER = b"event/other"  # everything else: what a display's event log shows one by one
+PRESSURE_KINDS = frozenset({"limit_hit", "reclaim", "work_queued", "work_run"})
 TOPIC_STATS = b"stats"
 TOPIC_ENGINE = b"engine"  # the engine itself: shutting down
 PUB_HWM = 100_000  # messages queued per subscriber, both ends, before PUB drops (event seq numbers show it)

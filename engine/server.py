@@ -33,7 +33,7 @@ import zmq
 
 from engine import protocol
 from engine.clock import MonotonicClock
-from engine.events import Event, OomKill
+from engine.events import Event, OomKill, ReclaimBatch
 from engine.host import Host
 from engine.protocol import ProtocolError
 from engine.sgx import PAGE_SIZE, Blocked, IoctlError, SigBus, errno_name
@@ -98,6 +98,7 @@ class Engine:
         # PUB drops beyond this many queued messages, each a batch of events (seq shows gaps).
         self.pub.sndhwm = protocol.PUB_HWM
         self.sessions: dict[bytes, int] = {}  # routing id -> pid that said hello
+        self.reclaimed: dict[str, int] = {}  # cgroup path -> pages reclaimed from its LRU (for stats)
         self.workloads: dict[int, Workload] = {}
         self.watched: dict[int, int] = {}  # pid -> pidfd
         self.ready: deque[Pending] = deque()
@@ -293,18 +294,34 @@ class Engine:
             return
         events = self.events[:]
         self.events.clear()  # the same list: the host appends to it
+        reclaimed = self.reclaimed
         for event in events:
-            if isinstance(event, OomKill):
+            if isinstance(event, ReclaimBatch):
+                reclaimed[event.cgroup] = reclaimed.get(event.cgroup, 0) + event.written
+            elif isinstance(event, OomKill):
                 self._oom_kill(event.pid)
         self._publish(*[event.to_dict() for event in events])
 
     def _publish(self, *messages: dict[str, Any]) -> None:
-        """Events, numbered, in one PUB message: a list of maps (far cheaper than one message each)."""
+        """Events, numbered, as lists of maps (far cheaper than a message each): each run of pressure
+        events (limit hits, reclaim) under TOPIC_EVENT_PRESSURE, each run of the others under
+        TOPIC_EVENT_OTHER, in order, so a display can leave the pressure out and read its sums from stats."""
+        runs: list[tuple[bytes, list[dict[str, Any]]]] = []
         for message in messages:
             self.seq += 1
             message["seq"] = self.seq
+            topic = (
+                protocol.TOPIC_EVENT_PRESSURE
+                if message["kind"] in protocol.PRESSURE_KINDS
+                else protocol.TOPIC_EVENT_OTHER
+            )
+            if runs and runs[-1][0] == topic:
+                runs[-1][1].append(message)
+            else:
+                runs.append((topic, [message]))
         with contextlib.suppress(zmq.ZMQError):
-            self.pub.send_multipart([protocol.TOPIC_EVENT, protocol.encode(list(messages))], flags=zmq.NOBLOCK)
+            for topic, run in runs:
+                self.pub.send_multipart([topic, protocol.encode(run)], flags=zmq.NOBLOCK)
 
     async def _stats(self) -> None:
         while not self.stopping.is_set():
@@ -338,6 +355,7 @@ class Engine:
                     "reclaimable": cg.lru.size,  # its own pages on its LRU
                     "unreclaimable": own - cg.lru.size,  # its own VA, SECS and guest pages (and any isolated)
                     "swapped": swapped_by.get(cg.path, 0),
+                    "reclaimed": self.reclaimed.get(cg.path, 0),  # pages written out from its LRU, ever
                     "procs": sorted(cg.procs),
                 }
             )

@@ -21,45 +21,48 @@ EVENTS = 2000
 
 
 class FeedState:
-    """What a display draws from: the newest stats, recent events, history; fed by take_stats/take_events."""
+    """What a display draws from: the newest stats, recent events, history; fed by take_stats/take_events.
+
+    Limit hits and reclaim come thousands a second under pressure; a display does not
+    take them one by one but reads their sums from each stats message: a ``pressure``
+    entry in ``events`` per cgroup that had any since the one before, and ``reclaim``.
+    """
 
     connected = True
 
     def __init__(self, snapshot: dict[str, Any]) -> None:
         self.snapshot = snapshot
-        self.seq = int(snapshot["seq"])
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
-        self.received = 0  # events ever taken: a display shows the last ``received - shown`` of ``events``
-        self.dropped = 0  # events the engine numbered that never arrived (a subscriber far behind)
+        self.received = 0  # entries ever taken: a display shows the last ``received - shown`` of ``events``
         self.usage: dict[str, deque[int]] = {}  # misc.current per cgroup, one sample per stats message
         self.reclaim: dict[str, deque[int]] = {}  # pages reclaimed per cgroup between stats messages
         self.fault_rate: dict[int, float] = {}  # faults per second of each workload, between the last two stats
-        self._reclaimed_since: dict[str, int] = {}
 
     def take_events(self, events: list[dict[str, Any]]) -> None:
         self.received += len(events)
-        for event in events:
-            seq = int(event.get("seq", 0))
-            if seq > self.seq + 1:
-                self.dropped += seq - self.seq - 1
-            self.seq = max(self.seq, seq)
-            self.events.append(event)
-            if event.get("kind") == "reclaim":
-                path = str(event["cgroup"])
-                self._reclaimed_since[path] = self._reclaimed_since.get(path, 0) + int(event["written"])
+        self.events.extend(events)
 
     def take_stats(self, snapshot: dict[str, Any]) -> None:
-        seconds = (int(snapshot["t_ns"]) - int(self.snapshot["t_ns"])) / 1e9
+        before = self.snapshot
+        seconds = (int(snapshot["t_ns"]) - int(before["t_ns"])) / 1e9
         if seconds > 0:
-            before = {w["pid"]: w["faults"] for w in self.snapshot["workloads"]}
+            faults = {w["pid"]: w["faults"] for w in before["workloads"]}
             self.fault_rate = {
-                w["pid"]: (w["faults"] - before.get(w["pid"], w["faults"])) / seconds for w in snapshot["workloads"]
+                w["pid"]: (w["faults"] - faults.get(w["pid"], w["faults"])) / seconds for w in snapshot["workloads"]
             }
-        self.snapshot = snapshot
+        earlier = {cg["path"]: cg for cg in before["cgroups"]}
+        pressure = []
         for cg in snapshot["cgroups"]:
             path = cg["path"]
+            was = earlier.get(path, cg)
+            hits = cg["misc_events_local"] - was["misc_events_local"]
+            reclaimed = cg["reclaimed"] - was["reclaimed"]
+            if hits > 0 or reclaimed > 0:
+                pressure.append({"kind": "pressure", "cgroup": path, "hits": max(hits, 0), "reclaimed": reclaimed})
             self.usage.setdefault(path, deque(maxlen=HISTORY)).append(int(cg["misc_current"]))
-            self.reclaim.setdefault(path, deque(maxlen=HISTORY)).append(self._reclaimed_since.pop(path, 0))
+            self.reclaim.setdefault(path, deque(maxlen=HISTORY)).append(max(reclaimed, 0))
+        self.snapshot = snapshot
+        self.take_events(pressure)
 
     def poll(self) -> bool:
         """Take what arrived; True when the snapshot changed (nothing arrives by itself here)."""
@@ -78,7 +81,8 @@ class EngineFeed(FeedState):
         self._sub = self._ctx.socket(zmq.SUB)
         self._sub.linger = 0
         self._sub.rcvhwm = protocol.PUB_HWM
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        for topic in (protocol.TOPIC_EVENT_OTHER, protocol.TOPIC_STATS, protocol.TOPIC_ENGINE):
+            self._sub.setsockopt(zmq.SUBSCRIBE, topic)  # not the pressure events: their sums come with stats
         self._sub.connect(self.client.pub_endpoint)
         super().__init__(self.client.snapshot())  # late joiner: a full snapshot first
         self.connected = True
@@ -92,7 +96,7 @@ class EngineFeed(FeedState):
                 if topic == protocol.TOPIC_STATS:
                     self.take_stats(message)
                     changed = True
-                elif topic == protocol.TOPIC_EVENT:
+                elif topic == protocol.TOPIC_EVENT_OTHER:
                     self.take_events(message)
                 elif topic == protocol.TOPIC_ENGINE:
                     self.connected = False

@@ -53,7 +53,7 @@ class EventStream:
         self._sub = self._ctx.socket(zmq.SUB)
         self._sub.linger = 0
         self._sub.rcvhwm = 0  # keep everything: we read as fast as it comes
-        for topic in (protocol.TOPIC_EVENT, protocol.TOPIC_STATS):
+        for topic in (protocol.TOPIC_EVENT, protocol.TOPIC_STATS):  # TOPIC_EVENT: both event topics
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)
         self._sub.connect(pub_endpoint)
         self._lock = threading.Lock()
@@ -78,7 +78,7 @@ class EventStream:
                 continue
             topic, payload = sub.recv_multipart()
             self._subscribed.set()
-            if topic != protocol.TOPIC_EVENT:
+            if not topic.startswith(protocol.TOPIC_EVENT):
                 continue
             batch = msgpack.unpackb(payload, raw=False)
             with self._lock:

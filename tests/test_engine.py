@@ -332,6 +332,8 @@ def test_events_and_stats_are_published_in_sequence(engine: RunningEngine) -> No
             else:
                 kinds.extend(event["kind"] for event in message)
                 seqs.extend(event["seq"] for event in message)
+                pressure = {event["kind"] in protocol.PRESSURE_KINDS for event in message}
+                assert pressure == {topic == protocol.TOPIC_EVENT_PRESSURE}, (topic, message)
     finally:
         sub.close()
         ctx.term()

@@ -51,10 +51,28 @@ def run_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> su
     )
 
 
+# Outcomes the reference itself calls timing-dependent (section 6: "the outcome depends on
+# timing, hence the 'at least one' checks"; section 4: a cgroup whose LRU is empty gets
+# ENOMEM when the EPC is full at that instant).  With real processes on a shared machine
+# such a case may, rarely, come out the other way: it gets one more run, and only when
+# nothing else failed.  --inproc runs the same files deterministically (test_runner.py).
+TIMING_DEPENDENT = {
+    "kselftest": ("large EPC limit positive testing", "large EPC limit negative testing"),
+    "global-reclaim": ("b: all 1 exited ok", "and from t/b"),
+}
+
+
+def failed_results(stdout: str) -> list[str]:
+    return [line.split(" - ", 1)[-1] for line in stdout.splitlines() if line.startswith("not ok")]
+
+
 @pytest.mark.parametrize("name", sorted(bundled()))
 def test_bundled_scenario_passes_with_real_processes(tmp_path: Path, name: str) -> None:
     events = tmp_path / "events.jsonl"
     result = run_cli(tmp_path, name, "--events", str(events))
+    failed = failed_results(result.stdout)
+    if failed and all(any(t in f for t in TIMING_DEPENDENT.get(name, ())) for f in failed):
+        result = run_cli(tmp_path, name, "--events", str(events))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "not ok" not in result.stdout
     records = [json.loads(line) for line in events.read_text().splitlines()]
@@ -65,21 +83,14 @@ def test_bundled_scenario_passes_with_real_processes(tmp_path: Path, name: str) 
     starts = {r["pid"] for r in records if r["kind"] == "workload_start"}
     exits = {r["pid"] for r in records if r["kind"] == "workload_exit"}
     assert starts and starts == exits  # every workload process seen to start and to go
-
-
-def test_outcomes_of_real_processes_match_the_reference(tmp_path: Path) -> None:
-    """Exit statuses mapped to outcomes: ENOMEM (exit 1), SIGBUS (the signal), OOM (SIGKILL after oom_kill)."""
-    events = tmp_path / "events.jsonl"
-    result = run_cli(tmp_path, "kselftest", "--events", str(events))
-    assert result.returncode == 0, result.stdout + result.stderr
-    reasons: dict[str, set[str]] = {}
-    for line in events.read_text().splitlines():
-        record = json.loads(line)
-        if record["kind"] == "workload_exit":
-            reasons.setdefault(record["name"].split(".")[0], set()).add(record["reason"])
-    assert reasons["small"] == {"ENOMEM"} and reasons["larger"] == {"ok"}, reasons
-    # memcg: none passes, the OOM killer takes some; another may first get ENOMEM at the misc limit
-    assert "ok" not in reasons["memcg"] and "OOM" in reasons["memcg"], reasons
+    if name == "kselftest":  # exit statuses mapped to outcomes: ENOMEM (exit 1), OOM (SIGKILL after oom_kill)
+        reasons: dict[str, set[str]] = {}
+        for record in records:
+            if record["kind"] == "workload_exit":
+                reasons.setdefault(record["name"].split(".")[0], set()).add(record["reason"])
+        assert reasons["small"] == {"ENOMEM"} and reasons["larger"] == {"ok"}, reasons
+        # memcg: none passes, the OOM killer takes some; another may first get ENOMEM at the misc limit
+        assert "ok" not in reasons["memcg"] and "OOM" in reasons["memcg"], reasons
 
 
 def test_connect_runs_on_an_already_running_engine(tmp_path: Path, engine: RunningEngine) -> None:

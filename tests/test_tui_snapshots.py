@@ -26,6 +26,7 @@ def cgroup(path: str, current: int, limit: int | None, peak: int, events: int = 
         "reclaimable": current // 4096,
         "unreclaimable": 3,
         "swapped": current // 8192,
+        "reclaimed": events * 16,
         "procs": list(range(procs)),
     }
 
@@ -59,7 +60,12 @@ def fixed_feed() -> FeedState:
         ],
     }
     feed = FeedState(snapshot)
-    later = dict(snapshot, t_ns=10**9, seq=7)
+    later = dict(snapshot, t_ns=10**9, seq=7)  # a second on: /pods hit its limit once, /pods/db gave up 32 pages
+    later["cgroups"] = [
+        dict(cg, misc_events_local=cg["misc_events_local"] + (cg["path"] == "/pods"))
+        | {"reclaimed": cg["reclaimed"] + 32 * (cg["path"] == "/pods/db")}
+        for cg in snapshot["cgroups"]
+    ]
     later["workloads"] = [
         dict(w, faults=w["faults"] + rate) for w, rate in zip(snapshot["workloads"], (1200, 35000, 0), strict=True)
     ]
@@ -68,9 +74,6 @@ def fixed_feed() -> FeedState:
         [
             {"kind": "mkdir", "cgroup": "/pods", "seq": 1},
             {"kind": "write", "path": "/pods/misc.max", "value": "sgx_epc 25165824", "seq": 2},
-            {"kind": "limit_hit", "cgroup": "/pods", "requester": "/pods/db", "seq": 3},
-            {"kind": "reclaim", "cgroup": "/pods/db", "context": "async", "written": 16, "seq": 4},
-            {"kind": "reclaim", "cgroup": "/pods/db", "context": "async", "written": 16, "seq": 5},
             {"kind": "sigbus", "pid": 4103, "cgroup": "/guests", "errno": "ENOMEM", "seq": 6},
             {"kind": "workload_exit", "pid": 4103, "name": "guest", "reason": "SIGBUS", "seq": 7},
         ]

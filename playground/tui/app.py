@@ -188,8 +188,6 @@ class EpcApp(App[None]):
         snap = self.feed.snapshot
         running = sum(1 for w in snap["workloads"] if w["state"] == "running")
         status = status_line(snap, running) + self.scenario_progress
-        if self.feed.dropped:
-            status += f"   [red]{self.feed.dropped} events lost[/red] (this display fell behind)"
         self._show("#status", status)
         self._refresh_tree(snap)
         self._refresh_details(snap)
@@ -292,7 +290,7 @@ class EpcApp(App[None]):
             elif shown != cells:  # redraw only the cells that changed
                 for column, old, new in zip(table.columns, shown, cells, strict=True):
                     if old != new:
-                        table.update_cell(pid, column, new, update_width=isinstance(new, str))
+                        table.update_cell(pid, column, new, update_width=len(str(new)) > len(str(old)))
             self.rows[pid] = cells
 
     def _refresh_events(self) -> None:
@@ -300,7 +298,7 @@ class EpcApp(App[None]):
         new = min(self.feed.received - self._events_seen, len(self.feed.events))
         self._events_seen = self.feed.received
         fresh = list(itertools.islice(self.feed.events, len(self.feed.events) - new, None))
-        lines = [_describe(e) for e in _coalesce(fresh)] + self.logs.take()
+        lines = [_describe(e) for e in fresh] + self.logs.take()
         self.lines.extend(lines)
         shown = [line for line in lines if self.event_filter in line]
         if shown:
@@ -613,41 +611,12 @@ class _Lines(logging.Handler):
         return out
 
 
-PRESSURE = ("limit_hit", "reclaim", "work_queued", "work_run")  # frequent: summed per cgroup per refresh
-
-
-def _coalesce(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The frequent events on one cgroup become one ``pressure`` entry (where the first was) with counts."""
-    out: list[dict[str, Any]] = []
-    pressure: dict[Any, dict[str, Any]] = {}
-    for event in events:
-        kind = event.get("kind")
-        if kind not in PRESSURE:
-            out.append(event)
-            continue
-        cgroup = event.get("cgroup")
-        entry = pressure.get(cgroup)
-        if entry is None:
-            pressure[cgroup] = entry = {"kind": "pressure", "cgroup": cgroup, "hits": 0, "by": {}, "runs": 0}
-            entry["reclaim"] = {}
-            out.append(entry)
-        if kind == "limit_hit":
-            entry["hits"] += 1
-            entry["by"][event["requester"]] = True
-        elif kind == "work_run":
-            entry["runs"] += 1
-        elif kind == "reclaim":
-            entry["reclaim"][event["context"]] = entry["reclaim"].get(event["context"], 0) + event["written"]
-    return out
-
-
 def _pressure(e: dict[str, Any]) -> str:
-    others = [path for path in e["by"] if path != e["cgroup"]]  # charges from below that hit this limit
-    parts = [f"limit hit x{e['hits']}" + (f" (from {', '.join(others)})" if others else "")] if e["hits"] else []
-    parts += [f"{context} reclaim {pages} pages" for context, pages in e["reclaim"].items()]
-    if e["runs"]:
-        parts.append(f"worker x{e['runs']}")
-    return f"{e['cgroup']}: " + (", ".join(parts) or "async reclaim queued")
+    """Limit hits on a cgroup's own limit and pages reclaimed from its LRU, since the last stats."""
+    parts = [f"limit hit x{e['hits']}"] if e["hits"] else []
+    if e["reclaimed"]:
+        parts.append(f"{e['reclaimed']} pages reclaimed")
+    return f"{e['cgroup']}: {', '.join(parts)}"
 
 
 def _describe(event: dict[str, Any]) -> str:
