@@ -36,7 +36,7 @@ from engine.clock import MonotonicClock
 from engine.events import Event, OomKill, ReclaimBatch
 from engine.host import Host
 from engine.protocol import ProtocolError
-from engine.sgx import PAGE_SIZE, Blocked, IoctlError, SigBus, errno_name
+from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE, Blocked, IoctlError, SigBus, errno_name
 
 log = logging.getLogger("epc.engine")
 
@@ -350,7 +350,7 @@ class Engine:
                     "misc_events": cg.misc_events,
                     "misc_events_local": cg.misc_events_local,
                     "memory_current": cg.mem_usage * PAGE_SIZE,
-                    "memory_max": None if cg.mem_max_pages >= (1 << 50) else cg.mem_max_pages * PAGE_SIZE,
+                    "memory_max": _memory_bytes(cg.mem_max_pages),
                     "memory_events": list(cg.mem_events),
                     "reclaimable": cg.lru.size,  # its own pages on its LRU
                     "unreclaimable": own - cg.lru.size,  # its own VA, SECS and guest pages (and any isolated)
@@ -391,6 +391,7 @@ class Engine:
             "seq": self.seq,
             "t_ns": host.clock.now_ns(),
             "capacity": host.capacity_bytes,
+            "memory": _memory_bytes(host.tree.root.mem_max_pages),  # host RAM for backing (None: unlimited)
             "free": host.epc.nr_free * PAGE_SIZE,
             "ksgxd": host.ksgxd_woken,
             "pub": self.pub_endpoint,
@@ -691,6 +692,11 @@ class Engine:
         if workload is None:
             raise OSError(errno.EPERM, f"pid {pid} is not a registered workload")
         return workload
+
+
+def _memory_bytes(max_pages: int) -> int | None:
+    """A memory.max in bytes, None for max."""
+    return None if max_pages >= PAGE_COUNTER_MAX else max_pages * PAGE_SIZE
 
 
 class _NoProgress(Exception):

@@ -130,6 +130,9 @@ class CgroupFs:
     def unlink(self, path: str) -> None:
         raise OSError(errno.EPERM, "cgroup files cannot be removed")
 
+    def rename(self, old: str, new: str) -> None:
+        raise OSError(errno.EPERM, "cgroups and their files cannot be renamed here")  # the engine has no rename
+
     def create(self, path: str, mode: int) -> int:
         raise OSError(errno.EACCES, "no new files in a cgroup")  # as the kernel: the directory has no create
 

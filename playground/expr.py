@@ -10,7 +10,8 @@ truncates toward zero, as shell arithmetic does), unary minus and parentheses::
     atom   := NUMBER [UNIT] | NAME | "(" expr ")"
 
 ``{...}`` inside a string is such an expression (``"sgx_epc {capacity/512}"``); ``{{`` and
-``}}`` stand for literal braces.
+``}}`` stand for literal braces.  An expression has at most MAX_TOKENS numbers, names and
+operators, which bounds the parser's and the evaluator's recursion.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ _TOKEN = re.compile(
     r"|(?P<name>[A-Za-z_]\w*)|(?P<op>[-+*/()]))"
 )
 
+
+MAX_TOKENS = 200
 
 Node = tuple[Any, ...]
 """("num", int) | ("name", str) | ("neg", Node) | ("bin", op, Node, Node)"""
@@ -52,6 +55,9 @@ class Expr:
 def parse_expr(source: str, names: frozenset[str] = frozenset({"capacity", "memory"})) -> Expr:
     """Parse ``source``; ExprError naming the offending token and its position."""
     tokens = _tokenize(source)
+    if len(tokens) > MAX_TOKENS:
+        shown = source if len(source) <= 40 else source[:40] + "..."
+        raise ExprError(f"{shown!r} is too long: at most {MAX_TOKENS} numbers, names, operators and parentheses")
     parser = _Parser(tokens, source, names)
     tree = parser.expr()
     if parser.pos < len(tokens):
@@ -109,7 +115,7 @@ def parse_template(source: str) -> Template:
 def _tokenize(source: str) -> list[tuple[str, str, int]]:
     tokens: list[tuple[str, str, int]] = []
     pos = 0
-    while pos < len(source):
+    while pos < len(source) and len(tokens) <= MAX_TOKENS:  # parse_expr rejects more
         if source[pos:].strip() == "":
             break
         m = _TOKEN.match(source, pos)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from engine import PAGE_SIZE, Blocked, Host, SigBus, VirtualClock
 from engine.events import Event
-from engine.sgx import errno_name
+from engine.sgx import IoctlError, errno_name
 from playground.backend import FileError, Tick, WorkloadSpec
 from workloads.enclave import CODE_PAGES, TCS_PAGES, EnclavePlan
 from workloads.patterns import batches
@@ -65,6 +65,10 @@ def enclave_task(host: Host, pid: int, plan: EnclavePlan) -> Turn:
         host.access(pid, eid, at, n, write=True)
         return n  # a turn costs the pages it asked for, faulted or not
 
+    def accept(at: int, n: int) -> int:  # EACCEPT of trimmed pages
+        host.access(pid, eid, at, n)
+        return n
+
     host.einit(pid, eid)
     heap = TCS_PAGES + CODE_PAGES
     for _ in range(plan.entries):
@@ -78,9 +82,11 @@ def enclave_task(host: Host, pid: int, plan: EnclavePlan) -> Turn:
             break
     if plan.grow_pages:
         yield from _in_chunks(0, plan.grow_pages, lambda _at, n: host.augment(pid, eid, n))
-    if plan.trim_pages:
-        host.remove_pages(pid, eid, heap, min(plan.trim_pages, plan.heap_pages))
-        yield plan.trim_pages
+    if plan.trim_pages:  # as the engine's op_remove_pages: trim, EACCEPT every page, remove
+        trim = min(plan.trim_pages, plan.heap_pages)
+        yield from _resumed(lambda at, n: host.trim_pages(pid, eid, at, n), heap, trim)
+        yield from _in_chunks(heap, trim, accept)
+        yield from _resumed(lambda at, n: host.remove_trimmed(pid, eid, at, n), heap, trim)
     host.release(eid)
 
 
@@ -127,6 +133,27 @@ def _retry(call: Callable[[], T]) -> Generator[int, None, T]:
             return call()
         except Blocked:
             yield 0
+
+
+def _resumed(call: Callable[[int, int], object], first: int, count: int) -> Generator[int, None, None]:
+    """An EDMM call over pages first..first+count-1 in one turn; after EAGAIN (or Blocked) it goes on
+    from where it stopped on the next turn, as the selftest and the engine's op_remove_pages do."""
+    done = 0
+    while True:
+        try:
+            call(first + done, count - done)
+        except IoctlError as e:
+            if e.errno != errno.EAGAIN:
+                raise
+            done += e.done
+            yield e.done
+            continue
+        except Blocked as e:
+            done += e.done
+            yield e.done
+            continue
+        yield count - done
+        return
 
 
 def _in_chunks(first: int, count: int, call: Callable[[int, int], int]) -> Generator[int, None, None]:

@@ -63,6 +63,8 @@ class EventStream:
         self.exited: set[int] = set()
         self.last_seq = 0
         self.lost = 0
+        self.late = 0  # catch_up() gave up waiting this many times
+        self.malformed: list[str] = []  # messages that could not be read, why
         self._subscribed = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="epc-events", daemon=True)
@@ -80,30 +82,41 @@ class EventStream:
             self._subscribed.set()
             if not topic.startswith(protocol.TOPIC_EVENT):
                 continue
-            batch = msgpack.unpackb(payload, raw=False)
-            with self._lock:
-                for event in batch:
-                    seq = int(event.get("seq", 0))
-                    if self.last_seq and seq > self.last_seq + 1:
-                        self.lost += seq - self.last_seq - 1
-                    self.last_seq = max(self.last_seq, seq)
-                    kind = event.get("kind")
-                    if kind == "oom_kill":
-                        self.oom_killed.add(int(event["pid"]))
-                    elif kind == "workload_start":
-                        self.started.add(int(event["pid"]))
-                    elif kind == "workload_exit":
-                        self.exited.add(int(event["pid"]))
-                    self._events.append(event)
+            try:
+                self._take_in(msgpack.unpackb(payload, raw=False))
+            except Exception as e:  # a bad message must not end the reader: warnings() reports it
+                with self._lock:
+                    self.malformed.append(f"{type(e).__name__}: {e}")
+
+    def _take_in(self, batch: list[dict[str, Any]]) -> None:
+        with self._lock:
+            for event in batch:
+                seq = int(event.get("seq", 0))
+                if self.last_seq and seq > self.last_seq + 1:
+                    self.lost += seq - self.last_seq - 1
+                self.last_seq = max(self.last_seq, seq)
+                kind = event.get("kind")
+                if kind == "oom_kill":
+                    self.oom_killed.add(int(event["pid"]))
+                elif kind == "workload_start":
+                    self.started.add(int(event["pid"]))
+                elif kind == "workload_exit":
+                    self.exited.add(int(event["pid"]))
+                self._events.append(event)
 
     def catch_up(self, seq: int, timeout_s: float = 2.0) -> None:
-        """Wait until the events up to ``seq`` have arrived (they lag the replies by a little)."""
+        """Wait until the events up to ``seq`` have arrived (they lag the replies by a little).
+
+        Gives up after ``timeout_s``, counted in ``late`` (the run then warns that events may be missing).
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self._lock:
                 if self.last_seq >= seq:
                     return
             time.sleep(0.005)
+        with self._lock:
+            self.late += 1
 
     def take(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -129,6 +142,7 @@ class Proc:
     stderr: IO[bytes]
     signalled: bool = False  # we sent it a signal (a kill step, or the end of the run)
     outcome: str | None = None
+    last_error: str = ""  # a failed one's last non-empty line on stderr
 
 
 class RealBackend:
@@ -150,7 +164,16 @@ class RealBackend:
             client.close()
             self._stop_engine()
             raise
-        self._seq_at_start = int(self._call("snapshot")["seq"])
+        try:
+            snapshot = self._call("snapshot")
+            self._seq_at_start = int(snapshot["seq"])
+        except BaseException:
+            self.stream.close()
+            client.close()
+            self._stop_engine()
+            raise
+        if engine is None and snapshot.get("memory") is not None:  # attached: the engine's RAM, if it says
+            self.memory_bytes = int(snapshot["memory"])
 
     def _drain_log(self, stream: IO[str]) -> None:
         with contextlib.suppress(ValueError, OSError), stream:
@@ -203,8 +226,19 @@ class RealBackend:
         self._call("write", path=path, value=value)
 
     def warnings(self) -> list[str]:
-        lost = self.stream.lost
-        return [f"{lost} engine events were lost on the way (--events misses them)"] if lost else []
+        stream = self.stream
+        out = [f"{stream.lost} engine events were lost on the way (--events misses them)"] if stream.lost else []
+        if stream.late:
+            out.append(f"events lagged more than 2 s behind the engine {stream.late} times: some may be missing")
+        if stream.malformed:
+            out.append(
+                f"{len(stream.malformed)} event messages could not be read, the first: {stream.malformed[0]}; "
+                "events may be missing"
+            )
+        for proc in self.procs.values():
+            if proc.outcome == "failed" and proc.last_error:
+                out.append(f"{proc.spec.name} (pid {proc.popen.pid}) failed; its stderr ended: {proc.last_error}")
+        return out
 
     def check(self) -> str | None:
         try:
@@ -254,7 +288,7 @@ class RealBackend:
         else:
             argv += ["--passes", str(max(1, spec.passes))]
         if spec.duration_ns is not None:
-            argv += ["--duration", f"{spec.duration_ns / 1e9:g}"]
+            argv += ["--duration", repr(spec.duration_ns / 1e9)]
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close(); a file, so it cannot fill up)
         env = {k: v for k, v in os.environ.items() if k != protocol.ENDPOINT_ENV}
         popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env)
@@ -282,6 +316,14 @@ class RealBackend:
         return proc.outcome
 
     def _classify(self, proc: Proc, status: int) -> str:
+        outcome = self._outcome(proc, status)
+        if outcome == "failed":
+            proc.stderr.seek(0)
+            lines = [line.strip() for line in proc.stderr.read().decode(errors="replace").splitlines()]
+            proc.last_error = next((line for line in reversed(lines) if line), "")
+        return outcome
+
+    def _outcome(self, proc: Proc, status: int) -> str:
         if status == 0:
             return "ok"
         if status == 1:
@@ -338,8 +380,17 @@ class RealBackend:
         self._pass_time(time.monotonic() + ns / 1e9, lambda: False, tick)
 
     def wait(self, pids: list[int], timeout_ns: int, tick: Tick) -> bool:
+        """Until every one has exited and the engine has released what it held (its workload_exit event)."""
         procs = [self.procs[pid] for pid in pids]
-        return self._pass_time(time.monotonic() + timeout_ns / 1e9, lambda: all(p.outcome for p in procs), tick)
+        return self._pass_time(
+            time.monotonic() + timeout_ns / 1e9,
+            lambda: all(p.outcome for p in procs) and self._released(pids),
+            tick,
+        )
+
+    def _released(self, pids: list[int]) -> bool:
+        """The engine has seen each of ``pids`` that it saw start go (and released its enclaves)."""
+        return all(self.stream.seen("exited", pid) for pid in pids if self.stream.seen("started", pid))
 
     def finish(self, tick: Tick) -> list[int]:
         """SIGKILL what still runs, then wait until the engine has seen every workload go."""
@@ -348,10 +399,7 @@ class RealBackend:
             self._signal(self.procs[pid], signals.SIGKILL)
         self._pass_time(
             time.monotonic() + RELEASE_TIMEOUT_S,
-            lambda: (
-                all(p.outcome for p in self.procs.values())
-                and all(self.stream.seen("exited", pid) for pid in self.procs if self.stream.seen("started", pid))
-            ),
+            lambda: all(p.outcome for p in self.procs.values()) and self._released(list(self.procs)),
             tick,
         )
         return killed

@@ -57,6 +57,19 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     if args.seed is not None:
         scenario = _with_seed(scenario, args.seed)
+    try:  # before anything starts: a path that cannot be written runs nothing
+        events_file = open(args.events, "w", encoding="utf-8") if args.events else None  # noqa: SIM115
+    except OSError as e:
+        print(f"{PROG}: --events {args.events}: cannot write it: {e.strerror}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        return _start_and_run(args, scenario, events_file)
+    finally:
+        if events_file is not None:
+            events_file.close()
+
+
+def _start_and_run(args: argparse.Namespace, scenario: Scenario, events_file: TextIO | None) -> int:
     with tempfile.TemporaryDirectory(prefix="epc-run-") as runtime_dir:
         try:
             backend = _backend(args, scenario, runtime_dir)
@@ -64,8 +77,8 @@ def run_command(args: argparse.Namespace) -> int:
             print(f"{PROG}: {e}", file=sys.stderr)
             return EXIT_INVALID
         try:
-            return _run(args, scenario, backend)
-        except BackendError as e:
+            return _run(scenario, backend, events_file)
+        except BackendError as e:  # also SizeError: the file's sizes do not fit this engine (nothing ran)
             print(f"{PROG}: {e}", file=sys.stderr)
             return EXIT_INVALID
         except KeyboardInterrupt:
@@ -99,16 +112,11 @@ def _backend(args: argparse.Namespace, scenario: Scenario, runtime_dir: str) -> 
     return RealBackend.start(scenario.capacity, scenario.memory, scenario.seed, runtime_dir)
 
 
-def _run(args: argparse.Namespace, scenario: Scenario, backend: Backend) -> int:
+def _run(scenario: Scenario, backend: Backend, events_file: TextIO | None) -> int:
     progress = ProgressLine(sys.stderr)
     observers: list[RunObserver] = [KtapWriter(sys.stdout, before_write=progress.clear)]
     if sys.stderr.isatty():
         observers.append(progress)
-    events_file = open(args.events, "w", encoding="utf-8") if args.events else None  # noqa: SIM115
-    try:
-        sink = JsonLines(events_file) if events_file is not None else None
-        report = run_scenario(scenario, backend, Observers(*observers), events=sink)
-    finally:
-        if events_file is not None:
-            events_file.close()
+    sink = JsonLines(events_file) if events_file is not None else None
+    report = run_scenario(scenario, backend, Observers(*observers), events=sink)
     return report.exit_code

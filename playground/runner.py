@@ -24,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from playground.backend import Backend, FileError, WorkloadSpec
+from engine.protocol import MAX_SIZE
+from playground.backend import Backend, BackendError, FileError, WorkloadSpec
+from playground.expr import Expr, ExprError, Template
 from playground.ktap import Progress, Result, RunObserver
 from playground.scenario import (
     ExpectEvent,
@@ -64,6 +66,10 @@ class RunReport:
     @property
     def exit_code(self) -> int:
         return EXIT_PASS if not (self.failed or self.step_failures or self.cancelled) else EXIT_FAIL
+
+
+class SizeError(BackendError):
+    """A size or template of the file does not work out on this engine (its capacity): nothing has run."""
 
 
 class Cancelled(Exception):
@@ -115,8 +121,35 @@ class _Run:
         self.report.step_failures.append(f"step {step.number}: {text}")
         self.observer.step_failed(step.number, text)
 
+    def check_sizes(self) -> None:
+        """Evaluate every size and template against this engine before step 1; SizeError (one line) if one fails."""
+        for step in self.scenario.steps:
+            checks: list[tuple[str, Expr | Template | None, int]] = []  # key, what, its smallest value
+            if isinstance(step, Spawn):
+                checks = [("size", step.size, 1), ("grow", step.grow, 0), ("trim", step.trim, 0)]
+            elif isinstance(step, ExpectFile):
+                checks = [(step.condition, step.text or step.bound, 0)]
+            elif isinstance(step, Write):
+                checks = [("value", step.value, 0)]
+            for key, what, low in checks:
+                where = f"{self.scenario.source}: step {step.number} ({step.kind_name}): key {key!r}"
+                try:
+                    if isinstance(what, Template):
+                        what.render(self.env)
+                        continue
+                    value = what.evaluate(self.env) if what is not None else low
+                except ExprError as e:
+                    raise SizeError(f"{where}: {e} (on this engine, capacity = {self.env['capacity']})") from None
+                if not low <= value <= MAX_SIZE:
+                    assert what is not None
+                    raise SizeError(
+                        f"{where}: {what.source!r} is {value} bytes on this engine (capacity = {self.env['capacity']}),"
+                        f" which is not a size from {low} to {MAX_SIZE}"
+                    )
+
     def run(self) -> RunReport:
         scenario = self.scenario
+        self.check_sizes()
         self.observer.begin(scenario, scenario.expects)
         if self.backend.capacity_bytes != scenario.capacity:
             self.observer.note(
@@ -143,7 +176,7 @@ class _Run:
         if broken is not None:
             self.report.step_failures.append(f"end: {broken}")
             self.observer.step_failed(0, f"the host's invariant check: {broken}")
-        self.flush_events()
+        self.flush_events(sync=True)  # the last events too (real mode: they lag the replies)
         self.observer.end(self.report.passed, self.report.failed, len(self.report.step_failures))
         return self.report
 
@@ -351,6 +384,7 @@ def run_scenario(
     (from another thread) ends the run at the next step or progress tick: what still
     runs is killed and the invariants are checked, and the report says cancelled.  The
     backend is left open: the caller closes it.  BackendError (the engine went away)
-    propagates.
+    propagates; SizeError (a BackendError) before anything runs when a size or template
+    of the file does not evaluate to a valid value with this engine's capacity.
     """
     return _Run(scenario, backend, observer or RunObserver(), events, stop).run()

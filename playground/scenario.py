@@ -11,12 +11,14 @@ against the engine's real capacity, so ``--connect`` to another engine still wor
 from __future__ import annotations
 
 import errno
+import math
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from engine.protocol import MAX_SIZE
 from engine.units import parse_size
 from playground.expr import Expr, ExprError, Template, parse_expr, parse_template
 
@@ -27,6 +29,7 @@ SIGNALS = ("TERM", "KILL", "INT", "HUP")
 OUTCOMES = ("ok", "ENOMEM", "SIGBUS", "OOM", "killed", "failed")
 OUTCOME_ERRNOS = frozenset(errno.errorcode.values()) | {"ERESTARTSYS"}
 DEFAULT_WAIT_NS = 60 * 10**9
+MAX_DURATION_NS = 24 * 3600 * 10**9  # one day: the longest sleep, duration or timeout
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|us|ns)?\s*")
 _DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, None: 10**9, "m": 60 * 10**9}
 _TOP_KEYS = ("name", "description", "capacity", "memory", "seed", "step")
@@ -163,6 +166,8 @@ def load_scenario(path: str | Path) -> Scenario:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ScenarioError(f"{path}: cannot read it: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{path}: not UTF-8 text") from None
     return parse_scenario(text, str(path))
 
 
@@ -177,18 +182,24 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
 
 
 def parse_duration(value: object) -> int:
-    """Nanoseconds from ``"500ms"``, ``"2s"``, ``"1.5s"``, ``"1m"`` or a number of seconds."""
+    """Nanoseconds from ``"500ms"``, ``"2s"``, ``"1.5s"``, ``"1m"`` or a number of seconds; at most a day."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"bad duration {value!r}: use a number of seconds or a string like 500ms, 2s, 1m")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"bad duration {value!r}: give a finite number of seconds")
         if value < 0:
             raise ValueError(f"bad duration {value!r}: it cannot be negative")
-        return int(value * 10**9)
-    m = _DURATION.fullmatch(value)
-    if m is None:
-        raise ValueError(f"bad duration {value!r}: use a number of seconds or a string like 500ms, 2s, 1m")
-    number, unit = m.groups()
-    return int(float(number) * _DURATION_NS[unit])
+        ns = value * 10**9
+    else:
+        m = _DURATION.fullmatch(value)
+        if m is None:
+            raise ValueError(f"bad duration {value!r}: use a number of seconds or a string like 500ms, 2s, 1m")
+        number, unit = m.groups()
+        ns = float(number) * _DURATION_NS[unit]
+    if ns > MAX_DURATION_NS:
+        raise ValueError(f"bad duration {value!r}: at most one day (86400 s)")
+    return int(ns)
 
 
 def normalize_path(value: str) -> str:
@@ -283,10 +294,14 @@ class _Validator:
         name = self.string(t, "name")
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,47}", name):
             raise self.fail(f"key 'name': {name!r}: use letters, digits, '_' and '-' (at most 48)")
+        if name in self.spawned:
+            raise self.fail(f"key 'name': {name!r} is spawned by an earlier step already; give this one another name")
         kind = self.choice(t, "kind", WORKLOAD_KINDS, "enclave")
         count = self.integer(t, "count", 1, low=1, high=256)
         size = self.size(t, "size", positive=True)
         duration = self.duration(t["duration"], "duration") if "duration" in t else None
+        if duration == 0:
+            raise self.fail("key 'duration': it must be longer than 0 (leave it out to run the passes once)")
         if kind == "vm" and any(k in t for k in ("pattern", "grow", "trim")):
             bad = next(k for k in ("pattern", "grow", "trim") if k in t)
             raise self.fail(f"key {bad!r}: only an enclave takes it, not a vm")
@@ -445,6 +460,8 @@ class _Validator:
             raise self.fail(f"key {key!r}: {e}") from None
         if result < 0 or (positive and result == 0):
             raise self.fail(f"key {key!r}: {value!r} is {result} bytes, which is not a size")
+        if result > MAX_SIZE:
+            raise self.fail(f"key {key!r}: {value!r} is {result} bytes, more than the largest size ({MAX_SIZE}, 4 PiB)")
         return expr
 
     def template(self, value: str, key: str) -> Template:

@@ -90,6 +90,14 @@ def test_mkdir_and_rmdir_with_ebusy_and_eexist(mnt: Mount) -> None:
     assert not (mnt.path / "a").exists()
 
 
+def test_mv_of_a_cgroup_or_a_file_is_not_permitted(mnt: Mount) -> None:
+    assert mnt.sh("mkdir a").returncode == 0
+    for what in ("a b", "a/misc.max a/misc.old"):
+        moved = mnt.sh(f"mv {what}")
+        assert moved.returncode != 0 and "Operation not permitted" in moved.stderr, moved.stderr
+    assert (mnt.path / "a").is_dir() and not (mnt.path / "b").exists()
+
+
 def test_rmdir_of_a_cgroup_with_a_task_is_ebusy_until_it_exits(mnt: Mount) -> None:
     (mnt.path / "pod").mkdir()
     sleeper = subprocess.Popen(["sleep", "60"])

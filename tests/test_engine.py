@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -387,3 +388,15 @@ def test_snapshot_splits_each_cgroups_own_pages_and_counts_swapped_ones(engine: 
         client.call("release", eid=eid)
         assert {cg["path"]: cg["swapped"] for cg in client.snapshot()["cgroups"]}["/s"] == 0
         client.write("/cgroup.procs", str(os.getpid()))
+
+
+def test_the_snapshot_says_how_much_host_ram_backs_the_epc(engine: RunningEngine, tmp_path: Path) -> None:
+    with engine.client() as client:
+        assert client.snapshot()["memory"] is None  # unlimited
+    (tmp_path / "other").mkdir()
+    limited = start_engine(tmp_path / "other", "--capacity", "4MiB", "--memory", "64MiB")
+    try:
+        with limited.client() as client:
+            assert client.snapshot()["memory"] == 64 << 20
+    finally:
+        stop_engine(limited)

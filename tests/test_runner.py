@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import re
@@ -12,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from engine import Blocked
+from engine.sgx import IoctlError
 from playground.cli import main
 from playground.inproc import InprocBackend
 from playground.ktap import KtapWriter, Progress, Result, RunObserver
-from playground.runner import run_scenario
+from playground.runner import SizeError, run_scenario
 from playground.scenario import load_scenario, parse_scenario
 from playground.scenarios import bundled
 
@@ -250,3 +253,78 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "leave out --connect" in capsys.readouterr().err
     assert main(["run"]) == 2
     assert "--list shows them" in capsys.readouterr().err
+
+
+def test_an_events_path_that_cannot_be_written_is_one_line_and_runs_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "scenario.toml"
+    path.write_text(PASSING)
+    assert main(["run", "--inproc", str(path), "--events", str(tmp_path / "no" / "such" / "events.jsonl")]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # no KTAP: nothing ran
+    assert err.count("\n") == 1 and "--events" in err and "No such file or directory" in err, err
+
+
+def test_the_sizes_are_checked_against_the_engines_capacity_before_step_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--connect to an engine with less EPC than the file says: a negative size or a division by zero
+    is one line and exit 2 before anything runs, not a silent 'failed' or a traceback mid-run."""
+    import playground.run
+
+    negative = PASSING.replace('size = "256KiB"', 'size = "capacity - 6MiB"')
+    by_zero = PASSING.replace('"sgx_epc {capacity/4}"', '"sgx_epc {capacity / (capacity / 8MiB)}"')
+    for text, key, what in ((negative, "'size'", "-2097152 bytes"), (by_zero, "'value'", "division by zero")):
+        scenario = parse_scenario(text)
+        assert len(run_scenario(scenario, InprocBackend(scenario.capacity, None, 0)).results) == 5  # as the file says
+        backend = InprocBackend(4 << 20, None, 0)
+        recorder = Recorder()
+        with pytest.raises(SizeError, match=what):
+            run_scenario(scenario, backend, recorder)
+        assert recorder.results == [] and backend.tasks == {} and backend.take_events() == []
+
+        path = tmp_path / "scenario.toml"
+        path.write_text(text)
+        monkeypatch.setattr(playground.run, "_backend", lambda *_: InprocBackend(4 << 20, None, 0))
+        assert main(["run", str(path)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and key in err and what in err, err
+
+
+def test_the_last_events_are_taken_in_sync_with_the_engine() -> None:
+    calls: list[bool] = []
+
+    class Recording(InprocBackend):
+        def take_events(self, sync: bool = False) -> list[dict[str, object]]:
+            calls.append(sync)
+            return super().take_events(sync)
+
+    scenario = parse_scenario(PASSING)
+    run_scenario(scenario, Recording(scenario.capacity, None, 0))
+    assert calls[-1] is True
+
+
+@pytest.mark.parametrize("where", ["trim_pages", "remove_trimmed"])
+@pytest.mark.parametrize("how", ["EAGAIN", "Blocked"])
+def test_removing_pages_goes_on_after_eagain_or_blocked(where: str, how: str) -> None:
+    """The core may stop MODIFY_TYPES or REMOVE_PAGES part way (EAGAIN, or Blocked behind an OOM victim):
+    the in-process enclave goes on from there on its next turn, as the engine's op_remove_pages does."""
+    scenario = load_scenario(bundled()["sgx2"])
+    backend = InprocBackend(scenario.capacity, scenario.memory, scenario.seed)
+    real = getattr(backend.host, where)
+    stopped: list[tuple[int, int]] = []
+
+    def stops_once(pid: int, eid: int, first: int, count: int) -> object:
+        if stopped:
+            return real(pid, eid, first, count)
+        stopped.append((first, count))
+        real(pid, eid, first, 3)
+        if how == "EAGAIN":
+            raise IoctlError(errno.EAGAIN, "the load got EBUSY", 3)
+        raise Blocked(3, "waiting for an OOM victim")
+
+    setattr(backend.host, where, stops_once)
+    report = run_scenario(scenario, backend)
+    assert stopped and report.outcomes == {"elastic": ["ok"]}
+    assert report.exit_code == 0, report

@@ -8,11 +8,19 @@ import pty
 import select
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
+import msgpack
 import pytest
+import zmq
 
+from engine import protocol
+from playground import realmode
+from playground.backend import BackendError, WorkloadSpec
 from playground.scenarios import bundled
+from workloads.client import NoEngine
 
 from .engine_fixture import ROOT, RunningEngine
 
@@ -150,3 +158,131 @@ def test_progress_shows_on_a_terminal_and_stdout_stays_ktap(tmp_path: Path) -> N
     assert shown.endswith("\r\x1b[K")  # wiped at the end
     assert "step" not in out.replace("- step", "") and "\r" not in out
     assert out.startswith("KTAP version 1\n")
+
+
+# -- RealBackend's parts, with stand-ins for the engine where a real one cannot be made to misbehave --
+
+
+class FakeStream:
+    """What RealBackend asks of its EventStream, with the events set by hand."""
+
+    def __init__(self) -> None:
+        self.started: set[int] = set()
+        self.exited: set[int] = set()
+        self.lost = self.late = 0
+        self.malformed: list[str] = []
+        self.closed = False
+
+    def seen(self, attribute: str, pid: int) -> bool:
+        return pid in getattr(self, attribute)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def bare_backend(stream: object) -> realmode.RealBackend:
+    backend = realmode.RealBackend.__new__(realmode.RealBackend)
+    backend.procs, backend.engine, backend.stream = {}, None, stream  # type: ignore[assignment]
+    return backend
+
+
+def add_proc(backend: realmode.RealBackend, argv: list[str]) -> int:
+    stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the test's end)
+    popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+    popen.wait()
+    backend.procs[popen.pid] = realmode.Proc(WorkloadSpec("w", "/", "enclave", 4096), popen, stderr)
+    return popen.pid
+
+
+def test_wait_lasts_until_the_engine_has_released_the_workload() -> None:
+    """A killed workload's process is gone before the engine frees its enclaves (workload_exit)."""
+    stream = FakeStream()
+    backend = bare_backend(stream)
+    pid = add_proc(backend, ["true"])
+    stream.started.add(pid)
+    assert not backend.wait([pid], 300_000_000, lambda: None)  # exited, not yet released
+    stream.exited.add(pid)
+    assert backend.wait([pid], 300_000_000, lambda: None)
+    never_started = add_proc(backend, ["true"])  # it ended before its hello: nothing to release
+    assert backend.wait([never_started], 300_000_000, lambda: None)
+
+
+def test_a_failed_workloads_last_stderr_line_is_a_warning() -> None:
+    backend = bare_backend(FakeStream())
+    script = "import sys; print('Traceback (most recent call last):', file=sys.stderr); sys.exit('ValueError: bad')"
+    pid = add_proc(backend, [sys.executable, "-c", script + "\n"])
+    assert backend.outcome(pid) == "failed"
+    (warning,) = backend.warnings()
+    assert warning == f"w (pid {pid}) failed; its stderr ended: ValueError: bad"
+
+
+def test_a_malformed_event_message_and_a_late_catch_up_are_warnings(tmp_path: Path) -> None:
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind(f"ipc://{tmp_path}/pub.sock")
+    stop = threading.Event()
+
+    def stats() -> None:
+        while not stop.wait(0.02):
+            pub.send_multipart([protocol.TOPIC_STATS, msgpack.packb({})])
+
+    threading.Thread(target=stats, daemon=True).start()
+    stream = realmode.EventStream(f"ipc://{tmp_path}/pub.sock")
+    try:
+        pub.send_multipart([protocol.TOPIC_EVENT, b"\xc1"])  # never valid msgpack
+        pub.send_multipart([protocol.TOPIC_EVENT, msgpack.packb([{"seq": 1, "kind": "mkdir"}])])
+        stream.catch_up(1)
+        assert stream.take() == [{"seq": 1, "kind": "mkdir"}]  # the reader lives on
+        stream.catch_up(5, timeout_s=0.1)  # seq 5 never comes
+        backend = bare_backend(stream)
+        warnings = backend.warnings()
+        assert len(warnings) == 2 and all("may be missing" in w for w in warnings), warnings
+        assert "1 event messages could not be read" in warnings[1]
+    finally:
+        stop.set()
+        stream.close()
+        pub.close(linger=0)
+        ctx.term()
+
+
+def test_a_failing_first_snapshot_stops_what_was_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    streams: list[FakeStream] = []
+    monkeypatch.setattr(realmode, "EventStream", lambda _endpoint: streams.append(FakeStream()) or streams[-1])
+
+    class GoneClient:
+        endpoint, pub_endpoint, capacity, closed = "ipc:///x", "ipc:///y", 1 << 20, False
+
+        def call(self, op: str, **args: object) -> object:
+            raise NoEngine("the engine went away")
+
+        def close(self) -> None:
+            self.closed = True
+
+    client = GoneClient()
+    engine = subprocess.Popen(["sleep", "60"], text=True)
+    try:
+        with pytest.raises(BackendError, match="went away"):
+            realmode.RealBackend(client, engine, None)  # type: ignore[arg-type]
+        assert streams[0].closed and client.closed and engine.poll() is not None
+    finally:
+        engine.kill()
+        engine.wait()
+
+
+def test_a_duration_goes_to_the_workload_with_full_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    argvs: list[list[str]] = []
+
+    class Recorded:
+        pid = 4242
+
+        def __init__(self, argv: list[str], **kwargs: object) -> None:
+            argvs.append(argv)
+
+    monkeypatch.setattr(realmode.subprocess, "Popen", Recorded)
+    backend = bare_backend(FakeStream())
+    backend.endpoint = "ipc:///nowhere"
+    spec = WorkloadSpec("w", "/", "vm", 4096, duration_ns=1_000_000_500)
+    backend._start(spec)
+    argv = argvs[0]
+    assert float(argv[argv.index("--duration") + 1]) * 1e9 == pytest.approx(1_000_000_500, abs=1)
+    backend.procs[4242].stderr.close()

@@ -24,7 +24,7 @@ from playground.scenario import (
     parse_duration,
     parse_scenario,
 )
-from playground.scenarios import bundled
+from playground.scenarios import bundled, resolve
 
 ENV = {"capacity": 32 << 20, "memory": None}
 
@@ -223,3 +223,106 @@ def test_event_expects_take_fields_to_match() -> None:
     )
     (step,) = scenario.steps
     assert isinstance(step, ExpectEvent) and step.where == (("cgroup", "/t/a"),) and step.count == 1
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(HEAD.encode() + b'description = "caf\xe9"\n')
+    with pytest.raises(ScenarioError, match="not UTF-8 text"):
+        load_scenario(bad)
+    assert main(["run", "--inproc", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not UTF-8 text" in err
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("inf", "finite"),
+        ("-inf", "finite"),
+        ("nan", "finite"),
+        ("1e300", "at most one day"),
+        ("86401", "at most one day"),
+        ('"25h"', "bad duration"),
+        ('"1441m"', "at most one day"),
+        ('"99999999999999999999999s"', "at most one day"),
+    ],
+)
+@pytest.mark.parametrize("key", ["sleep", "timeout", "duration"])
+def test_durations_are_finite_and_at_most_a_day(
+    value: str, message: str, key: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    spawn = '[[step]]\nspawn = { name = "a", size = 4096%s }\n'
+    steps = {
+        "sleep": f"[[step]]\nsleep = {value}\n",
+        "timeout": spawn % "" + f'[[step]]\nwait = {{ name = "a", timeout = {value} }}\n',
+        "duration": spawn % f", duration = {value}",
+    }[key]
+    with pytest.raises(ScenarioError, match=message) as error:
+        parse_scenario(HEAD + steps, "bad.toml")
+    assert f"'{key}'" in str(error.value) and "step" in str(error.value)
+    path = tmp_path / "bad.toml"
+    path.write_text(HEAD + steps)
+    assert main(["run", "--inproc", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"'{key}'" in err, err
+
+
+def test_a_day_is_the_longest_duration() -> None:
+    assert parse_duration(86400) == 86400 * 10**9
+    assert parse_duration("1440m") == 86400 * 10**9
+
+
+@pytest.mark.parametrize(
+    ("steps", "where", "key"),
+    [
+        ('[[step]]\nspawn = { name = "a", size = 4096, duration = 0 }\n', "step 1", "'duration'"),
+        ('[[step]]\nspawn = { name = "a", size = 4096, duration = "0ms" }\n', "step 1", "'duration'"),
+        ('[[step]]\nspawn = { name = "a", size = "100000000000000000000000000000000" }\n', "step 1", "'size'"),
+        ('[[step]]\nspawn = { name = "a", size = "capacity * 1024 * 1024 * 1024" }\n', "step 1", "'size'"),
+        ('[[step]]\nspawn = { name = "a", size = 4096, grow = "8PiB" }\n', "step 1", "'grow'"),
+        ('[[step]]\nspawn = { name = "a", size = 4096, trim = -4096 }\n', "step 1", "'trim'"),
+        ('[[step]]\nexpect = { path = "misc.current", at_most = "{5PiB}" }\n', "step 1", "'at_most'"),
+        (
+            '[[step]]\nspawn = { name = "a", size = 4096 }\n[[step]]\nspawn = { name = "a", size = 8192 }\n',
+            "step 2",
+            "'name'",
+        ),
+    ],
+)
+def test_durations_sizes_and_names_out_of_range_are_rejected(steps: str, where: str, key: str) -> None:
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario(HEAD + steps, "bad.toml")
+    message = str(error.value)
+    assert message.startswith("bad.toml: ") and where in message and key in message, message
+    assert "\n" not in message
+
+
+def test_the_largest_size_is_the_protocols() -> None:
+    scenario = parse_scenario(HEAD + '[[step]]\nspawn = { name = "a", size = "4PiB" }\n')
+    (step,) = scenario.steps
+    assert isinstance(step, Spawn) and step.size.evaluate(ENV) == 1 << 52
+
+
+@pytest.mark.parametrize(
+    "text", ["-" * 1000 + "1", "1" + "+1" * 1000, "(" * 1000 + "1" + ")" * 1000], ids=["minus", "plus", "parens"]
+)
+def test_a_too_long_expression_is_an_expr_error_not_a_recursion_error(text: str) -> None:
+    with pytest.raises(ExprError, match="too long"):
+        parse_expr(text).evaluate(ENV)
+    with pytest.raises(ScenarioError, match="too long"):
+        parse_scenario(HEAD + f'[[step]]\nspawn = {{ name = "a", size = "{text}" }}\n')
+    assert parse_expr("-" * 100 + "1").evaluate(ENV) == 1  # long enough for anything real
+
+
+def test_a_directory_named_like_a_bundled_scenario_does_not_hide_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sgx2").mkdir()
+    assert resolve("sgx2") == bundled()["sgx2"]
+    (tmp_path / "mine").write_text(HEAD)
+    assert resolve("mine") == Path("mine")  # a file of that name wins
+    assert main(["run", "--inproc", "nothing-like-it"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no bundled scenario" in err and "--list" in err

@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from playground.scenario import ScenarioError
+
 
 def bundled() -> dict[str, Path]:
     """Bundled scenario files by name (the file name without ``.toml``), sorted."""
@@ -14,8 +16,18 @@ def bundled() -> dict[str, Path]:
 
 
 def resolve(name_or_path: str) -> Path:
-    """A file path as given, or a bundled scenario's path when the name is one (and no such file exists)."""
+    """A scenario file as given, else a bundled scenario's path; ScenarioError when it is neither.
+
+    A directory named like a bundled scenario (``tests/kselftest``) does not hide it.
+    Something that looks like a path (a ``/`` in it or a ``.toml`` suffix) is returned
+    as it is, so that reading it says what is wrong with it.
+    """
     path = Path(name_or_path)
-    if path.exists() or path.suffix == ".toml" or "/" in name_or_path:
+    if path.is_file():
         return path
-    return bundled().get(name_or_path, path)
+    found = bundled().get(name_or_path)
+    if found is not None:
+        return found
+    if path.suffix == ".toml" or "/" in name_or_path:
+        return path
+    raise ScenarioError(f"{name_or_path}: no such file, and no bundled scenario has that name (--list shows them)")
