@@ -7,14 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from .engine_fixture import RunningEngine, start_engine, stop_engine
+from .engine_fixture import RunningEngine, running_engine
 
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[RunningEngine]:
     """A real engine process (16 MiB of EPC) in its own runtime directory, stopped with SIGTERM after the test."""
-    running = start_engine(tmp_path, "--capacity", "16MiB")
-    try:
+    with running_engine(tmp_path, "--capacity", "16MiB") as running:
         yield running
-    finally:
-        stop_engine(running)

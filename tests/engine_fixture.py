@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +52,16 @@ def start_engine(tmp_path: Path, *args: str) -> RunningEngine:
     process, endpoint = start_engine_process(list(args), env)
     env[protocol.ENDPOINT_ENV] = endpoint
     return RunningEngine(process, env, runtime / "epc-playground", endpoint)
+
+
+@contextlib.contextmanager
+def running_engine(tmp_path: Path, *args: str) -> Iterator[RunningEngine]:
+    """start_engine, then stop_engine however the block ends (what the engine fixtures yield)."""
+    running = start_engine(tmp_path, *args)
+    try:
+        yield running
+    finally:
+        stop_engine(running)
 
 
 def stop_engine(engine: RunningEngine) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from .cgroupfs_fixture import Mount, mounted
-from .engine_fixture import ROOT, RunningEngine, start_engine, stop_engine
+from .engine_fixture import ROOT, RunningEngine, running_engine
 
 SCRIPT = ROOT / "tests" / "kselftest" / "run_epc_cg_selftests.sh"
 PASSES = [
@@ -42,11 +42,8 @@ pytestmark = [
 
 @pytest.fixture
 def big_engine(tmp_path: Path) -> Iterator[RunningEngine]:
-    running = start_engine(tmp_path, "--capacity", "1GiB")
-    try:
+    with running_engine(tmp_path, "--capacity", "1GiB") as running:
         yield running
-    finally:
-        stop_engine(running)
 
 
 @pytest.fixture
