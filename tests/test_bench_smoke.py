@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("script", ["baseline.py", "core_rate.py", "core_memory.py", "e2e.py"])
+@pytest.mark.parametrize("script", ["baseline.py", "core_rate.py", "core_memory.py", "e2e.py", "tui.py"])
 def test_benchmark_runs_quick(script: str, tmp_path: Path) -> None:
     out = tmp_path / "result.json"
     done = subprocess.run(
