@@ -52,11 +52,28 @@ def mnt(big_engine: RunningEngine, tmp_path: Path) -> Iterator[Mount]:
         yield m
 
 
-def test_the_kernel_selftest_script_passes_over_the_mount(mnt: Mount, big_engine: RunningEngine) -> None:
+# The reference (section 6) says of the large cases "the outcome depends on timing, hence
+# the 'at least one' checks"; with Python test_sgx processes starting on two shared cores
+# the negative case came out the other way (all five passed) in about one run in ten.
+# Such a run gets one more try on the same engine and mount (the script has removed its
+# tree); any other failure fails at once.
+TIMING_DEPENDENT = (
+    "FAIL: Failed on large EPC limit positive testing",
+    "FAIL: Failed on large EPC limit negative testing",
+)
+
+
+def run_script(mnt: Mount) -> subprocess.CompletedProcess[str]:
     inside = f"mount --bind {mnt.path} /sys/fs/cgroup && exec sh {SCRIPT}"
-    result = subprocess.run(
+    return subprocess.run(
         ["unshare", "-m", "sh", "-c", inside], env=mnt.env, cwd=ROOT, capture_output=True, text=True, timeout=300
     )
+
+
+def test_the_kernel_selftest_script_passes_over_the_mount(mnt: Mount, big_engine: RunningEngine) -> None:
+    result = run_script(mnt)
+    if result.returncode == 1 and any(line.startswith(TIMING_DEPENDENT) for line in result.stdout.splitlines()):
+        result = run_script(mnt)
     output = result.stdout.splitlines()
     assert result.returncode == 0, result.stdout + result.stderr
     assert [line for line in output if line.startswith("PASS")] == PASSES, result.stdout
