@@ -42,7 +42,7 @@ log = logging.getLogger("epc.engine")
 
 # Pages per step of a long request.  Processes take turns a step at a time, so this is
 # how finely concurrent ioctls interleave (about 3 ms of work under reclaim).
-CHUNK_PAGES = 4096
+CHUNK_PAGES = 1024
 WORK_SLICE_S = 0.002  # reclaim work run between request steps
 STATS_INTERVAL_S = 0.25
 FAULT_WAIT_S = 10.0  # a parked request gives up after this long

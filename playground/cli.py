@@ -136,7 +136,7 @@ def _workload_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="", help="a name to show in the TUI and events")
     parser.add_argument("--cgroup", default="", metavar="PATH", help="move itself there first (default: stay put)")
     parser.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
-    # Hidden: `epc-playground run` starts the workloads of one step together (workloads/process.py).
+    # Hidden: `epc-playground run` learns when the workload is placed, then lets it go (workloads/process.py).
     parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
 
 

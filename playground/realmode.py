@@ -40,6 +40,7 @@ from workloads.client import EngineClient, EngineError, NoEngine
 POLL_S = 0.02
 TICK_S = 0.1
 START_TIMEOUT_S = 30.0  # a workload process must say hello within this
+SPAWN_GAP_S = 0.02  # between the starts of one spawn step's workloads (a shell loop's fork and exec, roughly)
 SUBSCRIBE_TIMEOUT_S = 5.0
 RELEASE_TIMEOUT_S = 10.0
 SIGNALS = {"TERM": signals.SIGTERM, "KILL": signals.SIGKILL, "INT": signals.SIGINT, "HUP": signals.SIGHUP}
@@ -257,10 +258,15 @@ class RealBackend:
     # -- workloads --------------------------------------------------------------
 
     def spawn(self, specs: list[WorkloadSpec]) -> list[int]:
-        """Start every process; once each has said hello (it is in its cgroup), let them all go at once.
+        """Start every process; once all have said hello (each is in its cgroup, registered),
+        let them go one by one, SPAWN_GAP_S apart, in order, as a shell loop of ``cmd &``
+        starts jobs on a real host.
 
-        A process that ends before its hello (say, its cgroup does not exist) just ends:
-        its exit status is its outcome.
+        Not at one instant: jobs that start level stay level under the engine's equal turns,
+        while on a real host one gets ahead (the selftest's large cases depend on it); and
+        not as Python's start-up happens to spread them, which varies from run to run.  A
+        process that ends before its hello (say, its cgroup does not exist) just ends: its
+        exit status is its outcome.
         """
         procs = [self._start(spec) for spec in specs]
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -270,8 +276,10 @@ class RealBackend:
             line = proc.popen.stdout.readline() if ready else b"?"
             if line not in (process.READY, b""):  # b"": it ended before its hello
                 self._abandon(procs, f"workload {proc.spec.name} (pid {proc.popen.pid}) did not start")
-        for proc in procs:
+        for i, proc in enumerate(procs):
             assert proc.popen.stdin is not None and proc.popen.stdout is not None
+            if i:
+                time.sleep(SPAWN_GAP_S)
             proc.popen.stdout.close()
             with contextlib.suppress(BrokenPipeError):
                 proc.popen.stdin.write(b"g")

@@ -54,8 +54,8 @@ def run_workload(
 
     ``cgroup``: first move this process there (as the selftest's ash_cgexec.sh does).
     ``hold``: once registered, say ``ready`` on stdout and wait for a byte on stdin
-    before going on, so that a launcher can let several workloads go at one instant
-    (Python's startup would otherwise stagger them by tens of milliseconds).
+    before going on, so that a launcher knows the workload is placed in its cgroup
+    before it takes its next step (the scenario runner does).
     """
     prog = f"epc-playground {role}"
     try:

@@ -9,12 +9,6 @@
 #
 # Environment:
 #   TEST_SGX     the test binary (default: test_sgx on PATH; the kernel's is ./test_sgx)
-#   JOB_STAGGER  seconds between starting the jobs of the positive large case (default
-#                0.2).  The kernel script starts them back to back and relies on its
-#                scheduler letting one job get ahead: four enclaves of the whole EPC do
-#                not fit the large limit together, so jobs that stay level all reach the
-#                limit at once and all fail.  The emulated host serves concurrent jobs in
-#                equal turns, which keeps jobs started at one instant level.
 CG_ROOT=/sys/fs/cgroup
 TEST_ROOT_CG=sgx_kselftest
 SMALL_PARENT=$TEST_ROOT_CG/sgx_test_small_parent
@@ -23,7 +17,6 @@ LARGE=$TEST_ROOT_CG/sgx_test_large
 LARGER=$TEST_ROOT_CG/sgx_test_larger
 HERE=$(cd "$(dirname "$0")" && pwd)
 TEST_SGX=${TEST_SGX:-test_sgx}
-JOB_STAGGER=${JOB_STAGGER:-0.2}
 TEST_CMD="$TEST_SGX -t unclobbered_vdso_oversubscribed"
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -52,8 +45,8 @@ fail() {  # MESSAGE: report, clean up, exit 1
     exit 1
 }
 
-# start_jobs CGROUP N [STAGGER]: N test_sgx jobs in CGROUP in the background, STAGGER
-# seconds apart (default: back to back); their pids in $pids
+# start_jobs CGROUP N: N test_sgx jobs in CGROUP in the background, back to back; their
+# pids in $pids
 start_jobs() {
     pids=""
     i=0
@@ -61,9 +54,6 @@ start_jobs() {
         sh "$HERE/ash_cgexec.sh" "$1" $TEST_CMD >/dev/null 2>&1 &
         pids="$pids $!"
         i=$((i + 1))
-        if [ -n "$3" ] && [ "$i" -lt "$2" ]; then
-            sleep "$3"
-        fi
     done
 }
 
@@ -115,7 +105,7 @@ echo "# Test failed as expected."
 echo "PASS: small EPC limit test."
 
 echo "# Start 4 concurrent unclobbered_vdso_oversubscribed tests with large EPC limit, expecting at least one success...."
-start_jobs $LARGE 4 "$JOB_STAGGER"
+start_jobs $LARGE 4
 wait_jobs
 [ "$passed" -ge 1 ] || fail "Failed on large EPC limit positive testing, no test passes."
 echo "PASS: large EPC limit positive testing."
