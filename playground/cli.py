@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from engine.units import format_size, parse_size
 
@@ -341,33 +342,26 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
 def cmd_enclave(args: argparse.Namespace) -> int:
     from workloads.enclave import EnclavePlan, run_enclave
-    from workloads.process import run_workload
 
     plan = EnclavePlan(args.size, args.pattern, args.passes, args.duration, args.seed, args.batch)
     plan.grow_pages = -(-args.grow // 4096)
     plan.trim_pages = -(-args.trim // 4096)
-    return run_workload(
-        lambda client: run_enclave(client, plan),
-        endpoint=args.connect,
-        role="enclave",
-        name=args.name,
-        cgroup=args.cgroup,
-        hold=args.hold,
-    )
+    return _run_workload(args, "enclave", lambda client: run_enclave(client, plan))
 
 
 def cmd_vm(args: argparse.Namespace) -> int:
-    from workloads.process import run_workload
     from workloads.vm import run_vm
 
-    return run_workload(
-        lambda client: run_vm(client, args.size, passes=args.passes, duration_s=args.duration),
-        endpoint=args.connect,
-        role="vm",
-        name=args.name,
-        cgroup=args.cgroup,
-        hold=args.hold,
+    return _run_workload(
+        args, "vm", lambda client: run_vm(client, args.size, passes=args.passes, duration_s=args.duration)
     )
+
+
+def _run_workload(args: argparse.Namespace, role: str, main: Callable[[Any], None]) -> int:
+    """A workload command's run, with the options _workload_options gave it."""
+    from workloads.process import run_workload
+
+    return run_workload(main, endpoint=args.connect, role=role, name=args.name, cgroup=args.cgroup, hold=args.hold)
 
 
 def cmd_cg(args: argparse.Namespace) -> int:
