@@ -36,7 +36,12 @@ TOPIC_EVENT_OTHER = b"event/other"  # everything else: what a display's event lo
 PRESSURE_KINDS = frozenset({"limit_hit", "reclaim", "work_queued", "work_run"})
 TOPIC_STATS = b"stats"
 TOPIC_ENGINE = b"engine"  # the engine itself: shutting down
-PUB_HWM = 100_000  # messages queued per subscriber, both ends, before PUB drops (event seq numbers show it)
+# A subscriber that stops reading holds at most PUB_HWM messages of at most PUB_MAX_BYTES in the
+# engine (and as many at its own end): events go out in batches of at most PUB_MAX_BYTES, flushed
+# every few milliseconds, and stats as deltas of at most PUB_STATS_ROWS rows a message.
+PUB_HWM = 1024
+PUB_MAX_BYTES = 64 << 10
+PUB_STATS_ROWS = 128
 
 
 class ProtocolError(Exception):
@@ -154,7 +159,7 @@ def decode_request(frame: bytes) -> tuple[int, str, dict[str, Any]]:
     raw_id = message.get("id")
     request_id = raw_id if type(raw_id) is int and 0 <= raw_id <= MAX_ID else 0
     try:
-        if message.get("v") != VERSION:
+        if type(message.get("v")) is not int or message["v"] != VERSION:
             raise ValueError(f"protocol version must be {VERSION}")
         if request_id != raw_id:
             raise ValueError(f"id must be an integer in 0..{MAX_ID}")
@@ -202,6 +207,37 @@ def decode_reply(frame: bytes) -> dict[str, Any]:
     if not isinstance(message, dict) or message.get("v") != VERSION or "id" not in message:
         raise ProtocolError("EPROTO", "not a reply of this protocol version")
     return message
+
+
+def merge_stats(snapshot: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot after one stats message (a delta: changed rows, removed paths and pids).
+
+    Cgroups stay in pre-order (siblings by name), workloads in registration order.  The
+    caller checks ``stats_seq``: a delta whose number is not the next one means messages
+    were lost, and the snapshot should be asked for again.
+    """
+    out = {key: value for key, value in delta.items() if key not in _DELTA_KEYS}
+    rows = {row["path"]: row for row in snapshot.get("cgroups", ())}
+    added = False
+    for row in delta.get("cgroups", ()):
+        added = added or row["path"] not in rows
+        rows[row["path"]] = row
+    for path in delta.get("removed", ()):
+        rows.pop(path, None)
+    cgroups = list(rows.values())
+    if added:
+        cgroups.sort(key=lambda row: [name for name in row["path"].split("/") if name])
+    out["cgroups"] = cgroups
+    workloads = {row["pid"]: row for row in snapshot.get("workloads", ())}
+    for row in delta.get("workloads", ()):
+        workloads[row["pid"]] = row
+    for pid in delta.get("workloads_removed", ()):
+        workloads.pop(pid, None)
+    out["workloads"] = list(workloads.values())
+    return out
+
+
+_DELTA_KEYS = frozenset({"cgroups", "removed", "workloads", "workloads_removed", "last"})
 
 
 def errno_code(name: str) -> int:

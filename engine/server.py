@@ -22,21 +22,23 @@ import faulthandler
 import json
 import logging
 import os
+import select
 import signal
 import time
-from collections import deque
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
-from typing import Any
+from collections import Counter, deque
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import zmq
 
-from engine import protocol
+from engine import files, protocol
 from engine.clock import MonotonicClock
-from engine.events import Event, OomKill, ReclaimBatch
+from engine.events import Event, ReclaimBatch
 from engine.host import Host
 from engine.protocol import ProtocolError
-from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE, Blocked, IoctlError, SigBus, errno_name
+from engine.sgx import Blocked, IoctlError, SigBus, errno_name
+from engine.stats import Stats, Workload
 
 log = logging.getLogger("epc.engine")
 
@@ -48,24 +50,21 @@ STATS_INTERVAL_S = 0.25
 FAULT_WAIT_S = 10.0  # a parked request gives up after this long
 STOP_DEADLINE_S = 5.0
 MORE, WAIT = "more", "wait"
+FLUSH_INTERVAL_S = 0.005  # buffered events go out at least this often...
+FLUSH_EVENTS = 256  # ...or when this many are waiting
+CHECK_SLICE_S = 0.002  # a `check` runs in slices of this much between other requests
+MAX_OPEN_PER_PID = 1024  # enclaves and vEPCs one process may hold open (the kernel: RLIMIT_NOFILE, EMFILE)
+MAX_EXITED = 256  # exited workload records kept for displays; older ones are pruned
+MAX_WATCHED = 65536  # processes the engine follows with a pidfd
 
 Step = Generator[str, None, Any]
 
 
-@dataclass(slots=True)
-class Workload:
-    """A registered process, alive or gone (kept for the TUI and scenario runner)."""
+class Caller(NamedTuple):
+    """Who sent a request, as the kernel told us (SO_PEERCRED of the ipc connection); (0, -1) over tcp."""
 
     pid: int
-    role: str
-    name: str
-    cgroup: str
-    started_ns: int
-    state: str = "running"  # running | exited
-    reason: str = ""  # ok | ENOMEM | SIGBUS | OOM | killed | failed | <errno name>
-    faults: int = 0
-    eids: set[int] = field(default_factory=set)
-    vids: set[int] = field(default_factory=set)
+    uid: int
 
 
 @dataclass(slots=True)
@@ -80,6 +79,30 @@ class Pending:
     deadline: float = 0.0
 
 
+class Subscriptions:
+    """The topics PUB subscribers hold (XPUB_VERBOSER reports every subscribe and unsubscribe)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[bytes] = Counter()
+        self._wants: dict[bytes, bool] = {}
+
+    def take(self, message: bytes) -> None:
+        topic = message[1:]
+        if message[:1] == b"\x01":
+            self.counts[topic] += 1
+        elif message[:1] == b"\x00" and self.counts[topic] > 0:
+            self.counts[topic] -= 1
+        self.counts = +self.counts  # drop zeros
+        self._wants.clear()
+
+    def wants(self, topic: bytes) -> bool:
+        """Whether any subscriber would receive ``topic``."""
+        wanted = self._wants.get(topic)
+        if wanted is None:
+            wanted = self._wants[topic] = any(topic.startswith(prefix) for prefix in self.counts)
+        return wanted
+
+
 class Engine:
     """Serves one Host on a ROUTER endpoint and publishes its events on a PUB endpoint."""
 
@@ -88,26 +111,34 @@ class Engine:
         self.endpoint = endpoint
         self.pub_endpoint = pub_endpoint
         self.fault_wait_s = fault_wait_s
+        self.ipc = endpoint.startswith("ipc://")  # only ipc connections carry the peer's pid and uid
+        self.uid = os.getuid()
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
-        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub = self.ctx.socket(zmq.XPUB)  # a PUB that hears (un)subscriptions: see Subscribers
         for sock in (self.router, self.pub):
             sock.linger = 0
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # A subscriber that stalls for a moment (a TUI busy drawing) must not lose events:
-        # PUB drops beyond this many queued messages, each a batch of events (seq shows gaps).
+        self.router.maxmsgsize = protocol.MAX_FRAME  # libzmq drops the peer before buffering more
+        self.pub.setsockopt(zmq.XPUB_VERBOSER, 1)
+        # A subscriber that stalls keeps at most PUB_HWM messages of at most PUB_MAX_BYTES each;
+        # beyond that PUB drops for it (event and stats seq numbers show the gap).
         self.pub.sndhwm = protocol.PUB_HWM
-        self.sessions: dict[bytes, int] = {}  # routing id -> pid that said hello
-        self.reclaimed: dict[str, int] = {}  # cgroup path -> pages reclaimed from its LRU (for stats)
         self.workloads: dict[int, Workload] = {}
+        self.stats = Stats(host, self.workloads)
+        self.subscriptions = Subscriptions()
         self.watched: dict[int, int] = {}  # pid -> pidfd
         self.ready: deque[Pending] = deque()
         self.waiting: list[Pending] = []
         self.events: list[Event] = []
         self.seq = 0
+        self.flush_at: asyncio.TimerHandle | None = None
+        self.oom_sent: set[int] = set()  # OOM victims sent their SIGKILL, not yet exited
+        self.checking = False
         self.kick = asyncio.Event()
         self.stopping = asyncio.Event()
         self.bad_frames = 0
+        self._peers: dict[str, Caller] = {}
         self.handlers: dict[str, Callable[..., Any]] = {op: getattr(self, f"op_{op}") for op in protocol.OPS}
         host.emit = self.events.append
 
@@ -124,6 +155,8 @@ class Engine:
         # wakes us, and we drain with NOBLOCK; cheaper per request than zmq.asyncio futures.
         router_fd = int(self.router.getsockopt(zmq.FD))
         loop.add_reader(router_fd, self._drain)
+        pub_fd = int(self.pub.getsockopt(zmq.FD))
+        loop.add_reader(pub_fd, self._take_subscriptions)
         tasks = [
             asyncio.create_task(self._schedule(), name="schedule"),
             asyncio.create_task(self._stats(), name="stats"),
@@ -131,6 +164,7 @@ class Engine:
         self._drain()
         await self.stopping.wait()
         loop.remove_reader(router_fd)
+        loop.remove_reader(pub_fd)
         # The loops end by themselves once stopping is set; cancelling alone is not enough
         # on Python 3.11, whose wait_for can swallow a cancellation (the engine then hung).
         _, pending = await asyncio.wait(tasks, timeout=STATS_INTERVAL_S * 4)
@@ -148,6 +182,7 @@ class Engine:
     def _shutdown(self) -> None:
         for pending in [*self.ready, *self.waiting]:
             self._reply(pending.ident, protocol.reply_err(pending.request_id, "ESHUTDOWN", "the engine stopped"))
+        self._flush_events()
         with contextlib.suppress(zmq.ZMQError):
             self.pub.send_multipart([protocol.TOPIC_ENGINE, protocol.encode({"event": "shutdown"})], flags=zmq.NOBLOCK)
         loop = asyncio.get_running_loop()
@@ -164,66 +199,118 @@ class Engine:
         recv = self.router.recv_multipart
         while True:
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            if len(frames) >= 2:
-                self._accept(frames[0], frames[-1])
+            except zmq.ZMQError as e:
+                log.warning("receiving a request: %s", e)
+                break
+            try:
+                self._accept(frames)
+            except Exception:  # never lose the loop to one request
+                log.exception("internal error taking a request")
         if self.ready or self._work_due():
             self.kick.set()
 
-    def _accept(self, ident: bytes, frame: bytes) -> None:
+    def _accept(self, frames: list[zmq.Frame]) -> None:
+        ident = frames[0].bytes
         try:
-            request_id, op, args = protocol.decode_request(frame)
+            if len(frames) != 2:
+                raise ProtocolError("EPROTO", f"a request is one frame, not {len(frames) - 1}")
+            request_id, op, args = protocol.decode_request(frames[1].bytes)
         except ProtocolError as e:
             self.bad_frames += 1
             if self.bad_frames <= 10 or self.bad_frames % 1000 == 0:
                 log.warning("bad frame #%d from %r: %s", self.bad_frames, ident[:8], e.message)
             self._reply(ident, protocol.reply_err(e.request_id, e.code, e.message))
             return
-        pid = self.sessions.get(ident, 0)
+        caller = self._peer(frames[1])
+        handler = self.handlers[op]
         try:
-            result = self.handlers[op](ident, pid, **args)
+            result = handler(caller, **args)
+        except Blocked:  # an op that is not stepped waits like the others: asked again later
+            result = self._again(lambda: handler(caller, **args))
         except Exception as e:
-            self._reply(ident, self._error_reply(request_id, pid, e))
+            self._reply(ident, self._error_reply(request_id, caller.pid, e))
             return
         if isinstance(result, Generator):
-            self._step(Pending(ident, request_id, pid, result))  # most finish in their first step
+            self._step(Pending(ident, request_id, caller.pid, result))  # most finish in their first step
         else:
             self._reply(ident, protocol.reply_ok(request_id, result))
-        self._publish_events()
+        self._events_due()
+
+    def _peer(self, frame: zmq.Frame) -> Caller:
+        """The sending process, from the kernel: libzmq's Peer-Address of an ipc connection is
+        "localhost:UID:GID:PID", taken with SO_PEERCRED when the connection was made."""
+        if not self.ipc:
+            return NOBODY
+        address = str(frame.get("Peer-Address"))
+        caller = self._peers.get(address)
+        if caller is None:
+            try:
+                _, uid, _, pid = address.rsplit(":", 3)
+                caller = Caller(int(pid), int(uid))
+            except ValueError:
+                caller = NOBODY
+            if len(self._peers) > 4096:
+                self._peers.clear()
+            self._peers[address] = caller
+        return caller
+
+    @staticmethod
+    def _again(call: Callable[[], Any]) -> Step:
+        """A request that is not stepped, asked again each time it might go through."""
+        yield WAIT
+        while True:
+            try:
+                return call()
+            except Blocked:
+                yield WAIT
 
     async def _schedule(self) -> None:
-        """Run request steps and reclaim work in turns; park what is blocked."""
-        host = self.host
+        """Run request steps and reclaim work in turns; park what is blocked.  Never dies of an error."""
         while not self.stopping.is_set():
-            if not self.ready and not self._work_due():
-                self._expire_waiting()
-                self.kick.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.kick.wait(), timeout=0.1)
+            try:
+                busy = self._schedule_round()
+            except Exception:
+                log.exception("internal error in the scheduler (it goes on)")
+                busy = False
+            if busy:
+                await asyncio.sleep(0)
                 continue
-            for _ in range(len(self.ready)):
-                self._step(self.ready.popleft())
-                self._drain()  # a newcomer's request goes between two long ones, not after them all
-            if self._work_due():
-                progress = host.progress
-                deadline = time.monotonic() + WORK_SLICE_S
-                while host.run_work_step() and time.monotonic() < deadline:
-                    pass
-                if host.progress != progress:
-                    self._wake_waiting()
-            self._publish_events()
+            self.kick.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.kick.wait(), timeout=0.1)
+
+    def _schedule_round(self) -> bool:
+        """One round: every ready step once, then a slice of reclaim work; False when idle."""
+        host = self.host
+        if not self.ready and not self._work_due():
             self._expire_waiting()
-            self._drain()
-            await asyncio.sleep(0)
+            return False
+        for _ in range(len(self.ready)):
+            self._step(self.ready.popleft())
+            self._drain()  # a newcomer's request goes between two long ones, not after them all
+        if self._work_due():
+            progress = host.progress
+            deadline = time.monotonic() + WORK_SLICE_S
+            while host.run_work_step() and time.monotonic() < deadline:
+                pass
+            if host.progress != progress:
+                self._wake_waiting()
+        self._deliver_oom_kills()
+        self._events_due()
+        self._expire_waiting()
+        self._drain()
+        return True
 
     def _work_due(self) -> bool:
         host = self.host
         return bool(host.work) or host.work_in_flight is not None or host.ksgxd_woken
 
     def _step(self, pending: Pending) -> None:
-        if pending.pid and pending.pid not in self.watched:
+        workload = self.workloads.get(pending.pid)
+        if workload is not None and workload.state != "running":
             pending.steps.close()  # its process is gone: nobody to answer
             return
         try:
@@ -268,7 +355,7 @@ class Engine:
             self._wake_waiting()
 
     def _reply(self, ident: bytes, frame: bytes) -> None:
-        self._publish_events()  # first: an OOM kill lands before the call returns, as in the kernel
+        self._deliver_oom_kills()  # first: an OOM kill lands before the call returns, as in the kernel
         with contextlib.suppress(zmq.ZMQError):  # the peer went away, or is not reading
             self.router.send_multipart([ident, frame], flags=zmq.NOBLOCK)
 
@@ -289,23 +376,35 @@ class Engine:
 
     # -- events and stats -----------------------------------------------------
 
-    def _publish_events(self) -> None:
+    def _events_due(self) -> None:
+        """Send the buffered events when enough are waiting, or soon."""
+        if len(self.events) >= FLUSH_EVENTS:
+            self._flush_events()
+        elif self.events and self.flush_at is None:
+            self.flush_at = asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self._flush_events)
+
+    def _flush_events(self) -> None:
+        if self.flush_at is not None:
+            self.flush_at.cancel()
+            self.flush_at = None
         if not self.events:
             return
         events = self.events[:]
         self.events.clear()  # the same list: the host appends to it
-        reclaimed = self.reclaimed
+        reclaimed = self.stats.reclaimed
         for event in events:
             if isinstance(event, ReclaimBatch):
                 reclaimed[event.cgroup] = reclaimed.get(event.cgroup, 0) + event.written
-            elif isinstance(event, OomKill):
-                self._oom_kill(event.pid)
-        self._publish(*[event.to_dict() for event in events])
+        try:
+            self._publish(*[event.to_dict() for event in events])
+        except Exception:
+            log.exception("internal error publishing %d events", len(events))
 
     def _publish(self, *messages: dict[str, Any]) -> None:
         """Events, numbered, as lists of maps (far cheaper than a message each): each run of pressure
         events (limit hits, reclaim) under TOPIC_EVENT_PRESSURE, each run of the others under
-        TOPIC_EVENT_OTHER, in order, so a display can leave the pressure out and read its sums from stats."""
+        TOPIC_EVENT_OTHER, in order, so a display can leave the pressure out and read its sums from stats.
+        Runs nobody subscribes to are numbered and not sent; none is over PUB_MAX_BYTES."""
         runs: list[tuple[bytes, list[dict[str, Any]]]] = []
         for message in messages:
             self.seq += 1
@@ -319,86 +418,49 @@ class Engine:
                 runs[-1][1].append(message)
             else:
                 runs.append((topic, [message]))
+        self._take_subscriptions()
+        for topic, run in runs:
+            if self.subscriptions.wants(topic):
+                self._send_events(topic, run)
+
+    def _send_events(self, topic: bytes, run: list[dict[str, Any]]) -> None:
+        payload = protocol.encode(run)
+        if len(payload) > protocol.PUB_MAX_BYTES and len(run) > 1:
+            half = len(run) // 2
+            self._send_events(topic, run[:half])
+            self._send_events(topic, run[half:])
+            return
         with contextlib.suppress(zmq.ZMQError):
-            for topic, run in runs:
-                self.pub.send_multipart([topic, protocol.encode(run)], flags=zmq.NOBLOCK)
+            self.pub.send_multipart([topic, payload], flags=zmq.NOBLOCK)
+
+    def _take_subscriptions(self) -> None:
+        """Read what the XPUB heard: subscribers coming and going."""
+        while True:
+            try:
+                message = self.pub.recv(zmq.NOBLOCK)
+            except zmq.ZMQError:  # Again, or closed
+                return
+            self.subscriptions.take(message)
 
     async def _stats(self) -> None:
+        """Every STATS_INTERVAL_S, what changed, when anyone subscribes to stats.  Never dies of an error."""
         while not self.stopping.is_set():
             await asyncio.sleep(STATS_INTERVAL_S)
-            snapshot = self.snapshot()
-            with contextlib.suppress(zmq.ZMQError):
-                self.pub.send_multipart([protocol.TOPIC_STATS, protocol.encode(snapshot)], flags=zmq.NOBLOCK)
+            try:
+                self._take_subscriptions()
+                if not self.subscriptions.wants(protocol.TOPIC_STATS):
+                    continue
+                self._flush_events()  # the stats come after the events they include
+                for message in self.stats.tick(self.pub_endpoint, os.getpid(), self.seq, protocol.PUB_STATS_ROWS):
+                    with contextlib.suppress(zmq.ZMQError):
+                        self.pub.send_multipart([protocol.TOPIC_STATS, protocol.encode(message)], flags=zmq.NOBLOCK)
+            except Exception:
+                log.exception("internal error sending stats (they go on)")
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state a client needs to draw: cgroups, workloads, EPC; O(cgroups + workloads)."""
-        host = self.host
-        swapped_by: dict[str, int] = {}  # EPC pages swapped out, by the cgroup of the enclave's creator
-        for enclave in host.enclaves.values():
-            if enclave.nr_swapped:
-                path = host.task_cgroup(enclave.pid)
-                swapped_by[path] = swapped_by.get(path, 0) + enclave.nr_swapped
-        cgroups = []
-        for cg in host.tree.live():
-            own = cg.misc_usage - sum(child.misc_usage for child in cg.children)
-            cgroups.append(
-                {
-                    "path": cg.path,
-                    "misc_current": cg.misc_usage * PAGE_SIZE,
-                    "misc_max": cg.misc_max_bytes if cg.parent is not None else None,
-                    "misc_peak": cg.misc_peak * PAGE_SIZE,
-                    "misc_events": cg.misc_events,
-                    "misc_events_local": cg.misc_events_local,
-                    "memory_current": cg.mem_usage * PAGE_SIZE,
-                    "memory_max": _memory_bytes(cg.mem_max_pages),
-                    "memory_events": list(cg.mem_events),
-                    "reclaimable": cg.lru.size,  # its own pages on its LRU
-                    "unreclaimable": own - cg.lru.size,  # its own VA, SECS and guest pages (and any isolated)
-                    "swapped": swapped_by.get(cg.path, 0),
-                    "reclaimed": self.reclaimed.get(cg.path, 0),  # pages written out from its LRU, ever
-                    "procs": sorted(cg.procs),
-                }
-            )
-        workloads = []
-        for w in self.workloads.values():
-            resident = swapped = size = 0
-            for eid in w.eids:
-                encl = host.enclaves.get(eid)
-                if encl is not None:
-                    resident += encl.secs_child_cnt
-                    swapped += encl.nr_swapped
-                    size += encl.size_pages
-            for vid in w.vids:
-                vepc = host.vepcs.get(vid)
-                if vepc is not None:
-                    resident += vepc.nr_present
-                    size += vepc.size_pages
-            workloads.append(
-                {
-                    "pid": w.pid,
-                    "role": w.role,
-                    "name": w.name,
-                    "cgroup": host.task_cgroup(w.pid) if w.state == "running" else w.cgroup,
-                    "state": w.state,
-                    "reason": w.reason,
-                    "faults": w.faults,
-                    "resident": resident,
-                    "swapped": swapped,
-                    "size": size * PAGE_SIZE,  # ELRANGE of its enclaves and its virtual EPC
-                }
-            )
-        return {
-            "seq": self.seq,
-            "t_ns": host.clock.now_ns(),
-            "capacity": host.capacity_bytes,
-            "memory": _memory_bytes(host.tree.root.mem_max_pages),  # host RAM for backing (None: unlimited)
-            "free": host.epc.nr_free * PAGE_SIZE,
-            "ksgxd": host.ksgxd_woken,
-            "pub": self.pub_endpoint,
-            "engine_pid": os.getpid(),
-            "cgroups": cgroups,
-            "workloads": workloads,
-        }
+        self._flush_events()  # so its seq covers every event whose effect it shows
+        return self.stats.full(self.pub_endpoint, os.getpid(), self.seq)
 
     # -- processes ------------------------------------------------------------
 
@@ -406,39 +468,93 @@ class Engine:
         """Follow ``pid`` until it exits; OSError(ESRCH) if there is no such process."""
         if pid in self.watched:
             return
-        fd = os.pidfd_open(pid)
+        if len(self.watched) >= MAX_WATCHED:
+            raise OSError(errno.EAGAIN, f"the engine already follows {MAX_WATCHED} processes")
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            raise OSError(errno.ESRCH, f"no process {pid} on the engine's host") from None
+        except OSError as e:
+            raise OSError(errno.EAGAIN, f"cannot follow process {pid}: {e.strerror}") from None
         self.watched[pid] = fd
         asyncio.get_running_loop().add_reader(fd, self._exited, pid)
 
+    def _gone(self, pid: int) -> bool:
+        """Whether a followed process has exited although its pidfd was not read yet."""
+        fd = self.watched.get(pid)
+        return fd is not None and bool(select.select([fd], [], [], 0)[0])
+
+    def _reap(self, pids: Iterable[int]) -> None:
+        """Take the exits of these processes that already happened, before acting on their cgroups."""
+        for pid in list(pids):
+            if pid in self.watched:
+                if self._gone(pid):
+                    self._exited(pid)
+            elif not _alive(pid):
+                self.host.exit_task(pid)
+
     def _exited(self, pid: int) -> None:
         """``pid`` is gone, however it went: release what it held, without its help."""
+        try:
+            self._release_process(pid)
+        except Exception:
+            log.exception("internal error releasing pid %d", pid)
+        self._wake_waiting()
+        self.kick.set()
+
+    def _release_process(self, pid: int) -> None:
         fd = self.watched.pop(pid, None)
         if fd is not None:
             asyncio.get_running_loop().remove_reader(fd)
             os.close(fd)
         self.host.signal(pid)
         self.host.exit_task(pid)
+        self.oom_sent.discard(pid)
         workload = self.workloads.get(pid)
         if workload is not None and workload.state == "running":
             workload.state = "exited"
             workload.reason = workload.reason or "killed"
+            workload.exited_ns = self.host.clock.now_ns()
             self._publish({"kind": "workload_exit", "pid": pid, "name": workload.name, "reason": workload.reason})
             log.info("workload %d (%s) exited: %s", pid, workload.name, workload.reason)
-        for ident in [i for i, p in self.sessions.items() if p == pid]:
-            del self.sessions[ident]
-        self._publish_events()
-        self._wake_waiting()
-        self.kick.set()
+            self._prune_exited()
+        self._flush_events()
+
+    def _prune_exited(self) -> None:
+        """Keep the newest MAX_EXITED exited records (dicts keep registration order)."""
+        exited = [pid for pid, w in self.workloads.items() if w.state == "exited"]
+        for pid in exited[: max(len(exited) - MAX_EXITED, 0)]:
+            del self.workloads[pid]
+
+    def _deliver_oom_kills(self) -> None:
+        victims = self.host.oom_victims
+        if victims and not victims <= self.oom_sent:
+            for pid in sorted(victims - self.oom_sent):
+                self._oom_kill(pid)
 
     def _oom_kill(self, pid: int) -> None:
-        """Deliver the OOM killer's SIGKILL to a workload (other processes are not ours to kill)."""
-        self._note_exit_reason(pid, "OOM")
-        if pid in self.workloads and pid in self.watched:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """Deliver the OOM killer's SIGKILL, only to a registered workload whose pid the kernel
+        told us and whose uid is ours (or we are root); never to the engine itself."""
+        workload = self.workloads.get(pid)
+        fd = self.watched.get(pid)
+        if workload is None or workload.state != "running" or fd is None or pid == os.getpid():
+            why = "not a workload of this engine"
+        elif self.uid != 0 and workload.uid != self.uid:
+            why = f"owned by uid {workload.uid}, not the engine's {self.uid}"
         else:
-            log.warning("the OOM killer chose pid %d, which is not a workload: not killed", pid)
-            self.host.oom_victims.discard(pid)
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # already on its way out
+            except OSError as e:
+                why = f"the kernel refused: {e.strerror}"
+            else:
+                self._note_exit_reason(pid, "OOM")
+                self.oom_sent.add(pid)
+                return
+        log.warning("the OOM killer chose pid %d, %s: not killed", pid, why)
+        self.host.oom_victims.discard(pid)
+        self.host.signals.discard(pid)
 
     def _note_exit_reason(self, pid: int, reason: str) -> None:
         workload = self.workloads.get(pid)
@@ -460,97 +576,119 @@ class Engine:
 
     # -- requests -------------------------------------------------------------
 
-    def _require_pid(self, pid: int) -> int:
-        if not pid:
-            raise OSError(errno.EPERM, "say hello with your pid first")
-        return pid
+    def _workload(self, pid: int) -> Workload:
+        """The caller's workload record: it must have said hello (EPERM otherwise)."""
+        workload = self.workloads.get(pid)
+        if not pid or workload is None or workload.state != "running":
+            raise OSError(errno.EPERM, f"pid {pid} is not a registered workload: say hello first (over ipc)")
+        return workload
 
     def _own_enclave(self, pid: int, eid: int) -> None:
         encl = self.host.enclaves.get(eid)
         if encl is None:
             raise OSError(errno.EINVAL, f"no enclave {eid}")
         if encl.pid != pid:
-            raise OSError(errno.EPERM, f"enclave {eid} belongs to pid {encl.pid}")
+            raise OSError(errno.EPERM, f"enclave {eid} is not yours")
 
     def _own_vepc(self, pid: int, vid: int) -> None:
         vepc = self.host.vepcs.get(vid)
         if vepc is None:
             raise OSError(errno.EINVAL, f"no vEPC {vid}")
         if vepc.pid != pid:
-            raise OSError(errno.EPERM, f"vEPC {vid} belongs to pid {vepc.pid}")
+            raise OSError(errno.EPERM, f"vEPC {vid} is not yours")
 
-    def op_ping(self, ident: bytes, caller: int) -> dict[str, Any]:
+    def _may_open(self, workload: Workload) -> None:
+        if len(workload.eids) + len(workload.vids) >= MAX_OPEN_PER_PID:
+            raise OSError(errno.EMFILE, f"pid {workload.pid} has {MAX_OPEN_PER_PID} enclaves and vEPCs open")
+
+    def op_ping(self, caller: Caller) -> dict[str, Any]:
         return {"engine_pid": os.getpid(), "pub": self.pub_endpoint, "capacity": self.host.capacity_bytes}
 
-    def op_hello(self, ident: bytes, caller: int, pid: int, role: str, name: str = "") -> dict[str, Any]:
-        """Register the sending process; it starts in the cgroup its nearest placed ancestor is in."""
-        try:
+    def op_hello(self, caller: Caller, pid: int, role: str, name: str = "") -> dict[str, Any]:
+        """Register the sending process (only itself, as the kernel names it); it starts in the
+        cgroup its nearest placed ancestor is in.  A client only says who it is."""
+        info = {"capacity": self.host.capacity_bytes, "engine_pid": os.getpid(), "pub": self.pub_endpoint}
+        if caller.pid and pid != caller.pid:
+            raise OSError(errno.EPERM, f"hello names pid {pid}, but this connection is pid {caller.pid}'s")
+        if role == "client":
+            return {"cgroup": self.host.task_cgroup(pid) if caller.pid else "/", **info}
+        if not caller.pid:
+            raise OSError(errno.EPERM, "workloads register over ipc, where the kernel tells the engine their pid")
+        if self._gone(pid):
+            self._exited(pid)  # an earlier process of this pid: its exit first
+        workload = self.workloads.get(pid)
+        if workload is None or workload.state != "running":
             self._watch(pid)
-        except OSError:
-            raise OSError(errno.ESRCH, f"no process {pid} on the engine's host") from None
-        if pid not in self.host.tree.tasks:
-            self.host.write(f"{self._cgroup_of_new_process(pid).rstrip('/')}/cgroup.procs", str(pid))
-        self.sessions[ident] = pid
-        cgroup = self.host.task_cgroup(pid)
-        if role != "client" and pid not in self.workloads:
+            if pid not in self.host.tree.tasks:
+                self.host.write(f"{self._cgroup_of_new_process(pid).rstrip('/')}/cgroup.procs", str(pid))
+            cgroup = self.host.task_cgroup(pid)
             name = name or f"{role}-{pid}"
-            self.workloads[pid] = Workload(pid, role, name, cgroup, self.host.clock.now_ns())
+            self.workloads.pop(pid, None)  # a reused pid: a new record, at the end
+            self.workloads[pid] = Workload(pid, role, name, cgroup, self.host.clock.now_ns(), caller.uid)
             self._publish({"kind": "workload_start", "pid": pid, "role": role, "name": name, "cgroup": cgroup})
-        return {
-            "cgroup": cgroup,
-            "capacity": self.host.capacity_bytes,
-            "engine_pid": os.getpid(),
-            "pub": self.pub_endpoint,
-        }
+        return {"cgroup": self.host.task_cgroup(pid), **info}
 
-    def op_check(self, ident: bytes, caller: int) -> str:
-        """Verify every invariant of the host now: "ok", or EIO naming the first broken one."""
+    def op_check(self, caller: Caller) -> Step:
+        """Verify every invariant of the host: "ok", or EIO naming the first broken one.  It runs in
+        slices between other requests, one check at a time, on a copy of the state taken at its start."""
+        while self.checking:
+            yield MORE
+        self.checking = True
         try:
-            self.host.check()
-        except AssertionError as e:
-            raise OSError(errno.EIO, f"invariant broken: {e}") from None
-        return "ok"
+            steps = _check_steps(self.host)
+            while True:
+                deadline = time.monotonic() + CHECK_SLICE_S
+                try:
+                    while time.monotonic() < deadline:
+                        next(steps)
+                except StopIteration:
+                    return "ok"
+                except AssertionError as e:
+                    raise OSError(errno.EIO, f"invariant broken: {e}") from None
+                yield MORE
+        finally:
+            self.checking = False
 
-    def op_snapshot(self, ident: bytes, caller: int) -> dict[str, Any]:
+    def op_snapshot(self, caller: Caller) -> dict[str, Any]:
         return self.snapshot()
 
-    def op_read(self, ident: bytes, caller: int, path: str) -> str:
+    def op_read(self, caller: Caller, path: str) -> str:
         return self.host.read(path)
 
-    def op_listdir(self, ident: bytes, caller: int, path: str) -> list[str]:
+    def op_listdir(self, caller: Caller, path: str) -> list[str]:
         return self.host.listdir(path)
 
-    def op_mkdir(self, ident: bytes, caller: int, path: str) -> None:
+    def op_mkdir(self, caller: Caller, path: str) -> None:
         self.host.mkdir(path)
 
-    def op_rmdir(self, ident: bytes, caller: int, path: str) -> None:
-        self._forget_dead_tasks()
+    def op_rmdir(self, caller: Caller, path: str) -> None:
+        self._reap(self.host.cgroup(path).procs)
         self.host.rmdir(path)
 
-    def op_write(self, ident: bytes, caller: int, path: str, value: str) -> None:
+    def op_write(self, caller: Caller, path: str, value: str) -> None:
+        """Write a cgroup file as the calling process; a pid moved by cgroup.procs is followed from then on."""
         if path.rstrip("/").endswith("/cgroup.procs") or path.strip("/") == "cgroup.procs":
-            text = value.strip()
-            target = caller if text == "0" else int(text) if text.isdigit() else 0
-            if target:
-                try:
-                    self._watch(target)
-                except OSError:
-                    raise OSError(errno.ESRCH, f"no process {target}") from None
-        self.host.write(path, value, pid=caller or None)
+            target = files.parse_pid(value, caller.pid or None)
+            if target not in self.watched and not _alive(target):
+                raise OSError(errno.ESRCH, f"no process {target}")
+            self.host.write(path, value, pid=caller.pid or None)
+            try:
+                self._watch(target)
+            except OSError:
+                self._reap([target])  # it exited in between: it leaves the cgroup again
+            return
+        self.host.write(path, value, pid=caller.pid or None)
 
-    def _forget_dead_tasks(self) -> None:
-        for task in list(self.host.tree.tasks):
-            if task not in self.watched and not protocol.process_alive(task):
-                self.host.exit_task(task)
-
-    def op_ecreate(self, ident: bytes, caller: int, size: int) -> dict[str, int]:
-        eid = self.host.ecreate(self._require_pid(caller), size)
-        self._workload(caller).eids.add(eid)
+    def op_ecreate(self, caller: Caller, size: int) -> dict[str, int]:
+        workload = self._workload(caller.pid)
+        self._may_open(workload)
+        eid = self.host.ecreate(caller.pid, size)
+        workload.eids.add(eid)
         return {"eid": eid}
 
-    def op_add_pages(self, ident: bytes, caller: int, eid: int, count: int, kind: str = "REG") -> Step:
-        self._own_enclave(caller, eid)
-        return self._in_steps(count, lambda chunk: self.host.add_pages(caller, eid, chunk, kind))
+    def op_add_pages(self, caller: Caller, eid: int, count: int, kind: str = "REG") -> Step:
+        self._own_enclave(caller.pid, eid)
+        return self._in_steps(count, lambda chunk: self.host.add_pages(caller.pid, eid, chunk, kind))
 
     def _in_steps(self, count: int, call: Callable[[int], int]) -> Step:
         """A request for ``count`` pages, CHUNK_PAGES a step, parked while the core says Blocked.
@@ -576,21 +714,21 @@ class Engine:
                 yield MORE
         return {"added": done}
 
-    def op_einit(self, ident: bytes, caller: int, eid: int) -> None:
-        self._own_enclave(caller, eid)
-        self.host.einit(caller, eid)
+    def op_einit(self, caller: Caller, eid: int) -> None:
+        self._own_enclave(caller.pid, eid)
+        self.host.einit(caller.pid, eid)
 
     def op_access(
-        self, ident: bytes, caller: int, eid: int, ranges: list[tuple[int, int]], write: bool = False
+        self, caller: Caller, eid: int, ranges: list[tuple[int, int]], write: bool = False
     ) -> dict[str, int] | Step:
-        self._own_enclave(caller, eid)
-        return self._touch(caller, ranges, lambda first, count: self.host.access(caller, eid, first, count, write))
+        self._own_enclave(caller.pid, eid)
+        pid = caller.pid
+        return self._touch(pid, ranges, lambda first, count: self.host.access(pid, eid, first, count, write))
 
-    def op_vepc_access(
-        self, ident: bytes, caller: int, vid: int, ranges: list[tuple[int, int]]
-    ) -> dict[str, int] | Step:
-        self._own_vepc(caller, vid)
-        return self._touch(caller, ranges, lambda first, count: self.host.vepc_access(caller, vid, first, count))
+    def op_vepc_access(self, caller: Caller, vid: int, ranges: list[tuple[int, int]]) -> dict[str, int] | Step:
+        self._own_vepc(caller.pid, vid)
+        pid = caller.pid
+        return self._touch(pid, ranges, lambda first, count: self.host.vepc_access(pid, vid, first, count))
 
     def _touch(
         self, pid: int, ranges: list[tuple[int, int]], touch: Callable[[int, int], int]
@@ -636,20 +774,21 @@ class Engine:
                 yield MORE
         return {"faults": faults}
 
-    def op_augment(self, ident: bytes, caller: int, eid: int, count: int) -> Step:
-        self._own_enclave(caller, eid)
-        return self._in_steps(count, lambda chunk: self.host.augment(caller, eid, chunk))
+    def op_augment(self, caller: Caller, eid: int, count: int) -> Step:
+        self._own_enclave(caller.pid, eid)
+        return self._in_steps(count, lambda chunk: self.host.augment(caller.pid, eid, chunk))
 
-    def op_remove_pages(self, ident: bytes, caller: int, eid: int, first: int, count: int) -> Step:
+    def op_remove_pages(self, caller: Caller, eid: int, first: int, count: int) -> Step:
         """What test_sgx's _remove test does: MODIFY_TYPES to TRIM and REMOVE_PAGES, each again from
         where it stopped while they say EAGAIN, with EACCEPT of every page between them."""
         host = self.host
-        self._own_enclave(caller, eid)
-        yield from self._resumed(lambda at, n: host.trim_pages(caller, eid, at, n), first, count)
+        pid = caller.pid
+        self._own_enclave(pid, eid)
+        yield from self._resumed(lambda at, n: host.trim_pages(pid, eid, at, n), first, count)
         yield from self._touch_steps(
-            self._workload(caller), [(first, count)], lambda at, n: host.access(caller, eid, at, n), 0
+            self._workload(pid), [(first, count)], lambda at, n: host.access(pid, eid, at, n), 0
         )
-        yield from self._resumed(lambda at, n: host.remove_trimmed(caller, eid, at, n), first, count)
+        yield from self._resumed(lambda at, n: host.remove_trimmed(pid, eid, at, n), first, count)
         return {"removed": count}
 
     @staticmethod
@@ -666,41 +805,58 @@ class Engine:
                 done += e.done
                 yield WAIT
 
-    def op_release(self, ident: bytes, caller: int, eid: int) -> None:
-        self._own_enclave(caller, eid)
+    def op_release(self, caller: Caller, eid: int) -> None:
+        self._own_enclave(caller.pid, eid)
         self.host.release(eid)
-        self._workload(caller).eids.discard(eid)
+        self._workload(caller.pid).eids.discard(eid)
         self._wake_waiting()
 
-    def op_vepc_open(self, ident: bytes, caller: int, size: int) -> dict[str, int]:
-        vid = self.host.vepc_open(self._require_pid(caller), size)
-        self._workload(caller).vids.add(vid)
+    def op_vepc_open(self, caller: Caller, size: int) -> dict[str, int]:
+        workload = self._workload(caller.pid)
+        self._may_open(workload)
+        vid = self.host.vepc_open(caller.pid, size)
+        workload.vids.add(vid)
         return {"vid": vid}
 
-    def op_vepc_release(self, ident: bytes, caller: int, vid: int) -> None:
-        self._own_vepc(caller, vid)
+    def op_vepc_release(self, caller: Caller, vid: int) -> None:
+        self._own_vepc(caller.pid, vid)
         self.host.vepc_release(vid)
-        self._workload(caller).vids.discard(vid)
+        self._workload(caller.pid).vids.discard(vid)
         self._wake_waiting()
 
-    def op_bye(self, ident: bytes, caller: int, reason: str = "ok") -> None:
+    def op_bye(self, caller: Caller, reason: str = "ok") -> None:
         """The workload is about to exit (its process exit does the releasing)."""
-        self._note_exit_reason(caller, reason)
-
-    def _workload(self, pid: int) -> Workload:
-        workload = self.workloads.get(self._require_pid(pid))
-        if workload is None:
-            raise OSError(errno.EPERM, f"pid {pid} is not a registered workload")
-        return workload
-
-
-def _memory_bytes(max_pages: int) -> int | None:
-    """A memory.max in bytes, None for max."""
-    return None if max_pages >= PAGE_COUNTER_MAX else max_pages * PAGE_SIZE
+        self._note_exit_reason(caller.pid, reason)
 
 
 class _NoProgress(Exception):
     """A parked request that nothing will unblock: a fault then means SIGBUS."""
+
+
+NOBODY = Caller(0, -1)
+
+
+def _check_steps(host: Host) -> Generator[None, None, None]:
+    """engine.check.check_steps, or the whole check at once where the core has no sliced one yet."""
+    from engine import check
+
+    steps = getattr(check, "check_steps", None)
+    if steps is not None:
+        yield from steps(host)
+        return
+    host.check()
+    yield
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _parent_pid(pid: int) -> int:

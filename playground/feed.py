@@ -84,7 +84,10 @@ class EngineFeed(FeedState):
         for topic in (protocol.TOPIC_EVENT_OTHER, protocol.TOPIC_STATS, protocol.TOPIC_ENGINE):
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)  # not the pressure events: their sums come with stats
         self._sub.connect(self.client.pub_endpoint)
-        super().__init__(self.client.snapshot())  # late joiner: a full snapshot first
+        snapshot = self.client.snapshot()  # late joiner: a full snapshot first, then the deltas after it
+        super().__init__(snapshot)
+        self._merged = snapshot
+        self._stats_seq = int(snapshot["stats_seq"])
         self.connected = True
 
     def poll(self) -> bool:
@@ -94,8 +97,7 @@ class EngineFeed(FeedState):
                 topic, payload = self._sub.recv_multipart()
                 message = msgpack.unpackb(payload, raw=False)
                 if topic == protocol.TOPIC_STATS:
-                    self.take_stats(message)
-                    changed = True
+                    changed = self._take_delta(message) or changed
                 elif topic == protocol.TOPIC_EVENT_OTHER:
                     self.take_events(message)
                 elif topic == protocol.TOPIC_ENGINE:
@@ -105,6 +107,24 @@ class EngineFeed(FeedState):
         if self.connected and not protocol.process_alive(self.client.engine_pid):
             self.connected = False
         return changed
+
+    def _take_delta(self, delta: dict[str, Any]) -> bool:
+        """Apply one stats message; True at the end of a tick.  A gap in stats_seq (messages the
+        engine dropped for us) asks for the whole snapshot again."""
+        seq = int(delta["stats_seq"])
+        if seq <= self._stats_seq:
+            return False  # already in the snapshot we asked for
+        if seq != self._stats_seq + 1:
+            self._merged = self.client.snapshot()
+            self._stats_seq = int(self._merged["stats_seq"])
+            self.take_stats(self._merged)
+            return True
+        self._stats_seq = seq
+        self._merged = protocol.merge_stats(self._merged, delta)
+        if delta["last"]:
+            self.take_stats(self._merged)
+            return True
+        return False
 
     def close(self) -> None:
         self._sub.close(linger=0)

@@ -18,6 +18,7 @@ from engine import protocol
 from workloads.client import EngineClient, EngineError, NoEngine
 
 from .engine_fixture import RunningEngine, start_engine, stop_engine
+from .puppet import Puppet
 
 pytestmark = pytest.mark.slow
 MiB = 1 << 20
@@ -203,18 +204,12 @@ def test_errors_come_back_as_errno_names_and_ownership_is_checked(engine: Runnin
         with pytest.raises(EngineError) as e:
             client.write("/a/cgroup.procs", str(2**30 - 7))
         assert e.value.code == "ESRCH"
-    sleeper = subprocess.Popen(["sleep", "30"])
-    try:
-        with engine.client() as owner, engine.client() as other:
-            owner.hello("enclave", pid=sleeper.pid)
-            eid = owner.call("ecreate", size=8192)["eid"]
-            other.hello("enclave")
-            with pytest.raises(EngineError) as e:
-                other.call("release", eid=eid)
-            assert e.value.code == "EPERM"
-    finally:
-        sleeper.kill()
-        sleeper.wait()
+    with Puppet(engine.endpoint) as owner, Puppet(engine.endpoint) as other:
+        owner.ok("hello", pid=owner.pid, role="enclave")
+        eid = owner.ok("ecreate", size=8192)["eid"]
+        other.ok("hello", pid=other.pid, role="enclave")
+        assert other.send("release", eid=eid)["err"] == "EPERM"
+        assert owner.ok("release", eid=eid) is None
 
 
 def test_the_engine_refuses_a_second_default_instance(engine: RunningEngine) -> None:

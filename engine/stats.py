@@ -1,0 +1,199 @@
+"""What a display draws from: a snapshot of the host's cgroups and workloads, and its deltas.
+
+``full()`` is the whole state (the ``snapshot`` op); ``tick()`` is what changed since the
+last tick, cut into messages of at most ``rows`` rows (the 4 Hz stats on PUB), so a tick
+costs O(cgroups) cheap comparisons and its messages are small however big the tree is.
+A subscriber applies them with ``protocol.merge_stats``.  Rows that did not change are
+re-sent a few at a time in turn, so a subscriber that missed a transient state heals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.cgroup import Cgroup
+from engine.host import Host
+from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE
+
+REFRESH_ROWS = 32  # unchanged cgroup rows re-sent per tick, in turn
+
+
+@dataclass(slots=True)
+class Workload:
+    """A registered process, alive or gone (kept for the TUI and scenario runner)."""
+
+    pid: int
+    role: str
+    name: str
+    cgroup: str
+    started_ns: int
+    uid: int = -1  # from the socket's peer credentials
+    state: str = "running"  # running | exited
+    reason: str = ""  # ok | ENOMEM | SIGBUS | OOM | killed | failed | <errno name>
+    faults: int = 0
+    exited_ns: int = 0
+    eids: set[int] = field(default_factory=set)
+    vids: set[int] = field(default_factory=set)
+
+
+def memory_bytes(max_pages: int) -> int | None:
+    """A memory.max in bytes, None for max."""
+    return None if max_pages >= PAGE_COUNTER_MAX else max_pages * PAGE_SIZE
+
+
+def _signature(cg: Cgroup, swapped: int, reclaimed: int) -> tuple[int, ...]:
+    return (
+        cg.misc_usage, cg.misc_max_bytes, cg.misc_peak, cg.misc_events, cg.misc_events_local,
+        cg.mem_usage, cg.mem_max_pages, *cg.mem_events, cg.lru.size, swapped, reclaimed, len(cg.procs),
+    )  # fmt: skip
+
+
+class Stats:
+    """The rows last sent, to send only what changed."""
+
+    def __init__(self, host: Host, workloads: dict[int, Workload]) -> None:
+        self.host = host
+        self.workloads = workloads
+        self.reclaimed: dict[str, int] = {}  # cgroup path -> pages written out from its LRU, ever
+        self.stats_seq = 0
+        self._sent: dict[str, tuple[tuple[int, ...], frozenset[int]]] = {}  # path -> signature, procs
+        self._sent_workloads: dict[int, dict[str, Any]] = {}
+        self._refresh_at = 0
+
+    def header(self, pub: str, engine_pid: int, seq: int) -> dict[str, Any]:
+        host = self.host
+        return {
+            "stats_seq": self.stats_seq,
+            "seq": seq,
+            "t_ns": host.clock.now_ns(),
+            "capacity": host.capacity_bytes,
+            "memory": memory_bytes(host.tree.root.mem_max_pages),  # host RAM for backing (None: unlimited)
+            "free": host.epc.nr_free * PAGE_SIZE,
+            "ksgxd": host.ksgxd_woken,
+            "pub": pub,
+            "engine_pid": engine_pid,
+        }
+
+    def full(self, pub: str, engine_pid: int, seq: int) -> dict[str, Any]:
+        """The whole state: every live cgroup in pre-order (siblings by name), every workload record."""
+        swapped = self._swapped_by()
+        out = self.header(pub, engine_pid, seq)
+        live = sorted(self.host.tree.live(), key=lambda cg: [name for name in cg.path.split("/") if name])
+        out["cgroups"] = [self._cgroup_row(cg, swapped.get(cg.path, 0)) for cg in live]
+        out["workloads"] = [self._workload_row(w) for w in self.workloads.values()]
+        return out
+
+    def tick(self, pub: str, engine_pid: int, seq: int, rows: int) -> Iterator[dict[str, Any]]:
+        """The delta since the last tick, as messages of at most ``rows`` rows; the last one says ``last``."""
+        swapped = self._swapped_by()
+        changed: list[dict[str, Any]] = []
+        live = self.host.tree.live()
+        paths = set()
+        nr_live = len(live)
+        for i, cg in enumerate(live):
+            path = cg.path
+            paths.add(path)
+            nr_swapped = swapped.get(path, 0)
+            sig = _signature(cg, nr_swapped, self.reclaimed.get(path, 0))
+            sent = self._sent.get(path)
+            refresh = (i - self._refresh_at) % nr_live < REFRESH_ROWS
+            if sent is None or sent[0] != sig or sent[1] != cg.procs or refresh:
+                self._sent[path] = (sig, frozenset(cg.procs))
+                changed.append(self._cgroup_row(cg, nr_swapped))
+        self._refresh_at = (self._refresh_at + REFRESH_ROWS) % nr_live
+        removed = [path for path in self._sent if path not in paths]
+        for path in removed:
+            del self._sent[path]
+        workloads = []
+        for w in self.workloads.values():
+            last = self._sent_workloads.get(w.pid)
+            if w.state == "exited" and last is not None and last["state"] == "exited":
+                continue  # an exited record does not change
+            row = self._workload_row(w)
+            if last != row:
+                self._sent_workloads[w.pid] = row
+                workloads.append(row)
+        gone = [pid for pid in self._sent_workloads if pid not in self.workloads]
+        for pid in gone:
+            del self._sent_workloads[pid]
+        yield from self._messages(pub, engine_pid, seq, rows, changed, removed, workloads, gone)
+
+    def _messages(
+        self, pub: str, engine_pid: int, seq: int, rows: int, cgroups: list[dict[str, Any]], removed: list[str],
+        workloads: list[dict[str, Any]], gone: list[int],
+    ) -> Iterator[dict[str, Any]]:  # fmt: skip
+        items: list[tuple[str, Any]] = [
+            *(("cgroups", r) for r in cgroups), *(("removed", p) for p in removed),
+            *(("workloads", r) for r in workloads), *(("workloads_removed", p) for p in gone),
+        ]  # fmt: skip
+        start = 0
+        while True:
+            self.stats_seq += 1
+            message = self.header(pub, engine_pid, seq)
+            for key in ("cgroups", "removed", "workloads", "workloads_removed"):
+                message[key] = []
+            for key, item in items[start : start + rows]:
+                message[key].append(item)
+            start += rows
+            message["last"] = start >= len(items)
+            yield message
+            if message["last"]:
+                return
+
+    def _swapped_by(self) -> dict[str, int]:
+        """EPC pages swapped out, by the cgroup of the enclave's creator."""
+        host = self.host
+        out: dict[str, int] = {}
+        for enclave in host.enclaves.values():
+            if enclave.nr_swapped:
+                path = host.task_cgroup(enclave.pid)
+                out[path] = out.get(path, 0) + enclave.nr_swapped
+        return out
+
+    def _cgroup_row(self, cg: Cgroup, swapped: int) -> dict[str, Any]:
+        own = cg.misc_usage - sum(child.misc_usage for child in cg.children)
+        return {
+            "path": cg.path,
+            "misc_current": cg.misc_usage * PAGE_SIZE,
+            "misc_max": cg.misc_max_bytes if cg.parent is not None else None,
+            "misc_peak": cg.misc_peak * PAGE_SIZE,
+            "misc_events": cg.misc_events,
+            "misc_events_local": cg.misc_events_local,
+            "memory_current": cg.mem_usage * PAGE_SIZE,
+            "memory_max": memory_bytes(cg.mem_max_pages),
+            "memory_events": list(cg.mem_events),
+            "reclaimable": cg.lru.size,  # its own pages on its LRU
+            "unreclaimable": own - cg.lru.size,  # its own VA, SECS and guest pages (and any isolated)
+            "swapped": swapped,
+            "reclaimed": self.reclaimed.get(cg.path, 0),  # pages written out from its LRU, ever
+            "procs": sorted(cg.procs),
+        }
+
+    def _workload_row(self, w: Workload) -> dict[str, Any]:
+        host = self.host
+        resident = swapped = size = 0
+        for eid in w.eids:
+            encl = host.enclaves.get(eid)
+            if encl is not None:
+                resident += encl.secs_child_cnt
+                swapped += encl.nr_swapped
+                size += encl.size_pages
+        for vid in w.vids:
+            vepc = host.vepcs.get(vid)
+            if vepc is not None:
+                resident += vepc.nr_present
+                size += vepc.size_pages
+        return {
+            "pid": w.pid,
+            "role": w.role,
+            "name": w.name,
+            "cgroup": host.task_cgroup(w.pid) if w.state == "running" else w.cgroup,
+            "state": w.state,
+            "reason": w.reason,
+            "faults": w.faults,
+            "resident": resident,
+            "swapped": swapped,
+            "size": size * PAGE_SIZE,  # ELRANGE of its enclaves and its virtual EPC
+        }
