@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import errno
 import faulthandler
-import json
 import logging
 import os
 import select
@@ -32,7 +31,7 @@ from typing import Any, NamedTuple
 
 import zmq
 
-from engine import files, protocol
+from engine import files, protocol, runtime
 from engine.clock import MonotonicClock
 from engine.events import Event, ReclaimBatch
 from engine.host import Host
@@ -881,26 +880,6 @@ def _run(coroutine: Any) -> None:
     uvloop.run(coroutine)
 
 
-def default_endpoints(directory: str) -> tuple[str, str]:
-    return f"ipc://{directory}/engine.sock", f"ipc://{directory}/events.sock"
-
-
-def pub_endpoint_for(endpoint: str, directory: str) -> str:
-    """Where events go for a given request endpoint: beside an ipc socket, the next tcp port."""
-    if endpoint.startswith("ipc://"):
-        return endpoint + ".events"
-    if endpoint.startswith("tcp://"):
-        host, _, port = endpoint[len("tcp://") :].rpartition(":")
-        if port.isdigit():
-            return f"tcp://{host}:{int(port) + 1}"
-    raise ValueError(f"bad endpoint {endpoint!r}: use ipc://PATH or tcp://HOST:PORT")
-
-
-def prepare_runtime_dir(directory: str) -> None:
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    os.chmod(directory, 0o700)
-
-
 def run_engine(
     capacity: int | str,
     memory: int | str | None,
@@ -914,24 +893,9 @@ def run_engine(
     Without ``endpoint`` it listens on ipc in the runtime directory and writes the
     runtime file there (refusing when a live engine already owns it).
     """
-    directory = protocol.runtime_dir()
-    runtime_file = None
-    if endpoint is None:
-        running = protocol.read_runtime_file(directory)
-        if running is not None:
-            raise RuntimeError(
-                f"an engine is already running (pid {running['pid']}, {running['endpoint']}): "
-                "stop it, or give this one --bind"
-            )
-        prepare_runtime_dir(directory)
-        endpoint, pub = default_endpoints(directory)
-        runtime_file = os.path.join(directory, protocol.RUNTIME_FILE)
-    else:
-        if endpoint.startswith("tcp://*") or endpoint.startswith("tcp://:"):
-            endpoint = "tcp://127.0.0.1" + endpoint[endpoint.rindex(":") :]
-        pub = pub_endpoint_for(endpoint, directory)
+    endpoints = runtime.choose_endpoints(endpoint)
     host = Host(capacity, memory, seed, clock=MonotonicClock(), inline_work=False)
-    engine = Engine(host, endpoint, pub)
+    engine = Engine(host, endpoints.endpoint, endpoints.pub)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -939,26 +903,14 @@ def run_engine(
             loop.add_signal_handler(signum, engine.stop)
         serving = asyncio.create_task(engine.serve())
         await asyncio.sleep(0.05)
-        if runtime_file is not None:
-            info = {"pid": os.getpid(), "endpoint": endpoint, "pub": pub, "capacity": host.capacity_bytes}
-            tmp = runtime_file + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(info, f)
-            os.replace(tmp, runtime_file)
+        runtime.write_runtime_file(endpoints, host.capacity_bytes)
         if ready is not None:
-            ready(endpoint)
+            ready(endpoints.endpoint)
         await serving
 
     try:
         _run(main())
         faulthandler.cancel_dump_traceback_later()
     finally:
-        if runtime_file is not None:
-            info = protocol.read_runtime_file(directory)
-            if info is not None and info.get("pid") == os.getpid():
-                os.unlink(runtime_file)
-        for ep in (endpoint, pub):
-            if ep.startswith("ipc://"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(ep[len("ipc://") :])
+        runtime.remove_runtime_files(endpoints)
     return 0

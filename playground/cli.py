@@ -291,14 +291,14 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_tui(args: argparse.Namespace) -> int:
     import os
 
-    from engine import protocol
+    from engine import runtime
     from playground.launch import start_engine_process
     from playground.tui.app import EpcApp
 
     engine = None
     endpoint = args.connect
     if endpoint is None:
-        running = protocol.read_runtime_file()
+        running = runtime.read_runtime_file()
         if running is not None:
             endpoint = str(running["endpoint"])
         else:

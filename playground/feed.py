@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from engine import protocol
+from engine import protocol, runtime
 from workloads.client import EngineClient
 
 HISTORY = 240  # samples per cgroup: a minute at 4 Hz
@@ -104,7 +104,7 @@ class EngineFeed(FeedState):
                     self.connected = False
         except zmq.ZMQError:
             self.connected = False
-        if self.connected and not protocol.process_alive(self.client.engine_pid):
+        if self.connected and not runtime.process_alive(self.client.engine_pid):
             self.connected = False
         return changed
 

@@ -31,7 +31,7 @@ from typing import IO, Any
 import msgpack
 import zmq
 
-from engine import protocol
+from engine import protocol, runtime
 from playground.backend import BackendError, FileError, Tick, WorkloadSpec
 from playground.launch import start_engine_process
 from workloads import process
@@ -298,7 +298,7 @@ class RealBackend:
         if spec.duration_ns is not None:
             argv += ["--duration", repr(spec.duration_ns / 1e9)]
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close(); a file, so it cannot fill up)
-        env = {k: v for k, v in os.environ.items() if k != protocol.ENDPOINT_ENV}
+        env = {k: v for k, v in os.environ.items() if k != runtime.ENDPOINT_ENV}
         popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env)
         proc = self.procs[popen.pid] = Proc(spec, popen, stderr)
         return proc

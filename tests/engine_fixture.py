@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import protocol
+from engine.runtime import ENDPOINT_ENV
 from playground.launch import start_engine_process
 from workloads.client import EngineClient
 
@@ -48,9 +48,9 @@ def start_engine(tmp_path: Path, *args: str) -> RunningEngine:
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700)
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PYTHONPATH": str(ROOT)}
-    env.pop(protocol.ENDPOINT_ENV, None)
+    env.pop(ENDPOINT_ENV, None)
     process, endpoint = start_engine_process(list(args), env)
-    env[protocol.ENDPOINT_ENV] = endpoint
+    env[ENDPOINT_ENV] = endpoint
     return RunningEngine(process, env, runtime / "epc-playground", endpoint)
 
 

@@ -14,7 +14,7 @@ import msgpack
 import pytest
 import zmq
 
-from engine import protocol
+from engine import protocol, runtime
 from workloads.client import EngineClient, EngineError, NoEngine
 
 from .engine_fixture import RunningEngine, start_engine, stop_engine
@@ -181,7 +181,7 @@ def test_every_client_exits_with_one_line_when_the_engine_is_killed(tmp_path) ->
 
 def test_no_engine_is_one_clear_line_and_exit_2(tmp_path) -> None:  # type: ignore[no-untyped-def]
     env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
-    env.pop(protocol.ENDPOINT_ENV, None)
+    env.pop(runtime.ENDPOINT_ENV, None)
     for args in (["enclave", "--size", "1MiB"], ["cg", "tree"], ["vm", "--size", "1MiB"]):
         done = subprocess.run([sys.executable, "-m", "playground.cli", *args], env=env, capture_output=True, text=True)
         assert done.returncode == 2

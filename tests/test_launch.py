@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import protocol
+from engine.runtime import ENDPOINT_ENV, RUNTIME_FILE
 from playground.launch import LogHub
 
 pytestmark = pytest.mark.slow
@@ -25,12 +25,12 @@ class Collect(logging.Handler):
 
 def test_engine_and_workload_logs_reach_the_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    monkeypatch.delenv(protocol.ENDPOINT_ENV, raising=False)
+    monkeypatch.delenv(ENDPOINT_ENV, raising=False)
     collect = Collect()
     hub = LogHub(collect)
     try:
         engine = hub.spawn(["engine", "--capacity", "4MiB"], name="engine")
-        runtime = tmp_path / "epc-playground" / protocol.RUNTIME_FILE
+        runtime = tmp_path / "epc-playground" / RUNTIME_FILE
         for _ in range(200):
             if runtime.exists():
                 break

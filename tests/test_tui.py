@@ -185,12 +185,12 @@ def test_event_filter_shows_only_matching_lines(engine: RunningEngine) -> None:
 
 
 def test_a_lost_engine_shows_disconnected_and_r_starts_a_new_one(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    from engine import protocol
+    from engine import runtime
 
     from .engine_fixture import start_engine
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "mine"))
-    monkeypatch.delenv(protocol.ENDPOINT_ENV, raising=False)
+    monkeypatch.delenv(runtime.ENDPOINT_ENV, raising=False)
     running = start_engine(tmp_path, "--capacity", "4MiB")
 
     async def scenario() -> tuple[str, str, bool]:
@@ -211,7 +211,7 @@ def test_a_lost_engine_shows_disconnected_and_r_starts_a_new_one(tmp_path, monke
 
     gone, again, alive = run(scenario())
     assert "disconnected" in gone and again == "" and alive
-    assert protocol.read_runtime_file(str(tmp_path / "mine" / "epc-playground")) is None  # quit stopped it
+    assert runtime.read_runtime_file(str(tmp_path / "mine" / "epc-playground")) is None  # quit stopped it
 
 
 def test_kill_with_a_chosen_signal_and_the_workload_columns(engine: RunningEngine) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import zmq
 
-from engine import protocol
+from engine import protocol, runtime
 
 POLL_SLICE_MS = 250
 
@@ -39,11 +39,11 @@ class EngineClient:
     """Requests to one engine, one at a time.  ``timeout_s`` bounds each call (None: as long as the engine lives)."""
 
     def __init__(self, endpoint: str | None = None, *, timeout_s: float | None = 30.0) -> None:
-        found = protocol.find_endpoint(endpoint)
+        found = runtime.find_endpoint(endpoint)
         if found is None:
             raise NoEngine(
                 "no engine is running: start one with `epc-playground engine` "
-                f"(or give --connect ENDPOINT or set ${protocol.ENDPOINT_ENV})"
+                f"(or give --connect ENDPOINT or set ${runtime.ENDPOINT_ENV})"
             )
         if found.startswith("ipc://") and not os.path.exists(found[len("ipc://") :]):
             raise NoEngine(f"no engine listens at {found}: start one with `epc-playground engine`")
@@ -85,7 +85,7 @@ class EngineClient:
                 reply = protocol.decode_reply(self._sock.recv())  # RCVTIMEO: wakes every POLL_SLICE_MS
             except zmq.Again:
                 waited_ms += POLL_SLICE_MS
-                if self.engine_pid and not protocol.process_alive(self.engine_pid):
+                if self.engine_pid and not runtime.process_alive(self.engine_pid):
                     raise NoEngine(f"the engine (pid {self.engine_pid}) is gone") from None
                 if timeout is not None and waited_ms >= timeout * 1000:
                     raise NoEngine(f"the engine at {self.endpoint} did not answer {op} within {timeout:g} s") from None
