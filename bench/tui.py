@@ -6,8 +6,8 @@
 2. Engine throughput (faults that reclaim, from 2 workload processes, for some seconds)
    with a TUI attached, against none before and after.  Target: at most 5% lost.
 
-The 200 workloads are cheap stand-ins: ``sleep`` processes registered with the engine,
-each owning a small enclave, so the tables and stats carry 200 rows.
+The 200 workloads are cheap stand-ins (bench/standins.py): forked processes that register
+themselves with the engine, each owning a small enclave, so the tables and stats carry 200 rows.
 
 ``.venv/bin/python bench/tui.py [--quick] [--json FILE]``
 """
@@ -28,7 +28,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import _common
+from bench import _common, standins
 from bench.e2e import batched_fault_rate
 from playground.launch import start_engine_process
 from workloads.client import EngineClient
@@ -36,24 +36,17 @@ from workloads.client import EngineClient
 PAGE = 4096
 
 
-def populate(endpoint: str, cgroups: int, workloads: int) -> list[subprocess.Popen[bytes]]:
-    """``cgroups`` cgroups (20 parents with children) and ``workloads`` registered processes."""
-    sleepers = [subprocess.Popen(["sleep", "600"]) for _ in range(workloads)]
+def populate(endpoint: str, cgroups: int, workloads: int) -> subprocess.Popen[str] | None:
+    """``cgroups`` cgroups (20 parents with children) and ``workloads`` registered stand-in processes."""
     with EngineClient(endpoint) as client:
         parents = max(1, cgroups // 50)
-        made = 0
         for i in range(parents):
             client.mkdir(f"/g{i}")
-            made += 1
             for j in range(cgroups // parents - 1):
                 client.mkdir(f"/g{i}/c{j}")
-                made += 1
-        for n, sleeper in enumerate(sleepers):
-            client.write(f"/g{n % parents}/c{n % 10}/cgroup.procs", str(sleeper.pid))
-            client.hello("enclave", f"w{n}", pid=sleeper.pid)
-            eid = client.call("ecreate", size=64 * PAGE)["eid"]
-            client.call("add_pages", eid=eid, count=8)
-    return sleepers
+    if not workloads:
+        return None
+    return standins.start(endpoint, [f"/g{n % parents}/c{n % 10}" for n in range(workloads)], pages=8)
 
 
 def key_latency(endpoint: str, presses: int) -> list[float]:
@@ -130,7 +123,7 @@ def main() -> None:
             small.terminate()
             small.wait(10)
         engine, endpoint = start_engine_process(["--bind", f"ipc://{directory}/big.sock", "--capacity", "1GiB"], env)
-        sleepers = populate(endpoint, cgroups, workloads)
+        stand_ins = populate(endpoint, cgroups, workloads)
         try:
             busy = key_latency(endpoint, presses)
             p95_base = statistics.quantiles(base, n=20)[18]
@@ -169,8 +162,8 @@ def main() -> None:
             print(f"  throughput lost: {loss * 100:.1f}%  (target <= 5%): {'ok' if loss <= 0.05 else 'MISSED'}")
             results["throughput"] = {"before": before, "after": after, "attached": attached, "loss": loss}
         finally:
-            for sleeper in sleepers:
-                sleeper.kill()
+            if stand_ins is not None:
+                standins.stop(stand_ins)
             engine.terminate()
             engine.wait(10)
     _common.write_json(args.json, results)
