@@ -450,7 +450,10 @@ class Engine:
                 if not self.subscriptions.wants(protocol.TOPIC_STATS):
                     continue
                 self._flush_events()  # the stats come after the events they include
-                for message in self.stats.tick(self.pub_endpoint, os.getpid(), self.seq, protocol.PUB_STATS_ROWS):
+                ticks = self.stats.tick(
+                    self.pub_endpoint, os.getpid(), self.seq, protocol.PUB_STATS_ROWS, protocol.PUB_MAX_BYTES
+                )
+                for message in ticks:
                     with contextlib.suppress(zmq.ZMQError):
                         self.pub.send_multipart([protocol.TOPIC_STATS, protocol.encode(message)], flags=zmq.NOBLOCK)
             except Exception:

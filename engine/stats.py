@@ -18,6 +18,7 @@ from engine.host import Host
 from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE
 
 REFRESH_ROWS = 32  # unchanged cgroup rows re-sent per tick, in turn
+PROCS_IN_DELTA = 64  # pids listed in a delta's cgroup row (nr_procs counts them all; the snapshot lists all)
 
 
 @dataclass(slots=True)
@@ -85,8 +86,9 @@ class Stats:
         out["workloads"] = [self._workload_row(w) for w in self.workloads.values()]
         return out
 
-    def tick(self, pub: str, engine_pid: int, seq: int, rows: int) -> Iterator[dict[str, Any]]:
-        """The delta since the last tick, as messages of at most ``rows`` rows; the last one says ``last``."""
+    def tick(self, pub: str, engine_pid: int, seq: int, rows: int, max_bytes: int) -> Iterator[dict[str, Any]]:
+        """The delta since the last tick, as messages of at most ``rows`` rows and about ``max_bytes``
+        encoded (rows are estimated generously); the last one says ``last``."""
         swapped = self._swapped_by()
         changed: list[dict[str, Any]] = []
         live = self.host.tree.live()
@@ -101,7 +103,10 @@ class Stats:
             refresh = (i - self._refresh_at) % nr_live < REFRESH_ROWS
             if sent is None or sent[0] != sig or sent[1] != cg.procs or refresh:
                 self._sent[path] = (sig, frozenset(cg.procs))
-                changed.append(self._cgroup_row(cg, nr_swapped))
+                row = self._cgroup_row(cg, nr_swapped)
+                if len(row["procs"]) > PROCS_IN_DELTA:
+                    row["procs"] = row["procs"][:PROCS_IN_DELTA]
+                changed.append(row)
         self._refresh_at = (self._refresh_at + REFRESH_ROWS) % nr_live
         removed = [path for path in self._sent if path not in paths]
         for path in removed:
@@ -118,11 +123,11 @@ class Stats:
         gone = [pid for pid in self._sent_workloads if pid not in self.workloads]
         for pid in gone:
             del self._sent_workloads[pid]
-        yield from self._messages(pub, engine_pid, seq, rows, changed, removed, workloads, gone)
+        yield from self._messages(pub, engine_pid, seq, rows, max_bytes, changed, removed, workloads, gone)
 
     def _messages(
-        self, pub: str, engine_pid: int, seq: int, rows: int, cgroups: list[dict[str, Any]], removed: list[str],
-        workloads: list[dict[str, Any]], gone: list[int],
+        self, pub: str, engine_pid: int, seq: int, rows: int, max_bytes: int, cgroups: list[dict[str, Any]],
+        removed: list[str], workloads: list[dict[str, Any]], gone: list[int],
     ) -> Iterator[dict[str, Any]]:  # fmt: skip
         items: list[tuple[str, Any]] = [
             *(("cgroups", r) for r in cgroups), *(("removed", p) for p in removed),
@@ -134,9 +139,16 @@ class Stats:
             message = self.header(pub, engine_pid, seq)
             for key in ("cgroups", "removed", "workloads", "workloads_removed"):
                 message[key] = []
-            for key, item in items[start : start + rows]:
+            budget = max_bytes - 1024 - 2 * len(pub)  # the header
+            end = start
+            while end < len(items) and end - start < rows:
+                key, item = items[end]
+                budget -= _estimate(item)
+                if budget < 0 and end > start:
+                    break
                 message[key].append(item)
-            start += rows
+                end += 1
+            start = end
             message["last"] = start >= len(items)
             yield message
             if message["last"]:
@@ -169,6 +181,7 @@ class Stats:
             "swapped": swapped,
             "reclaimed": self.reclaimed.get(cg.path, 0),  # pages written out from its LRU, ever
             "procs": sorted(cg.procs),
+            "nr_procs": len(cg.procs),
         }
 
     def _workload_row(self, w: Workload) -> dict[str, Any]:
@@ -197,3 +210,11 @@ class Stats:
             "swapped": swapped,
             "size": size * PAGE_SIZE,  # ELRANGE of its enclaves and its virtual EPC
         }
+
+
+def _estimate(item: Any) -> int:
+    """An upper bound of an item's MessagePack size: 4 bytes a character (UTF-8), 9 a pid."""
+    if isinstance(item, dict):
+        strings = sum(len(v) for v in item.values() if isinstance(v, str))
+        return 512 + 4 * strings + 9 * len(item.get("procs", ()))
+    return 16 + 4 * len(item) if isinstance(item, str) else 16
