@@ -6,10 +6,12 @@ who a client is from the kernel's peer credentials, not from what the client say
 
 from __future__ import annotations
 
+import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -198,3 +200,36 @@ def test_the_oom_killer_never_signals_a_process_of_another_uid() -> None:
         _, err = engine.communicate(timeout=10)
         shutil.rmtree(directory, ignore_errors=True)
     assert "not the engine's" in err and "Traceback" not in err, err[-2000:]
+
+
+def test_a_reused_pid_starts_a_new_workload_record() -> None:
+    """M8: a process that gets an exited workload's pid is a workload of its own (a private pid namespace)."""
+    if os.getuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a private pid namespace")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, str(root / "tests" / "pidreuse_inner.py")],
+        capture_output=True, text=True, timeout=60, cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["reused"], result
+    assert [(w["name"], w["state"]) for w in result["records"]] == [("second", "running")], result
+
+
+def test_exited_workload_records_are_pruned(engine: RunningEngine) -> None:
+    """M8: the records of exited workloads stay bounded however many come and go."""
+    from bench import standins
+    from engine.server import MAX_EXITED
+
+    with engine.client() as client:
+        for _ in range(2):
+            group = standins.start(engine.endpoint, ["/"] * 160, pages=1)
+            standins.stop(group)
+        deadline = time.monotonic() + 20
+        while any(w["state"] == "running" for w in client.snapshot()["workloads"]):
+            assert time.monotonic() < deadline, "stand-ins still running"
+            time.sleep(0.1)
+        records = client.snapshot()["workloads"]
+        assert len(records) == MAX_EXITED, len(records)
+        assert client.read("/misc.current") == "sgx_epc 0\n"
