@@ -19,7 +19,9 @@ work on it, and a failed write fails with the kernel's errno (EngineError.errno)
 - ``cgroup.procs`` lists, like the kernel's, every live process in the cgroup: those
   written to a ``cgroup.procs`` and their descendants, which inherit it.
 - Unmounts cleanly on exit, SIGTERM, SIGINT (libfuse's handlers) and when the engine
-  goes away.
+  goes away, noticed within a second even with no one reading the mount: a thread
+  watches the engine on a connection of its own and, once it is gone, says so in one
+  line and ends the FUSE loop with SIGTERM (exit status 2).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -36,7 +40,8 @@ from typing import Any, TypeVar
 from workloads.client import EngineClient, EngineError, NoEngine
 
 PROG = "epc-playground mount"
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # also: the engine went away (DESIGN.md section 3's connection error)
+WATCH_S = 0.2  # the watcher looks at the engine's connection this often
 FUSE_DEVICE = "/dev/fuse"
 FSNAME = "epc-playground"  # the mount's source in /proc/mounts (type fuse.cgroup)
 # The files with a write handler in the kernel; the others are read-only (mode 0444).
@@ -57,6 +62,15 @@ class CgroupFs:
         self.mounted_ns = time.time_ns()
         self.mounted = False  # libfuse said init: the mount is up
         self.engine_gone = False
+        self._gone_lock = threading.Lock()  # the FUSE thread and the watcher may both notice
+
+    def lost_engine(self, e: NoEngine) -> bool:
+        """Note that the engine is gone and say so, once; True for the first to notice."""
+        with self._gone_lock:
+            first, self.engine_gone = not self.engine_gone, True
+        if first:
+            print(f"{PROG}: {e}", file=sys.stderr, flush=True)
+        return first
 
     # -- the engine, with its errors as the kernel's errnos ----------------------
 
@@ -67,9 +81,7 @@ class CgroupFs:
         except EngineError as e:
             raise OSError(e.errno or errno.EIO, e.message) from None
         except NoEngine as e:
-            if not self.engine_gone:
-                self.engine_gone = True
-                print(f"{PROG}: {e}; unmounting", file=sys.stderr, flush=True)
+            if self.lost_engine(e):
                 _stop_loop()
             raise OSError(errno.ENOTCONN, str(e)) from None
 
@@ -237,6 +249,36 @@ def _stop_loop() -> None:
     mfusepy.fuse_exit()
 
 
+class _Watcher(threading.Thread):
+    """Watches the engine on a connection of its own; when it is gone, SIGTERM to the FUSE loop (which unmounts)."""
+
+    def __init__(self, client: EngineClient, ops: CgroupFs) -> None:
+        super().__init__(name="epc-mount-watch", daemon=True)
+        self.client = client
+        self.ops = ops
+        self.stopping = threading.Event()
+        self.loop_thread = threading.main_thread().ident  # libfuse's loop runs there (foreground, one thread)
+
+    def run(self) -> None:
+        first = False
+        while not self.stopping.wait(WATCH_S):
+            try:
+                self.client.check_engine()
+                continue
+            except NoEngine as e:
+                first = first or self.ops.lost_engine(e)
+            if not first:
+                return  # the FUSE thread noticed first and ends the loop itself
+            if self.ops.mounted and self.loop_thread is not None:  # libfuse's SIGTERM handler is in place
+                signal.pthread_kill(self.loop_thread, signal.SIGTERM)
+                return
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=5)
+        self.client.close()
+
+
 # -- the command ------------------------------------------------------------------
 
 
@@ -293,6 +335,7 @@ def mount(directory: str, connect: str | None = None) -> int:
         return EXIT_USAGE
     try:
         client = EngineClient(connect, timeout_s=30.0)
+        watcher_client = EngineClient(client.endpoint, timeout_s=30.0)
     except NoEngine as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -305,12 +348,15 @@ def mount(directory: str, connect: str | None = None) -> int:
     if os.geteuid() == 0:
         options.update(allow_other=True, default_permissions=True)  # other users may look, as at /sys/fs/cgroup
     ops = CgroupFs(client, ready)
+    watcher = _Watcher(watcher_client, ops)
+    watcher.start()
     try:
         mfusepy.FUSE(ops, directory, **options)
     except RuntimeError as e:  # fuse_main()'s status: also non-zero when a signal ended the loop
-        if not ops.mounted:
+        if not ops.mounted and not ops.engine_gone:
             print(f"{PROG}: cannot mount {directory} (libfuse error {e}); already mounted?", file=sys.stderr)
             return 1
     finally:
+        watcher.stop()
         client.close()
-    return 1 if ops.engine_gone else 0
+    return EXIT_USAGE if ops.engine_gone else 0

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from engine.units import format_size, parse_size
+from engine import protocol
+from engine.units import format_size, parse_size, shown
 
 DESCRIPTION = """\
 epc-playground emulates an Intel SGX host whose Enclave Page Cache (EPC) is limited
@@ -36,7 +38,8 @@ RUN_DESCRIPTION = """\
 Run a scenario file (TOML, DESIGN.md section 6) step by step and print KTAP: one
 result per expect, `#` lines saying what was read and what was expected. Exit 0 when
 all pass, 1 when anything fails (an expect, a step, the host's invariant check), 2
-for a file that does not validate (nothing runs) or no engine.
+for a file that does not validate (nothing runs), no engine, or an engine that went
+away during the run (one line: the engine (pid N) is gone).
 
 By default the run starts an engine process of its own (or uses --connect) and runs
 one `epc-playground enclave|vm` process per workload. --inproc runs the same file on
@@ -102,24 +105,34 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+def _workload_size(text: str) -> int:
+    """A workload's --size: at least one page (a size of 0 would build nothing and say ok)."""
+    size = _size(text)
+    if size < protocol.PAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is less than one page ({protocol.PAGE_SIZE} bytes)")
+    return size
+
+
+def _whole(text: str, low: int, high: int | None = None) -> int:
+    """An int in low..high, or ArgumentTypeError (bounded: a 5,000-digit number is refused, not echoed)."""
+    digits = text.strip().lstrip("+-")
+    value = int(text) if digits.isascii() and digits.isdigit() and len(digits) <= 30 else None
+    if value is None or value < low or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a whole number {span}")
     return value
+
+
+def _positive(text: str) -> int:
+    return _whole(text, 1)
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
-    return value
+    return _whole(text, 0)
+
+
+def _batch(text: str) -> int:
+    return _whole(text, 1, protocol.MAX_RANGES)  # a random pattern's batch can be that many ranges
 
 
 def _seconds(text: str) -> float:
@@ -127,15 +140,48 @@ def _seconds(text: str) -> float:
         value = float(text.removesuffix("s"))
     except ValueError:
         value = -1.0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration in seconds, like 5 or 2.5s")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a duration in seconds, like 5 or 2.5s")
     return value
+
+
+def _checked(checker: Callable[[Any], Any], what: str) -> Callable[[str], str]:
+    """An argparse type that applies a wire check (engine.protocol) to a string option."""
+
+    def check(text: str) -> str:
+        try:
+            checker(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{what} must be {e}") from None
+        return text
+
+    return check
+
+
+class _OneValue(argparse.Action):
+    """``cg write PATH VALUE``: exactly one VALUE, which may start with '-' (``-misc``) without a ``--``."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        if len(values) != 1:
+            raise argparse.ArgumentError(self, "give exactly one value; quote one with spaces: 'sgx_epc 16777216'")
+        setattr(namespace, self.dest, values[0])
 
 
 def _workload_options(parser: argparse.ArgumentParser) -> None:
     """What every workload command takes: its name, where it runs, which engine."""
-    parser.add_argument("--name", default="", help="a name to show in the TUI and events")
-    parser.add_argument("--cgroup", default="", metavar="PATH", help="move itself there first (default: stay put)")
+    hello_name = protocol.SCHEMAS["hello"]["name"][0]
+    parser.add_argument(
+        "--name", default="", type=_checked(hello_name, "a name"), help="a name to show in the TUI and events"
+    )
+    parser.add_argument(
+        "--cgroup",
+        default="",
+        metavar="PATH",
+        type=_checked(protocol.PATH, "a path"),
+        help="move itself there first (default: stay put)",
+    )
     parser.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
     # Hidden: `epc-playground run` learns when the workload is placed, then lets it go (workloads/process.py).
     parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
@@ -181,16 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build an enclave like the kernel selftest's (ECREATE, ADD_PAGES of a TCS, code and the "
         "heap, EINIT), touch its heap in a pattern, release it and exit. Exit status: 0 ok, 1 an errno "
         "(named on stderr, e.g. ENOMEM), killed by SIGBUS on a fault the host cannot serve, by SIGKILL "
-        "when the OOM killer picks it, 2 for usage or connection errors.",
+        "when the OOM killer picks it, 2 for usage or connection errors (no engine, or it went away).",
     )
-    enclave.add_argument("--size", type=_size, required=True, metavar="SIZE", help="heap size, e.g. 64MiB")
+    enclave.add_argument("--size", type=_workload_size, required=True, metavar="SIZE", help="heap size, e.g. 64MiB")
     enclave.add_argument("--pattern", default="sequential", choices=("sequential", "random", "hotcold", "shifting"))
     enclave.add_argument(
         "--passes", type=_count, default=1, help="times over the heap (1; 0: build and enter only, like test_sgx)"
     )
     enclave.add_argument("--duration", type=_seconds, metavar="SECONDS", help="run this long instead of --passes")
-    enclave.add_argument("--seed", type=int, default=0, help="seed of the random patterns (0)")
-    enclave.add_argument("--batch", type=_positive, default=256, help="pages per access request (256)")
+    enclave.add_argument("--seed", type=_count, default=0, help="seed of the random patterns (0)")
+    enclave.add_argument("--batch", type=_batch, default=256, help="pages per access request (256, at most 4096)")
     enclave.add_argument("--grow", type=_size, default=0, metavar="SIZE", help="SGX2: grow by EAUG after EINIT")
     enclave.add_argument("--trim", type=_size, default=0, metavar="SIZE", help="SGX2: trim and remove at the end")
     _workload_options(enclave)
@@ -201,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Open virtual EPC for a guest and touch it page by page; the host cannot reclaim it, so at "
         "the cgroup's limit the guest dies by SIGBUS. Exit status as for `enclave`.",
     )
-    vm.add_argument("--size", type=_size, required=True, metavar="SIZE", help="guest EPC size, e.g. 32MiB")
+    vm.add_argument("--size", type=_workload_size, required=True, metavar="SIZE", help="guest EPC size, e.g. 32MiB")
     vm.add_argument("--passes", type=_positive, default=1, help="times over its EPC (1)")
     vm.add_argument("--duration", type=_seconds, metavar="SECONDS", help="hold it this long")
     _workload_options(vm)
@@ -218,9 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
     cg.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
     cg_sub = cg.add_subparsers(dest="action", metavar="ACTION", required=True)
     cg_sub.add_parser("read", help="print a file").add_argument("path")
-    write = cg_sub.add_parser("write", help="write a value to a file")
+    write = cg_sub.add_parser(
+        "write",
+        help="write a value to a file",
+        usage="%(prog)s [-h] PATH VALUE",
+        description="Write VALUE to the file PATH, as echo VALUE > PATH does. A VALUE that starts with '-' "
+        "needs no '--': cg write /pod/cgroup.subtree_control -misc.",
+    )
     write.add_argument("path")
-    write.add_argument("value")
+    write.add_argument("value", nargs=argparse.REMAINDER, action=_OneValue, metavar="VALUE")
     cg_sub.add_parser("mkdir", help="create a cgroup").add_argument("path")
     cg_sub.add_parser("rmdir", help="remove a cgroup").add_argument("path")
     cg_sub.add_parser("tree", help="the cgroups with their usage and limits")
@@ -236,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--list", action="store_true", help="list the bundled scenarios and exit")
     run.add_argument("--connect", metavar="EP", help="run on this running engine (default: start one for the run)")
     run.add_argument("--events", metavar="OUT.jsonl", help="write every engine event to this file as JSON Lines")
-    run.add_argument("--seed", type=int, help="override the file's seed (workload patterns, random kills)")
+    run.add_argument("--seed", type=_count, help="override the file's seed (workload patterns, random kills)")
     run.add_argument(
         "--inproc", action="store_true", help="the in-process host on a virtual clock: fast, byte-for-byte repeatable"
     )
@@ -346,12 +398,24 @@ def cmd_enclave(args: argparse.Namespace) -> int:
     plan = EnclavePlan(args.size, args.pattern, args.passes, args.duration, args.seed, args.batch)
     plan.grow_pages = -(-args.grow // 4096)
     plan.trim_pages = -(-args.trim // 4096)
+    problem = plan.too_large()
+    if problem is not None:
+        grow = f" --grow {format_size(args.grow)}" if args.grow else ""
+        print(f"epc-playground enclave: --size {format_size(args.size)}{grow}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     return _run_workload(args, "enclave", lambda client: run_enclave(client, plan))
 
 
 def cmd_vm(args: argparse.Namespace) -> int:
-    from workloads.vm import run_vm
+    from workloads.vm import run_vm, vepc_bytes
 
+    if vepc_bytes(args.size) > protocol.MAX_SIZE:
+        print(
+            f"epc-playground vm: --size {format_size(args.size)}: more than the largest guest EPC the host takes, "
+            f"{format_size(protocol.MAX_SIZE)} ({protocol.MAX_SIZE} bytes)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return _run_workload(
         args, "vm", lambda client: run_vm(client, args.size, passes=args.passes, duration_s=args.duration)
     )
@@ -386,7 +450,9 @@ def cmd_cg(args: argparse.Namespace) -> int:
                 sys.stdout.write(format_tree(client.snapshot()))
     except EngineError as e:
         strerror = os.strerror(e.errno) if e.errno else e.message
-        print(f"epc-playground cg {args.action} {getattr(args, 'path', '')}: {strerror} ({e.code})", file=sys.stderr)
+        path = getattr(args, "path", "")
+        path = path if len(path) <= 100 else f"{path[:100]}..."
+        print(f"epc-playground cg {args.action} {path}: {strerror} ({e.code})", file=sys.stderr)
         return 1
     except NoEngine as e:
         print(f"epc-playground cg: {e}", file=sys.stderr)

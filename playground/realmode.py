@@ -249,6 +249,8 @@ class RealBackend:
         return None
 
     def take_events(self, sync: bool = False) -> list[dict[str, Any]]:
+        """The events that came in; BackendError when the engine is gone (the runner asks at every step)."""
+        self._check_engine()
         if sync:
             seq = int(self._call("snapshot")["seq"])
             if seq > self._seq_at_start:
@@ -376,9 +378,7 @@ class RealBackend:
             now = time.monotonic()
             if now >= deadline:
                 return False
-            if self.engine is not None and self.engine.poll() is not None:
-                said = " | ".join(self.engine_log) or "nothing"
-                raise BackendError(f"the engine exited with status {self.engine.returncode}; it said: {said}")
+            self._check_engine()
             if now - ticked >= TICK_S:
                 tick()
                 ticked = now
@@ -395,6 +395,17 @@ class RealBackend:
             lambda: all(p.outcome for p in procs) and self._released(pids),
             tick,
         )
+
+    def _check_engine(self) -> None:
+        """BackendError (one line: the engine (pid N) is gone) once the engine has gone away; cheap, no request."""
+        if self.engine is not None and self.engine.poll() is not None:
+            status = self.engine.returncode
+            said = f"; it said: {' | '.join(self.engine_log)}" if status > 0 and self.engine_log else ""
+            raise BackendError(f"the engine (pid {self.engine.pid}) is gone{said}")
+        try:
+            self.client.check_engine()
+        except NoEngine as e:
+            raise BackendError(str(e)) from None
 
     def _released(self, pids: list[int]) -> bool:
         """The engine has seen each of ``pids`` that it saw start go (and released its enclaves)."""

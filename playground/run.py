@@ -2,7 +2,8 @@
 
 Exit status: 0 when every expect passed (and every other step did what it said, and
 the host's invariants hold); 1 when anything failed; 2 for a file that does not
-validate or no engine to run on.
+validate, no engine to run on, or an engine that went away (noticed within a second,
+in any step or between steps: one line, the engine (pid N) is gone).
 """
 
 from __future__ import annotations

@@ -178,6 +178,8 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     except tomllib.TOMLDecodeError as e:
         hint = "an inline table { ... } must fit on one line; write a long one as [step.spawn] under its [[step]]"
         raise ScenarioError(f"{source}: not valid TOML: {e} ({hint})") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ScenarioError(f"{source}: arrays or inline tables nested too deeply to read") from None
     return _Validator(source).scenario(data)
 
 

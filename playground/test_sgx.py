@@ -6,7 +6,7 @@ EPC capacity (plus the test's TCS and code/data pages), built in the caller's cg
 the heap first.  Output is the kselftest harness's TAP; the exit status is the
 workload's (DESIGN.md section 3): 0 ok, 1 an ioctl error such as ENOMEM, killed by
 SIGBUS on a fault the host cannot serve or by SIGKILL from the OOM killer, 2 for an
-unknown test name or no engine.
+unknown test name, no engine or an engine that went away.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ DESCRIPTION = (
     "Run a test of the kernel selftest binary test_sgx as cgroups see it: unclobbered_vdso_oversubscribed "
     "builds an enclave whose heap is the whole EPC in the caller's cgroup, initialises and enters it; "
     "..._remove also trims and removes the heap. Exit status: 0 passed, 1 an errno (e.g. ENOMEM), killed by "
-    "SIGBUS or by the OOM killer's SIGKILL, 2 unknown test or no engine."
+    "SIGBUS or by the OOM killer's SIGKILL, 2 unknown test, no engine or an engine that went away."
 )
 FIXTURE = "enclave"  # the harness's fixture name: tests are reported as enclave.NAME
 TESTS = {  # name -> what it checks
@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-t", dest="test", metavar="NAME", help="the test to run (exact name; -l lists them)")
     parser.add_argument("-l", dest="list_tests", action="store_true", help="list the tests and exit")
     parser.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
+    parser.set_defaults(prog=parser.prog)  # test_sgx, or epc-playground test-sgx: what its errors start with
 
 
 def oversubscribed(client: EngineClient, remove: bool) -> None:
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.test not in TESTS:
         what = f"no test {args.test!r}" if args.test else "no test named (-t NAME)"
-        print(f"test_sgx: {what}: the tests are {', '.join(TESTS)}", file=sys.stderr)
+        print(f"{args.prog}: {what}: the tests are {', '.join(TESTS)}", file=sys.stderr)
         return EXIT_USAGE
     from workloads.process import run_workload
 
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         endpoint=args.connect,
         role="enclave",
         name="test_sgx",
+        prog=args.prog,
     )
     verdict = "OK" if status == EXIT_OK else "FAIL"
     print(f"# {verdict:>12}  {name}\n{'ok' if status == EXIT_OK else 'not ok'} 1 {name}", flush=True)

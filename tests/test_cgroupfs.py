@@ -178,20 +178,22 @@ def test_the_mount_unmounts_cleanly_on_sigterm_and_sigint(engine: RunningEngine,
     assert os.listdir(path) == []
 
 
-def test_the_mount_goes_away_with_its_engine(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_an_idle_mount_unmounts_and_exits_2_with_one_line_when_its_engine_goes(tmp_path: Path, signum: int) -> None:
+    """No one reads the mount: it notices the engine going by itself (DESIGN.md section 3's exit 2)."""
     engine = start_engine(tmp_path, "--capacity", "16MiB")
     path = tmp_path / "cgroup"
     path.mkdir()
     process = start_mount(engine, path)
     try:
-        stop_engine(engine)
-        result = subprocess.run(["cat", str(path / "misc.capacity")], **_OUT)
-        assert result.returncode != 0 and "Transport endpoint is not connected" in result.stderr
-        assert process.wait(timeout=10) == 1
+        engine.process.send_signal(signum)
+        engine.process.wait(timeout=10)
+        assert process.wait(timeout=10) == 2
         assert not is_mounted(path)
-        assert "unmounting" in process.communicate()[1]
+        assert process.communicate()[1] == f"epc-playground mount: the engine (pid {engine.process.pid}) is gone\n"
     finally:
         stop_mount(process, path)  # a no-op when it went away by itself
+        stop_engine(engine)
 
 
 def test_a_second_mount_on_the_same_directory_is_refused(mnt: Mount, engine: RunningEngine) -> None:

@@ -180,9 +180,17 @@ class FakeStream:
         self.closed = True
 
 
+class LiveClient:
+    """An EngineClient whose engine is always there."""
+
+    def check_engine(self) -> None:
+        pass
+
+
 def bare_backend(stream: object) -> realmode.RealBackend:
     backend = realmode.RealBackend.__new__(realmode.RealBackend)
     backend.procs, backend.engine, backend.stream = {}, None, stream  # type: ignore[assignment]
+    backend.client = LiveClient()  # type: ignore[assignment]
     return backend
 
 

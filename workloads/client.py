@@ -3,19 +3,43 @@
 It speaks engine.protocol over a DEALER socket.  Replies with ``err`` become
 EngineError (with the errno name); an engine that is not there, or that goes away
 while we wait, becomes NoEngine with one line that says what to do.
+
+An engine that goes away is noticed within a second, over ipc and tcp alike: a
+socket monitor on the DEALER reports its connection dropping (the kernel closes it
+when the engine exits, is killed or stops serving), and a reply of ESHUTDOWN (the
+engine stopped with our request in hand) means the same.  Over tcp libzmq also sends
+ZMTP heartbeats on the connection, which the engine's I/O thread answers however busy
+its loop is, so an engine whose host vanished without a word drops the connection
+too.  Over ipc the engine's pid is checked as well (over tcp it is another host's).
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
+import socket
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from engine import protocol, runtime
 
-POLL_SLICE_MS = 250
+POLL_SLICE_MS = 250  # a wait for a reply looks at the connection this often
+HEARTBEAT_IVL_MS = 1000  # tcp: a ZMTP PING after a second without traffic
+HEARTBEAT_TIMEOUT_MS = 3000  # tcp: no answer to it for this long drops the connection
+FIRST_PING_S = 5.0  # a live engine that does not answer ping within this (it is stuck)
+WATCHED = (
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 class EngineError(Exception):
@@ -32,7 +56,7 @@ class EngineError(Exception):
 
 
 class NoEngine(Exception):
-    """No engine to talk to (none running, or it went away)."""
+    """No engine to talk to: none running, none listening at the endpoint, or it went away."""
 
 
 class EngineClient:
@@ -49,19 +73,37 @@ class EngineClient:
             raise NoEngine(f"no engine listens at {found}: start one with `epc-playground engine`")
         self.endpoint = found
         self.timeout_s = timeout_s
+        self.engine_pid = 0
+        self._lost: str | None = None  # why the engine is gone, once we know
+        self._next_check = 0.0  # monotonic time of the next check_engine() before a request
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.linger = 0
         self._sock.rcvtimeo = POLL_SLICE_MS
-        self._sock.connect(found)
+        self._monitor = self._watch_connection()
         self._ids = itertools.count(1)
-        self.engine_pid = 0
-        info = self.call("ping", _timeout_s=min(timeout_s or 5.0, 5.0))
+        self._sock.connect(found)
+        try:
+            info = self.call("ping", _timeout_s=min(timeout_s or FIRST_PING_S, FIRST_PING_S))
+        except BaseException:
+            self.close()
+            raise
         self.engine_pid = int(info["engine_pid"])
         self.pub_endpoint = str(info["pub"])
         self.capacity = int(info["capacity"])
 
+    def _watch_connection(self) -> zmq.Socket[bytes]:
+        """The DEALER's socket monitor (set up before connect, so it sees the first connection); tcp heartbeats."""
+        if self.endpoint.startswith("tcp://"):
+            self._sock.heartbeat_ivl = HEARTBEAT_IVL_MS
+            self._sock.heartbeat_timeout = HEARTBEAT_TIMEOUT_MS
+        return self._sock.get_monitor_socket(WATCHED)
+
     def close(self) -> None:
+        if self._monitor.closed:
+            return
+        self._sock.disable_monitor()
+        self._monitor.close(linger=0)
         self._sock.close(linger=0)
         self._ctx.term()
 
@@ -71,12 +113,59 @@ class EngineClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- is the engine still there? ---------------------------------------------
+
+    def check_engine(self) -> None:
+        """Return if the engine may still be there; NoEngine (one line) once we know it is gone.
+
+        Cheap (no request): what the socket monitor reported, and over ipc whether the
+        engine's process exists.  Callers that wait without a request in flight (the
+        scenario runner between steps, the mount) call it to notice a lost engine.
+        """
+        self._next_check = time.monotonic() + POLL_SLICE_MS / 1000
+        while self._lost is None and self._monitor.poll(0):
+            self._take_event(parse_monitor_message(self._monitor.recv_multipart()))
+        local = self.endpoint.startswith("ipc://")
+        if self._lost is None and self.engine_pid and local and not runtime.process_alive(self.engine_pid):
+            self._lost = self._gone()
+        if self._lost is not None:
+            raise NoEngine(self._lost)
+
+    def _take_event(self, event: Mapping[str, Any]) -> None:
+        kind = event["event"]
+        if kind == zmq.EVENT_CONNECT_RETRIED and not self.engine_pid:
+            why = _why_refused(self.endpoint)
+            self._lost = f"no engine listens at {self.endpoint}{why}: start one with `epc-playground engine`"
+        elif kind == zmq.EVENT_DISCONNECTED:
+            self._lost = self._gone()
+        elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            self._lost = (
+                f"the engine at {self.endpoint} refused this client (authentication failed, status {event['value']})"
+            )
+        elif kind in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+            self._lost = f"what listens at {self.endpoint} does not speak this protocol (handshake failed)"
+
+    def _gone(self) -> str:
+        """The one line for a lost engine (before its first answer we know only where it was)."""
+        return (
+            f"the engine (pid {self.engine_pid}) is gone"
+            if self.engine_pid
+            else f"the engine at {self.endpoint} is gone"
+        )
+
     def call(self, op: str, _timeout_s: float | None = None, **args: Any) -> Any:
-        """Send one request and wait for its reply; its result, or EngineError / NoEngine."""
+        """Send one request and wait for its reply; its result, or EngineError / NoEngine.
+
+        NoEngine when the engine is gone (noticed within POLL_SLICE_MS of its connection
+        dropping, or from its ESHUTDOWN reply) or does not answer within the timeout.
+        """
+        if self._lost is not None or time.monotonic() >= self._next_check:
+            self.check_engine()  # not on every call: it costs microseconds, a call tens of them
         request_id = next(self._ids)
         try:
             self._sock.send(protocol.request(op, request_id, **args), flags=zmq.NOBLOCK)
         except zmq.Again:
+            self.check_engine()
             raise NoEngine(f"the engine at {self.endpoint} does not take requests") from None
         timeout = _timeout_s if _timeout_s is not None else self.timeout_s
         waited_ms = 0
@@ -85,33 +174,40 @@ class EngineClient:
                 reply = protocol.decode_reply(self._sock.recv())  # RCVTIMEO: wakes every POLL_SLICE_MS
             except zmq.Again:
                 waited_ms += POLL_SLICE_MS
-                if self.engine_pid and not runtime.process_alive(self.engine_pid):
-                    raise NoEngine(f"the engine (pid {self.engine_pid}) is gone") from None
+                self.check_engine()
                 if timeout is not None and waited_ms >= timeout * 1000:
                     raise NoEngine(f"the engine at {self.endpoint} did not answer {op} within {timeout:g} s") from None
                 continue
             if reply["id"] != request_id:
                 continue  # a late answer to a request we gave up on
+            if reply.get("err") == "ESHUTDOWN":  # the engine stopped with our request in hand
+                self._lost = self._gone()
+                raise NoEngine(self._lost)
             if "err" in reply:
                 raise EngineError(str(reply["err"]), str(reply.get("msg", "")))
             return reply.get("ok")
 
     # -- the cgroup files -----------------------------------------------------
 
+    # Paths and values the wire cannot carry fail as the kernel's VFS and kernfs would fail them.
+
     def read(self, path: str) -> str:
-        return str(self.call("read", path=path))
+        return str(self.call("read", path=_path(path)))
 
     def write(self, path: str, value: str) -> None:
-        self.call("write", path=path, value=value)
+        """Write ``value`` in one write(2); EngineError(E2BIG) above a page, as kernfs says for cgroup files."""
+        if len(value.encode(errors="surrogateescape")) > protocol.MAX_VALUE:
+            raise EngineError("E2BIG", f"one write to a cgroup file takes at most {protocol.MAX_VALUE} bytes")
+        self.call("write", path=_path(path), value=value)
 
     def mkdir(self, path: str) -> None:
-        self.call("mkdir", path=path)
+        self.call("mkdir", path=_path(path))
 
     def rmdir(self, path: str) -> None:
-        self.call("rmdir", path=path)
+        self.call("rmdir", path=_path(path))
 
     def listdir(self, path: str) -> list[str]:
-        return list(self.call("listdir", path=path))
+        return list(self.call("listdir", path=_path(path)))
 
     def snapshot(self) -> dict[str, Any]:
         return dict(self.call("snapshot"))
@@ -119,3 +215,22 @@ class EngineClient:
     def hello(self, role: str, name: str = "", pid: int | None = None) -> dict[str, Any]:
         """Register this process (or ``pid``) with the engine; returns its cgroup and the EPC size."""
         return dict(self.call("hello", pid=pid or os.getpid(), role=role, name=name))
+
+
+def _path(path: str) -> str:
+    """``path``, or EngineError(ENAMETOOLONG) when it is longer than PATH_MAX, as the VFS refuses it."""
+    if len(path) > protocol.MAX_PATH:
+        raise EngineError("ENAMETOOLONG", f"a path of {len(path)} characters is longer than {protocol.MAX_PATH}")
+    return path
+
+
+def _why_refused(endpoint: str) -> str:
+    """For an ipc endpoint, why connecting fails (`` (Connection refused)``): the socket file is stale."""
+    if not endpoint.startswith("ipc://"):
+        return ""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(endpoint[len("ipc://") :])
+        except OSError as e:
+            return f" ({os.strerror(e.errno or errno.ECONNREFUSED)})"
+    return ""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from engine.protocol import PAGE_SIZE
+from engine.protocol import MAX_SIZE, PAGE_SIZE
+from engine.units import format_size
 from workloads.client import EngineClient, EngineError
 from workloads.patterns import batches
 
@@ -39,6 +40,21 @@ class EnclavePlan:
     def enclave_bytes(self) -> int:
         pages = TCS_PAGES + CODE_PAGES + self.heap_pages + self.grow_pages
         return max(2, 1 << (pages - 1).bit_length()) * PAGE_SIZE
+
+    def too_large(self) -> str | None:
+        """Why the host would refuse this enclave's ELRANGE, in one line; None when it fits (ECREATE's size check)."""
+        if self.enclave_bytes <= MAX_SIZE:
+            return None
+        limit = 1 << (MAX_SIZE.bit_length() - 1)  # the largest power of two the host takes
+        fixed = TCS_PAGES + CODE_PAGES
+        largest = (limit // PAGE_SIZE - fixed) * PAGE_SIZE
+        grown = " + --grow" if self.grow_pages else ""
+        return (
+            f"the enclave's ELRANGE (heap{grown} + {fixed} pages of TCS and code, rounded up to a power of two) "
+            f"would be {format_size(self.enclave_bytes)}, more than the {format_size(MAX_SIZE)} the host takes; "
+            f"the heap{' and --grow together' if grown else ''} can be at most {largest} bytes "
+            f"({format_size(limit)} less {fixed} pages)"
+        )
 
 
 def run_enclave(client: EngineClient, plan: EnclavePlan) -> None:

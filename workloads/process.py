@@ -49,15 +49,18 @@ def run_workload(
     name: str = "",
     cgroup: str = "",
     hold: bool = False,
+    prog: str = "",
 ) -> int:
     """Connect, register as ``role``, run ``main`` and map what happened to an exit status.
 
     ``cgroup``: first move this process there (as the selftest's ash_cgexec.sh does).
     ``hold``: once registered, say ``ready`` on stdout and wait for a byte on stdin
     before going on, so that a launcher knows the workload is placed in its cgroup
-    before it takes its next step (the scenario runner does).
+    before it takes its next step (the scenario runner does).  ``prog`` starts every
+    line on stderr (default ``epc-playground ROLE``).  An engine that is not there or
+    goes away (NoEngine: killed, or stopped with our request in hand) is one line and 2.
     """
-    prog = f"epc-playground {role}"
+    prog = prog or f"epc-playground {role}"
     try:
         client = EngineClient(endpoint, timeout_s=None)
     except NoEngine as e:

@@ -9,6 +9,11 @@ from workloads.client import EngineClient
 from workloads.patterns import batches
 
 
+def vepc_bytes(size_bytes: int) -> int:
+    """The vEPC a guest of ``size_bytes`` opens: whole pages."""
+    return -(-size_bytes // PAGE_SIZE) * PAGE_SIZE
+
+
 def run_vm(
     client: EngineClient, size_bytes: int, *, passes: int = 1, duration_s: float | None = None, batch: int = 256
 ) -> None:
@@ -16,7 +21,7 @@ def run_vm(
 
     A page that cannot be had is SIGBUS (EngineError code SIGBUS).
     """
-    npages = -(-size_bytes // PAGE_SIZE)
+    npages = vepc_bytes(size_bytes) // PAGE_SIZE
     vid = int(client.call("vepc_open", size=npages * PAGE_SIZE)["vid"])
     deadline = None if duration_s is None else time.monotonic() + duration_s
     for ranges in batches("sequential", npages, passes=max(1, passes), batch=batch):
