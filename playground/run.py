@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from playground.backend import Backend, BackendError
 from playground.ktap import KtapWriter, Observers, ProgressLine, RunObserver
 from playground.runner import EXIT_INVALID, run_scenario
-from playground.scenario import Scenario, ScenarioError, load_scenario
+from playground.scenario import Scenario, ScenarioError, Spawn, load_scenario
 from playground.scenarios import bundled, resolve
 
 PROG = "epc-playground run"
@@ -106,6 +106,12 @@ def _backend(args: argparse.Namespace, scenario: Scenario, runtime_dir: str) -> 
     from workloads.client import NoEngine
 
     if args.connect:
+        spawns = [step.number for step in scenario.steps if isinstance(step, Spawn)]
+        if args.connect.startswith("tcp://") and spawns:
+            raise BackendError(
+                f"{scenario.source}: step {spawns[0]} (spawn): workloads register only over ipc, where the kernel "
+                f"tells the engine their pid; run it on the engine's host with its ipc endpoint, not {args.connect}"
+            )
         try:
             return RealBackend.attach(args.connect, scenario.memory)
         except NoEngine as e:
