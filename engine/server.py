@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 
 import zmq
 
-from engine import files, protocol, runtime
+from engine import curve, files, protocol, runtime
 from engine.clock import MonotonicClock
 from engine.events import Event, ReclaimBatch
 from engine.host import Host
@@ -105,7 +105,16 @@ class Subscriptions:
 class Engine:
     """Serves one Host on a ROUTER endpoint and publishes its events on a PUB endpoint."""
 
-    def __init__(self, host: Host, endpoint: str, pub_endpoint: str, *, fault_wait_s: float = FAULT_WAIT_S) -> None:
+    def __init__(
+        self,
+        host: Host,
+        endpoint: str,
+        pub_endpoint: str,
+        *,
+        fault_wait_s: float = FAULT_WAIT_S,
+        keys: curve.ServerKeys | None = None,
+    ) -> None:
+        """``keys``: serve as CURVE, letting in only the clients whose keys are in ``keys.directory`` (tcp)."""
         self.host = host
         self.endpoint = endpoint
         self.pub_endpoint = pub_endpoint
@@ -123,6 +132,7 @@ class Engine:
         # A subscriber that stalls keeps at most PUB_HWM messages of at most PUB_MAX_BYTES each;
         # beyond that PUB drops for it (event and stats seq numbers show the gap).
         self.pub.sndhwm = protocol.PUB_HWM
+        self.auth = curve.serve(self.ctx, (self.router, self.pub), keys) if keys is not None else None
         self.workloads: dict[int, Workload] = {}
         self.stats = Stats(host, self.workloads)
         self.subscriptions = Subscriptions()
@@ -145,8 +155,7 @@ class Engine:
 
     async def serve(self) -> None:
         """Run until stop(); then tell everyone, close the sockets and return."""
-        self.router.bind(self.endpoint)
-        self.pub.bind(self.pub_endpoint)
+        self._bind()
         log.info("engine serving %s (events on %s), EPC %d pages", self.endpoint, self.pub_endpoint,
                  self.host.capacity_pages)  # fmt: skip
         loop = asyncio.get_running_loop()
@@ -171,6 +180,22 @@ class Engine:
             task.cancel()
         self._shutdown()
 
+    def _bind(self) -> None:
+        """Listen on both endpoints; runtime.Refused, with everything closed, when one cannot be taken."""
+        try:
+            runtime.bind(self.router, self.endpoint)
+            runtime.bind(self.pub, self.pub_endpoint)
+        except runtime.Refused:
+            self._close()
+            raise
+
+    def _close(self) -> None:
+        self.router.close(linger=0)
+        self.pub.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
+        self.ctx.term()
+
     def stop(self) -> None:
         """Stop serving.  Should the shutdown ever hang, the stacks go to stderr and the process exits 1."""
         if not self.stopping.is_set():
@@ -189,9 +214,7 @@ class Engine:
             loop.remove_reader(fd)
             os.close(fd)
             del self.watched[pid]
-        self.router.close(linger=0)
-        self.pub.close(linger=0)
-        self.ctx.term()
+        self._close()
 
     def _drain(self) -> None:
         """Take every request waiting on the ROUTER (its FD is edge-triggered: read until empty)."""
@@ -890,15 +913,18 @@ def run_engine(
     *,
     seed: int = 0,
     ready: Callable[[str], None] | None = None,
+    allow_remote: bool = False,
 ) -> int:
     """Run an engine in this process until SIGTERM or SIGINT; returns the exit status.
 
     Without ``endpoint`` it listens on ipc in the runtime directory and writes the
-    runtime file there (refusing when a live engine already owns it).
+    runtime file there.  tcp is CURVE, with keys made where missing, and loopback
+    unless ``allow_remote``.  runtime.Refused (one line) when it must not or cannot listen.
     """
-    endpoints = runtime.choose_endpoints(endpoint)
+    endpoints = runtime.choose_endpoints(endpoint, allow_remote=allow_remote)
+    keys = curve.server_keys() if endpoints.endpoint.startswith("tcp://") else None
     host = Host(capacity, memory, seed, clock=MonotonicClock(), inline_work=False)
-    engine = Engine(host, endpoints.endpoint, endpoints.pub)
+    engine = Engine(host, endpoints.endpoint, endpoints.pub, keys=keys)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -906,6 +932,8 @@ def run_engine(
             loop.add_signal_handler(signum, engine.stop)
         serving = asyncio.create_task(engine.serve())
         await asyncio.sleep(0.05)
+        if serving.done():
+            await serving  # it could not listen: its Refused
         runtime.write_runtime_file(endpoints, host.capacity_bytes)
         if ready is not None:
             ready(endpoints.endpoint)

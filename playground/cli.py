@@ -209,17 +209,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the emulated SGX host in the foreground",
         description="Run the emulated SGX host in the foreground; Ctrl-C or SIGTERM stops it cleanly. "
         "Without --bind it listens on ipc in its runtime directory, where workloads and "
-        "`epc-playground cg` find it by themselves.",
+        "`epc-playground cg` find it by themselves. tcp is always CURVE-authenticated, with the keys "
+        "in the runtime directory's keys/ (made when missing; see `epc-playground keys`), and tcp "
+        "clients cannot register processes. It exits 2 with one line when it cannot listen: "
+        "another engine on the socket, a port in use, a runtime directory that is not yours.",
     )
     engine.add_argument(
         "--capacity", type=_size, default=parse_size("128MiB"), metavar="SIZE", help="EPC size (128MiB)"
     )
     engine.add_argument("--memory", type=_size, metavar="SIZE", help="host RAM for backing store (default: unlimited)")
     engine.add_argument(
-        "--bind", metavar="EP", help="ipc://PATH or tcp://HOST:PORT (tcp: loopback unless you name a host)"
+        "--bind", metavar="EP", help="ipc://PATH or tcp://HOST:PORT (tcp: a loopback address unless --allow-remote)"
+    )
+    engine.add_argument(
+        "--allow-remote", action="store_true", help="let --bind name a non-loopback address (other hosts, with keys)"
     )
     engine.add_argument("--seed", type=int, default=0, help="seed for anything random (0)")
     engine.add_argument("-v", "--verbose", action="store_true", help="log each warning and more")
+
+    keys = sub.add_parser(
+        "keys",
+        help="make the CURVE keys that tcp needs",
+        description="Make the server and client CURVE key pairs (zmq's certificate files, each 0600 in a 0700 "
+        "directory) where missing; keys already there are kept. A tcp engine lets in every client whose "
+        "public key (NAME.key) is in that directory when it starts; a tcp client uses server.key, "
+        "client.key and client.key_secret from it.",
+    )
+    keys.add_argument("--dir", metavar="DIR", help="where (default: $EPC_PLAYGROUND_KEYS, else the runtime's keys/)")
 
     enclave = sub.add_parser(
         "enclave",
@@ -328,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "tui": cmd_tui,
         "engine": cmd_engine,
+        "keys": cmd_keys,
         "enclave": cmd_enclave,
         "vm": cmd_vm,
         "cg": cmd_cg,
@@ -350,7 +367,11 @@ def cmd_tui(args: argparse.Namespace) -> int:
     engine = None
     endpoint = args.connect
     if endpoint is None:
-        running = runtime.read_runtime_file()
+        try:
+            running = runtime.read_runtime_file()
+        except runtime.Refused as e:
+            print(f"epc-playground: {e}", file=sys.stderr)
+            return EXIT_USAGE
         if running is not None:
             endpoint = str(running["endpoint"])
         else:
@@ -383,13 +404,34 @@ def cmd_engine(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     try:
-        return run_engine(args.capacity, args.memory, args.bind, seed=args.seed, ready=ready)
+        return run_engine(
+            args.capacity, args.memory, args.bind, seed=args.seed, ready=ready, allow_remote=args.allow_remote
+        )
     except (RuntimeError, ValueError) as e:
         print(f"epc-playground engine: {e}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:
         print(f"epc-playground engine: cannot listen: {e}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from engine import curve, runtime
+
+    try:
+        made = curve.make_keys(args.dir)
+    except (runtime.Refused, OSError) as e:
+        print(f"epc-playground keys: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    directory = args.dir or curve.keys_dir()
+    copy = f"{directory}/{{server.key,client.key,client.key_secret}}"
+    print(f"{'made' if made else 'kept'} CURVE keys in {directory}: server and client pairs, NAME.key and .key_secret")
+    print("a tcp client elsewhere needs server.key, client.key and client.key_secret in a 0700 directory of its own,")
+    print(f"named by ${curve.KEYS_ENV} (or its runtime dir's keys/), e.g.:")
+    print(f"  ssh HOST 'mkdir -m 700 epc-keys' && scp -p {copy} HOST:epc-keys/")
+    print(f"  then on HOST: {curve.KEYS_ENV}=~/epc-keys epc-playground cg tree --connect tcp://THIS-HOST:PORT")
+    print("the engine lets in every NAME.key here when it starts: restart it after adding a client's public key")
+    return 0
 
 
 def cmd_enclave(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from engine import protocol, runtime
+from engine import curve, protocol, runtime
 from workloads.client import EngineClient
 
 HISTORY = 240  # samples per cgroup: a minute at 4 Hz
@@ -83,7 +83,7 @@ class EngineFeed(FeedState):
         self._sub.rcvhwm = protocol.PUB_HWM
         for topic in (protocol.TOPIC_EVENT_OTHER, protocol.TOPIC_STATS, protocol.TOPIC_ENGINE):
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)  # not the pressure events: their sums come with stats
-        self._sub.connect(self.client.pub_endpoint)
+        curve.connect(self._sub, self.client.pub_endpoint)
         snapshot = self.client.snapshot()  # late joiner: a full snapshot first, then the deltas after it
         super().__init__(snapshot)
         self._merged = snapshot

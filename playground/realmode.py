@@ -31,7 +31,7 @@ from typing import IO, Any
 import msgpack
 import zmq
 
-from engine import protocol, runtime
+from engine import curve, protocol, runtime
 from playground.backend import BackendError, FileError, Tick, WorkloadSpec
 from playground.launch import start_engine_process
 from workloads import process
@@ -56,7 +56,7 @@ class EventStream:
         self._sub.rcvhwm = 0  # keep everything: we read as fast as it comes
         for topic in (protocol.TOPIC_EVENT, protocol.TOPIC_STATS):  # TOPIC_EVENT: both event topics
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)
-        self._sub.connect(pub_endpoint)
+        curve.connect(self._sub, pub_endpoint)
         self._lock = threading.Lock()
         self._events: list[dict[str, Any]] = []
         self.oom_killed: set[int] = set()

@@ -223,9 +223,10 @@ def test_the_engine_refuses_a_second_default_instance(engine: RunningEngine) -> 
     assert second.returncode == 2 and "already running" in second.stderr
 
 
-def test_engine_on_tcp_loopback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_engine_on_tcp_loopback(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     port = random.randrange(20000, 40000)
     running = start_engine(tmp_path, "--bind", f"tcp://127.0.0.1:{port}", "--capacity", "1MiB")
+    monkeypatch.setenv("EPC_PLAYGROUND_KEYS", str(running.runtime_dir / "keys"))  # tcp is CURVE
     try:
         assert running.endpoint == f"tcp://127.0.0.1:{port}"
         with running.client() as client:

@@ -26,7 +26,7 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from engine import protocol, runtime
+from engine import curve, protocol, runtime
 
 POLL_SLICE_MS = 250  # a wait for a reply looks at the connection this often
 HEARTBEAT_IVL_MS = 1000  # tcp: a ZMTP PING after a second without traffic
@@ -63,7 +63,10 @@ class EngineClient:
     """Requests to one engine, one at a time.  ``timeout_s`` bounds each call (None: as long as the engine lives)."""
 
     def __init__(self, endpoint: str | None = None, *, timeout_s: float | None = 30.0) -> None:
-        found = runtime.find_endpoint(endpoint)
+        try:
+            found = runtime.find_endpoint(endpoint)
+        except runtime.Refused as e:  # a runtime directory or file that is not ours: never followed
+            raise NoEngine(str(e)) from None
         if found is None:
             raise NoEngine(
                 "no engine is running: start one with `epc-playground engine` "
@@ -82,7 +85,11 @@ class EngineClient:
         self._sock.rcvtimeo = POLL_SLICE_MS
         self._monitor = self._watch_connection()
         self._ids = itertools.count(1)
-        self._sock.connect(found)
+        try:
+            curve.connect(self._sock, found)  # tcp: with our CURVE keys
+        except runtime.Refused as e:
+            self.close()
+            raise NoEngine(str(e)) from None
         try:
             info = self.call("ping", _timeout_s=min(timeout_s or FIRST_PING_S, FIRST_PING_S))
         except BaseException:
