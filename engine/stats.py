@@ -61,6 +61,8 @@ class Stats:
         self.stats_seq = 0
         self._sent: dict[str, tuple[tuple[int, ...], frozenset[int]]] = {}  # path -> signature, procs
         self._sent_workloads: dict[int, dict[str, Any]] = {}
+        self._shown: set[str] = set()  # paths and pids a full snapshot showed since the last tick:
+        self._shown_pids: set[int] = set()  # their removal must be said even if no tick sent them
         self._refresh_at = 0
 
     def header(self, pub: str, engine_pid: int, seq: int) -> dict[str, Any]:
@@ -84,6 +86,8 @@ class Stats:
         live = sorted(self.host.tree.live(), key=lambda cg: [name for name in cg.path.split("/") if name])
         out["cgroups"] = [self._cgroup_row(cg, swapped.get(cg.path, 0)) for cg in live]
         out["workloads"] = [self._workload_row(w) for w in self.workloads.values()]
+        self._shown.update(cg.path for cg in live)
+        self._shown_pids.update(self.workloads)
         return out
 
     def tick(self, pub: str, engine_pid: int, seq: int, rows: int, max_bytes: int) -> Iterator[dict[str, Any]]:
@@ -108,9 +112,10 @@ class Stats:
                     row["procs"] = row["procs"][:PROCS_IN_DELTA]
                 changed.append(row)
         self._refresh_at = (self._refresh_at + REFRESH_ROWS) % nr_live
-        removed = [path for path in self._sent if path not in paths]
+        removed = sorted((self._sent.keys() | self._shown) - paths)
         for path in removed:
-            del self._sent[path]
+            self._sent.pop(path, None)
+        self._shown.clear()
         workloads = []
         for w in self.workloads.values():
             last = self._sent_workloads.get(w.pid)
@@ -120,9 +125,10 @@ class Stats:
             if last != row:
                 self._sent_workloads[w.pid] = row
                 workloads.append(row)
-        gone = [pid for pid in self._sent_workloads if pid not in self.workloads]
+        gone = sorted((self._sent_workloads.keys() | self._shown_pids) - self.workloads.keys())
         for pid in gone:
-            del self._sent_workloads[pid]
+            self._sent_workloads.pop(pid, None)
+        self._shown_pids.clear()
         yield from self._messages(pub, engine_pid, seq, rows, max_bytes, changed, removed, workloads, gone)
 
     def _messages(
