@@ -15,6 +15,7 @@ from engine.memcg import MEMCG_EVENTS
 from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE, U64_MAX
 
 CONTROLLERS = ("memory", "misc")  # in the kernel's subsystem order
+NAME_MAX = 255  # bytes in one cgroup name (a directory entry)
 
 
 class Cgroup:
@@ -155,12 +156,14 @@ def next_get(root: Cgroup) -> Cgroup:
 class CgroupTree:
     """All cgroups of the host, by path and by id, and the task -> cgroup table."""
 
-    __slots__ = ("root", "by_id", "tasks")
+    __slots__ = ("root", "by_id", "tasks", "max_cgroups", "nr_cgroups")
 
-    def __init__(self) -> None:
+    def __init__(self, max_cgroups: int) -> None:
         self.root = Cgroup(0, "", None)
         self.by_id: list[Cgroup | None] = [self.root]
         self.tasks: dict[int, Cgroup] = {}
+        self.max_cgroups = max_cgroups  # cgroups besides root, dying ones included
+        self.nr_cgroups = 0
 
     def lookup(self, path: str) -> Cgroup:
         """The live cgroup at ``path`` ("/", "/a/b" or "a/b"); OSError(ENOENT) if none."""
@@ -173,20 +176,33 @@ class CgroupTree:
         return cg
 
     def mkdir(self, path: str, reserved: frozenset[str]) -> Cgroup:
-        """Create one cgroup.  OSError(ENOENT) without a parent, EEXIST if taken, EINVAL for a bad name."""
+        """Create one cgroup.
+
+        OSError(ENOENT) without a parent, ENAMETOOLONG for a name over NAME_MAX bytes,
+        EINVAL for a NUL in it (no C string can carry one) or a bad name, EEXIST if taken,
+        EAGAIN when the tree holds max_cgroups already, as cgroup.max.descendants refuses.
+        Mirrors cgroup_mkdir() and cgroup_check_hierarchy_limits().
+        """
         names = split_path(path)
         if not names:
             raise OSError(errno.EEXIST, "the root cgroup always exists")
         parent = self.lookup("/".join(names[:-1]))
         name = names[-1]
+        if utf8_len(name) > NAME_MAX:
+            raise OSError(errno.ENAMETOOLONG, f"a cgroup name is at most {NAME_MAX} bytes, not {utf8_len(name)}")
+        if "\0" in name:
+            raise OSError(errno.EINVAL, f"bad cgroup name {name!r}: a NUL cannot be in a name")
         if name in (".", "..") or "\n" in name:
             raise OSError(errno.EINVAL, f"bad cgroup name {name!r}")
         if name in parent.live_children or name in reserved:
             raise OSError(errno.EEXIST, f"{path!r} exists")
+        if self.nr_cgroups >= self.max_cgroups:
+            raise OSError(errno.EAGAIN, f"the host has {self.nr_cgroups} cgroups, its limit; remove some first")
         cg = Cgroup(len(self.by_id), name, parent)
         self.by_id.append(cg)
         parent.children.append(cg)
         parent.live_children[name] = cg
+        self.nr_cgroups += 1
         return cg
 
     def rmdir(self, path: str) -> Cgroup:
@@ -228,6 +244,7 @@ class CgroupTree:
             for event, count in enumerate(cg.mem_events):
                 parent.mem_events_freed[event] += count
             self.by_id[cg.id] = None
+            self.nr_cgroups -= 1
             freed.append(cg)
             cg = parent
         return freed
@@ -295,3 +312,11 @@ _KNOWN_CONTROLLERS = frozenset(
 
 def split_path(path: str) -> list[str]:
     return [name for name in path.split("/") if name]
+
+
+def utf8_len(text: str) -> int:
+    """Bytes of ``text`` in UTF-8, as the kernel counts them (a surrogate-escaped byte is one)."""
+    try:
+        return len(text.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:  # a lone surrogate that stands for no byte
+        return len(text.encode("utf-8", "surrogatepass"))

@@ -1,18 +1,24 @@
 """Enclaves, their VA pages and backing store, and guest vEPC instances (mirrors encl.h).
 
-An enclave's pages are numbered by offset / PAGE_SIZE.  ``pages[i]`` says where page i
-is, in one 64-bit slot: the EPC frame holding it (>= 0), ABSENT when it was never added
-(or was removed), or, at or below SWAPPED, a *swap entry* when EWB wrote it out: which
-VA slot holds its version and which backing owner (memory cgroup and paying task)
-pays for its backing page.  ``secs_frame`` says the same of the SECS.  Packing the
-entry into the array keeps a resident page at 30 bytes and a swapped one at 8, with
-nothing for the garbage collector to walk.
+An enclave's pages are numbered by offset / PAGE_SIZE.  Each page's *entry* says where
+it is, in one 64-bit slot: the EPC frame holding it (>= 0), ABSENT when it was never
+added (or was removed), or, at or below SWAPPED, a *swap entry* when EWB wrote it out:
+which VA slot holds its version and which backing owner (memory cgroup and paying task)
+pays for its backing page.  ``secs_frame`` says the same of the SECS.
+
+The page table is sparse, as the kernel's xarray is: a dense prefix (``pages``, an
+array("q"), and ``types``) where EADD and EAUG append, grown only while it stays within
+twice the pages the enclave has (plus DENSE_SLACK), and ``sparse`` for pages beyond it
+(index -> entry << KIND_BITS | kind), folded into the prefix when it grows over them.
+So a page costs 9 bytes in the prefix, about 120 in the dict, and an access far into a
+big ELRANGE costs one entry, not the whole way there.
 """
 
 from __future__ import annotations
 
 from array import array
-from heapq import heappop, heappush
+from collections.abc import Iterator
+from heapq import heapify, heappop, heappush
 
 from engine.sgx import SGX_PCMD_PER_PAGE, SGX_VA_SLOT_COUNT
 
@@ -24,6 +30,10 @@ VA_SHIFT = SGX_VA_SLOT_COUNT.bit_length() - 1  # slot id = VA ordinal << VA_SHIF
 PCMD_SHIFT = SGX_PCMD_PER_PAGE.bit_length() - 1  # index >> PCMD_SHIFT: its PCMD page
 PCMD_USERS_BITS = 6  # pcmd[n] = owner << PCMD_USERS_BITS | entries in use (<= 32)
 PCMD_USERS_MASK = (1 << PCMD_USERS_BITS) - 1
+KIND_BITS = 3  # sparse[i] = entry << KIND_BITS | PageKind
+KIND_MASK = (1 << KIND_BITS) - 1
+SPARSE_ABSENT = ABSENT << KIND_BITS  # a slot reserve() made for a page not placed yet
+DENSE_SLACK = SGX_VA_SLOT_COUNT  # the dense prefix may reach this far past twice the pages
 
 
 def swap_entry(slot_id: int, owner: int) -> int:
@@ -46,7 +56,8 @@ class Enclave:
     """Mirrors struct sgx_encl: its SECS, pages, VA pages and backing."""
 
     __slots__ = (
-        "id", "pid", "size_pages", "pages", "types", "next_index", "secs_frame", "secs_child_cnt",
+        "id", "pid", "size_pages", "pages", "types", "sparse", "sparse_keys", "next_index", "secs_frame",
+        "secs_child_cnt",
         "page_cnt", "initialized", "dying", "mms", "nr_swapped", "pcmd",
         "va_frames", "va_fresh", "va_freed", "va_used", "va_prev", "va_next", "va_head", "va_tail",
     )  # fmt: skip
@@ -55,8 +66,10 @@ class Enclave:
         self.id = encl_id
         self.pid = pid  # the creating task
         self.size_pages = size_pages
-        self.pages = array("q")  # frame, ABSENT or swap entry; grows as pages are added
-        self.types = bytearray()  # PageKind of each page (REG, TCS, TRIM), 0 when absent
+        self.pages = array("q")  # the dense prefix: frame, ABSENT or swap entry of each page
+        self.types = bytearray()  # PageKind of each page of the prefix (REG, TCS, TRIM), 0 when absent
+        self.sparse: dict[int, int] = {}  # pages beyond the prefix: index -> entry << KIND_BITS | kind
+        self.sparse_keys: list[int] = []  # a heap of the sparse indexes (removed ones linger)
         self.next_index = 0  # where ADD_PAGES and EAUG append
         self.secs_frame = ABSENT  # frame or swap entry of the SECS
         self.secs_child_cnt = 0  # resident child pages
@@ -83,31 +96,146 @@ class Enclave:
         """The backing index of the SECS: right after the enclave's pages."""
         return self.size_pages
 
-    def ensure_index(self, index: int) -> None:
-        """Grow the page arrays to cover ``index``."""
-        missing = index + 1 - len(self.pages)
-        if missing > 0:
+    # -- the page table --------------------------------------------------------
+
+    def page(self, index: int) -> int:
+        """The entry of page ``index``: its frame, ABSENT or its swap entry."""
+        if index < len(self.pages):
+            return self.pages[index]
+        packed = self.sparse.get(index)
+        return ABSENT if packed is None else packed >> KIND_BITS
+
+    __getitem__ = page  # encl[index] reads like pages[index], wherever the page is kept
+
+    def kind(self, index: int) -> int:
+        """The PageKind of page ``index`` (REG, TCS or TRIM), FREE (0) when absent."""
+        if index < len(self.types):
+            return self.types[index]
+        packed = self.sparse.get(index)
+        return 0 if packed is None else packed & KIND_MASK
+
+    def set_entry(self, index: int, entry: int) -> None:
+        """A page that exists changes place (loaded or written out); its kind stays."""
+        if index < len(self.pages):
+            self.pages[index] = entry
+        else:
+            self.sparse[index] = entry << KIND_BITS | self.sparse[index] & KIND_MASK
+
+    __setitem__ = set_entry
+
+    def set_kind(self, index: int, kind: int) -> None:
+        """A page that exists changes type (MODIFY_TYPES to TRIM)."""
+        if index < len(self.types):
+            self.types[index] = kind
+        else:
+            self.sparse[index] = self.sparse[index] & ~KIND_MASK | kind
+
+    def reserve(self, index: int) -> None:
+        """Make room for a new page at ``index``, absent until place().
+
+        The one step of adding a page that allocates: after a MemoryError nothing changed.
+        The dense prefix grows to cover ``index`` while that keeps it within twice the
+        enclave's pages plus DENSE_SLACK; beyond, the page goes to ``sparse``.
+        """
+        if index < len(self.pages) or index in self.sparse:
+            return
+        if index < 2 * self.page_cnt + DENSE_SLACK:
+            self._grow_dense(index + 1)
+            return
+        self.sparse[index] = SPARSE_ABSENT
+        try:
+            heappush(self.sparse_keys, index)
+        except BaseException:
+            del self.sparse[index]
+            raise
+
+    def unreserve(self, index: int) -> None:
+        """Undo reserve() for a page that was not placed after all (its allocation failed)."""
+        if index >= len(self.pages):
+            if self.sparse.get(index) == SPARSE_ABSENT:
+                del self.sparse[index]
+        elif index == len(self.pages) - 1 and self.pages[index] == ABSENT:
+            del self.pages[index]
+            del self.types[index]
+
+    def place(self, index: int, entry: int, kind: int) -> None:
+        """Page ``index`` (reserved) now exists as ``entry``, of ``kind``; allocates nothing."""
+        if index < len(self.pages):
+            self.pages[index] = entry
+            self.types[index] = kind
+        else:
+            self.sparse[index] = entry << KIND_BITS | kind
+
+    def clear(self, index: int) -> None:
+        """Page ``index`` is gone (EREMOVE or release): absent again."""
+        if index < len(self.pages):
+            self.pages[index] = ABSENT
+            self.types[index] = 0
+            return
+        del self.sparse[index]
+        if len(self.sparse_keys) > 2 * len(self.sparse) + DENSE_SLACK:  # drop the removed indexes
+            self.sparse_keys = list(self.sparse)
+            heapify(self.sparse_keys)
+
+    def _grow_dense(self, length: int) -> None:
+        """Extend the prefix to ``length`` entries and fold in the sparse pages it now covers."""
+        start = len(self.pages)
+        missing = length - start
+        try:
             self.pages.extend(array("q", [ABSENT]) * missing)
             self.types.extend(bytes(missing))
+        except BaseException:
+            del self.pages[start:]
+            del self.types[start:]
+            raise
+        keys, sparse, pages, types = self.sparse_keys, self.sparse, self.pages, self.types
+        while keys and keys[0] < length:
+            index = heappop(keys)
+            packed = sparse.pop(index, None)
+            if packed is not None:
+                pages[index] = packed >> KIND_BITS
+                types[index] = packed & KIND_MASK
+
+    def entries(self) -> Iterator[tuple[int, int]]:
+        """(index, entry) of every page that exists, resident or written out, in index order
+        within the prefix, then the sparse pages."""
+        for index, entry in enumerate(self.pages):
+            if entry != ABSENT:
+                yield index, entry
+        for index, packed in self.sparse.items():
+            if packed != SPARSE_ABSENT:
+                yield index, packed >> KIND_BITS
 
     def swapped_indexes(self) -> list[int]:
         """Indexes of the pages written out (the SECS not included)."""
-        return [i for i, value in enumerate(self.pages) if value <= SWAPPED]
+        out = [i for i, value in enumerate(self.pages) if value <= SWAPPED]
+        out += [i for i, packed in self.sparse.items() if packed >> KIND_BITS <= SWAPPED]
+        return out
 
-    def page(self, index: int) -> int:
-        return self.pages[index] if index < len(self.pages) else ABSENT
+    def resident_indexes(self) -> list[int]:
+        """Indexes of the pages that hold an EPC frame."""
+        out = [i for i, value in enumerate(self.pages) if value >= 0]
+        out += [i for i, packed in self.sparse.items() if packed >= 0]
+        return out
 
     # -- VA pages (mirrors sgx_alloc_va_slot / sgx_free_va_slot and their list moves) --
 
     def va_add(self, frame: int) -> None:
-        """A new VA page goes to the head of the list (as sgx_encl_grow's list_add)."""
+        """A new VA page goes to the head of the list (as sgx_encl_grow's list_add).
+
+        After a MemoryError nothing changed.
+        """
         ordinal = len(self.va_frames)
-        self.va_frames.append(frame)
-        self.va_fresh.append(0)
-        self.va_freed.append([])
-        self.va_used.append(0)
-        self.va_prev.append(-1)
-        self.va_next.append(-1)
+        lists: tuple[list[int], ...] = (self.va_frames, self.va_fresh, self.va_used, self.va_prev, self.va_next)
+        try:
+            self.va_freed.append([])
+            for values, value in zip(lists, (frame, 0, 0, -1, -1), strict=True):
+                values.append(value)
+        except BaseException:
+            del self.va_freed[ordinal:]
+            for values in lists:
+                del values[ordinal:]
+            raise
         self._va_link_head(ordinal)
 
     def va_alloc_slot(self) -> int:

@@ -57,25 +57,47 @@ class Epc:
         return self.capacity_pages - self.nr_free
 
     def take(self, kind: PageKind, owner: int, index: int, cg: int) -> int:
-        """Take a free frame for ``owner``; the caller made sure one is free (the charge did)."""
+        """Take a free frame for ``owner``; the caller made sure one is free (the charge did).
+
+        Any error (a value the 32-bit tables cannot hold, MemoryError) leaves every table
+        as it was.
+        """
         if self._free:
-            frame = self._free.pop()
-            self.owner[frame] = owner
-            self.index[frame] = index
-            self.cg[frame] = cg
+            frame = self._free[-1]
+            try:
+                self.owner[frame] = owner
+                self.index[frame] = index
+                self.cg[frame] = cg
+            except BaseException:
+                self.owner[frame] = NIL
+                raise
             self.flags[frame] = kind
+            self._free.pop()
         else:
             frame = len(self.flags)
             if frame >= self.capacity_pages:
                 raise AssertionError("EPC frame taken with none free")
-            self.owner.append(owner)
-            self.index.append(index)
-            self.cg.append(cg)
-            self.flags.append(kind)
-            self.prev.append(NIL)
-            self.next.append(NIL)
+            try:
+                self.owner.append(owner)
+                self.index.append(index)
+                self.cg.append(cg)
+                self.prev.append(NIL)
+                self.next.append(NIL)
+                self.flags.append(kind)
+            except BaseException:
+                self._truncate(frame)
+                raise
         self.nr_free -= 1
         return frame
+
+    def _tables(self) -> tuple[array[int], ...]:
+        return (self.owner, self.index, self.cg, self.prev, self.next)
+
+    def _truncate(self, length: int) -> None:
+        """Drop the never-used frames from ``length`` on (undoing a failed take)."""
+        for table in self._tables():
+            del table[length:]
+        del self.flags[length:]
 
     def put(self, frame: int) -> None:
         """Return a frame (already off every LRU) to the free stack."""
@@ -141,33 +163,47 @@ class Epc:
         return out
 
     def take_run(self, kind: PageKind, owner: int, first_index: int, cg: int, count: int) -> list[int]:
-        """Take ``count`` free frames for pages first_index.. of ``owner``; returns them in order."""
+        """Take ``count`` free frames for pages first_index.. of ``owner``; returns them in order.
+
+        Any error leaves every table as it was, as take() does.
+        """
         free = self._free
         reuse = min(count, len(free))
         frames = free[len(free) - reuse :][::-1].tolist()  # as many pops
+        start = len(self.flags)
+        bump = count - reuse
+        if start + bump > self.capacity_pages:
+            raise AssertionError("EPC frames taken with none free")
+        try:
+            self._take_reused(frames, kind, owner, first_index, cg)
+            if bump:
+                index = first_index + reuse
+                frames.extend(range(start, start + bump))
+                self.owner.extend(array("i", [owner]) * bump)
+                self.index.extend(array("i", range(index, index + bump)))
+                self.cg.extend(array("i", [cg]) * bump)
+                self.prev.extend(array("i", [NIL]) * bump)
+                self.next.extend(array("i", [NIL]) * bump)
+                self.flags.extend(bytes([kind]) * bump)
+        except BaseException:
+            self._truncate(start)
+            for frame in frames[:reuse]:
+                self.flags[frame] = PageKind.FREE
+                self.owner[frame] = NIL
+            raise
         del free[len(free) - reuse :]
-        index = first_index
+        self.nr_free -= count
+        return frames
+
+    def _take_reused(self, frames: list[int], kind: PageKind, owner: int, first_index: int, cg: int) -> None:
         owners, indexes, cgs, flags = self.owner, self.index, self.cg, self.flags
+        index = first_index
         for frame in frames:
             owners[frame] = owner
             indexes[frame] = index
             cgs[frame] = cg
             flags[frame] = kind
             index += 1
-        bump = count - reuse
-        if bump:
-            start = len(self.flags)
-            if start + bump > self.capacity_pages:
-                raise AssertionError("EPC frames taken with none free")
-            frames.extend(range(start, start + bump))
-            self.owner.extend(array("i", [owner]) * bump)
-            self.index.extend(array("i", range(index, index + bump)))
-            self.cg.extend(array("i", [cg]) * bump)
-            self.flags.extend(bytes([kind]) * bump)
-            self.prev.extend(array("i", [NIL]) * bump)
-            self.next.extend(array("i", [NIL]) * bump)
-        self.nr_free -= count
-        return frames
 
     def put_many(self, frames: list[int]) -> None:
         """Return frames (already off every LRU) to the free stack, in order."""

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine import memcg, misc
-from engine.cgroup import Cgroup, split_path
+from engine.cgroup import Cgroup, split_path, utf8_len
 from engine.sgx import PAGE_SIZE
+
+ATOMIC_WRITE_LEN = PAGE_SIZE  # cgroup_kf_ops.atomic_write_len: bytes one write may carry
 
 if TYPE_CHECKING:
     from engine.host import Host
@@ -117,9 +119,15 @@ def listdir(host: Host, path: str) -> list[str]:
 
 
 def write(host: Host, cg: Cgroup, f: CgroupFile, value: str, writer_pid: int | None) -> None:
-    """Apply a write to one cgroup file; OSError with the kernel's errno, nothing changed, on failure."""
+    """Apply a write to one cgroup file; OSError with the kernel's errno, nothing changed, on failure.
+
+    E2BIG for more than PAGE_SIZE bytes in one write: cgroup files take a write whole
+    (kernfs atomic_write_len, as kernfs_fop_write_iter() checks).
+    """
     if not f.writable:
         raise OSError(errno.EACCES, f"{f.name} is read-only")
+    if utf8_len(value) > ATOMIC_WRITE_LEN:
+        raise OSError(errno.E2BIG, f"one write to {f.name} takes at most {ATOMIC_WRITE_LEN} bytes")
     if f.name == "misc.max":
         limit = misc.parse_max_write(value, host.capacity_bytes)
         cg.misc_max_bytes = limit

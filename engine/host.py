@@ -36,11 +36,14 @@ from engine.reclaim import (
     free_backing_page,
     free_backing_run,
     free_epc_page,
+    free_epc_run,
     reclaim_direct,
 )
 from engine.sgx import (
     DO_RECLAIM,
     ERESTARTSYS,
+    MAX_OWNER_ID,
+    MAX_SIZE,
     NO_RECLAIM,
     PAGE_SIZE,
     SGX_VA_SLOT_COUNT,
@@ -57,6 +60,7 @@ if TYPE_CHECKING:
     from engine.reclaim import WorkState
 
 EVENT_BACKLOG = 65536
+MAX_CGROUPS = 10_000  # cgroups a host may have besides root, dying ones included
 T = TypeVar("T")
 
 
@@ -66,7 +70,9 @@ class Host:
     ``inline_work``: a fault that gets EBUSY runs the queued reclaim work itself and
     retries (the in-process core); with False it raises Blocked and the caller (the
     engine) lets its async workers run first.  Events go to ``event_sink``, or are kept
-    (the last 65536) for ``take_events()``.
+    (the last 65536) for ``take_events()``.  ``max_cgroups``: how many cgroups besides
+    root may exist at once, dying ones included (beyond, mkdir is EAGAIN).  ValueError
+    for a capacity that is not whole pages or is over MAX_PAGES of them.
     """
 
     def __init__(
@@ -78,17 +84,20 @@ class Host:
         clock: Clock | None = None,
         event_sink: EventSink | None = None,
         inline_work: bool = True,
+        max_cgroups: int = MAX_CGROUPS,
     ) -> None:
         capacity_bytes = parse_size(capacity)
         if capacity_bytes % PAGE_SIZE:
             raise ValueError(f"EPC capacity {capacity_bytes} is not a whole number of 4 KiB pages")
+        if capacity_bytes > MAX_SIZE:
+            raise ValueError(f"EPC capacity {capacity_bytes} is over the {MAX_SIZE} bytes (8 TiB) a host can hold")
         self.capacity_bytes: int = capacity_bytes
         self.capacity_pages: int = capacity_bytes // PAGE_SIZE
         self.seed = seed  # drivers derive their workloads' random streams from it
         self.clock: Clock = clock if clock is not None else VirtualClock()
         self.inline_work = inline_work
         self.epc = Epc(self.capacity_pages)
-        self.tree = CgroupTree()
+        self.tree = CgroupTree(max_cgroups)
         if memory is not None:
             self.tree.root.mem_max_pages = parse_size(memory) // PAGE_SIZE
         self.enclaves: dict[int, Enclave] = {}
@@ -117,7 +126,8 @@ class Host:
     # -- cgroup filesystem ----------------------------------------------------
 
     def mkdir(self, path: str) -> None:
-        """Create a cgroup.  OSError: ENOENT (no parent), EEXIST, EINVAL (bad name)."""
+        """Create a cgroup.  OSError: ENOENT (no parent), ENAMETOOLONG (a name over 255 bytes),
+        EEXIST, EINVAL (a bad name), EAGAIN (the host has ``max_cgroups`` already)."""
         cg = self.tree.mkdir(path, files.FILE_NAMES)
         self.emit(CgroupCreated(self.clock.now_ns(), cg.path))
 
@@ -140,8 +150,8 @@ class Host:
     def write(self, path: str, value: str, pid: int | None = None) -> None:
         """Write a cgroup file as ``pid`` would (``pid`` stands for ``0`` in cgroup.procs).
 
-        OSError with the kernel's errno (EINVAL, ERANGE, ENOENT, EACCES, EBUSY, ESRCH);
-        a failed write changes nothing.
+        OSError with the kernel's errno (EINVAL, ERANGE, ENOENT, EACCES, EBUSY, ESRCH, E2BIG
+        for more than 4096 bytes); a failed write changes nothing.
         """
         cg, f = files.resolve(self, path)
         files.write(self, cg, f, value, pid)
@@ -191,12 +201,14 @@ class Host:
     def ecreate(self, pid: int, size: int | str) -> int:
         """ECREATE: a VA page, then the SECS, both DO_RECLAIM; returns the enclave id.
 
-        ``size`` must be a power of two of at least two pages (OSError EINVAL);
+        ``size`` must be a power of two from two pages to MAX_SIZE (OSError EINVAL);
         allocation errors as add_pages.  Mirrors sgx_encl_create().
         """
         size_bytes = parse_size(size)
         if size_bytes < 2 * PAGE_SIZE or size_bytes & (size_bytes - 1):
             raise OSError(errno.EINVAL, f"enclave size {size_bytes} is not a power of two of at least 8 KiB")
+        if size_bytes > MAX_SIZE:
+            raise OSError(errno.EINVAL, f"enclave size {size_bytes} is over the {MAX_SIZE} bytes (8 TiB) a host takes")
         encl = Enclave(self._new_id(), pid, size_bytes // PAGE_SIZE)
         self.enclaves[encl.id] = encl
         cg = self._misc_cgroup(pid)
@@ -256,8 +268,14 @@ class Host:
         run = len(frames)
         if run:
             assert index == len(encl.pages), "EADD appends: no holes before EINIT"
-            encl.pages.extend(frames)
-            encl.types.extend(bytes([kind]) * run)
+            try:
+                encl.pages.extend(frames)
+                encl.types.extend(bytes([kind]) * run)
+            except BaseException:
+                del encl.pages[index:]
+                del encl.types[index:]
+                free_epc_run(self, cg, frames)
+                raise
             encl.next_index = index + run
             encl.page_cnt += run
             encl.secs_child_cnt += run
@@ -265,34 +283,39 @@ class Host:
         return run
 
     def _eadd(self, encl: Enclave, kind: PageKind, cg: Cgroup, pid: int) -> int:
-        """Mirrors sgx_encl_add_page(): the data page, then the VA page if due.  Returns 1."""
+        """Mirrors sgx_encl_add_page(): the data page, then the VA page if due.  Returns 1.
+
+        Any error leaves nothing charged and the page absent.
+        """
         index = encl.next_index
-        frame = alloc_epc_page(self, cg, kind, encl.id, index, DO_RECLAIM, pid, "EADD")
-        if encl.page_cnt % SGX_VA_SLOT_COUNT:
-            encl.page_cnt += 1  # no VA page due: sgx_encl_grow() only counts
-        else:
-            try:
-                self._grow(encl, cg, pid, DO_RECLAIM, "EADD")
-            except BaseException:
+        encl.reserve(index)
+        frame = ABSENT
+        try:
+            frame = alloc_epc_page(self, cg, kind, encl.id, index, DO_RECLAIM, pid, "EADD")
+            self._grow(encl, cg, pid, DO_RECLAIM, "EADD")
+        except BaseException:
+            if frame != ABSENT:
                 free_epc_page(self, frame)
-                raise
-        if index == len(encl.pages):
-            encl.pages.append(frame)
-            encl.types.append(kind)
-        else:
-            encl.ensure_index(index)
-            encl.pages[index] = frame
-            encl.types[index] = kind
+            encl.unreserve(index)
+            raise
+        encl.place(index, frame, kind)
         encl.next_index = index + 1
         encl.secs_child_cnt += 1
         self.epc.lru_add_tail(cg.lru, frame)
         return 1
 
     def _grow(self, encl: Enclave, cg: Cgroup, pid: int, mode: SgxReclaim, op: str) -> None:
-        """A new VA page when page_cnt reaches a multiple of 512, then page_cnt + 1.  Mirrors sgx_encl_grow()."""
+        """A new VA page when page_cnt reaches a multiple of 512, then page_cnt + 1.  Mirrors sgx_encl_grow().
+
+        Any error leaves nothing charged.
+        """
         if encl.page_cnt % SGX_VA_SLOT_COUNT == 0:
             frame = alloc_epc_page(self, cg, PageKind.VA, encl.id, len(encl.va_frames), mode, pid, op)
-            encl.va_add(frame)
+            try:
+                encl.va_add(frame)
+            except BaseException:
+                free_epc_page(self, frame)
+                raise
         encl.page_cnt += 1
 
     def einit(self, pid: int, eid: int) -> None:
@@ -323,7 +346,7 @@ class Host:
         end = first + count
         index = first
         while index < end:
-            frame = pages[index] if index < nr_pages else ABSENT
+            frame = pages[index] if index < nr_pages else encl.page(index)
             if frame >= 0:
                 flags[frame] |= ACCESSED
                 index += 1
@@ -433,35 +456,40 @@ class Host:
         Mirrors sgx_encl_eldu().
         """
         secs = index == encl.secs_index
-        kind = PageKind.SECS if secs else PageKind(encl.types[index])
+        kind = PageKind.SECS if secs else PageKind(encl.kind(index))
         frame = alloc_epc_page(self, cg, kind, encl.id, -1 if secs else index, NO_RECLAIM, pid, "ELDU")
-        entry = encl.secs_frame if secs else encl.pages[index]
+        entry = encl.secs_frame if secs else encl.page(index)
         encl.va_free_slot(free_backing_page(self, encl, index, entry))
         if secs:
             encl.secs_frame = frame
             return
-        encl.pages[index] = frame
+        encl.set_entry(index, frame)
         encl.secs_child_cnt += 1
         if accessed:
             self.epc.flags[frame] |= ACCESSED
         self.epc.lru_add_tail(cg.lru, frame)
 
     def _eaug(self, encl: Enclave, index: int, pid: int) -> None:
-        """EAUG a page on a fault at an absent address.  Mirrors sgx_encl_eaug_page()."""
+        """EAUG a page on a fault at an absent address.  Mirrors sgx_encl_eaug_page().
+
+        Any error leaves nothing charged and the page absent (the SECS may stay loaded).
+        """
         if not encl.initialized:
             raise OSError(errno.EFAULT, "fault on a page that was never added, before EINIT")
         cg = self._misc_cgroup(pid)
         if encl.secs_frame <= SWAPPED:
             self._eldu(encl, encl.secs_index, cg, pid, accessed=False)
-        frame = alloc_epc_page(self, cg, PageKind.REG, encl.id, index, NO_RECLAIM, pid, "EAUG")
+        encl.reserve(index)
+        frame = ABSENT
         try:
+            frame = alloc_epc_page(self, cg, PageKind.REG, encl.id, index, NO_RECLAIM, pid, "EAUG")
             self._grow(encl, cg, pid, NO_RECLAIM, "EAUG")
         except BaseException:
-            free_epc_page(self, frame)
+            if frame != ABSENT:
+                free_epc_page(self, frame)
+            encl.unreserve(index)
             raise
-        encl.ensure_index(index)
-        encl.pages[index] = frame
-        encl.types[index] = PageKind.REG
+        encl.place(index, frame, PageKind.REG)
         encl.next_index = max(encl.next_index, index + 1)
         encl.secs_child_cnt += 1
         self.epc.flags[frame] |= ACCESSED
@@ -489,8 +517,8 @@ class Host:
         flags = self.epc.flags
         for done, index in enumerate(range(first, first + count)):
             self._edmm_load(encl, index, pid, done)
-            encl.types[index] = PageKind.TRIM
-            frame = encl.pages[index]
+            encl.set_kind(index, PageKind.TRIM)
+            frame = encl.page(index)
             flags[frame] = flags[frame] & ~KIND_MASK | PageKind.TRIM
 
     def remove_trimmed(self, pid: int, eid: int, first: int, count: int) -> int:
@@ -500,15 +528,14 @@ class Host:
         if count <= 0 or not encl.initialized:
             raise OSError(errno.EINVAL, f"enclave {eid}: no pages given, or not initialised")
         for done, index in enumerate(range(first, first + count)):
-            if encl.types[index] != PageKind.TRIM:
+            if encl.kind(index) != PageKind.TRIM:
                 raise IoctlError(errno.EPERM, f"page {index} of enclave {eid} is not trimmed", done)
             self._edmm_load(encl, index, pid, done)
-            frame = encl.pages[index]
+            frame = encl.page(index)
             if self.epc.flags[frame] & ON_LRU:
                 self.epc.lru_del(self._lru_cgroup(frame).lru, frame)
             free_epc_page(self, frame)
-            encl.pages[index] = ABSENT
-            encl.types[index] = PageKind.FREE
+            encl.clear(index)
             encl.secs_child_cnt -= 1
             encl.page_cnt -= 1
         return count
@@ -540,8 +567,8 @@ class Host:
         freed = self._free_enclave_frames(encl)
         backing = encl.nr_swapped
         for index in encl.swapped_indexes():
-            free_backing_page(self, encl, index, encl.pages[index])
-            encl.pages[index] = ABSENT
+            free_backing_page(self, encl, index, encl.page(index))
+            encl.clear(index)
         if encl.secs_frame <= SWAPPED:
             free_backing_page(self, encl, encl.secs_index, encl.secs_frame)
             encl.secs_frame = ABSENT
@@ -551,13 +578,13 @@ class Host:
     def _free_enclave_frames(self, encl: Enclave) -> int:
         epc = self.epc
         freed = 0
-        for index, frame in enumerate(encl.pages):
-            if frame >= 0:
-                if epc.flags[frame] & ON_LRU:
-                    epc.lru_del(self._lru_cgroup(frame).lru, frame)
-                free_epc_page(self, frame)
-                encl.pages[index] = ABSENT
-                freed += 1
+        for index in encl.resident_indexes():
+            frame = encl.page(index)
+            if epc.flags[frame] & ON_LRU:
+                epc.lru_del(self._lru_cgroup(frame).lru, frame)
+            free_epc_page(self, frame)
+            encl.clear(index)
+            freed += 1
         if encl.secs_frame >= 0:
             free_epc_page(self, encl.secs_frame)
             encl.secs_frame = ABSENT
@@ -577,10 +604,15 @@ class Host:
     # -- guest vEPC -----------------------------------------------------------
 
     def vepc_open(self, pid: int, size: int | str) -> int:
-        """Open a guest's virtual EPC of ``size`` bytes (a page multiple); returns its id."""
+        """Open a guest's virtual EPC of ``size`` bytes (a page multiple up to MAX_SIZE); returns its id.
+
+        OSError(EINVAL) for any other size.
+        """
         size_bytes = parse_size(size)
         if size_bytes <= 0 or size_bytes % PAGE_SIZE:
             raise OSError(errno.EINVAL, f"vEPC size {size_bytes} is not a positive multiple of 4 KiB")
+        if size_bytes > MAX_SIZE:
+            raise OSError(errno.EINVAL, f"vEPC size {size_bytes} is over the {MAX_SIZE} bytes (8 TiB) a host takes")
         self._misc_cgroup(pid)
         vepc = Vepc(self._new_id(), pid, size_bytes // PAGE_SIZE)
         self.vepcs[vepc.id] = vepc
@@ -603,7 +635,12 @@ class Host:
             def alloc(index: int = index) -> int:
                 return alloc_epc_page(self, cg, PageKind.VEPC, vid, index, NO_RECLAIM, pid, "vEPC fault")
 
-            vepc.pages[index] = self._serve_fault(alloc, pid, "vEPC fault", index - first)
+            frame = self._serve_fault(alloc, pid, "vEPC fault", index - first)
+            try:
+                vepc.pages[index] = frame
+            except BaseException:
+                free_epc_page(self, frame)
+                raise
             vepc.nr_present += 1
             faults += 1
         return faults
@@ -669,9 +706,12 @@ class Host:
         return cg if cg.misc_on else cg.misc_css()
 
     def _new_id(self) -> int:
-        new = self._next_id
-        self._next_id += 1
-        return new
+        """The next enclave or vEPC id not in use; ids wrap around at MAX_OWNER_ID, as pids do."""
+        while True:
+            new = self._next_id
+            self._next_id = new + 1 if new < MAX_OWNER_ID else 1
+            if new not in self.enclaves and new not in self.vepcs:
+                return new
 
     def _enclave(self, eid: int) -> Enclave:
         encl = self.enclaves.get(eid)
@@ -687,5 +727,6 @@ class Host:
 
     @staticmethod
     def _check_range(size_pages: int, first: int, count: int) -> None:
+        """OSError(EFAULT) unless pages first..first+count-1 lie in 0..size_pages-1 (sizes are at most MAX_PAGES)."""
         if first < 0 or count < 0 or first + count > size_pages:
             raise OSError(errno.EFAULT, f"pages {first}..{first + count - 1} lie outside 0..{size_pages - 1}")

@@ -19,14 +19,16 @@ from typing import Any
 
 import msgpack
 
+from engine import sgx
+
 VERSION = 1
 PAGE_SIZE = 4096
 MAX_FRAME = 1 << 20  # bytes in one request frame
 MAX_RANGES = 4096  # (first, count) pairs in one access
-MAX_PAGES = 1 << 40  # any page count or index
-MAX_SIZE = 1 << 52  # bytes (4 PiB): sizes of enclaves and vEPC
+MAX_PAGES = sgx.MAX_PAGES  # 2^31: page indexes lie below it, page counts are at most it
+MAX_SIZE = sgx.MAX_SIZE  # bytes (8 TiB): sizes of enclaves and vEPC; both are the core's own bounds
 MAX_PATH = 4096
-MAX_VALUE = 4096
+MAX_VALUE = 65536  # a longer write is refused here; the core answers E2BIG above 4096 bytes, as kernfs
 MAX_PID = 0x3FFFFFFF
 MAX_ID = (1 << 63) - 1
 

@@ -95,7 +95,11 @@ def alloc_epc_page(
     if hit is not None:
         try_charge(host, cg, mode, pid, op, hit)
     epc = host.epc
-    frame = epc.take(kind, owner, index, cg.id)
+    try:
+        frame = epc.take(kind, owner, index, cg.id)
+    except BaseException:
+        misc.uncharge(cg)  # charged, no frame: nothing may stay charged
+        raise
     if epc.nr_free < SGX_NR_LOW_PAGES and not host.ksgxd_woken and host.tree.root.nonempty_lrus:
         wake_ksgxd(host, epc.nr_free)
     return frame
@@ -106,7 +110,8 @@ def alloc_epc_run(host: Host, cg: Cgroup, kind: PageKind, owner: int, first_inde
 
     The same charges, watermarks and ksgxd wake-up as that many alloc_epc_page() calls
     whose pages each go on the LRU before the next is allocated; nothing at all when
-    there is no room (the caller then takes the one-page path, which reclaims).
+    there is no room (the caller then takes the one-page path, which reclaims).  An error
+    taking the frames leaves nothing charged.
     """
     count = min(count, misc.room(cg, host.capacity_pages))
     if count <= 0:
@@ -115,7 +120,11 @@ def alloc_epc_run(host: Host, cg: Cgroup, kind: PageKind, owner: int, first_inde
     epc = host.epc
     free_before = epc.nr_free
     lru_had_pages = bool(host.tree.root.nonempty_lrus)
-    frames = epc.take_run(kind, owner, first_index, cg.id, count)
+    try:
+        frames = epc.take_run(kind, owner, first_index, cg.id, count)
+    except BaseException:
+        misc.uncharge(cg, count)
+        raise
     if epc.nr_free < SGX_NR_LOW_PAGES and not host.ksgxd_woken:
         # page j leaves free_before - j - 1 frames; it wakes ksgxd if that is below the
         # watermark and something was reclaimable (the run's own earlier pages count)
@@ -136,6 +145,14 @@ def free_epc_page(host: Host, frame: int) -> None:
     assert cg is not None
     misc.uncharge(cg)
     host.epc.put(frame)
+    if cg.dying:
+        host.release_dying(cg)
+
+
+def free_epc_run(host: Host, cg: Cgroup, frames: list[int]) -> None:
+    """free_epc_page() for frames (off every LRU) that alloc_epc_run() took for ``cg``."""
+    host.epc.put_many(frames)
+    misc.uncharge(cg, len(frames))
     if cg.dying:
         host.release_dying(cg)
 
@@ -243,7 +260,7 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
         while end < written and owner[writes[end]] == encl_id:
             end += 1
         encl = enclaves[encl_id]
-        pages, pcmd = encl.pages, encl.pcmd
+        pages, pcmd = encl if encl.sparse else encl.pages, encl.pcmd  # the prefix alone, mostly
         run = writes[start:end]
         for frame, owner_id, slot_id in zip(run, owners[start:end], encl.va_alloc_slots(end - start), strict=True):
             index = page_index[frame]

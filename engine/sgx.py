@@ -19,6 +19,12 @@ SGX_CG_LOW_LIMIT = 128  # limits at or below this keep no margin
 SGX_VA_SLOT_COUNT = 512  # 8-byte version slots in one VA page
 SGX_PCMD_PER_PAGE = 32  # 128-byte PCMD entries in one backing page
 
+# What the core can hold: its frame tables are 32-bit (array("i")), so page indexes lie
+# below MAX_PAGES and an enclave's ELRANGE, a vEPC or the EPC has at most MAX_PAGES pages.
+MAX_PAGES = 1 << 31
+MAX_SIZE = MAX_PAGES * PAGE_SIZE  # bytes (8 TiB): the largest ELRANGE or vEPC the host takes
+MAX_OWNER_ID = (1 << 31) - 1  # enclave and vEPC ids wrap around below it, as pids do
+
 U64_MAX = (1 << 64) - 1  # misc "max"
 PAGE_COUNTER_MAX = ((1 << 63) - 1) // PAGE_SIZE  # memory "max", in pages (64-bit kernel)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from engine.protocol import MAX_SIZE
-from engine.units import parse_size
+from engine.units import format_size, parse_size
 from playground.expr import Expr, ExprError, Template, parse_expr, parse_template
 
 KINDS = ("mkdir", "rmdir", "write", "spawn", "sleep", "kill", "wait", "expect")
@@ -463,7 +463,8 @@ class _Validator:
         if result < 0 or (positive and result == 0):
             raise self.fail(f"key {key!r}: {value!r} is {result} bytes, which is not a size")
         if result > MAX_SIZE:
-            raise self.fail(f"key {key!r}: {value!r} is {result} bytes, more than the largest size ({MAX_SIZE}, 4 PiB)")
+            largest = f"{MAX_SIZE}, {format_size(MAX_SIZE)}"
+            raise self.fail(f"key {key!r}: {value!r} is {result} bytes, more than the largest size ({largest})")
         return expr
 
     def template(self, value: str, key: str) -> Template:

@@ -35,4 +35,4 @@ def enclave(host: Host, pid: int, npages: int, *, init: bool = True, size_pages:
 
 def resident(host: Host, eid: int) -> list[int]:
     """Indexes of the enclave's pages that hold an EPC frame."""
-    return [i for i, frame in enumerate(host.enclaves[eid].pages) if frame >= 0]
+    return sorted(host.enclaves[eid].resident_indexes())

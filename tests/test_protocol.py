@@ -43,7 +43,7 @@ def test_replies_round_trip() -> None:
         ({"v": 1, "op": "access", "id": 1, "eid": 1, "ranges": [[0, 1, 2]]}, "ranges must be"),
         ({"v": 1, "op": "access", "id": 1, "eid": 1, "ranges": [[-1, 1]]}, "ranges must be"),
         ({"v": 1, "op": "access", "id": 1, "eid": 1, "ranges": [[0, 1]] * 5000}, "ranges must be"),
-        ({"v": 1, "op": "write", "id": 1, "path": "/a/misc.max", "value": "x" * 5000}, "value must be"),
+        ({"v": 1, "op": "write", "id": 1, "path": "/a/misc.max", "value": "x" * 70000}, "value must be"),
         ({"v": 1, "op": "hello", "id": 1, "pid": 0, "role": "enclave"}, "pid must be"),
     ],
 )

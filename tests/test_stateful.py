@@ -58,7 +58,7 @@ from hypothesis.stateful import (
 )
 
 from engine import PAGE_SIZE, Blocked, Host, IoctlError, SigBus
-from engine.enclave import ABSENT, SWAPPED
+from engine.enclave import SWAPPED
 from engine.sgx import ERESTARTSYS
 
 T = TypeVar("T")
@@ -331,7 +331,7 @@ class Driver:
         return first, ch.integer(0, min(size - first, 48))
 
     def exists(self, eid: int) -> set[int]:
-        return {i for i, f in enumerate(self.host.enclaves[eid].pages) if f != ABSENT}
+        return {i for i, _ in self.host.enclaves[eid].entries()}
 
     # -- cgroup filesystem -----------------------------------------------------
 
@@ -636,8 +636,8 @@ class Driver:
         window = range(first, first + count)
         absent = [i for i in window if i not in m.pages]
         m.mms.add(pid)  # the fault maps the enclave, whatever happens next
-        pages = self.host.enclaves[eid].pages
-        swapped = sum(1 for i in window if i < len(pages) and pages[i] <= SWAPPED)
+        encl = self.host.enclaves[eid]
+        swapped = sum(1 for i in window if encl.page(i) <= SWAPPED)
         try:
             faults = self.host.access(pid, eid, first, count, write)
         except SigBus as e:
@@ -905,7 +905,7 @@ class Driver:
             assert self.exists(eid) == m.pages, f"enclave {eid}: host {sorted(self.exists(eid))} model {m.pages}"
             assert set(e.mms) == m.mms and len(e.mms) == len(m.mms), (eid, e.mms, m.mms)
             out = []
-            for i, frame in enumerate(e.pages):
+            for i, frame in e.entries():
                 if frame >= 0:
                     resident[("page", eid, i)] = frame
                 elif frame <= SWAPPED:  # a swap entry
