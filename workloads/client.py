@@ -202,9 +202,12 @@ class EngineClient:
         return str(self.call("read", path=_path(path)))
 
     def write(self, path: str, value: str) -> None:
-        """Write ``value`` in one write(2); EngineError(E2BIG) above a page, as kernfs says for cgroup files."""
+        """Write ``value`` in one write(2); EngineError(E2BIG) above a page, as kernfs says for cgroup files.
+
+        A value longer than the wire carries is refused here, with the errno the engine gives above a page.
+        """
         if len(value.encode(errors="surrogateescape")) > protocol.MAX_VALUE:
-            raise EngineError("E2BIG", f"one write to a cgroup file takes at most {protocol.MAX_VALUE} bytes")
+            raise EngineError("E2BIG", f"one write to a cgroup file takes at most {protocol.PAGE_SIZE} bytes")
         self.call("write", path=_path(path), value=value)
 
     def mkdir(self, path: str) -> None:
