@@ -212,14 +212,17 @@ def default_endpoints(directory: str) -> tuple[str, str]:
 
 
 def pub_endpoint_for(endpoint: str) -> str:
-    """Where events go for a given request endpoint: beside an ipc socket, the next tcp port."""
+    """Where events go for a given request endpoint: beside an ipc socket, the next tcp port.
+
+    ValueError unless ipc://PATH or tcp://HOST:PORT with a port from 1 to 65534.
+    """
     if endpoint.startswith("ipc://"):
         return endpoint + ".events"
     if endpoint.startswith("tcp://"):
         host, _, port = endpoint[len("tcp://") :].rpartition(":")
-        if port.isdigit() and host:
+        if host and port.isascii() and port.isdigit() and 0 < int(port) < 65535:
             return f"tcp://{host}:{int(port) + 1}"
-    raise ValueError(f"bad endpoint {endpoint!r}: use ipc://PATH or tcp://HOST:PORT")
+    raise ValueError(f"bad endpoint {endpoint!r}: use ipc://PATH or tcp://HOST:PORT (PORT 1-65534, events on PORT+1)")
 
 
 def choose_endpoints(endpoint: str | None, *, allow_remote: bool = False) -> Endpoints:
@@ -272,7 +275,7 @@ def bind(sock: zmq.Socket[Any], endpoint: str) -> None:
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as e:
-        raise Refused(f"cannot listen on {endpoint}: {e.strerror}") from None
+        raise Refused(f"cannot listen on {endpoint}: {os.strerror(e.errno)}") from None
     finally:
         os.umask(old)
     if endpoint.startswith("ipc://"):

@@ -229,6 +229,11 @@ def test_a_taken_tcp_port_exits_2_with_one_line(tmp_path: Path, taken: int) -> N
     _one_line(done, f"tcp://127.0.0.1:{port + taken}", "in use")
 
 
+def test_a_tcp_port_out_of_range_exits_2_with_one_line(tmp_path: Path) -> None:
+    for port in ("99999", "65535", "0", "x"):
+        _one_line(_engine_refused(_env(tmp_path), "--bind", f"tcp://127.0.0.1:{port}"), "PORT 1-65534")
+
+
 # -- H4: tcp only with CURVE, and beyond loopback only when asked -----------------
 
 
