@@ -429,7 +429,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     print("a tcp client elsewhere needs server.key, client.key and client.key_secret in a 0700 directory of its own,")
     print(f"named by ${curve.KEYS_ENV} (or its runtime dir's keys/), e.g.:")
     print(f"  ssh HOST 'mkdir -m 700 epc-keys' && scp -p {copy} HOST:epc-keys/")
-    print(f"  then on HOST: {curve.KEYS_ENV}=~/epc-keys epc-playground cg tree --connect tcp://THIS-HOST:PORT")
+    print(f"  then on HOST: {curve.KEYS_ENV}=~/epc-keys epc-playground cg --connect tcp://THIS-HOST:PORT tree")
     print("the engine lets in every NAME.key here when it starts: restart it after adding a client's public key")
     return 0
 
