@@ -58,8 +58,8 @@ from hypothesis.stateful import (
 )
 
 from engine import PAGE_SIZE, Blocked, Host, IoctlError, SigBus
-from engine.enclave import SWAPPED
-from engine.sgx import ERESTARTSYS
+from engine.enclave import DENSE_SLACK, SWAPPED
+from engine.sgx import ERESTARTSYS, MAX_PAGES, MAX_SIZE
 
 T = TypeVar("T")
 
@@ -95,8 +95,8 @@ BAD_MISC_MAX = (
 BAD_MEMORY_MAX = ("abc", "-1", "1.5M", "12Q", "0x", "max max", "4096 4096")
 BAD_PROCS = (("abc", errno.EINVAL), ("-5", errno.EINVAL), ("0", errno.ESRCH), ("1.5", errno.EINVAL))
 BAD_SUBTREE = ("+bogus", "misc", "+", "-bogus")
-BAD_ENCLAVE_SIZES = (0, PAGE_SIZE, 3 * PAGE_SIZE, 5000, 6 * PAGE_SIZE)
-BAD_VEPC_SIZES = (0, 100, PAGE_SIZE + 1)
+BAD_ENCLAVE_SIZES = (0, PAGE_SIZE, 3 * PAGE_SIZE, 5000, 6 * PAGE_SIZE, 2 * MAX_SIZE, 1 << 52)
+BAD_VEPC_SIZES = (0, 100, PAGE_SIZE + 1, MAX_SIZE + PAGE_SIZE)
 
 
 # -- choosers: the same operations, driven by hypothesis or by random.Random -----------
@@ -150,6 +150,7 @@ class MEnclave:
         self.mms = {pid}  # tasks that map it: it lives until the last one exits
         self.next_index = 0  # where EADD and EAUG append
         self.page_cnt = 1  # SECS + pages added - pages removed (sgx_encl_grow)
+        self.peak_page_cnt = 1  # the page table may be as long as twice this, plus DENSE_SLACK
         self.va = 1  # VA pages: ECREATE grew one
 
     def add(self, indexes: Sequence[int]) -> None:
@@ -158,6 +159,7 @@ class MEnclave:
             if self.page_cnt % VA_SLOTS == 0:
                 self.va += 1
             self.page_cnt += 1
+            self.peak_page_cnt = max(self.peak_page_cnt, self.page_cnt)
             self.pages.add(index)
             self.next_index = max(self.next_index, index + 1)
 
@@ -242,7 +244,7 @@ class Driver:
         if name in ("op_ecreate", "op_add_pages") or (name == "op_build" and not inline):
             assert self.op_pid is not None
             return self.misc_css(self.op_pid)
-        if name in ("op_access", "op_augment", "op_vepc_access"):
+        if name in ("op_access", "op_access_far", "op_augment", "op_vepc_access"):
             return None if inline else ""
         if name in ("op_build", "op_remove_pages", "op_run_pending_work", "op_run_work_step", "teardown"):
             return None
@@ -515,7 +517,7 @@ class Driver:
             size: int | str = ch.choice(BAD_ENCLAVE_SIZES)
             self.expect_rejected(lambda: self.host.ecreate(pid, size), [errno.EINVAL], "ecreate")
             return
-        pages = 1 << ch.integer(1, 10)
+        pages = 1 << (ch.integer(1, 10) if ch.chance(85) else ch.integer(11, MAX_PAGES.bit_length() - 1))
         self.do_ecreate(pid, pages, f"{pages * 4}KiB" if ch.chance(15) else pages * PAGE_SIZE)
 
     def do_ecreate(self, pid: int, pages: int, size: int | str) -> int | None:
@@ -629,7 +631,31 @@ class Driver:
         if m.pages and ch.chance(80 if m.initialized else 95):  # mostly where the pages are
             first = ch.choice(sorted(m.pages))
             count = min(count, m.next_index - first)
-        write = ch.chance(50)
+        self.do_access(eid, m, pid, first, count, ch.chance(50))
+
+    def op_access_far(self, ch: Chooser) -> None:
+        """A fault far into the ELRANGE (an SGX2 EAUG at a sparse index), next to a page far
+        out, or at the very last page: the page table must stay as small as the pages."""
+        eid = self.pick_enclave(ch, lambda m: m.initialized and m.size > 2 * DENSE_SLACK)
+        m = self.enclaves.get(eid)
+        pid = self.op_pid = self.pick_pid(ch, m.pid if m else None)
+        if m is None:
+            self.expect_rejected(lambda: self.host.access(pid, eid, 0, 1), [errno.EINVAL], "access")
+            return
+        top = max(m.pages, default=0)
+        where = ch.integer(0, 3)
+        if where == 0:
+            first = m.size - 1
+        elif where == 1:
+            first = ch.integer(0, m.size - 1)
+        else:
+            first = min(max(top + ch.integer(-2, 3), 0), m.size - 1)
+        count = min(ch.integer(1, 3), m.size - first) if ch.chance(95) else m.size - first + 1
+        self.do_access(eid, m, pid, first, count, ch.chance(50))
+        self.outcomes["access far"] += 1
+
+    def do_access(self, eid: int, m: MEnclave, pid: int, first: int, count: int, write: bool) -> None:
+        """ACCESS of pages first..first+count-1 of a live enclave; every documented outcome."""
         if first + count > m.size:
             self.expect_rejected(lambda: self.host.access(pid, eid, first, count, write), [errno.EFAULT], "access")
             return
@@ -874,6 +900,7 @@ class Driver:
         ("op_einit", 3),
         ("op_build", 2),
         ("op_access", 10),
+        ("op_access_far", 3),
         ("op_augment", 5),
         ("op_remove_pages", 4),
         ("op_release", 2),
@@ -903,6 +930,9 @@ class Driver:
             e = h.enclaves[eid]
             assert e.size_pages == m.size and e.initialized == m.initialized and e.pid == m.pid
             assert self.exists(eid) == m.pages, f"enclave {eid}: host {sorted(self.exists(eid))} model {m.pages}"
+            assert len(e.pages) <= 2 * m.peak_page_cnt + DENSE_SLACK, f"enclave {eid}: page table outgrew its pages"
+            if e.sparse:
+                self.outcomes["state: sparse pages"] += 1
             assert set(e.mms) == m.mms and len(e.mms) == len(m.mms), (eid, e.mms, m.mms)
             out = []
             for i, frame in e.entries():
@@ -1121,6 +1151,7 @@ class EpcMachine(RuleBasedStateMachine):
     access = _rule("op_access", "enclaves")
     access_more = _rule("op_access", "enclaves")
     access_again = _rule("op_access", "enclaves")
+    access_far = _rule("op_access_far", "enclaves")
     augment = _rule("op_augment", "enclaves")
     augment_more = _rule("op_augment", "enclaves")
     remove_pages = _rule("op_remove_pages", "enclaves")
@@ -1185,5 +1216,6 @@ def test_long_random_sequence(seed: int, capacity: int, memory: int | None, inli
     seen = driver.outcomes
     # the run must have reached the interesting places, or it checked little
     assert driver.host.pages_reclaimed > 0
-    for outcome in ("add_pages", "access", "augment", "remove_pages", "einit", "release", "vepc_access", "rmdir"):
+    reached = ("add_pages", "access", "augment", "remove_pages", "einit", "release", "vepc_access", "rmdir")
+    for outcome in (*reached, "access far", "state: sparse pages"):
         assert seen[outcome] > 0, (outcome, seen)
