@@ -237,8 +237,6 @@ class WireMachine(RuleBasedStateMachine):
             self.client.close()
 
 
-# Not strict: a run depends on pids and timing, and may miss the open defects (remove when fixed).
-@pytest.mark.xfail(reason="C1/C2 of issue 10 are still open: the core's 32-bit frame tables and dense page arrays")
 def test_no_valid_request_corrupts_the_engine(fuzz_engine: tuple[subprocess.Popen[str], str]) -> None:
     engine, endpoint = fuzz_engine
     WireMachine.endpoint = endpoint
