@@ -9,6 +9,7 @@ last charge.
 from __future__ import annotations
 
 import errno
+from heapq import heappop, heappush
 
 from engine.epc import Lru
 from engine.memcg import MEMCG_EVENTS
@@ -156,11 +157,12 @@ def next_get(root: Cgroup) -> Cgroup:
 class CgroupTree:
     """All cgroups of the host, by path and by id, and the task -> cgroup table."""
 
-    __slots__ = ("root", "by_id", "tasks", "max_cgroups", "nr_cgroups")
+    __slots__ = ("root", "by_id", "free_ids", "tasks", "max_cgroups", "nr_cgroups")
 
     def __init__(self, max_cgroups: int) -> None:
         self.root = Cgroup(0, "", None)
         self.by_id: list[Cgroup | None] = [self.root]
+        self.free_ids: list[int] = []  # ids of freed cgroups, a heap: the lowest is reused first
         self.tasks: dict[int, Cgroup] = {}
         self.max_cgroups = max_cgroups  # cgroups besides root, dying ones included
         self.nr_cgroups = 0
@@ -198,8 +200,12 @@ class CgroupTree:
             raise OSError(errno.EEXIST, f"{path!r} exists")
         if self.nr_cgroups >= self.max_cgroups:
             raise OSError(errno.EAGAIN, f"the host has {self.nr_cgroups} cgroups, its limit; remove some first")
-        cg = Cgroup(len(self.by_id), name, parent)
-        self.by_id.append(cg)
+        if self.free_ids:  # ids stay below max_cgroups + 1, as the frame tables hold them in 32 bits
+            cg = Cgroup(heappop(self.free_ids), name, parent)
+            self.by_id[cg.id] = cg
+        else:
+            cg = Cgroup(len(self.by_id), name, parent)
+            self.by_id.append(cg)
         parent.children.append(cg)
         parent.live_children[name] = cg
         self.nr_cgroups += 1
@@ -244,6 +250,7 @@ class CgroupTree:
             for event, count in enumerate(cg.mem_events):
                 parent.mem_events_freed[event] += count
             self.by_id[cg.id] = None
+            heappush(self.free_ids, cg.id)
             self.nr_cgroups -= 1
             freed.append(cg)
             cg = parent

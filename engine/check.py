@@ -129,6 +129,9 @@ class _Snapshot:
     work: frozenset[int]
     task_mem: dict[int, int]
     backing_owners: list[tuple[int, int]]  # (memory cgroup id, payer)
+    backing_refs: list[int]
+    owner_ids: dict[tuple[int, int], int]  # the registered backing owners
+    free_owner_ids: list[int]
 
 
 def _snapshot(host: Host) -> _Snapshot:
@@ -144,7 +147,9 @@ def _snapshot(host: Host) -> _Snapshot:
         [(v.id, dict(v.pages), v.nr_present) for v in host.vepcs.values()],
         [_copy_cgroup(cg, tree.by_id[cg.next_cg.id] is cg.next_cg) for cg in tree.all()],
         live, tree.nr_cgroups, {pid: cg.id for pid, cg in tree.tasks.items()}, frozenset(host.work),
-        dict(host.task_mem), [(cg.id, payer) for cg, payer in host.backing_owners],
+        dict(host.task_mem), [(cg.id, payer) for cg, payer in host.backing_owners], host.backing_refs[:],
+        {(cg.id, payer): owner_id for (cg, payer), owner_id in host._backing_owner_ids.items()},
+        host._free_owner_ids[:],
     )  # fmt: skip
 
 
@@ -441,6 +446,7 @@ def _check_cgroups(snap: _Snapshot, tally: _Tally, nr_used: int) -> Iterator[Non
         if payer and pages:
             paid[payer] = paid.get(payer, 0) + pages
     _require(paid == snap.task_mem, "per-task backing accounting drifted")
+    _check_backing_owners(snap, tally)
     _require(snap.nr_cgroups == len(snap.cgroups) - 1, "the cgroup count drifted")
     for n, cg in enumerate(reversed(snap.cgroups), 1):
         _check_cgroup(snap, tally.own, own_mem, by_id, cg)
@@ -481,3 +487,20 @@ def _check_cgroup(snap: _Snapshot, own: list[int], own_mem: list[int], by_id: di
     live_lrus = sum(c.nonempty_lrus for c in kids if not c.dying) + (cg.lru[2] > 0 and not cg.dying)
     _require(cg.dying or cg.nonempty_lrus == live_lrus, f"{cg.path}: non-empty LRU count drifted")
     _require(not cg.dying or bool(usage or cg.mem[0] or kids), f"{cg.path}: dying but holds nothing")
+
+
+def _check_backing_owners(snap: _Snapshot, tally: _Tally) -> None:
+    """Each backing owner id counts the backing pages charged under it; an id in use is
+    registered under its own (memory cgroup, payer), and only a free one is not."""
+    _require(snap.backing_refs == tally.owner_pages, "backing pages per owner id drifted")
+    registered = set(snap.owner_ids.values())
+    free = set(snap.free_owner_ids)
+    _require(len(registered) == len(snap.owner_ids), "two backing owners share an id")
+    _require(len(free) == len(snap.free_owner_ids) and not free & registered, "a backing owner id is free twice")
+    _require(len(registered) + len(free) == len(snap.backing_owners), "a backing owner id is lost")
+    for owner_id in registered:
+        key = snap.backing_owners[owner_id]
+        memcg_id = key[0]
+        _require(snap.owner_ids[key] == owner_id, f"backing owner {owner_id} is registered under another key")
+        _require(not snap.backing_refs[owner_id] or snap.live[memcg_id] == 1, f"backing of a freed cgroup {memcg_id}")
+    _require(all(not snap.backing_refs[i] for i in free), "a free backing owner id still has pages")

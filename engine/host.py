@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from engine import files, reclaim
 from engine.cgroup import Cgroup, CgroupTree
 from engine.clock import Clock, VirtualClock
-from engine.enclave import ABSENT, SWAPPED, Enclave, Vepc
+from engine.enclave import ABSENT, OWNER_MASK, SWAPPED, Enclave, Vepc
 from engine.epc import ACCESSED, KIND_MASK, ON_LRU, Epc
 from engine.events import (
     CgroupCreated,
@@ -106,9 +106,13 @@ class Host:
         self.signals: set[int] = set()  # pids with a fatal signal pending
         self.oom_victims: set[int] = set()  # killed by the OOM killer, not yet exited
         self.task_mem: dict[int, int] = {}  # pid -> backing pages it paid for, still charged
-        # who pays for a backing page: (memory cgroup, paying pid or 0), interned
+        # who pays for a backing page: (memory cgroup, paying pid or 0), interned under a small
+        # id that swap entries hold in OWNER_BITS; an id no backing page is charged under any
+        # more is reused, so live ids stay few
         self.backing_owners: list[tuple[Cgroup, int]] = []
-        self._backing_owner_ids: dict[tuple[int, int], int] = {}
+        self.backing_refs: list[int] = []  # backing pages charged under each id
+        self._backing_owner_ids: dict[tuple[Cgroup, int], int] = {}
+        self._free_owner_ids: list[int] = []
         self.work: dict[int, None] = {}  # queued cgroup work items (ids, in order)
         self.work_in_flight: WorkState | None = None
         self.ksgxd_woken = False
@@ -139,8 +143,7 @@ class Host:
         cg = self.tree.rmdir(path)
         freed = self.tree.release_if_unused(cg)
         self.emit(CgroupRemoved(self.clock.now_ns(), cg.path, dying=not freed))
-        for gone in freed[1:]:
-            self.emit(CgroupFreed(self.clock.now_ns(), gone.path))
+        self._forget_freed(freed, 1)
 
     def read(self, path: str) -> str:
         """A cgroup file's contents, e.g. ``read("/a/misc.current") == "sgx_epc 0\\n"``."""
@@ -682,8 +685,15 @@ class Host:
     # -- helpers --------------------------------------------------------------
 
     def release_dying(self, cg: Cgroup) -> None:
-        for gone in self.tree.release_if_unused(cg):
-            self.emit(CgroupFreed(self.clock.now_ns(), gone.path))
+        self._forget_freed(self.tree.release_if_unused(cg))
+
+    def _forget_freed(self, freed: list[Cgroup], announced: int = 0) -> None:
+        """Freed cgroups leave the work queue (their ids are reused); CgroupFreed for all but the
+        first ``announced``."""
+        for n, gone in enumerate(freed):
+            self.work.pop(gone.id, None)
+            if n >= announced:
+                self.emit(CgroupFreed(self.clock.now_ns(), gone.path))
 
     def _map(self, encl: Enclave, pid: int) -> None:
         """``pid``'s mm maps the enclave: newest first on its mm list (sgx_encl_mm_add())."""
@@ -692,13 +702,30 @@ class Host:
             encl.mms.insert(0, pid)
 
     def backing_owner_id(self, memcg_cg: Cgroup, payer: int) -> int:
-        """The small id that swap entries use for (memory cgroup, paying pid)."""
-        key = (memcg_cg.id, payer)
+        """The small id that swap entries use for (memory cgroup, paying pid); -1 when all
+        OWNER_MASK + 1 ids are charged (the backing charge then fails as memory.max would)."""
+        key = (memcg_cg, payer)
         owner_id = self._backing_owner_ids.get(key)
         if owner_id is None:
-            owner_id = self._backing_owner_ids[key] = len(self.backing_owners)
-            self.backing_owners.append((memcg_cg, payer))
+            if self._free_owner_ids:
+                owner_id = self._free_owner_ids.pop()
+                self.backing_owners[owner_id] = key
+            elif len(self.backing_owners) <= OWNER_MASK:
+                owner_id = len(self.backing_owners)
+                self.backing_owners.append(key)
+                self.backing_refs.append(0)
+            else:
+                return -1
+            self._backing_owner_ids[key] = owner_id
         return owner_id
+
+    def backing_owner_put(self, owner_id: int) -> None:
+        """Free ``owner_id`` for reuse if no backing page is charged under it any more."""
+        if owner_id >= 0 and not self.backing_refs[owner_id]:
+            key = self.backing_owners[owner_id]
+            if self._backing_owner_ids.get(key) == owner_id:
+                del self._backing_owner_ids[key]
+                self._free_owner_ids.append(owner_id)
 
     def _misc_cgroup(self, pid: int) -> Cgroup:
         """The cgroup whose misc counters ``pid``'s allocations charge now (``pid`` becomes known)."""

@@ -276,6 +276,7 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
         misc.uncharge(cg, written)  # every page on cg's LRU is charged to cg
         if cg.dying:
             host.release_dying(cg)
+    backing.put()
     isolated = len(scanned) - dropped
     host.progress += written + young + dropped
     host.pages_reclaimed += written
@@ -299,15 +300,17 @@ class _BackingRun:
     def alloc(self, encl: Enclave, index: int, payer: int) -> int:
         """Charge page ``index``'s backing (and a new PCMD page) for ``payer``.
 
-        Returns the backing owner id, or -1 when memory.max refused.
+        Returns the backing owner id, or -1 when memory.max refused (or no owner id is left).
         """
         if payer != self.payer:
-            self.flush()
+            self.put()
             tree = self.host.tree
             self.memcg_cg = tree.task_cgroup(payer).memory_css() if payer else tree.root
             self.payer = payer
             self.owner_id = self.host.backing_owner_id(self.memcg_cg, payer)
-            self.room = memcg.room(self.memcg_cg)
+            self.room = memcg.room(self.memcg_cg) if self.owner_id >= 0 else 0
+        if self.owner_id < 0:
+            return -1
         pcmd_no = index >> PCMD_SHIFT
         new_pcmd = pcmd_no not in encl.pcmd
         need = 2 if new_pcmd else 1
@@ -322,9 +325,15 @@ class _BackingRun:
         self.room = memcg.room(self.memcg_cg)
         return self.owner_id if ok else -1
 
+    def put(self) -> None:
+        """Charge what is pending, and let go of the owner id if nothing is charged under it."""
+        self.flush()
+        self.host.backing_owner_put(self.owner_id)
+
     def flush(self) -> None:
         pending = self.pending
         if pending:
+            self.host.backing_refs[self.owner_id] += pending
             memcg.charge(self.memcg_cg, pending)
             if self.payer:
                 task_mem = self.host.task_mem
@@ -364,6 +373,7 @@ def alloc_backing(host: Host, encl: Enclave, index: int, owner_id: int) -> bool:
         return False
     if new_pcmd:
         encl.pcmd[pcmd_no] = owner_id << PCMD_USERS_BITS
+    host.backing_refs[owner_id] += pages
     if payer:
         task_mem = host.task_mem
         task_mem[payer] = task_mem.get(payer, 0) + pages
@@ -408,6 +418,9 @@ def free_backing_run(host: Host, encl: Enclave, first_index: int, entries: Seque
 def _uncharge_backing(host: Host, owner_id: int, pages: int) -> None:
     cg, payer = host.backing_owners[owner_id]
     memcg.uncharge(cg, pages)
+    host.backing_refs[owner_id] -= pages
+    if not host.backing_refs[owner_id]:
+        host.backing_owner_put(owner_id)
     task_mem = host.task_mem
     if payer in task_mem:
         left = task_mem[payer] - pages

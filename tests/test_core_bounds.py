@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from engine import PAGE_SIZE, Host, SigBus, protocol
+from engine import PAGE_SIZE, Blocked, Host, SigBus, protocol
 from engine.check import InvariantError, check_steps
 from engine.enclave import DENSE_SLACK, Enclave
 from engine.epc import Epc
@@ -418,6 +418,10 @@ def _corrupt_secs_count(host: Host, eid: int) -> None:
     host.enclaves[eid].secs_child_cnt += 1
 
 
+def _corrupt_backing_refs(host: Host, eid: int) -> None:
+    host.backing_refs[0] += 1
+
+
 CORRUPTIONS = [
     _corrupt_misc_usage,
     _corrupt_lru_link,
@@ -429,6 +433,7 @@ CORRUPTIONS = [
     _corrupt_free_count,
     _corrupt_vepc,
     _corrupt_secs_count,
+    _corrupt_backing_refs,
 ]
 
 
@@ -442,3 +447,68 @@ def test_check_steps_finds_a_planted_corruption(corrupt: Callable[[Host, int], N
             pass
     with pytest.raises(InvariantError):
         host.check()
+
+
+# -- ids the core keeps in bounded fields are reused ---------------------------------------
+
+
+def test_mkdir_and_rmdir_churn_reuses_cgroup_ids() -> None:
+    host = Host("1MiB")
+    host.mkdir("/keep")
+    for round_ in range(1000):
+        host.mkdir("/x")
+        if round_ % 100 == 0:  # now and then one that dies with pages still charged
+            place(host, PID, "/x")
+            eid = enclave(host, PID, 2)
+            host.write("/cgroup.procs", str(PID))
+            host.rmdir("/x")
+            host.release(eid)
+        else:
+            host.rmdir("/x")
+    assert len(host.tree.by_id) <= 3, "cgroup ids grew with every mkdir"
+    host.check()
+
+
+def _swap_out_as(host: Host, pid: int) -> int:
+    """An enclave of ``pid`` in /m (8 pages of EPC) with 24 pages, so that most are written out."""
+    place(host, pid, "/m")
+    eid = enclave(host, pid, 24, size_pages=32)
+    host.run_pending_work()
+    return eid
+
+
+def test_backing_owner_ids_are_reused_once_nothing_is_charged_under_them() -> None:
+    host = Host("1MiB")
+    host.mkdir("/m")
+    limit(host, "/m", 8)
+    for pid in range(100, 400):  # each task pays for its own backing, then exits
+        _swap_out_as(host, pid)
+        assert host.tree.root.mem_usage > 0
+        host.exit_task(pid)
+    assert host.tree.root.mem_usage == 0
+    assert len(host.backing_owners) <= 2, "an owner id for every task that ever paid"
+    host.check()
+
+
+def test_when_every_backing_owner_id_is_taken_backing_fails_as_memory_max_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import engine.host
+
+    monkeypatch.setattr(engine.host, "OWNER_MASK", 1)  # two ids
+    host = Host("1MiB", inline_work=False)
+    host.mkdir("/m")
+    limit(host, "/m", 8)
+    for pid in (100, 101):
+        _swap_out_as(host, pid)
+    assert len(host.backing_owners) == 2
+    place(host, 102, "/m")
+    with pytest.raises(Blocked):  # its reclaim gets no backing for what it would write out
+        host.add_pages(102, host.ecreate(102, 32 * PAGE_SIZE), 24)
+    host.run_pending_work()
+    assert len(host.backing_owners) == 2
+    host.check()
+    for pid in (100, 101, 102):
+        host.exit_task(pid)
+    assert not host.enclaves and host.tree.root.mem_usage == 0 and pages(host, "/misc.current") == 0
+    host.check()
