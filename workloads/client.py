@@ -79,7 +79,9 @@ class EngineClient:
         self.engine_pid = 0
         self._lost: str | None = None  # why the engine is gone, once we know
         self._next_check = 0.0  # monotonic time of the next check_engine() before a request
-        self._ctx = zmq.Context()
+        # The process's one context: a client that is never closed then cannot hang a later
+        # garbage collection in Context.term() (seen: a test run stuck in Context.__del__).
+        self._ctx = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.linger = 0
         self._sock.rcvtimeo = POLL_SLICE_MS
@@ -112,7 +114,6 @@ class EngineClient:
         self._sock.disable_monitor()
         self._monitor.close(linger=0)
         self._sock.close(linger=0)
-        self._ctx.term()
 
     def __enter__(self) -> EngineClient:
         return self
