@@ -9,6 +9,7 @@ broken invariant.  ``check_host`` runs it to the end.
 
 from __future__ import annotations
 
+import gc
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,10 +36,12 @@ if TYPE_CHECKING:
     from engine.host import Host
 
 STEP = 4096  # items (pages, frames) checked between two yields: about a millisecond
+_CGROUPS_PER_STEP = STEP // 32  # a cgroup is some 30 items of work
 _KINDS = bytes(b & KIND_MASK for b in range(256))  # flags.translate(_KINDS): the PageKind of each frame
 _ON_LRU = bytes(1 if b & ON_LRU else 0 for b in range(256))
 _PAGE_KINDS = bytes(k in (PageKind.REG, PageKind.TCS, PageKind.TRIM) for k in range(256))  # an enclave page's
 _FREE, _SECS, _VA, _VEPC = PageKind.FREE, PageKind.SECS, PageKind.VA, PageKind.VEPC
+_NONE: frozenset[int] = frozenset()
 
 
 class InvariantError(AssertionError):
@@ -72,11 +75,11 @@ class _Cg:
     id: int
     path: str
     parent: int  # -1 at root
-    children: tuple[int, ...]
+    children: list[int]
     dying: bool
     misc: tuple[int, int, int, int, int]  # usage, peak, events, events_local, events_freed
     mem: tuple[int, int]  # usage, peak
-    mem_events: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # hierarchical, local, freed
+    mem_events: tuple[list[int], list[int], list[int]]  # hierarchical, local, freed
     work_queued: bool
     cursor: int  # -1: the cursor is not the cgroup registered under its id
     procs: frozenset[int]
@@ -135,6 +138,17 @@ class _Snapshot:
 
 
 def _snapshot(host: Host) -> _Snapshot:
+    """The copy, with the cyclic collector paused: it would walk every new record, many times."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _copy_host(host)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _copy_host(host: Host) -> _Snapshot:
     epc, tree = host.epc, host.tree
     live = bytearray(len(tree.by_id))
     for cg in tree.by_id:
@@ -162,14 +176,13 @@ def _copy_enclave(e: Enclave) -> _Encl:
 
 
 def _copy_cgroup(cg: Cgroup, cursor_registered: bool) -> _Cg:
-    parent = cg.parent
+    parent, lru = cg.parent, cg.lru
     return _Cg(
-        cg.id, cg.path, -1 if parent is None else parent.id, tuple(c.id for c in cg.children), cg.dying,
+        cg.id, cg.path, -1 if parent is None else parent.id, [c.id for c in cg.children], cg.dying,
         (cg.misc_usage, cg.misc_peak, cg.misc_events, cg.misc_events_local, cg.misc_events_freed),
-        (cg.mem_usage, cg.mem_peak),
-        (tuple(cg.mem_events), tuple(cg.mem_events_local), tuple(cg.mem_events_freed)),
-        cg.work_queued, cg.next_cg.id if cursor_registered else -1, frozenset(cg.procs), cg.nonempty_lrus,
-        (cg.lru.head, cg.lru.tail, cg.lru.size),
+        (cg.mem_usage, cg.mem_peak), (cg.mem_events[:], cg.mem_events_local[:], cg.mem_events_freed[:]),
+        cg.work_queued, cg.next_cg.id if cursor_registered else -1, frozenset(cg.procs) if cg.procs else _NONE,
+        cg.nonempty_lrus, (lru.head, lru.tail, lru.size),
     )  # fmt: skip
 
 
@@ -415,7 +428,7 @@ def _check_lrus(snap: _Snapshot) -> Iterator[None]:
     nxt, prev, cgs, flags = snap.next, snap.prev, snap.cg, snap.flags
     seen = bytearray(len(flags))
     walked = 0
-    for cg in snap.cgroups:
+    for visited, cg in enumerate(snap.cgroups, 1):
         head, tail, size = cg.lru
         frame, last, count = head, NIL, 0
         while frame != NIL and count <= size:
@@ -432,6 +445,8 @@ def _check_lrus(snap: _Snapshot) -> Iterator[None]:
         _require(count == size, f"{cg.path}: LRU size {size} but {count} linked")
         _require(tail == last, f"{cg.path}: LRU tail is wrong")
         walked += count
+        if visited % _CGROUPS_PER_STEP == 0:
+            yield
     _require(walked == flags.translate(_ON_LRU).count(1), "an ON_LRU frame is on no LRU")
     yield
 
@@ -450,7 +465,7 @@ def _check_cgroups(snap: _Snapshot, tally: _Tally, nr_used: int) -> Iterator[Non
     _require(snap.nr_cgroups == len(snap.cgroups) - 1, "the cgroup count drifted")
     for n, cg in enumerate(reversed(snap.cgroups), 1):
         _check_cgroup(snap, tally.own, own_mem, by_id, cg)
-        if n % (STEP // 32) == 0:  # a cgroup is some 30 items of work
+        if n % _CGROUPS_PER_STEP == 0:
             yield
     _require(sum(len(cg.procs) for cg in snap.cgroups) == len(snap.tasks), "cgroup.procs and the task table differ")
     root = snap.cgroups[0]
