@@ -275,7 +275,7 @@ def bind(sock: zmq.Socket[Any], endpoint: str) -> None:
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as e:
-        raise Refused(f"cannot listen on {endpoint}: {os.strerror(e.errno)}") from None
+        raise Refused(f"cannot listen on {endpoint}: {e.strerror}") from None
     finally:
         os.umask(old)
     if endpoint.startswith("ipc://"):

@@ -81,7 +81,7 @@ class EngineClient:
         self._next_check = 0.0  # monotonic time of the next check_engine() before a request
         # The process's one context: a client that is never closed then cannot hang a later
         # garbage collection in Context.term() (seen: a test run stuck in Context.__del__).
-        self._ctx = zmq.Context.instance()
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.linger = 0
         self._sock.rcvtimeo = POLL_SLICE_MS
