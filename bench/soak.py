@@ -142,9 +142,11 @@ def summary(soak: Soak) -> dict[str, Any]:
     out["failures"] = asdict(soak.failures)
     for name in ("phases", "exits", "replies"):
         out[name] = dict(getattr(soak, name).most_common())
+    out["exits_by_kind"] = {kind: dict(ends.most_common()) for kind, ends in soak.exits_by_kind.items()}
     out["failed"] = soak.failed()
     out["drain_ms"] = _spread(soak.drain_ms)
     out["release_ms"] = _spread(soak.release_ms)
+    out["hello_ms"] = _spread(soak.hello_ms)
     out["check_ms"] = _spread(soak.check_ms)
     out["batch_s"] = _spread(soak.batch_s)
     out["spawn_ms"] = _spread(soak.spawn_ms)
@@ -166,6 +168,7 @@ def print_summary(result: dict[str, Any]) -> None:
     print(f"   kills: {result['kills_live_registered']:,} to live registered workloads of {result['kills_sent']:,} "
           f"sent; phases {dict(result['phases'])}")  # fmt: skip
     print(f"   workloads ended: {dict(result['exits'])}")
+    print(f"   by kind: {result['exits_by_kind']}")
     print(f"   frames: {result['frames']:,} sent and answered by code {dict(result['replies'])}")
     print(f"   fuzzers replaced after an OOM kill: {result['fuzzer_oom_kills']}; cgroups at the end "
           f"{result['cgroups_at_end']}; slowest replies: "
@@ -177,6 +180,7 @@ def print_summary(result: dict[str, Any]) -> None:
         ("drain_ms", "drain ms"),
         ("check_ms", "check ms"),
         ("release_ms", "release ms (kill to workload_exit)"),
+        ("hello_ms", "registration ms (start to workload_start)"),
     ]:
         spread = result[name]
         print(f"   {what}: " + ", ".join(f"{key} {value:.3g}" for key, value in spread.items()))

@@ -31,7 +31,7 @@ LIMITS = {"/k/a": 8 * MiB, "/k/b": 12 * MiB, "/k/m": 8 * MiB, "/k/v": 16 * MiB}
 KILL_CGROUPS = ["/k", *LIMITS]
 OOM_CGROUP, OOM_MEMORY_MAX = "/k/m", 4 * MiB
 HOLD = ["--duration", "30"]  # runs until its kill
-SGX2 = ["--grow", "4MiB", "--trim", "2MiB", "--passes", "6"]  # EAUG after EINIT, trim at the end
+SGX2 = ["--grow", "4MiB", "--trim", "2MiB", "--passes", "40"]  # EAUG after EINIT, trim at the end
 # One batch: (kind, cgroup, the command line after `epc-playground`), 20 in all.
 KINDS: list[tuple[str, str, list[str]]] = [
     *[("random", "/k/a", ["enclave", "--size", "24MiB", "--pattern", "random", *HOLD])] * 4,
@@ -79,6 +79,7 @@ class Soak:
     kills_live_registered: int = 0  # of those, to workloads the engine's snapshot showed running
     phases: Counter[str] = field(default_factory=Counter)  # what each workload was doing when killed
     exits: Counter[str] = field(default_factory=Counter)  # how the workloads ended
+    exits_by_kind: dict[str, Counter[str]] = field(default_factory=dict)
     frames: int = 0
     replies: Counter[str] = field(default_factory=Counter)
     by_category: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -89,7 +90,8 @@ class Soak:
     spawn_ms: list[float] = field(default_factory=list)  # forking a batch's 20 workloads
     after_ms: list[float] = field(default_factory=list)  # from a batch's last kill to the end of its checks
     batch_s: list[float] = field(default_factory=list)
-    release_ms: list[float] = field(default_factory=list)
+    release_ms: list[float] = field(default_factory=list)  # kill to workload_exit event
+    hello_ms: list[float] = field(default_factory=list)  # start to workload_start event
     rss_mb: dict[str, float] = field(default_factory=dict)
     engine_cpu_s: float = 0.0
     cgroups_at_end: int = 0  # the fuzzers' mkdirs leave some
@@ -112,6 +114,7 @@ class Child:
     kind: str
     pid: int
     pidfd: int
+    started_at: float
     kill_at: float
     stderr_path: str
     killed_at: float = 0.0
@@ -172,7 +175,7 @@ def _spawn(run: Run, number: int) -> list[Child]:
     children = []
     for (name, kind, _, stderr_path), (pid, forked_at) in zip(plans, forked, strict=True):
         kill_at = forked_at + run.rng.uniform(*KILL_AFTER_S)
-        children.append(Child(name, kind, pid, os.pidfd_open(pid), kill_at, stderr_path))
+        children.append(Child(name, kind, pid, os.pidfd_open(pid), forked_at, kill_at, stderr_path))
     return children
 
 
@@ -235,6 +238,9 @@ def _drain(run: Run, children: list[Child], last_kill: float) -> None:
         exited = run.events.exited.get(child.name)
         if child.live and exited is not None:
             run.soak.release_ms.append((exited - child.killed_at) * 1000)
+        registered = run.events.started.get(child.name)
+        if registered is not None:
+            run.soak.hello_ms.append((registered - child.started_at) * 1000)
 
 
 def _account(run: Run, children: list[Child], statuses: dict[int, int]) -> None:
@@ -245,6 +251,7 @@ def _account(run: Run, children: list[Child], statuses: dict[int, int]) -> None:
         err = Path(child.stderr_path).read_text(errors="replace") if os.path.exists(child.stderr_path) else ""
         how = _ending(code, err, child.pid in run.events.oom_killed)
         soak.exits[how] += 1
+        soak.exits_by_kind.setdefault(child.kind, Counter())[how] += 1
         if "internal error" in err:
             soak.fail("internal_errors", f"{child.name} ({child.kind}): {err.strip()[-300:]}")
         elif how.startswith(("status", "exit 2")) or "Traceback" in err:

@@ -130,7 +130,8 @@ class Forkserver:
 
 
 class EventFeed(threading.Thread):
-    """The engine's other events, read as they come: when each workload's exit was published, OOM kills."""
+    """The engine's other events, read as they come: when each workload's start and exit were
+    published, and the OOM killer's victims."""
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], pub_endpoint: str) -> None:
         super().__init__(name="events", daemon=True)
@@ -138,6 +139,7 @@ class EventFeed(threading.Thread):
         self.sub.linger = 0
         self.sub.setsockopt(zmq.SUBSCRIBE, protocol.TOPIC_EVENT_OTHER)
         self.sub.connect(pub_endpoint)
+        self.started: dict[str, float] = {}  # workload name -> when its workload_start came
         self.exited: dict[str, float] = {}  # workload name -> when its workload_exit came
         self.oom_killed: set[int] = set()
         self._stopping = threading.Event()
@@ -149,7 +151,9 @@ class EventFeed(threading.Thread):
             _, payload = self.sub.recv_multipart()
             now = time.monotonic()
             for event in msgpack.unpackb(payload, raw=False):
-                if event["kind"] == "workload_exit":
+                if event["kind"] == "workload_start":
+                    self.started[str(event["name"])] = now
+                elif event["kind"] == "workload_exit":
                     self.exited[str(event["name"])] = now
                 elif event["kind"] == "oom_kill":
                     self.oom_killed.add(int(event["pid"]))
