@@ -238,9 +238,9 @@ def _drain(run: Run, children: list[Child], last_kill: float) -> None:
         exited = run.events.exited.get(child.name)
         if child.live and exited is not None:
             run.soak.release_ms.append((exited - child.killed_at) * 1000)
-        registered = run.events.started.get(child.name)
-        if registered is not None:
-            run.soak.hello_ms.append((registered - child.started_at) * 1000)
+        said_hello = run.events.started.get(child.name)
+        if said_hello is not None:
+            run.soak.hello_ms.append((said_hello - child.started_at) * 1000)
 
 
 def _account(run: Run, children: list[Child], statuses: dict[int, int]) -> None:
