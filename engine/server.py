@@ -713,6 +713,9 @@ class Engine:
 
     def op_add_pages(self, caller: Caller, eid: int, count: int, kind: str = "REG") -> Step:
         self._own_enclave(caller.pid, eid)
+        encl = self.host.enclaves[eid]
+        if encl.initialized or count > encl.size_pages - encl.next_index:  # the whole range, before any page
+            raise OSError(errno.EINVAL, f"{count} pages do not fit in enclave {eid} (or it is initialised)")
         return self._in_steps(count, lambda chunk: self.host.add_pages(caller.pid, eid, chunk, kind))
 
     def _in_steps(self, count: int, call: Callable[[int], int]) -> Step:
@@ -801,6 +804,9 @@ class Engine:
 
     def op_augment(self, caller: Caller, eid: int, count: int) -> Step:
         self._own_enclave(caller.pid, eid)
+        encl = self.host.enclaves[eid]
+        if count > encl.size_pages - encl.next_index:  # the whole range, before any page
+            raise OSError(errno.EFAULT, f"{count} pages lie past the end of enclave {eid}")
         return self._in_steps(count, lambda chunk: self.host.augment(caller.pid, eid, chunk))
 
     def op_remove_pages(self, caller: Caller, eid: int, first: int, count: int) -> Step:
