@@ -282,7 +282,7 @@ def test_tcp_with_keys_serves_requests_writes_and_events(tmp_path: Path, monkeyp
                 assert feed.connected
             finally:
                 stream.close()
-                feed.client.close()
+                feed.close()
 
 
 def _eventually(condition: object, tries: int = 200) -> bool:
