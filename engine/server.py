@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import zmq
 
 from engine import curve, files, protocol, runtime
+from engine.check import check_steps
 from engine.clock import MonotonicClock
 from engine.events import Event, ReclaimBatch
 from engine.host import Host
@@ -515,7 +516,7 @@ class Engine:
             if pid in self.watched:
                 if self._gone(pid):
                     self._exited(pid)
-            elif not _alive(pid):
+            elif not runtime.process_alive(pid):
                 self.host.exit_task(pid)
 
     def _exited(self, pid: int) -> None:
@@ -660,7 +661,7 @@ class Engine:
             yield MORE
         self.checking = True
         try:
-            steps = _check_steps(self.host)
+            steps = check_steps(self.host)
             while True:
                 deadline = time.monotonic() + CHECK_SLICE_S
                 try:
@@ -694,7 +695,7 @@ class Engine:
         """Write a cgroup file as the calling process; a pid moved by cgroup.procs is followed from then on."""
         if path.rstrip("/").endswith("/cgroup.procs") or path.strip("/") == "cgroup.procs":
             target = files.parse_pid(value, caller.pid or None)
-            if target not in self.watched and not _alive(target):
+            if target not in self.watched and not runtime.process_alive(target):
                 raise OSError(errno.ESRCH, f"no process {target}")
             self.host.write(path, value, pid=caller.pid or None)
             try:
@@ -865,29 +866,6 @@ class _NoProgress(Exception):
 
 
 NOBODY = Caller(0, -1)
-
-
-def _check_steps(host: Host) -> Generator[None, None, None]:
-    """engine.check.check_steps, or the whole check at once where the core has no sliced one yet."""
-    from engine import check
-
-    steps = getattr(check, "check_steps", None)
-    if steps is not None:
-        yield from steps(host)
-        return
-    host.check()
-    yield
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _parent_pid(pid: int) -> int:
