@@ -39,7 +39,14 @@ class LogHub:
         return process
 
     def close(self) -> None:
-        self.listener.stop()
+        """Stop the listener; never waits long: a child killed from outside (SIGKILL) while it
+        wrote to the queue can leave it locked for good, and then its records are lost."""
+        thread = self.listener._thread  # QueueListener.stop() would join it without a timeout
+        self.queue.put_nowait(self.listener._sentinel)  # type: ignore[attr-defined]
+        if thread is not None:
+            thread.join(timeout=2.0)
+        self.listener._thread = None
+        self.queue.cancel_join_thread()  # do not wait at exit for a feeder that cannot write
         self.queue.close()
 
 

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from workloads.client import EngineClient, EngineError, NoEngine
 
@@ -22,7 +23,17 @@ log = logging.getLogger("epc.workload")
 
 
 def die_by(signum: int) -> None:
-    """End this process by ``signum``, as the kernel's signal would."""
+    """End this process by ``signum``, as the kernel's signal would.
+
+    Log records queued for a parent (a QueueHandler on a multiprocessing queue) are written
+    out first: dying while the queue's feeder thread holds its shared write lock would
+    leave every other writer, and the parent's listener, blocked for good.
+    """
+    for handler in logging.getLogger().handlers:
+        queue: Any = getattr(handler, "queue", None)
+        if queue is not None and hasattr(queue, "join_thread"):
+            queue.close()
+            queue.join_thread()
     sys.stdout.flush()
     sys.stderr.flush()
     signal.signal(signum, signal.SIG_DFL)
