@@ -14,6 +14,7 @@ import select
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -279,6 +280,43 @@ def test_a_first_ping_to_a_stale_ipc_socket_says_no_engine_listens(tmp_path: Pat
     sgx = _cli("test-sgx", "-t", "unclobbered_vdso_oversubscribed", "--connect", endpoint)
     assert sgx.returncode == 2 and sgx.stderr.startswith(f"epc-playground test-sgx: no engine listens at {endpoint}")
     assert sgx.stderr.count("\n") == 1
+
+
+def _hang_up_listener(path: Path, *, stay: bool) -> threading.Thread:
+    """A unix listener that accepts one connection and hangs up on it mid-handshake; gone too unless ``stay``."""
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(64)  # the client's greeting has begun
+        if not stay:
+            listener.close()  # the engine is killed: its listener goes with the connection
+        conn.close()
+        if stay:
+            time.sleep(3)
+            listener.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("stay", [False, True], ids=["engine-died", "stranger"])
+def test_a_handshake_cut_off_by_a_dying_engine_says_it_is_gone(tmp_path: Path, stay: bool) -> None:
+    """CI saw "does not speak this protocol" from a cg whose handshake the engine's kill -9 cut in half."""
+    path = tmp_path / "e.sock"
+    thread = _hang_up_listener(path, stay=stay)
+    endpoint = f"ipc://{path}"
+    done = _cli("cg", "--connect", endpoint, "read", "/misc.current")
+    thread.join(timeout=10)
+    line = (
+        f"what listens at {endpoint} does not speak this protocol (handshake failed)"
+        if stay
+        else f"the engine at {endpoint} is gone"
+    )
+    assert (done.returncode, done.stderr) == (2, f"epc-playground cg: {line}\n")
 
 
 def test_a_first_ping_to_a_tcp_port_nobody_listens_on_says_no_engine_listens(tmp_path: Path) -> None:

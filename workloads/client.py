@@ -151,7 +151,11 @@ class EngineClient:
                 f"the engine at {self.endpoint} refused this client (authentication failed, status {event['value']})"
             )
         elif kind in (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
-            self._lost = f"what listens at {self.endpoint} does not speak this protocol (handshake failed)"
+            # An engine killed in the middle of our handshake fails it too: then nothing listens any more.
+            if _went_away(self.endpoint):
+                self._lost = self._gone()
+            else:
+                self._lost = f"what listens at {self.endpoint} does not speak this protocol (handshake failed)"
 
     def _gone(self) -> str:
         """The one line for a lost engine (before its first answer we know only where it was)."""
@@ -233,6 +237,37 @@ def _path(path: str) -> str:
     if len(path) > protocol.MAX_PATH:
         raise EngineError("ENAMETOOLONG", f"a path of {len(path)} characters is longer than {protocol.MAX_PATH}")
     return path
+
+
+def _went_away(endpoint: str, tries: int = 3) -> bool:
+    """After a failed handshake: whether nothing listens at ``endpoint`` any more (the engine died during it).
+
+    A dying process closes its sockets one by one, so the listener may outlive the
+    connection by a moment: a listener is believed only if it is still there 50 ms later.
+    """
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(0.05)
+        if not _accepts(endpoint):
+            return True
+    return False
+
+
+def _accepts(endpoint: str) -> bool:
+    """Whether a plain connect to ``endpoint`` (ipc or tcp) succeeds."""
+    address: str | tuple[str, int]
+    if endpoint.startswith("ipc://"):
+        family, address = socket.AF_UNIX, endpoint[len("ipc://") :]
+    else:
+        host, _, port = endpoint[len("tcp://") :].rpartition(":")
+        family, address = socket.AF_INET6 if host.startswith("[") else socket.AF_INET, (host.strip("[]"), int(port))
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(address)
+        except OSError:
+            return False
+    return True
 
 
 def _why_refused(endpoint: str) -> str:
