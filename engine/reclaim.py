@@ -66,7 +66,7 @@ def try_charge(host: Host, cg: Cgroup, mode: SgxReclaim, pid: int, op: str, hit:
         host.emit(LimitHit(host.clock.now_ns(), hit.path, cg.path))
         if not cg.nonempty_lrus:
             host.emit(Enomem(host.clock.now_ns(), pid, cg.path, op))
-            raise OSError(errno.ENOMEM, f"{cg.path} is at its limit with nothing left to reclaim")
+            raise OSError(errno.ENOMEM, _enomem_reason(hit, cg, capacity))
         if pid in host.signals:
             raise OSError(ERESTARTSYS, "interrupted by a signal")
         if mode == NO_RECLAIM:
@@ -79,6 +79,15 @@ def try_charge(host: Host, cg: Cgroup, mode: SgxReclaim, pid: int, op: str, hit:
                 raise OSError(ERESTARTSYS, "interrupted by a signal")
             raise Blocked(0, f"reclaim in {cg.path} cannot progress until another task exits")
         hit = misc.try_charge(cg, capacity)
+
+
+def _enomem_reason(hit: Cgroup, cg: Cgroup, capacity: int) -> str:
+    """Why a charge to ``cg`` is ENOMEM: what refused it (``hit``'s limit, or the EPC's size), and that
+    ``cg``'s subtree has nothing on its LRUs."""
+    full = "the EPC is full" if hit.misc_usage >= capacity else f"{hit.path} is at its limit"
+    if hit is cg:
+        return f"{full} with nothing left to reclaim"
+    return f"{full} and {cg.path} has nothing on its LRUs to reclaim"
 
 
 def alloc_epc_page(

@@ -49,6 +49,26 @@ def test_vm_over_its_limit_gets_sigbus_while_an_enclave_beside_it_finishes() -> 
     host.check()
 
 
+def test_a_vm_under_its_limit_gets_sigbus_when_the_epc_is_full_of_another_cgroups_pages() -> None:
+    """misc_cg_try_charge() fails at root (the capacity); /v's subtree has no LRU page, so ENOMEM and
+    SIGBUS with no reclaim elsewhere (reference 7.4), and the message names the full EPC, not /v (L11)."""
+    host = Host("256KiB")  # 64 pages
+    host.mkdir("/v")
+    host.mkdir("/e")
+    limit(host, "/v", 64)
+    place(host, 20, "/v")
+    place(host, 21, "/e")
+    eid = enclave(host, 21, 62)  # 62 pages, a VA page and the SECS: the EPC is full
+    vid = host.vepc_open(20, 16 * PAGE_SIZE)
+    with pytest.raises(SigBus) as e:
+        host.vepc_access(20, vid, 0, 1)
+    assert e.value.reason == errno.ENOMEM
+    assert str(e.value) == "SIGBUS to pid 20: the EPC is full and /v has nothing on its LRUs to reclaim (ENOMEM)"
+    assert host.read("/v/misc.events") == "sgx_epc.max 0\n"  # root refused: no event below it
+    assert len(resident(host, eid)) == 62  # no reclaim of /e's pages
+    host.check()
+
+
 def test_vepc_beside_an_enclave_in_the_same_cgroup_gets_its_pages_by_reclaim() -> None:
     host = Host("1MiB")
     host.mkdir("/mix")
