@@ -44,14 +44,21 @@ class RunningEngine:
             assert client.call("check") == "ok"
 
 
-def start_engine(tmp_path: Path, *args: str) -> RunningEngine:
+def private_env(tmp_path: Path) -> dict[str, str]:
+    """This environment with a 0700 runtime directory of its own (tmp_path/run), no engine
+    endpoint, and the project importable: what a fresh shell of the engine's user has."""
     runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700)
+    runtime.mkdir(mode=0o700, exist_ok=True)
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PYTHONPATH": str(ROOT)}
     env.pop(ENDPOINT_ENV, None)
+    return env
+
+
+def start_engine(tmp_path: Path, *args: str) -> RunningEngine:
+    env = private_env(tmp_path)
     process, endpoint = start_engine_process(list(args), env)
     env[ENDPOINT_ENV] = endpoint
-    return RunningEngine(process, env, runtime / "epc-playground", endpoint)
+    return RunningEngine(process, env, Path(env["XDG_RUNTIME_DIR"]) / "epc-playground", endpoint)
 
 
 @contextlib.contextmanager

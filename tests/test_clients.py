@@ -25,7 +25,7 @@ from engine.curve import KEYS_ENV
 from engine.protocol import MAX_SIZE
 from engine.units import format_size
 
-from .engine_fixture import CLI, ROOT, RunningEngine, start_engine, stop_engine
+from .engine_fixture import CLI, ROOT, RunningEngine, private_env, start_engine, stop_engine
 
 pytestmark = pytest.mark.slow
 
@@ -234,10 +234,7 @@ def _children(pid: int) -> Iterator[tuple[int, str]]:
 def test_a_run_whose_own_engine_goes_exits_2_with_one_line(tmp_path: Path, signum: int) -> None:
     scenario = tmp_path / "wait.toml"
     scenario.write_text(WAIT_SCENARIO)
-    runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700)
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PYTHONPATH": str(ROOT)}
-    env.pop("EPC_PLAYGROUND_ENDPOINT", None)
+    env = private_env(tmp_path)
     run = subprocess.Popen(
         [*CLI, "run", str(scenario)], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )

@@ -22,7 +22,7 @@ from playground.backend import BackendError, WorkloadSpec
 from playground.scenarios import bundled
 from workloads.client import NoEngine
 
-from .engine_fixture import ROOT, RunningEngine
+from .engine_fixture import ROOT, RunningEngine, private_env
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +45,7 @@ expect = { path = "t/misc.peak", equals = "sgx_epc {64KiB}" }
 
 
 def run_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700, exist_ok=True)
-    base = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PYTHONPATH": str(ROOT)}
-    base.pop("EPC_PLAYGROUND_ENDPOINT", None)
+    base = private_env(tmp_path)
     return subprocess.run(
         [sys.executable, "-m", "playground.cli", "run", *args],
         cwd=ROOT,
@@ -124,10 +121,7 @@ def test_no_engine_to_connect_to_exits_2(tmp_path: Path) -> None:
 def test_progress_shows_on_a_terminal_and_stdout_stays_ktap(tmp_path: Path) -> None:
     scenario = tmp_path / "slow.toml"
     scenario.write_text(SLOW)
-    runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700)
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PYTHONPATH": str(ROOT)}
-    env.pop("EPC_PLAYGROUND_ENDPOINT", None)
+    env = private_env(tmp_path)
     master, slave = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "playground.cli", "run", str(scenario)],
