@@ -28,7 +28,7 @@ from engine.enclave import (
     VA_SHIFT,
     Enclave,
 )
-from engine.epc import ACCESSED, KIND_MASK, NIL, ON_LRU
+from engine.epc import KIND_MASK, NIL, NR_FLAG_SLOTS, ON_LRU, YOUNG, YOUNG_BITS, YOUNG_MORE
 from engine.sgx import SGX_VA_SLOT_COUNT, PageKind
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ STEP = 4096  # items (pages, frames) checked between two yields: about a millise
 _CGROUPS_PER_STEP = STEP // 32  # a cgroup is some 30 items of work
 _KINDS = bytes(b & KIND_MASK for b in range(256))  # flags.translate(_KINDS): the PageKind of each frame
 _ON_LRU = bytes(1 if b & ON_LRU else 0 for b in range(256))
+_YOUNG_MORE = bytes(1 if b & YOUNG_MORE else 0 for b in range(256))
 _PAGE_KINDS = bytes(k in (PageKind.REG, PageKind.TCS, PageKind.TRIM) for k in range(256))  # an enclave page's
 _FREE, _SECS, _VA, _VEPC = PageKind.FREE, PageKind.SECS, PageKind.VA, PageKind.VEPC
 _NONE: frozenset[int] = frozenset()
@@ -110,6 +111,8 @@ class _Encl:
     va_used: list[int]
     va_head: int
     va_next: list[int]
+    mms: list[int]
+    mm_slot: dict[int, int]
 
 
 @dataclass(slots=True)
@@ -123,6 +126,7 @@ class _Snapshot:
     prev: array[int]
     next: array[int]
     free: array[int]
+    young_more: dict[int, int]
     enclaves: list[_Encl]
     vepcs: list[tuple[int, dict[int, int], int]]  # id, page index -> frame, nr_present
     cgroups: list[_Cg]  # by id order: a parent before its children
@@ -156,7 +160,7 @@ def _copy_host(host: Host) -> _Snapshot:
             live[cg.id] = 1
     return _Snapshot(
         epc.capacity_pages, epc.nr_free, epc.owner[:], epc.index[:], epc.cg[:], bytes(epc.flags),
-        epc.prev[:], epc.next[:], epc._free[:],
+        epc.prev[:], epc.next[:], epc._free[:], dict(epc.young_more),
         [_copy_enclave(e) for e in host.enclaves.values()],
         [(v.id, dict(v.pages), v.nr_present) for v in host.vepcs.values()],
         [_copy_cgroup(cg, tree.by_id[cg.next_cg.id] is cg.next_cg) for cg in tree.all()],
@@ -171,7 +175,8 @@ def _copy_enclave(e: Enclave) -> _Encl:
     return _Encl(
         e.id, e.size_pages, e.pages[:], bytes(e.types), dict(e.sparse), frozenset(e.sparse_keys), e.secs_frame,
         e.secs_child_cnt, e.page_cnt, e.initialized, e.dying, e.nr_swapped, dict(e.pcmd), e.va_frames[:],
-        e.va_fresh[:], [freed[:] for freed in e.va_freed], e.va_used[:], e.va_head, e.va_next[:],
+        e.va_fresh[:], [freed[:] for freed in e.va_freed], e.va_used[:], e.va_head, e.va_next[:], e.mms[:],
+        dict(e.mm_slot),
     )  # fmt: skip
 
 
@@ -205,6 +210,7 @@ def _check(snap: _Snapshot) -> Iterator[None]:
     tally = _Tally(len(snap.live), len(snap.backing_owners))
     for encl in snap.enclaves:
         yield from _check_enclave(snap, encl, tally)
+    yield from _check_young_more(snap)
     yield from _check_vepcs(snap, tally)
     nr_used = len(snap.flags) - snap.flags.translate(_KINDS).count(_FREE)
     referenced = tally.referenced
@@ -236,7 +242,7 @@ def _frame(snap: _Snapshot, frame: int, owner: int, index: int, kind: int, what:
     _require(0 <= frame < nr_frames, f"{what} names frame {frame}, outside the EPC")
     _require(snap.owner[frame] == owner and snap.index[frame] == index, f"frame {frame} is not {what}")
     _require(snap.flags[frame] & KIND_MASK == kind, f"frame {frame} ({what}) has the wrong kind")
-    _require(not snap.flags[frame] & (ON_LRU | ACCESSED), f"frame {frame} ({what}) is on an LRU or accessed")
+    _require(not snap.flags[frame] & (ON_LRU | YOUNG), f"frame {frame} ({what}) is on an LRU or accessed")
     _require(snap.live[snap.cg[frame]] == 1, f"frame {frame} charged to a freed cgroup")
 
 
@@ -265,6 +271,7 @@ def _check_enclave(snap: _Snapshot, e: _Encl, tally: _Tally) -> Iterator[None]:
     walk = _Pages(len(e.va_frames), len(e.pages))
     pages = e.pages
     _require(len(pages) == len(e.types) and len(pages) <= e.size_pages, f"{name}: page table longer than ELRANGE")
+    _check_mms(e)
     for start in range(0, len(pages), STEP):
         _walk_dense(snap, e, walk, tally, start, min(start + STEP, len(pages)))
         yield
@@ -288,6 +295,7 @@ def _walk_dense(snap: _Snapshot, e: _Encl, walk: _Pages, tally: _Tally, start: i
     slots, pcmd_dense, owner_pages = walk.slots, walk.pcmd_dense, tally.owner_pages
     nr_frames, nr_slots, nr_owners = len(flags), len(slots), len(owner_pages)
     lru = 0 if e.dying else ON_LRU  # the reclaimer lets the pages of a dying enclave go
+    stray = _stray_young(e)
     resident = swapped = 0
     for index in range(start, end):
         entry = pages[index]
@@ -300,6 +308,7 @@ def _walk_dense(snap: _Snapshot, e: _Encl, walk: _Pages, tally: _Tally, start: i
                 and flags[entry] & KIND_MASK == kind
                 and page_kinds[kind]
                 and flags[entry] & lru == lru
+                and not flags[entry] & stray
                 and live[cgs[entry]]
             ):
                 own[cgs[entry]] += 1
@@ -332,6 +341,7 @@ def _page(snap: _Snapshot, e: _Encl, walk: _Pages, tally: _Tally, index: int, en
         _require(snap.owner[entry] == e.id and snap.index[entry] == index, f"frame {entry} is not page {index}")
         _require(flags & KIND_MASK == kind, f"frame {entry} has the wrong page type")
         _require(e.dying or bool(flags & ON_LRU), f"frame {entry} ({PageKind(kind).name}) LRU flag")
+        _require(not flags & _stray_young(e), f"frame {entry} is young in an mm that does not map {name}")
         _require(snap.live[snap.cg[entry]] == 1, f"frame {entry} charged to a freed cgroup")
         tally.own[snap.cg[entry]] += 1
         walk.resident += 1
@@ -340,6 +350,39 @@ def _page(snap: _Snapshot, e: _Encl, walk: _Pages, tally: _Tally, index: int, en
     _require(entry != ABSENT or not kind, f"{name}: absent page {index} has a type")
     _swap_entry(snap, e, walk, tally, index, entry)
     walk.swapped += 1
+
+
+def _check_mms(e: _Encl) -> None:
+    """Each mm is on the enclave's mm list once, with a slot of its own for its accessed bits."""
+    name = f"enclave {e.id}"
+    _require(len(set(e.mms)) == len(e.mms), f"{name}: an mm is on its mm list twice")
+    _require(set(e.mm_slot) == set(e.mms), f"{name}: mm slots {e.mm_slot} for the mm list {e.mms}")
+    slots = list(e.mm_slot.values())
+    _require(len(set(slots)) == len(slots) and min(slots, default=0) >= 0, f"{name}: mm slots {e.mm_slot}")
+
+
+def _stray_young(e: _Encl) -> int:
+    """The young bits of the flags that no mm of the enclave owns (none may be set)."""
+    owned = 0
+    for slot in e.mm_slot.values():
+        owned |= YOUNG_BITS[slot] if slot < NR_FLAG_SLOTS else YOUNG_MORE
+    return YOUNG & ~owned
+
+
+def _check_young_more(snap: _Snapshot) -> Iterator[None]:
+    """The young bits of mm slots past the flags: exactly the frames flagged YOUNG_MORE hold
+    some, and only of slots their enclave's mms have."""
+    flags, owner = snap.flags, snap.owner
+    more = snap.young_more
+    _require(flags.translate(_YOUNG_MORE).count(1) == len(more), "YOUNG_MORE flags and young_more differ")
+    slots = {e.id: {s for s in e.mm_slot.values() if s >= NR_FLAG_SLOTS} for e in snap.enclaves}
+    items = list(more.items())
+    for start in range(0, len(items), STEP):
+        for frame, mask in items[start : start + STEP]:
+            _require(0 <= frame < len(flags) and bool(flags[frame] & YOUNG_MORE), f"frame {frame} in young_more")
+            owned = sum(1 << (s - NR_FLAG_SLOTS) for s in slots.get(owner[frame], ()))
+            _require(mask > 0 and not mask & ~owned, f"frame {frame} is young in an mm that does not map it")
+        yield
 
 
 def _swap_entry(snap: _Snapshot, e: _Encl, walk: _Pages, tally: _Tally, index: int, entry: int) -> None:

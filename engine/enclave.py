@@ -58,7 +58,7 @@ class Enclave:
     __slots__ = (
         "id", "pid", "size_pages", "pages", "types", "sparse", "sparse_keys", "next_index", "secs_frame",
         "secs_child_cnt",
-        "page_cnt", "initialized", "dying", "mms", "nr_swapped", "pcmd",
+        "page_cnt", "initialized", "dying", "mms", "mm_slot", "nr_swapped", "pcmd",
         "va_frames", "va_fresh", "va_freed", "va_used", "va_prev", "va_next", "va_head", "va_tail",
     )  # fmt: skip
 
@@ -77,6 +77,7 @@ class Enclave:
         self.initialized = False
         self.dying = False
         self.mms = [pid]  # tasks whose mm maps the enclave, newest first
+        self.mm_slot = {pid: 0}  # each mm's slot for its accessed bits (Epc.make_young)
         self.nr_swapped = 0  # swap entries, the SECS's included
         self.pcmd: dict[int, int] = {}  # PCMD page number -> owner << 6 | users
         # VA pages by ordinal: never-used slots start at va_fresh, freed ones wait in a
@@ -95,6 +96,29 @@ class Enclave:
     def secs_index(self) -> int:
         """The backing index of the SECS: right after the enclave's pages."""
         return self.size_pages
+
+    # -- the mm list -------------------------------------------------------------
+
+    def mm_add(self, pid: int) -> int:
+        """``pid``'s mm maps the enclave: it goes first on the mm list and takes the lowest
+        free slot for its accessed bits, which it returns.  Mirrors sgx_encl_mm_add()."""
+        used = set(self.mm_slot.values())
+        slot = 0
+        while slot in used:
+            slot += 1
+        self.mm_slot[pid] = slot
+        self.mms.insert(0, pid)
+        return slot
+
+    def mm_remove(self, pid: int) -> int:
+        """``pid``'s mm exits: it leaves the mm list; returns its slot, whose accessed bits
+        the caller clears.  Mirrors sgx_mmu_notifier_release()."""
+        self.mms.remove(pid)
+        return self.mm_slot.pop(pid)
+
+    def mm_slots(self) -> list[int]:
+        """The slots of the mms in mm-list order (newest first), as sgx_reclaimer_age() walks them."""
+        return [self.mm_slot[pid] for pid in self.mms]
 
     # -- the page table --------------------------------------------------------
 
@@ -210,6 +234,12 @@ class Enclave:
         """Indexes of the pages written out (the SECS not included)."""
         out = [i for i, value in enumerate(self.pages) if value <= SWAPPED]
         out += [i for i, packed in self.sparse.items() if packed >> KIND_BITS <= SWAPPED]
+        return out
+
+    def resident_frames(self) -> list[int]:
+        """The EPC frames holding the enclave's pages (not its SECS or VA pages)."""
+        out = [frame for frame in self.pages if frame >= 0]
+        out += [packed >> KIND_BITS for packed in self.sparse.values() if packed >= 0]
         return out
 
     def resident_indexes(self) -> list[int]:

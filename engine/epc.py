@@ -4,6 +4,12 @@ Page state lives in flat arrays indexed by frame number, and the LRU is intrusiv
 (prev/next arrays), so every operation is O(1) and a resident page costs 21 bytes
 here.  Frames are handed out from a free stack, then from a bump pointer, so
 building an EPC of any size costs nothing until its frames are used.
+
+The accessed bit is per mm: each mm that maps an enclave has its own PTE, young or
+not, for each page.  An enclave gives each of its mms a slot (Enclave.mm_slot); the
+young bits of slots 0-2 live in the frame's flags byte (slot 0 is ACCESSED, so an
+enclave with one mm costs nothing more), those of higher slots in ``young_more``
+(frame -> bit mask), which YOUNG_MORE in the flags says to look at.
 """
 
 from __future__ import annotations
@@ -14,8 +20,13 @@ from typing import Protocol
 from engine.sgx import PageKind
 
 KIND_MASK = 0x07
-ACCESSED = 0x08  # the page's accessed bit, as seen through every mm that maps it
+ACCESSED = 0x08  # the page's PTE is young in the enclave's mm of slot 0 (its only mm, mostly)
 ON_LRU = 0x10  # SGX_EPC_PAGE_RECLAIMER_TRACKED: the page sits on its cgroup's LRU
+YOUNG_BITS = (ACCESSED, 0x20, 0x40)  # young in the mm of slot 0, 1, 2
+YOUNG_MORE = 0x80  # young in some mm of slot 3 or beyond: see Epc.young_more
+YOUNG = ACCESSED | 0x20 | 0x40 | YOUNG_MORE  # young in some mm
+ONE_MM_YOUNG = frozenset(YOUNG_BITS)  # flags & YOUNG when the page is young in one mm, of slot 0-2
+NR_FLAG_SLOTS = len(YOUNG_BITS)
 NIL = -1
 
 
@@ -39,18 +50,19 @@ class Lru:
 class Epc:
     """All EPC frames of the host: who holds each one, its flags and its LRU links."""
 
-    __slots__ = ("capacity_pages", "owner", "index", "cg", "flags", "prev", "next", "_free", "nr_free")
+    __slots__ = ("capacity_pages", "owner", "index", "cg", "flags", "prev", "next", "_free", "nr_free", "young_more")
 
     def __init__(self, capacity_pages: int) -> None:
         self.capacity_pages = capacity_pages
         self.owner = array("i")  # enclave or vEPC id holding the frame
         self.index = array("i")  # page index in the owner (SECS: -1, VA: its ordinal)
         self.cg = array("i")  # id of the misc cgroup the frame is charged to
-        self.flags = bytearray()  # PageKind | ACCESSED | ON_LRU
+        self.flags = bytearray()  # PageKind | ON_LRU | young bits (YOUNG)
         self.prev = array("i")
         self.next = array("i")  # LRU links
         self._free = array("i")  # freed frames, a stack (never-used ones lie past len(flags))
         self.nr_free = capacity_pages
+        self.young_more: dict[int, int] = {}  # frame -> young bits of mm slots 3.. (bit 0: slot 3)
 
     @property
     def nr_used(self) -> int:
@@ -100,7 +112,9 @@ class Epc:
         del self.flags[length:]
 
     def put(self, frame: int) -> None:
-        """Return a frame (already off every LRU) to the free stack."""
+        """Return a frame (already off every LRU) to the free stack; its PTEs went with the page."""
+        if self.flags[frame] & YOUNG_MORE:
+            del self.young_more[frame]
         self.flags[frame] = PageKind.FREE
         self.owner[frame] = NIL
         self._free.append(frame)
@@ -109,6 +123,66 @@ class Epc:
     def free_frames(self) -> list[int]:
         """The frames on the free stack, the next one taken first."""
         return self._free[::-1].tolist()
+
+    # -- accessed bits, one per mm slot --------------------------------------------
+
+    def make_young(self, frame: int, slot: int) -> None:
+        """An access through the mm of ``slot``: the page's PTE there is young."""
+        if slot < NR_FLAG_SLOTS:
+            self.flags[frame] |= YOUNG_BITS[slot]
+        else:
+            self.flags[frame] |= YOUNG_MORE
+            more = self.young_more
+            more[frame] = more.get(frame, 0) | 1 << (slot - NR_FLAG_SLOTS)
+
+    def test_and_clear_young(self, frame: int, slot: int) -> bool:
+        """Whether the page's PTE in the mm of ``slot`` is young; clears it.
+
+        Mirrors sgx_encl_test_and_clear_young().
+        """
+        flags = self.flags
+        if slot < NR_FLAG_SLOTS:
+            bit = YOUNG_BITS[slot]
+            if not flags[frame] & bit:
+                return False
+            flags[frame] ^= bit
+            return True
+        bit = 1 << (slot - NR_FLAG_SLOTS)
+        if not flags[frame] & YOUNG_MORE or not self.young_more[frame] & bit:
+            return False
+        self._clear_more(frame, bit)
+        return True
+
+    def clear_young_slot(self, frames: list[int], slot: int) -> None:
+        """The mm of ``slot`` is gone (its task exited): its young bits on ``frames`` go with it."""
+        flags = self.flags
+        if slot < NR_FLAG_SLOTS:
+            keep = ~YOUNG_BITS[slot] & 0xFF
+            for frame in frames:
+                flags[frame] &= keep
+            return
+        bit = 1 << (slot - NR_FLAG_SLOTS)
+        more = self.young_more
+        for frame in frames:
+            if flags[frame] & YOUNG_MORE and more[frame] & bit:
+                self._clear_more(frame, bit)
+
+    def _clear_more(self, frame: int, bit: int) -> None:
+        mask = self.young_more[frame] & ~bit
+        if mask:
+            self.young_more[frame] = mask
+        else:
+            del self.young_more[frame]
+            self.flags[frame] &= ~YOUNG_MORE & 0xFF
+
+    def young_slots(self, frame: int) -> list[int]:
+        """The mm slots in which the page's PTE is young, lowest first."""
+        flags = self.flags[frame]
+        slots = [slot for slot, bit in enumerate(YOUNG_BITS) if flags & bit]
+        if flags & YOUNG_MORE:
+            mask = self.young_more[frame]
+            slots += [NR_FLAG_SLOTS + n for n in range(mask.bit_length()) if mask >> n & 1]
+        return slots
 
     # -- LRU ------------------------------------------------------------------
 
@@ -208,6 +282,10 @@ class Epc:
     def put_many(self, frames: list[int]) -> None:
         """Return frames (already off every LRU) to the free stack, in order."""
         flags, owner = self.flags, self.owner
+        if self.young_more:
+            for frame in frames:
+                if flags[frame] & YOUNG_MORE:
+                    del self.young_more[frame]
         for frame in frames:
             flags[frame] = PageKind.FREE
             owner[frame] = NIL
@@ -245,3 +323,14 @@ class Epc:
             out.append(frame)
             frame = self.next[frame]
         return out
+
+
+def reclaimer_age(epc: Epc, frame: int, slots: list[int]) -> bool:
+    """Whether the page is old (was not accessed since the last scan), from its young bits.
+
+    ``slots``: the enclave's mms in mm-list order, newest first.  Each mm's PTE is tested
+    and cleared in turn, and the walk stops at the first young one: the mms after it keep
+    their bits, so a page touched through two mms survives two scans.  Mirrors
+    sgx_reclaimer_age().
+    """
+    return not any(epc.test_and_clear_young(frame, slot) for slot in slots)  # any() stops at the first

@@ -17,7 +17,7 @@ from engine import files, reclaim
 from engine.cgroup import Cgroup, CgroupTree
 from engine.clock import Clock, VirtualClock
 from engine.enclave import ABSENT, OWNER_MASK, SWAPPED, Enclave, Vepc
-from engine.epc import ACCESSED, KIND_MASK, ON_LRU, Epc
+from engine.epc import KIND_MASK, NR_FLAG_SLOTS, ON_LRU, YOUNG_BITS, YOUNG_MORE, Epc
 from engine.events import (
     CgroupCreated,
     CgroupFreed,
@@ -184,15 +184,17 @@ class Host:
         self.signals.add(pid)
 
     def exit_task(self, pid: int) -> None:
-        """Task ``pid`` is gone: its mm leaves every enclave's mm list, an enclave no task
-        maps any more is released (its last reference), its vEPC too, and it leaves its
-        cgroup.
+        """Task ``pid`` is gone: its mm leaves every enclave's mm list, taking its accessed
+        bits with it; an enclave no task maps any more is released (its last reference),
+        its vEPC too, and it leaves its cgroup.
         """
         for encl in list(self.enclaves.values()):
-            if pid in encl.mms:
-                encl.mms.remove(pid)
+            if pid in encl.mm_slot:
+                slot = encl.mm_remove(pid)
                 if not encl.mms:
                     self.release(encl.id)
+                else:
+                    self.epc.clear_young_slot(encl.resident_frames(), slot)
         for vepc in [v for v in self.vepcs.values() if v.pid == pid]:
             self.vepc_release(vepc.id)
         self.tree.forget_task(pid)
@@ -334,16 +336,20 @@ class Host:
     def access(self, pid: int, eid: int, first: int, count: int, write: bool = False) -> int:
         """Touch pages ``first..first+count-1``; returns how many faulted.
 
-        A resident page gets its accessed bit; a swapped one is loaded back (its SECS
-        first), charged to ``pid``'s cgroup now, NO_RECLAIM; an absent one in an
-        initialised enclave is EAUG'd (SGX2).  Raises SigBus when a fault cannot be
-        served, OSError(EFAULT) outside the enclave.  Mirrors sgx_vma_fault().
+        A resident page gets its accessed bit in ``pid``'s mm (only there: each mm has
+        its own PTE); a swapped one is loaded back (its SECS first), charged to ``pid``'s
+        cgroup now, NO_RECLAIM; an absent one in an initialised enclave is EAUG'd (SGX2).
+        Raises SigBus when a fault cannot be served, OSError(EFAULT) outside the enclave.
+        Mirrors sgx_vma_fault().
         """
         encl = self._enclave(eid)
         self._check_range(encl.size_pages, first, count)
-        self._map(encl, pid)
+        slot = self._map(encl, pid)
+        more = slot >= NR_FLAG_SLOTS  # the mm's bits are kept beside the flags
+        bit = YOUNG_MORE if more else YOUNG_BITS[slot]
         pages = encl.pages
-        flags = self.epc.flags
+        epc = self.epc
+        flags = epc.flags
         nr_pages = len(pages)
         faults = 0
         end = first + count
@@ -351,7 +357,10 @@ class Host:
         while index < end:
             frame = pages[index] if index < nr_pages else encl.page(index)
             if frame >= 0:
-                flags[frame] |= ACCESSED
+                if more:
+                    epc.make_young(frame, slot)
+                else:
+                    flags[frame] |= bit
                 index += 1
                 continue
             loaded = self._eldu_run(encl, index, end, pid) if frame <= SWAPPED else 0
@@ -370,7 +379,8 @@ class Host:
 
     def _eldu_run(self, encl: Enclave, index: int, end: int, pid: int) -> int:
         """Fault back a run of swapped pages from ``index`` that fits without reclaim; returns
-        how many (0: take _fault()).  The same result as that many faults of sgx_vma_fault().
+        how many (0: take _fault()).  The same result as that many faults of sgx_vma_fault():
+        each page is young in ``pid``'s mm alone (reclaim zapped every other mm's PTE).
         """
         if encl.secs_frame < 0:
             return 0
@@ -385,11 +395,15 @@ class Host:
             return 0
         frames = alloc_epc_run(self, cg, PageKind.REG, encl.id, index, run - index)
         slot_ids = free_backing_run(self, encl, index, pages[index : index + len(frames)])
-        flags, types = self.epc.flags, encl.types
+        epc, types = self.epc, encl.types
+        flags, slot = epc.flags, encl.mm_slot[pid]
+        bit = YOUNG_BITS[slot] if slot < NR_FLAG_SLOTS else 0
         for i, (frame, slot_id) in enumerate(zip(frames, slot_ids, strict=True), index):
             encl.va_free_slot(slot_id)
             pages[i] = frame
-            flags[frame] = types[i] | ACCESSED
+            flags[frame] = types[i] | bit
+            if not bit:
+                epc.make_young(frame, slot)
         encl.secs_child_cnt += len(frames)
         self.epc.lru_add_tail_many(cg.lru, frames)
         return len(frames)
@@ -456,7 +470,9 @@ class Host:
     def _eldu(self, encl: Enclave, index: int, cg: Cgroup, pid: int, accessed: bool) -> None:
         """Load one page back, NO_RECLAIM, charged to ``pid``'s cgroup; free its VA slot and backing.
 
-        Mirrors sgx_encl_eldu().
+        ``accessed``: a fault through ``pid``'s mm, whose access then makes the page young
+        there alone (sgx_vma_fault() clears the bit of the PTE it inserts; the retried
+        access sets it); an EDMM ioctl's load maps nothing.  Mirrors sgx_encl_eldu().
         """
         secs = index == encl.secs_index
         kind = PageKind.SECS if secs else PageKind(encl.kind(index))
@@ -469,13 +485,14 @@ class Host:
         encl.set_entry(index, frame)
         encl.secs_child_cnt += 1
         if accessed:
-            self.epc.flags[frame] |= ACCESSED
+            self.epc.make_young(frame, self._map(encl, pid))
         self.epc.lru_add_tail(cg.lru, frame)
 
     def _eaug(self, encl: Enclave, index: int, pid: int) -> None:
         """EAUG a page on a fault at an absent address.  Mirrors sgx_encl_eaug_page().
 
-        Any error leaves nothing charged and the page absent (the SECS may stay loaded).
+        The page is young in ``pid``'s mm alone (the PTE the fault inserts).  Any error
+        leaves nothing charged and the page absent (the SECS may stay loaded).
         """
         if not encl.initialized:
             raise OSError(errno.EFAULT, "fault on a page that was never added, before EINIT")
@@ -495,7 +512,7 @@ class Host:
         encl.place(index, frame, PageKind.REG)
         encl.next_index = max(encl.next_index, index + 1)
         encl.secs_child_cnt += 1
-        self.epc.flags[frame] |= ACCESSED
+        self.epc.make_young(frame, self._map(encl, pid))
         self.epc.lru_add_tail(cg.lru, frame)
 
     def remove_pages(self, pid: int, eid: int, first: int, count: int) -> int:
@@ -695,11 +712,16 @@ class Host:
             if n >= announced:
                 self.emit(CgroupFreed(self.clock.now_ns(), gone.path))
 
-    def _map(self, encl: Enclave, pid: int) -> None:
-        """``pid``'s mm maps the enclave: newest first on its mm list (sgx_encl_mm_add())."""
-        if pid not in encl.mms:
+    def _map(self, encl: Enclave, pid: int) -> int:
+        """``pid``'s mm maps the enclave: newest first on its mm list (sgx_encl_mm_add()).
+
+        Returns the mm's slot for its accessed bits.
+        """
+        slot = encl.mm_slot.get(pid)
+        if slot is None:
             self._misc_cgroup(pid)
-            encl.mms.insert(0, pid)
+            slot = encl.mm_add(pid)
+        return slot
 
     def backing_owner_id(self, memcg_cg: Cgroup, payer: int) -> int:
         """The small id that swap entries use for (memory cgroup, paying pid); -1 when all

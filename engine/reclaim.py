@@ -26,7 +26,7 @@ from engine.enclave import (
     Enclave,
     swap_entry,
 )
-from engine.epc import ACCESSED
+from engine.epc import ONE_MM_YOUNG, YOUNG, reclaimer_age
 from engine.events import Enomem, KsgxdWake, LimitHit, OomKill, ReclaimBatch, SecsWriteBack, WorkQueued, WorkRun
 from engine.sgx import (
     ERESTARTSYS,
@@ -240,8 +240,12 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
         if encl.dying:
             dropped += 1  # the owner is freeing it: off the list, not counted
             continue
-        if flags[frame] & ACCESSED:
-            flags[frame] &= ~ACCESSED
+        young_bits = flags[frame] & YOUNG
+        if young_bits:  # young in some mm: sgx_reclaimer_age() clears the first one's bit
+            if young_bits in ONE_MM_YOUNG:
+                flags[frame] ^= young_bits  # in one mm only: the walk stops at it
+            else:
+                reclaimer_age(epc, frame, encl.mm_slots())
             skipped.append(frame)
             young += 1
             continue

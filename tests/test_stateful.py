@@ -28,7 +28,15 @@ the enclaves and vEPCs, checks that:
     from the caller's misc cgroup up to root at its limit, counted in ``misc.events``
     unless that level was root, and ENOMEM came only with no reclaimable page left in
     the caller's subtree; EADD/ECREATE wrote out only pages of the caller's own subtree,
-    and a NO_RECLAIM fault that does not run the work inline wrote out none.
+    and a NO_RECLAIM fault that does not run the work inline wrote out none;
+(f) the accessed bit is per mm: each enclave's mm list is its mapping tasks, newest
+    first; a page is young only in mms that touched it (an access, fault or EAUG makes
+    it young in the caller's mm alone, EADD in none) and an exited task's bits are gone;
+    each young page a reclaim scan rotates loses exactly the bit of the first mm on the
+    list it is young in (sgx_reclaimer_age()), so it is written out only once every bit
+    is gone: across a step without accesses, the bits gone from every page (all of them
+    for a page written out) equal the pages the scans rotated; a step with no scan at
+    all changes no bit but those it sets.
 
 ``test_state_machine`` lets hypothesis pick the sequences; ``test_long_random_sequence``
 runs a few thousand steps of the same operations from ``random.Random(seed)``, to reach
@@ -59,6 +67,7 @@ from hypothesis.stateful import (
 
 from engine import PAGE_SIZE, Blocked, Host, IoctlError, SigBus
 from engine.enclave import DENSE_SLACK, SWAPPED
+from engine.events import ReclaimBatch
 from engine.sgx import ERESTARTSYS, MAX_PAGES, MAX_SIZE
 
 T = TypeVar("T")
@@ -147,11 +156,16 @@ class MEnclave:
         self.size = size
         self.initialized = False
         self.pages: set[int] = set()  # indexes that exist (resident or swapped)
-        self.mms = {pid}  # tasks that map it: it lives until the last one exits
+        self.mms = [pid]  # tasks that map it, newest first: it lives until the last one exits
         self.next_index = 0  # where EADD and EAUG append
         self.page_cnt = 1  # SECS + pages added - pages removed (sgx_encl_grow)
         self.peak_page_cnt = 1  # the page table may be as long as twice this, plus DENSE_SLACK
         self.va = 1  # VA pages: ECREATE grew one
+
+    def map(self, pid: int) -> None:
+        """``pid``'s mm maps the enclave: first on the mm list (sgx_encl_mm_add())."""
+        if pid not in self.mms:
+            self.mms.insert(0, pid)
 
     def add(self, indexes: Sequence[int]) -> None:
         for index in indexes:
@@ -221,6 +235,12 @@ class Driver:
         self.op_pid: int | None = None  # the task whose call may make pages resident
         self.op_name = ""  # the operation verify() follows
         self.last: dict[tuple[Any, ...], tuple[int, int]] = {}  # page -> (frame, cgroup id) at the last verify
+        # (f): (eid, index) -> the tasks whose mm saw the resident page young at the last verify;
+        # the pages the step touched and by whom, whether the call served them all, who exited
+        self.young: dict[tuple[int, int], set[int]] = {}
+        self.touched: tuple[int, int, range] | None = None
+        self.touch_served = False
+        self.exited: int | None = None
         self.prev: dict[tuple[str, str], int] = {}  # (cgroup, file) -> value at the last verify
         self.outcomes: Counter[str] = Counter()
         # Failures that need a cgroup at its limit, checked by verify(): (task's misc cgroup,
@@ -229,6 +249,7 @@ class Driver:
 
     def run_op(self, name: str, ch: Chooser) -> None:
         self.op_name = name
+        self.touched, self.touch_served, self.exited = None, False, None
         getattr(self, name)(ch)
 
     def reclaim_scope(self) -> str | None:
@@ -244,7 +265,7 @@ class Driver:
         if name in ("op_ecreate", "op_add_pages") or (name == "op_build" and not inline):
             assert self.op_pid is not None
             return self.misc_css(self.op_pid)
-        if name in ("op_access", "op_access_far", "op_augment", "op_vepc_access"):
+        if name in ("op_access", "op_access_far", "op_access_shared", "op_augment", "op_vepc_access"):
             return None if inline else ""
         if name in ("op_build", "op_remove_pages", "op_run_pending_work", "op_run_work_step", "teardown"):
             return None
@@ -496,8 +517,10 @@ class Driver:
         self.op_pid = None
         pid = ch.choice(PIDS)
         self.host.exit_task(pid)
+        self.exited = pid
         for eid, m in list(self.enclaves.items()):
-            m.mms.discard(pid)
+            if pid in m.mms:
+                m.mms.remove(pid)
             if not m.mms:  # the last mapping went: the enclave's last reference
                 del self.enclaves[eid]
                 self.stale.append(eid)
@@ -612,8 +635,10 @@ class Driver:
             self.host.einit(pid, eid)
             m.initialized = True
             if m.pages and ch.chance(70):
+                self.touched = (eid, pid, range(m.next_index))
                 try:
                     self.host.access(pid, eid, 0, m.next_index)
+                    self.touch_served = True
                 except SigBus as e:
                     self.sigbus(e, pid, m, [])
                 except Blocked as e:
@@ -632,6 +657,26 @@ class Driver:
             first = ch.choice(sorted(m.pages))
             count = min(count, m.next_index - first)
         self.do_access(eid, m, pid, first, count, ch.chance(50))
+
+    def op_access_shared(self, ch: Chooser) -> None:
+        """Another task touches an enclave's pages, mostly one that does not map it yet: the
+        enclave gains an mm (each with its own accessed bits), at times beyond the three
+        whose bits fit in a frame's flags."""
+        eid = self.pick_enclave(ch, lambda m: bool(m.pages) and len(m.mms) < len(PIDS))
+        m = self.enclaves.get(eid)
+        if m is None:
+            pid = self.op_pid = self.pick_pid(ch)
+            self.expect_rejected(lambda: self.host.access(pid, eid, 0, 1), [errno.EINVAL], "access")
+            return
+        others = [p for p in PIDS if p not in m.mms]
+        pid = self.op_pid = ch.choice(others) if others and ch.chance(80) else ch.choice(m.mms)
+        if m.pages:
+            first = ch.choice(sorted(m.pages))
+            count = min(ch.integer(1, 32), m.next_index - first)
+        else:
+            first, count = self.pick_range(ch, m.size)
+        self.do_access(eid, m, pid, first, count, ch.chance(50))
+        self.outcomes["access shared"] += 1
 
     def op_access_far(self, ch: Chooser) -> None:
         """A fault far into the ELRANGE (an SGX2 EAUG at a sparse index), next to a page far
@@ -661,11 +706,13 @@ class Driver:
             return
         window = range(first, first + count)
         absent = [i for i in window if i not in m.pages]
-        m.mms.add(pid)  # the fault maps the enclave, whatever happens next
+        m.map(pid)  # the fault maps the enclave, whatever happens next
         encl = self.host.enclaves[eid]
         swapped = sum(1 for i in window if encl.page(i) <= SWAPPED)
+        self.touched = (eid, pid, window)
         try:
             faults = self.host.access(pid, eid, first, count, write)
+            self.touch_served = True
         except SigBus as e:
             self.sigbus(e, pid, m, absent)
             return
@@ -717,9 +764,11 @@ class Driver:
             self.expect_rejected(lambda: self.host.augment(pid, eid, count), [errno.EFAULT], "augment")
             return
         window = list(range(m.next_index, m.next_index + count))
-        m.mms.add(pid)
+        m.map(pid)
+        self.touched = (eid, pid, range(m.next_index, m.next_index + count))
         try:
             done = self.host.augment(pid, eid, count)
+            self.touch_served = True
         except SigBus as e:
             self.sigbus(e, pid, m, window)
             return
@@ -756,6 +805,7 @@ class Driver:
             return
         window = list(range(first, first + count))
         holes = [j for j, i in enumerate(window) if i not in m.pages]
+        self.touched = (eid, pid, range(first, first + count))  # the EACCEPTs between the passes
         try:
             removed = self.host.remove_pages(pid, eid, first, count)
         except IoctlError as e:
@@ -782,14 +832,14 @@ class Driver:
         except SigBus as e:  # the fault between MODIFY_TYPES and REMOVE_PAGES
             assert e.pid == pid and e.reason in (errno.ENOMEM, ERESTARTSYS), e
             assert self.exists(eid) == m.pages
-            m.mms.add(pid)
+            m.map(pid)
             self.limit_hit(pid, 1)
             self.outcomes["remove_pages sigbus"] += 1
             return
         assert not holes, "REMOVE_PAGES over a never-added page must fail with EFAULT"
         assert removed == count
         m.remove(window)
-        m.mms.add(pid)
+        m.map(pid)
         self.outcomes["remove_pages"] += 1
 
     def mapped_by_remove(self, m: MEnclave, pid: int, second_pass: bool) -> None:
@@ -799,7 +849,7 @@ class Driver:
         mapped = pid in self.host.enclaves[m.eid].mms
         assert mapped or not second_pass, "pages were removed without the range being mapped"
         if mapped:
-            m.mms.add(pid)
+            m.map(pid)
 
     def op_release(self, ch: Chooser) -> None:
         self.op_pid = None
@@ -901,6 +951,7 @@ class Driver:
         ("op_build", 2),
         ("op_access", 10),
         ("op_access_far", 3),
+        ("op_access_shared", 3),
         ("op_augment", 5),
         ("op_remove_pages", 4),
         ("op_release", 2),
@@ -933,7 +984,9 @@ class Driver:
             assert len(e.pages) <= 2 * m.peak_page_cnt + DENSE_SLACK, f"enclave {eid}: page table outgrew its pages"
             if e.sparse:
                 self.outcomes["state: sparse pages"] += 1
-            assert set(e.mms) == m.mms and len(e.mms) == len(m.mms), (eid, e.mms, m.mms)
+            assert e.mms == m.mms, (eid, e.mms, m.mms)
+            if len(m.mms) > 1:
+                self.outcomes["state: enclave with several mms"] += 1
             out = []
             for i, frame in e.entries():
                 if frame >= 0:
@@ -969,6 +1022,7 @@ class Driver:
         assert h.tree.root.mem_usage == backing, f"backing {h.tree.root.mem_usage} pages, model {backing}"
         assert self.root_mem_max is None or backing <= max(self.root_mem_max, self.prev.get(("/", "mem"), 0))
         self.prev[("/", "mem")] = backing
+        self.verify_young(resident)
 
         # (b) per-cgroup usage from the frames' recorded cgroups, dying ones included
         charged: Counter[int] = Counter()
@@ -1071,6 +1125,55 @@ class Driver:
                 self.prev[(path, f"mem.{key}")] = int(events[key])
         assert tops <= backing * PAGE_SIZE
 
+    def verify_young(self, resident: dict[tuple[Any, ...], int]) -> None:
+        """(f): each resident page's young mms against the model, then the model takes them.
+
+        Runs before verify() moves ``self.last`` on: a page with the frame it had then
+        stayed resident through the step, unless the step faulted (only touching steps do).
+        """
+        h = self.host
+        batches = [e for e in h.take_events() if isinstance(e, ReclaimBatch)]
+        rotated = sum(e.rotated for e in batches)
+        touching = self.touched is not None
+        eid_t, pid_t, window = self.touched if self.touched is not None else (-1, -1, range(0))
+        gone = {self.exited} if self.exited is not None else set()
+        young: dict[tuple[int, int], set[int]] = {}
+        cleared = 0  # bits gone by aging, in a step that touched nothing
+        for key, frame in resident.items():
+            if key[0] != "page":
+                continue
+            eid, index = key[1], key[2]
+            e = h.enclaves[eid]
+            slots = h.epc.young_slots(frame)
+            now = [pid for pid in e.mms if e.mm_slot[pid] in slots]  # mm-list order
+            assert len(now) == len(slots), f"page {index} of {eid}: young in a slot no mm holds"
+            stayed = self.last.get(key, (-1,))[0] == frame
+            before = self.young.get((eid, index), set()) - gone if stayed else set()
+            touch = eid == eid_t and index in window
+            allowed = before | {pid_t} if touch else before
+            assert set(now) <= allowed, f"page {index} of {eid} young in {now}, only {sorted(allowed)} touched it"
+            if not batches:  # no scan: exactly the bits the step set
+                expected = allowed if not touch or self.touch_served else set(now)
+                assert set(now) == expected, f"page {index} of {eid}: young in {now}, expected {sorted(expected)}"
+            elif not touching:  # scans only clear, each the first young mm on the list
+                order = [pid for pid in e.mms if pid in before]
+                assert now == order[len(order) - len(now) :], f"page {index} of {eid}: {now} is not a tail of {order}"
+                cleared += len(before) - len(now)
+            if len(now) > 1:
+                self.outcomes["state: page young in several mms"] += 1
+            if len(now) > 3:
+                self.outcomes["state: page young in over three mms"] += 1
+            young[(eid, index)] = set(now)
+        if not touching:
+            for key in self.last:  # written out: aging cleared all its bits first
+                m = self.enclaves.get(key[1]) if key[0] == "page" and key not in resident else None
+                if m is not None and key[2] in m.pages:
+                    cleared += len(self.young.get((key[1], key[2]), set()) - gone)
+            assert cleared == rotated, f"{self.op_name}: scans rotated {rotated} young pages but {cleared} bits went"
+            if rotated and any(len(v) > 1 for v in self.young.values()):
+                self.outcomes["state: aged pages young in several mms"] += 1
+        self.young = young
+
     def teardown(self) -> None:
         """(c): every task exits and the work runs dry; everything must be back to zero."""
         h = self.host
@@ -1152,6 +1255,7 @@ class EpcMachine(RuleBasedStateMachine):
     access_more = _rule("op_access", "enclaves")
     access_again = _rule("op_access", "enclaves")
     access_far = _rule("op_access_far", "enclaves")
+    access_shared = _rule("op_access_shared", "enclaves")
     augment = _rule("op_augment", "enclaves")
     augment_more = _rule("op_augment", "enclaves")
     remove_pages = _rule("op_remove_pages", "enclaves")
@@ -1217,5 +1321,6 @@ def test_long_random_sequence(seed: int, capacity: int, memory: int | None, inli
     # the run must have reached the interesting places, or it checked little
     assert driver.host.pages_reclaimed > 0
     reached = ("add_pages", "access", "augment", "remove_pages", "einit", "release", "vepc_access", "rmdir")
-    for outcome in (*reached, "access far", "state: sparse pages"):
+    several = ("state: page young in several mms", "state: aged pages young in several mms", "access shared")
+    for outcome in (*reached, "access far", "state: sparse pages", *several):
         assert seen[outcome] > 0, (outcome, seen)
