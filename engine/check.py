@@ -527,7 +527,10 @@ def _check_cgroup(snap: _Snapshot, own: list[int], own_mem: list[int], by_id: di
     _require(peak >= usage, f"{cg.path}: misc.peak below misc.current")
     _require(cg.mem[1] >= cg.mem[0], f"{cg.path}: memory.peak below memory.current")
     # a freed child's events stay counted in its ancestors
-    _require(events == events_local + events_freed + sum(c.misc[2] for c in kids), f"{cg.path}: misc.events sum")
+    if cg.parent == -1:  # misc_cg_event() counts no hierarchical event at root
+        _require(events == 0, "root counts hierarchical misc events")
+    else:
+        _require(events == events_local + events_freed + sum(c.misc[2] for c in kids), f"{cg.path}: misc.events sum")
     if cg.parent != -1:
         hierarchical, local, freed = cg.mem_events
         for i, count in enumerate(hierarchical):

@@ -38,8 +38,8 @@ def try_charge(cg: Cgroup, capacity_pages: int) -> Cgroup | None:
                 undo.misc_usage -= 1
                 undo = undo.parent  # type: ignore[assignment]
             level.misc_events_local += 1
-            hit: Cgroup | None = level
-            while hit is not None:
+            hit = level
+            while hit.parent is not None:  # every level but root, which has no misc.events
                 hit.misc_events += 1
                 hit = hit.parent
             return level

@@ -40,7 +40,19 @@ def test_events_count_on_every_ancestor_except_root() -> None:
     assert value(host, "/g/p/c/misc.events") == hits
     assert value(host, "/g/p/misc.events") == hits and value(host, "/g/p/misc.events.local") == 0
     assert value(host, "/g/misc.events") == hits
-    assert host.tree.root.misc_events == hits  # counted at root, but root has no file to show it
+    assert host.tree.root.misc_events == 0  # misc_cg_event() stops below root, which has no misc.events
+
+
+def test_a_charge_refused_at_root_counts_only_roots_local_event() -> None:
+    """misc_cg_event(root): events_local + 1, and the hierarchical loop runs for no level."""
+    host = Host(64 * PAGE_SIZE)
+    vid = host.vepc_open(10, 128 * PAGE_SIZE)  # pid 10 in root
+    host.vepc_access(10, vid, 0, 64)
+    with pytest.raises(SigBus):
+        host.vepc_access(10, vid, 64, 1)
+    root = host.tree.root
+    assert (root.misc_events_local, root.misc_events) == (1, 0)
+    host.check()
 
 
 def test_every_failed_attempt_counts_an_event() -> None:
