@@ -89,6 +89,8 @@ BAD_MISC_MAX = (
     ("sgx_epc 0x10000000000000000", errno.ERANGE),
     ("sgx_epc 99999999999999999999999", errno.ERANGE),
     ("sev 4096", errno.EINVAL),
+    ("sev 18446744073709551616", errno.ERANGE),  # a known name: its value is parsed first
+    ("tdx 18446744073709551616", errno.EINVAL),  # not in V17's misc.c: unknown before parsed
     ("bogus 4096", errno.EINVAL),
     ("4096", errno.EINVAL),
 )
