@@ -204,12 +204,14 @@ class Host:
     def ecreate(self, pid: int, size: int | str) -> int:
         """ECREATE: a VA page, then the SECS, both DO_RECLAIM; returns the enclave id.
 
-        ``size`` must be a power of two from two pages to MAX_SIZE (OSError EINVAL);
-        allocation errors as add_pages.  Mirrors sgx_encl_create().
+        The driver checks no size itself: ENCLS[ECREATE] refuses a SECS whose size is not
+        a power of two of at least two pages, after both pages were charged, and the ioctl
+        then frees them and fails with OSError(EIO) (misc.peak saw the two pages, and
+        misc.events any charge that hit a limit).  Sizes over MAX_SIZE (8 TiB), more than
+        this host holds, are EINVAL before anything is charged.  Allocation errors as
+        add_pages.  Mirrors sgx_encl_create().
         """
         size_bytes = parse_size(size)
-        if size_bytes < 2 * PAGE_SIZE or size_bytes & (size_bytes - 1):
-            raise OSError(errno.EINVAL, f"enclave size {size_bytes} is not a power of two of at least 8 KiB")
         if size_bytes > MAX_SIZE:
             raise OSError(errno.EINVAL, f"enclave size {size_bytes} is over the {MAX_SIZE} bytes (8 TiB) a host takes")
         encl = Enclave(self._new_id(), pid, size_bytes // PAGE_SIZE)
@@ -218,6 +220,12 @@ class Host:
         try:
             self._grow(encl, cg, pid, DO_RECLAIM, "ECREATE")
             encl.secs_frame = alloc_epc_page(self, cg, PageKind.SECS, encl.id, -1, DO_RECLAIM, pid, "ECREATE")
+            if size_bytes < 2 * PAGE_SIZE or size_bytes & (size_bytes - 1):  # ENCLS[ECREATE] faults: -EIO
+                raise OSError(
+                    errno.EIO,
+                    f"ECREATE refused the SECS: enclave size {size_bytes} is not a power of two of at least "
+                    "8 KiB (its VA page and SECS were charged, then freed)",
+                )
         except BaseException:
             self._free_enclave_frames(encl)
             del self.enclaves[encl.id]

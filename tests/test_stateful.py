@@ -516,11 +516,37 @@ class Driver:
     def op_ecreate(self, ch: Chooser) -> None:
         pid = self.op_pid = ch.choice(PIDS)
         if ch.chance(6):
-            size: int | str = ch.choice(BAD_ENCLAVE_SIZES)
-            self.expect_rejected(lambda: self.host.ecreate(pid, size), [errno.EINVAL], "ecreate")
+            size = ch.choice(BAD_ENCLAVE_SIZES)
+            if size > MAX_SIZE:  # the emulator's own bound: refused before any charge
+                self.expect_rejected(lambda: self.host.ecreate(pid, size), [errno.EINVAL], "ecreate")
+            else:
+                self.do_bad_ecreate(pid, size)
             return
         pages = 1 << (ch.integer(1, 10) if ch.chance(85) else ch.integer(11, MAX_PAGES.bit_length() - 1))
         self.do_ecreate(pid, pages, f"{pages * 4}KiB" if ch.chance(15) else pages * PAGE_SIZE)
+
+    def do_bad_ecreate(self, pid: int, size: int) -> None:
+        """ECREATE of a SECS the CPU refuses: the VA page and the SECS are charged first (so it
+        may reclaim, and fail as any charge does), then EIO with both freed."""
+        before = set(self.host.enclaves)
+        try:
+            self.host.ecreate(pid, size)
+        except Blocked:
+            self.limit_hit(pid, 2)
+            self.outcomes["ecreate bad size blocked"] += 1
+        except OSError as e:
+            assert e.errno in (errno.EIO, errno.ENOMEM, ERESTARTSYS), e
+            assert e.errno != ERESTARTSYS or pid in self.host.signals
+            if e.errno == errno.EIO:  # both pages were charged at once: misc.peak saw them
+                css = self.misc_css(pid)
+                peak, current = (number(self.host.read(join(css, f"misc.{n}"))) for n in ("peak", "current"))
+                assert peak >= current + 2 * PAGE_SIZE, "a refused ECREATE did not charge its VA page and SECS"
+            else:
+                self.limit_hit(pid, 2, lru_empty=e.errno == errno.ENOMEM)
+            self.outcomes[f"ecreate bad size {errno.errorcode.get(e.errno or 0, e.errno)}"] += 1
+        else:
+            raise AssertionError(f"ECREATE of {size} bytes went through")
+        assert set(self.host.enclaves) == before
 
     def do_ecreate(self, pid: int, pages: int, size: int | str) -> int | None:
         """ECREATE of a valid size; the new id, or None when it failed as it may."""
