@@ -59,7 +59,7 @@ from hypothesis.stateful import (
 
 from engine import PAGE_SIZE, Blocked, Host, IoctlError, SigBus
 from engine.enclave import DENSE_SLACK, SWAPPED
-from engine.sgx import ERESTARTSYS, MAX_PAGES, MAX_SIZE
+from engine.sgx import ERESTARTSYS, MAX_PAGES, MAX_SIZE, PageKind
 
 T = TypeVar("T")
 
@@ -154,10 +154,13 @@ class MEnclave:
         self.page_cnt = 1  # SECS + pages added - pages removed (sgx_encl_grow)
         self.peak_page_cnt = 1  # the page table may be as long as twice this, plus DENSE_SLACK
         self.va = 1  # VA pages: ECREATE grew one
+        self.types: dict[int, str] = {}  # index -> REG, TCS or TRIM
+        self.modified: set[int] = set()  # MODIFY_TYPES changed them, the enclave has not EACCEPTed them
 
-    def add(self, indexes: Sequence[int]) -> None:
+    def add(self, indexes: Sequence[int], kind: str = "REG") -> None:
         for index in indexes:
             assert index not in self.pages
+            self.types[index] = kind
             if self.page_cnt % VA_SLOTS == 0:
                 self.va += 1
             self.page_cnt += 1
@@ -168,6 +171,8 @@ class MEnclave:
     def remove(self, indexes: Sequence[int]) -> None:
         for index in indexes:
             self.pages.remove(index)
+            del self.types[index]
+            self.modified.discard(index)
             self.page_cnt -= 1
 
 
@@ -250,6 +255,8 @@ class Driver:
             return None if inline else ""
         if name in ("op_build", "op_remove_pages", "op_run_pending_work", "op_run_work_step", "teardown"):
             return None
+        if name in ("op_modify_types", "op_restrict_permissions", "op_remove_trimmed"):
+            return None  # sgx_reclaim_direct() before each page: the caller's subtree, then global
         return ""
 
     # -- helpers ---------------------------------------------------------------
@@ -609,7 +616,7 @@ class Driver:
             assert not signalled or count == 0, "ADD_PAGES went on with a signal pending"
             assert done == count or (0 < done < count and pid in self.host.signals), (done, count)
             self.outcomes["add_pages"] += 1
-        m.add(range(m.next_index, m.next_index + done))
+        m.add(range(m.next_index, m.next_index + done), kind)
         return done
 
     def op_einit(self, ch: Chooser) -> None:
@@ -696,17 +703,28 @@ class Driver:
             faults = self.host.access(pid, eid, first, count, write)
         except SigBus as e:
             self.sigbus(e, pid, m, absent)
+            self.accepted_up_to_a_failure(m, window)
             return
         except Blocked as e:  # pages before first + done were served, that one was not
             self.fault_blocked(e, pid, count)
             new = self.exists(eid) - m.pages
             assert new == {i for i in absent if i < first + e.done}, (new, absent, first, e.done)
             m.add(sorted(new))
+            m.modified.difference_update(window[: e.done])  # EACCEPTed by the access
             return
         assert not absent or m.initialized, "a fault on a never-added page before EINIT must SIGBUS"
         assert len(absent) + swapped <= faults <= count, (faults, absent, swapped)
         m.add(absent)
+        m.modified.difference_update(window)  # the enclave's access of a MODIFIED page is its EACCEPT
         self.outcomes["access"] += 1
+
+    def accepted_up_to_a_failure(self, m: MEnclave, window: range) -> None:
+        """A fault in ``window`` failed: the MODIFIED pages before it are EACCEPTed, none after."""
+        encl = self.host.enclaves.get(m.eid)
+        still = {i for i in m.modified & set(window) if encl is not None and encl.is_modified(i)}
+        accepted = (m.modified & set(window)) - still
+        assert not still or not accepted or max(accepted) < min(still), (sorted(accepted), sorted(still))
+        m.modified -= accepted
 
     def fault_blocked(self, e: Blocked, pid: int, count: int) -> None:
         """A fault got EBUSY and, without inline work, waits for the async reclaim."""
@@ -761,73 +779,120 @@ class Driver:
         m.add(window)
         self.outcomes["augment"] += 1
 
+    def edmm_range(self, ch: Chooser, m: MEnclave, prefer: Callable[[int], bool]) -> tuple[int, int]:
+        """Mostly a run of existing pages, starting at one ``prefer`` likes when there is one."""
+        if m.pages and ch.chance(85):
+            liked = sorted(i for i in m.pages if prefer(i))
+            first = ch.choice(liked) if liked and ch.chance(70) else ch.choice(sorted(m.pages))
+            count = 0
+            while first + count in m.pages and count < 24:
+                count += 1
+            return first, ch.integer(1, count)
+        return self.pick_range(ch, m.size)
+
+    def op_edmm(self, ch: Chooser, ioctl: str) -> None:
+        """MODIFY_TYPES, RESTRICT_PERMISSIONS or REMOVE_PAGES on its own."""
+        eid = self.pick_enclave(ch, lambda m: m.initialized and bool(m.pages))
+        m = self.enclaves.get(eid)
+        pid = self.op_pid = self.pick_pid(ch, m.pid if m else None)
+        kind = (ch.choice(["REG", "TCS"]) if ch.chance(25) else "TRIM") if ioctl == "modify_types" else ""
+        if m is None:
+            self.expect_rejected(lambda: self.edmm_call(ioctl, pid, eid, 0, 1, kind), [errno.EINVAL], ioctl)
+            return
+        if ioctl == "remove_trimmed":
+            first, count = self.edmm_range(ch, m, lambda i: m.types[i] == "TRIM" and i not in m.modified)
+        elif ioctl == "modify_types" and kind == "TRIM":
+            first, count = self.edmm_range(ch, m, lambda i: m.types[i] != "TRIM")
+        else:
+            first, count = self.edmm_range(ch, m, lambda i: m.types[i] == "REG")
+        if not m.initialized or count == 0 or first + count > m.size or kind == "REG":
+            self.expect_rejected(lambda: self.edmm_call(ioctl, pid, eid, first, count, kind), [errno.EINVAL], ioctl)
+            return
+        self.do_edmm(ioctl, pid, m, first, count, kind)
+
+    def op_modify_types(self, ch: Chooser) -> None:
+        self.op_edmm(ch, "modify_types")
+
+    def op_restrict_permissions(self, ch: Chooser) -> None:
+        self.op_edmm(ch, "restrict_permissions")
+
+    def op_remove_trimmed(self, ch: Chooser) -> None:
+        self.op_edmm(ch, "remove_trimmed")
+
+    def edmm_call(self, ioctl: str, pid: int, eid: int, first: int, count: int, kind: str) -> object:
+        if ioctl == "modify_types":
+            return self.host.modify_types(pid, eid, first, count, kind)
+        if ioctl == "restrict_permissions":
+            return self.host.restrict_permissions(pid, eid, first, count)
+        return self.host.remove_trimmed(pid, eid, first, count)
+
+    @staticmethod
+    def edmm_refusal(ioctl: str, m: MEnclave, index: int, kind: str) -> int:
+        """The errno an EDMM ioctl's step must give page ``index`` once it is loaded (0: none), in
+        ioctl.c's order."""
+        if index not in m.pages:
+            return errno.EFAULT  # sgx_encl_load_page(): no entry
+        old = m.types[index]
+        if ioctl == "modify_types":
+            if not (old == "REG" or (old == "TCS" and kind == "TRIM")):
+                return errno.EINVAL
+            return errno.EFAULT if index in m.modified else 0  # EMODT: SGX_PAGE_NOT_MODIFIABLE
+        if ioctl == "restrict_permissions":
+            return errno.EINVAL if old != "REG" else 0
+        return errno.EPERM if old != "TRIM" or index in m.modified else 0  # not TRIM; EMODPR probe
+
+    def do_edmm(self, ioctl: str, pid: int, m: MEnclave, first: int, count: int, kind: str = "") -> bool:
+        """An EDMM ioctl over a valid range, page by page against the model: the first page it
+        must refuse ends it with that errno and the pages before; a load may fail earlier (EAGAIN
+        for EBUSY, EFAULT for ENOMEM or a signal).  True when it did every page."""
+        window = range(first, first + count)
+        codes = ((j, self.edmm_refusal(ioctl, m, i, kind)) for j, i in enumerate(window))
+        refusal = next(((j, code) for j, code in codes if code), None)
+        ok = False
+        try:
+            self.edmm_call(ioctl, pid, m.eid, first, count, kind)
+        except IoctlError as e:
+            if refusal is not None and (e.done, e.errno) == refusal:
+                outcome = f"{ioctl} {errno.errorcode[refusal[1]]}"
+            else:  # a load's charge failed before the page the model refuses
+                assert e.errno in (errno.EAGAIN, errno.EFAULT), (e, refusal)
+                assert e.done < (refusal[0] + 1 if refusal else count), (e.done, refusal)
+                self.limit_hit(pid, 1)
+                outcome = f"{ioctl} load {errno.errorcode[e.errno or 0]}"
+            done = e.done
+        else:
+            assert refusal is None, f"{ioctl} went through where page {first + refusal[0]} needs errno {refusal[1]}"
+            done, ok, outcome = count, True, ioctl
+        for index in window[:done]:
+            if ioctl == "modify_types":
+                m.types[index] = kind
+                m.modified.add(index)
+            elif ioctl == "remove_trimmed":
+                m.remove([index])
+        self.outcomes[outcome] += 1
+        return ok
+
     def op_remove_pages(self, ch: Chooser) -> None:
+        """test_sgx's _remove flow, each step checked on its own: MODIFY_TYPES to TRIM, the
+        enclave's EACCEPT of each page (an access), REMOVE_PAGES (Host.remove_pages() is those)."""
         eid = self.pick_enclave(ch, lambda m: m.initialized and bool(m.pages))
         m = self.enclaves.get(eid)
         pid = self.op_pid = self.pick_pid(ch, m.pid if m else None)
         if m is None:
             self.expect_rejected(lambda: self.host.remove_pages(pid, eid, 0, 1), [errno.EINVAL], "remove_pages")
             return
-        if m.pages and ch.chance(85):  # mostly a run of existing pages
-            first = ch.choice(sorted(m.pages))
-            count = 0
-            while first + count in m.pages and count < 24:
-                count += 1
-            count = ch.integer(1, count)
-        else:
-            first, count = self.pick_range(ch, m.size)
-        if first + count > m.size:
-            self.expect_rejected(lambda: self.host.remove_pages(pid, eid, first, count), [errno.EFAULT], "remove")
-            return
-        if not m.initialized or count == 0:
+        first, count = self.edmm_range(ch, m, lambda i: m.types[i] != "TRIM")
+        if not m.initialized or count == 0 or first + count > m.size:
             self.expect_rejected(lambda: self.host.remove_pages(pid, eid, first, count), [errno.EINVAL], "remove")
             return
-        window = list(range(first, first + count))
-        holes = [j for j, i in enumerate(window) if i not in m.pages]
-        try:
-            removed = self.host.remove_pages(pid, eid, first, count)
-        except IoctlError as e:
-            assert e.errno in (errno.EFAULT, errno.EAGAIN), e
-            assert 0 <= e.done < count
-            assert not holes or e.done <= holes[0]
-            gone = sorted(m.pages - self.exists(eid))
-            assert gone in (window[: e.done], []), (gone, window, e.done)
-            assert not holes or not gone
-            m.remove(gone)
-            self.mapped_by_remove(m, pid, bool(gone))
-            if e.errno == errno.EAGAIN or not holes:
-                self.limit_hit(pid, 1)
-            self.outcomes[f"remove_pages {errno.errorcode.get(e.errno or 0, e.errno)}"] += 1
+        if not self.do_edmm("modify_types", pid, m, first, count, "TRIM"):
+            return  # verify() checks a failure's limit evidence: nothing may run after it
+        failures = len(self.at_limit)
+        self.do_access(eid, m, pid, first, count, False)
+        if len(self.at_limit) > failures or m.modified & set(range(first, first + count)):
             return
-        except Blocked as e:  # a load waits for async reclaim, in either pass or the fault between
-            self.fault_blocked(e, pid, count)
-            gone = sorted(m.pages - self.exists(eid))
-            assert gone in (window[: e.done], []), (gone, window, e.done)
-            assert not holes or not gone
-            m.remove(gone)
-            self.mapped_by_remove(m, pid, bool(gone))
-            return
-        except SigBus as e:  # the fault between MODIFY_TYPES and REMOVE_PAGES
-            assert e.pid == pid and e.reason in (errno.ENOMEM, ERESTARTSYS), e
-            assert self.exists(eid) == m.pages
-            m.mms.add(pid)
-            self.limit_hit(pid, 1)
-            self.outcomes["remove_pages sigbus"] += 1
-            return
-        assert not holes, "REMOVE_PAGES over a never-added page must fail with EFAULT"
-        assert removed == count
-        m.remove(window)
-        m.mms.add(pid)
-        self.outcomes["remove_pages"] += 1
-
-    def mapped_by_remove(self, m: MEnclave, pid: int, second_pass: bool) -> None:
-        """REMOVE_PAGES faults the range in (mapping it) between its two passes: a failure
-        in the first pass leaves no mapping, one in the second does; with nothing removed
-        either is possible, so the host says which."""
-        mapped = pid in self.host.enclaves[m.eid].mms
-        assert mapped or not second_pass, "pages were removed without the range being mapped"
-        if mapped:
-            m.mms.add(pid)
+        if self.do_edmm("remove_trimmed", pid, m, first, count):
+            self.outcomes["remove_pages"] += 1
 
     def op_release(self, ch: Chooser) -> None:
         self.op_pid = None
@@ -931,6 +996,9 @@ class Driver:
         ("op_access_far", 3),
         ("op_augment", 5),
         ("op_remove_pages", 4),
+        ("op_modify_types", 3),
+        ("op_restrict_permissions", 1),
+        ("op_remove_trimmed", 2),
         ("op_release", 2),
         ("op_vepc_open", 1),
         ("op_vepc_access", 3),
@@ -958,6 +1026,13 @@ class Driver:
             e = h.enclaves[eid]
             assert e.size_pages == m.size and e.initialized == m.initialized and e.pid == m.pid
             assert self.exists(eid) == m.pages, f"enclave {eid}: host {sorted(self.exists(eid))} model {m.pages}"
+            kinds = {i: PageKind(e.kind(i)).name for i in m.pages}
+            assert kinds == m.types, f"enclave {eid}: page types {kinds}, model {m.types}"
+            modified = {i for i in m.pages if e.is_modified(i)}
+            assert modified == m.modified, f"enclave {eid}: MODIFIED {sorted(modified)}, model {sorted(m.modified)}"
+            assert (e.modified is None) == (not m.modified), "an enclave keeps MODIFIED state for no page"
+            if m.modified:
+                self.outcomes["state: pages MODIFIED"] += 1
             assert len(e.pages) <= 2 * m.peak_page_cnt + DENSE_SLACK, f"enclave {eid}: page table outgrew its pages"
             if e.sparse:
                 self.outcomes["state: sparse pages"] += 1
@@ -1184,6 +1259,9 @@ class EpcMachine(RuleBasedStateMachine):
     augment_more = _rule("op_augment", "enclaves")
     remove_pages = _rule("op_remove_pages", "enclaves")
     remove_pages_more = _rule("op_remove_pages", "enclaves")
+    modify_types = _rule("op_modify_types", "enclaves")
+    restrict_permissions = _rule("op_restrict_permissions", "enclaves")
+    remove_trimmed = _rule("op_remove_trimmed", "enclaves")
     release = _rule("op_release", "enclaves")
     vepc_open = _rule("op_vepc_open")
     vepc_access = _rule("op_vepc_access", "vepcs")
