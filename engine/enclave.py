@@ -59,6 +59,7 @@ class Enclave:
         "id", "pid", "size_pages", "pages", "types", "sparse", "sparse_keys", "next_index", "secs_frame",
         "secs_child_cnt",
         "page_cnt", "initialized", "dying", "mms", "mm_slot", "nr_swapped", "pcmd",
+        "modified",
         "va_frames", "va_fresh", "va_freed", "va_used", "va_prev", "va_next", "va_head", "va_tail",
     )  # fmt: skip
 
@@ -80,6 +81,7 @@ class Enclave:
         self.mm_slot = {pid: 0}  # each mm's slot for its accessed bits (Epc.make_young)
         self.nr_swapped = 0  # swap entries, the SECS's included
         self.pcmd: dict[int, int] = {}  # PCMD page number -> owner << 6 | users
+        self.modified: Modified | None = None  # pages MODIFY_TYPES changed, not yet EACCEPTed
         # VA pages by ordinal: never-used slots start at va_fresh, freed ones wait in a
         # heap, so the lowest free slot (find_first_zero_bit) is cheap; list order is
         # kept by intrusive links, head first.
@@ -248,6 +250,27 @@ class Enclave:
         out += [i for i, packed in self.sparse.items() if packed >= 0]
         return out
 
+    # -- EPCM.MODIFIED: pages whose type MODIFY_TYPES changed, not yet EACCEPTed --------
+
+    def mark_modified(self, index: int) -> None:
+        """EMODT changed page ``index``'s type: it is MODIFIED until the enclave EACCEPTs it."""
+        modified = self.modified
+        if modified is None:
+            modified = Modified()
+        modified.add(index, len(self.pages))
+        self.modified = modified
+
+    def is_modified(self, index: int) -> bool:
+        return self.modified is not None and index in self.modified
+
+    def accept(self, first: int, end: int) -> None:
+        """EACCEPT of pages first..end-1: none of them is MODIFIED any more."""
+        modified = self.modified
+        if modified is not None:
+            modified.accept(first, end)
+            if not modified.count:
+                self.modified = None
+
     # -- VA pages (mirrors sgx_alloc_va_slot / sgx_free_va_slot and their list moves) --
 
     def va_add(self, frame: int) -> None:
@@ -349,6 +372,66 @@ class Enclave:
             self.va_tail = prev
         else:
             self.va_prev[nxt] = prev
+
+
+class Modified:
+    """The pages of one enclave in the EPCM's MODIFIED state: EMODT (MODIFY_TYPES) changed
+    their type and the enclave has not EACCEPTed them yet.
+
+    An enclave keeps one only while some page is MODIFIED: a byte per page of the dense
+    prefix as long as it was when a page was marked (``near``), a set for pages beyond
+    it (``far``), so marking a whole heap costs a byte a page and nothing stays after.
+    """
+
+    __slots__ = ("near", "far", "count", "accepting")
+
+    def __init__(self) -> None:
+        self.near = bytearray()
+        self.far: set[int] = set()
+        self.count = 0
+        self.accepting = False  # an access is EACCEPTing some of them (Host.access's own calls)
+
+    def __contains__(self, index: int) -> bool:
+        return (index < len(self.near) and self.near[index] == 1) or index in self.far
+
+    def add(self, index: int, dense_len: int) -> None:
+        """Mark page ``index``; ``dense_len`` is the length of the enclave's dense prefix.
+
+        After a MemoryError nothing changed.
+        """
+        if index in self:
+            return
+        if index < dense_len:
+            if index >= len(self.near):
+                self.near.extend(bytes(dense_len - len(self.near)))
+            self.near[index] = 1
+        else:
+            self.far.add(index)
+        self.count += 1
+
+    def next(self, first: int, end: int) -> int:
+        """The lowest marked index in first..end-1, or ``end`` when there is none."""
+        near = self.near
+        hit = near.find(1, first, min(end, len(near))) if first < len(near) else -1
+        best = end if hit < 0 else hit
+        for index in self.far:
+            if first <= index < best:
+                best = index
+        return best
+
+    def accept(self, first: int, end: int) -> None:
+        """Unmark pages first..end-1."""
+        near = self.near
+        if first < len(near):
+            stop = min(end, len(near))
+            marked = near.count(1, first, stop)
+            if marked:
+                near[first:stop] = bytes(stop - first)
+                self.count -= marked
+        if self.far:
+            gone = [index for index in self.far if first <= index < end]
+            self.far.difference_update(gone)
+            self.count -= len(gone)
 
 
 class Vepc:

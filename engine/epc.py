@@ -153,6 +153,12 @@ class Epc:
         self._clear_more(frame, bit)
         return True
 
+    def clear_young(self, frame: int) -> None:
+        """The page's PTEs are gone from every mm: no mm sees it young."""
+        if self.flags[frame] & YOUNG_MORE:
+            del self.young_more[frame]
+        self.flags[frame] &= ~YOUNG & 0xFF
+
     def clear_young_slot(self, frames: list[int], slot: int) -> None:
         """The mm of ``slot`` is gone (its task exited): its young bits on ``frames`` go with it."""
         flags = self.flags

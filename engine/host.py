@@ -206,12 +206,14 @@ class Host:
     def ecreate(self, pid: int, size: int | str) -> int:
         """ECREATE: a VA page, then the SECS, both DO_RECLAIM; returns the enclave id.
 
-        ``size`` must be a power of two from two pages to MAX_SIZE (OSError EINVAL);
-        allocation errors as add_pages.  Mirrors sgx_encl_create().
+        The driver checks no size itself: ENCLS[ECREATE] refuses a SECS whose size is not
+        a power of two of at least two pages, after both pages were charged, and the ioctl
+        then frees them and fails with OSError(EIO) (misc.peak saw the two pages, and
+        misc.events any charge that hit a limit).  Sizes over MAX_SIZE (8 TiB), more than
+        this host holds, are EINVAL before anything is charged.  Allocation errors as
+        add_pages.  Mirrors sgx_encl_create().
         """
         size_bytes = parse_size(size)
-        if size_bytes < 2 * PAGE_SIZE or size_bytes & (size_bytes - 1):
-            raise OSError(errno.EINVAL, f"enclave size {size_bytes} is not a power of two of at least 8 KiB")
         if size_bytes > MAX_SIZE:
             raise OSError(errno.EINVAL, f"enclave size {size_bytes} is over the {MAX_SIZE} bytes (8 TiB) a host takes")
         encl = Enclave(self._new_id(), pid, size_bytes // PAGE_SIZE)
@@ -220,6 +222,12 @@ class Host:
         try:
             self._grow(encl, cg, pid, DO_RECLAIM, "ECREATE")
             encl.secs_frame = alloc_epc_page(self, cg, PageKind.SECS, encl.id, -1, DO_RECLAIM, pid, "ECREATE")
+            if size_bytes < 2 * PAGE_SIZE or size_bytes & (size_bytes - 1):  # ENCLS[ECREATE] faults: -EIO
+                raise OSError(
+                    errno.EIO,
+                    f"ECREATE refused the SECS: enclave size {size_bytes} is not a power of two of at least "
+                    "8 KiB (its VA page and SECS were charged, then freed)",
+                )
         except BaseException:
             self._free_enclave_frames(encl)
             del self.enclaves[encl.id]
@@ -344,6 +352,8 @@ class Host:
         """
         encl = self._enclave(eid)
         self._check_range(encl.size_pages, first, count)
+        if encl.modified is not None and not encl.modified.accepting and count:
+            return self._eaccept(encl, pid, first, count, write)
         slot = self._map(encl, pid)
         more = slot >= NR_FLAG_SLOTS  # the mm's bits are kept beside the flags
         bit = YOUNG_MORE if more else YOUNG_BITS[slot]
@@ -515,43 +525,149 @@ class Host:
         self.epc.make_young(frame, self._map(encl, pid))
         self.epc.lru_add_tail(cg.lru, frame)
 
-    def remove_pages(self, pid: int, eid: int, first: int, count: int) -> int:
-        """Trim and remove pages (SGX2 EDMM): MODIFY_TYPES to TRIM, EACCEPT each, REMOVE_PAGES.
+    def _eaccept(self, encl: Enclave, pid: int, first: int, count: int, write: bool) -> int:
+        """access() of a range while some page of the enclave is MODIFIED: the enclave's access
+        of such a page is its EACCEPT, so each is unmarked once the access has reached it.
 
-        Direct reclaim runs before every page step; pages swapped out are loaded back
-        (NO_RECLAIM).  Returns the pages removed; their charges and backing go.  VA pages
-        stay.  IoctlError: EINVAL before EINIT, EFAULT for a page never added, EAGAIN
-        (with the pages done) when a load cannot be served: the caller may go on from
-        there, as the selftest does, with trim_pages() and remove_trimmed().
+        The range goes through access() in runs: a run with no MODIFIED page, a run of
+        resident pages (no fault, so nothing can stop it halfway), or one swapped page, so a
+        SigBus or Blocked leaves exactly the pages before it accepted.  Same result otherwise.
         """
-        self.trim_pages(pid, eid, first, count)
+        modified = encl.modified
+        assert modified is not None
+        end = first + count
+        at = first
+        faults = 0
+        modified.accepting = True
+        try:
+            while at < end:
+                stop = modified.next(at, end)
+                marked = stop == at
+                if marked:
+                    stop = at + 1
+                    if encl.page(at) >= 0:
+                        while stop < end and encl.page(stop) >= 0:
+                            stop += 1
+                try:
+                    faults += self.access(pid, encl.id, at, stop - at, write)
+                except Blocked as e:
+                    e.done += at - first
+                    e.faults += faults
+                    raise
+                if marked:
+                    encl.accept(at, stop)
+                at = stop
+        finally:
+            modified.accepting = False
+        return faults
+
+    def remove_pages(self, pid: int, eid: int, first: int, count: int) -> int:
+        """Trim and remove pages (SGX2 EDMM) as test_sgx's _remove test does: MODIFY_TYPES to
+        TRIM, the enclave EACCEPTs each page (an access), REMOVE_PAGES.  Returns the pages removed.
+
+        Their charges and backing go; VA pages stay.  Errors as modify_types() and
+        remove_trimmed(); an IoctlError(EAGAIN) carries the pages its ioctl had done: the
+        caller may go on from there, as the selftest does, with trim_pages(), access() and
+        remove_trimmed().
+        """
+        self.modify_types(pid, eid, first, count, "TRIM")
         self.access(pid, eid, first, count)  # the enclave EACCEPTs each page
         return self.remove_trimmed(pid, eid, first, count)
 
     def trim_pages(self, pid: int, eid: int, first: int, count: int) -> None:
-        """SGX_IOC_ENCLAVE_MODIFY_TYPES to TRIM (sgx_ioc_enclave_modify_types())."""
-        encl = self._enclave(eid)
-        self._check_range(encl.size_pages, first, count)
-        if count <= 0 or not encl.initialized:
-            raise OSError(errno.EINVAL, f"enclave {eid}: no pages given, or not initialised")
-        flags = self.epc.flags
+        """MODIFY_TYPES to TRIM: modify_types(pid, eid, first, count, "TRIM")."""
+        self.modify_types(pid, eid, first, count, "TRIM")
+
+    def modify_types(self, pid: int, eid: int, first: int, count: int, kind: str) -> None:
+        """SGX_IOC_ENCLAVE_MODIFY_TYPES of pages first..first+count-1 to ``kind``, TCS or TRIM.
+
+        Each page in turn: direct reclaim, the page loaded back if it was written out
+        (NO_RECLAIM), then EMODT: REG becomes TCS (the page leaves its LRU and goes back at
+        the tail, its PTEs zapped) or TRIM, TCS becomes TRIM.  The page is then MODIFIED
+        until the enclave EACCEPTs it (an access).  OSError(EINVAL) before EINIT, for a
+        range that is empty or reaches outside the enclave, or a kind other than TCS or
+        TRIM; IoctlError with the pages done: EFAULT for a page never added or one still
+        MODIFIED (EMODT's SGX_PAGE_NOT_MODIFIABLE), EAGAIN when a load gets EBUSY, EINVAL
+        for any change but REG->TCS, REG->TRIM and TCS->TRIM (a TRIM page again).
+        Mirrors sgx_ioc_enclave_modify_types() and sgx_enclave_modify_types().
+        """
+        encl = self.validate_edmm(eid, first, count)
+        if kind not in ("TCS", "TRIM"):
+            raise OSError(errno.EINVAL, f"MODIFY_TYPES makes pages TCS or TRIM, not {kind!r}")
+        new = PageKind.TCS if kind == "TCS" else PageKind.TRIM
+        epc = self.epc
+        flags = epc.flags
+        for done, index in enumerate(range(first, first + count)):
+            frame = self._edmm_load(encl, index, pid, done)
+            old = encl.kind(index)
+            if not (old == PageKind.REG or (old == PageKind.TCS and new == PageKind.TRIM)):
+                raise IoctlError(
+                    errno.EINVAL,
+                    f"page {index} of enclave {eid} is {PageKind(old).name}: MODIFY_TYPES changes REG to TCS "
+                    f"or TRIM and TCS to TRIM, not to {kind}",
+                    done,
+                )
+            if old == PageKind.REG and new == PageKind.TCS and flags[frame] & ON_LRU:
+                # sgx_unmark_page_reclaimable(), sgx_zap_enclave_ptes(), sgx_mark_page_reclaimable()
+                lru = self._lru_cgroup(frame).lru
+                epc.lru_del(lru, frame)
+                self._zap_enclave_ptes(frame)
+                epc.lru_add_tail(lru, frame)
+            if encl.is_modified(index):
+                raise IoctlError(
+                    errno.EFAULT,
+                    f"page {index} of enclave {eid} is not modifiable: the enclave has not EACCEPTed its "
+                    "last type change (EMODT: SGX_PAGE_NOT_MODIFIABLE)",
+                    done,
+                )
+            encl.mark_modified(index)
+            encl.set_kind(index, new)
+            flags[frame] = flags[frame] & ~KIND_MASK | new
+
+    def restrict_permissions(self, pid: int, eid: int, first: int, count: int) -> None:
+        """SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS of pages first..first+count-1 (EMODPR).
+
+        Each page in turn: direct reclaim, the page loaded back if it was written out
+        (NO_RECLAIM), then EMODPR, which only REG pages take.  The core keeps no page
+        permissions, so what shows is the reclaim and the loads.  OSError(EINVAL) before
+        EINIT or for a range that is empty or reaches outside the enclave; IoctlError with
+        the pages done: EFAULT for a page never added, EAGAIN when a load gets EBUSY,
+        EINVAL for a page that is not REG.  (EMODPR would fail on a MODIFIED or PENDING
+        page, but a REG page is neither here: EMODT makes TCS or TRIM, and an EAUG'd page is
+        accepted by the access that added it.)  Mirrors sgx_ioc_enclave_restrict_permissions()
+        and sgx_enclave_restrict_permissions().
+        """
+        encl = self.validate_edmm(eid, first, count)
         for done, index in enumerate(range(first, first + count)):
             self._edmm_load(encl, index, pid, done)
-            encl.set_kind(index, PageKind.TRIM)
-            frame = encl.page(index)
-            flags[frame] = flags[frame] & ~KIND_MASK | PageKind.TRIM
+            kind = encl.kind(index)
+            if kind != PageKind.REG:
+                raise IoctlError(
+                    errno.EINVAL,
+                    f"page {index} of enclave {eid} is {PageKind(kind).name}: only REG pages have permissions "
+                    "to restrict",
+                    done,
+                )
 
     def remove_trimmed(self, pid: int, eid: int, first: int, count: int) -> int:
-        """SGX_IOC_ENCLAVE_REMOVE_PAGES of trimmed, accepted pages (sgx_ioc_enclave_remove_pages())."""
-        encl = self._enclave(eid)
-        self._check_range(encl.size_pages, first, count)
-        if count <= 0 or not encl.initialized:
-            raise OSError(errno.EINVAL, f"enclave {eid}: no pages given, or not initialised")
+        """SGX_IOC_ENCLAVE_REMOVE_PAGES of trimmed pages the enclave has EACCEPTed; returns ``count``.
+
+        Each page in turn: direct reclaim, the page loaded back if it was written out
+        (NO_RECLAIM: charged, its backing truncated), then it must be TRIM and accepted
+        (the driver's EMODPR probe faults): it leaves its LRU, is freed and uncharged;
+        VA pages stay.  OSError(EINVAL) before EINIT or for a range that is empty or
+        reaches outside the enclave; IoctlError with the pages done: EFAULT for a page
+        never added, EAGAIN when a load gets EBUSY, EPERM for a page that is not TRIM or
+        that the enclave has not EACCEPTed.  Mirrors sgx_ioc_enclave_remove_pages() and
+        sgx_encl_remove_pages().
+        """
+        encl = self.validate_edmm(eid, first, count)
         for done, index in enumerate(range(first, first + count)):
+            frame = self._edmm_load(encl, index, pid, done)
             if encl.kind(index) != PageKind.TRIM:
                 raise IoctlError(errno.EPERM, f"page {index} of enclave {eid} is not trimmed", done)
-            self._edmm_load(encl, index, pid, done)
-            frame = encl.page(index)
+            if encl.is_modified(index):
+                raise IoctlError(errno.EPERM, f"page {index} of enclave {eid} is trimmed but not EACCEPTed", done)
             if self.epc.flags[frame] & ON_LRU:
                 self.epc.lru_del(self._lru_cgroup(frame).lru, frame)
             free_epc_page(self, frame)
@@ -560,23 +676,48 @@ class Host:
             encl.page_cnt -= 1
         return count
 
-    def _edmm_load(self, encl: Enclave, index: int, pid: int, done: int) -> None:
-        """sgx_reclaim_direct(), then the page resident for an EDMM step.
+    def validate_edmm(self, eid: int, first: int, count: int) -> Enclave:
+        """The enclave of an EDMM ioctl over pages first..first+count-1, which must lie in it.
+
+        OSError(EINVAL) for no such enclave, one not initialised, or a range that is empty
+        or reaches outside the enclave.  Mirrors sgx_ioc_sgx2_ready() and
+        sgx_validate_offset_length().
+        """
+        encl = self._enclave(eid)
+        if not encl.initialized:
+            raise OSError(errno.EINVAL, f"enclave {eid} is not initialised: EDMM comes after EINIT")
+        if first < 0 or count <= 0 or first + count > encl.size_pages:
+            raise OSError(
+                errno.EINVAL,
+                f"pages {first}..{first + count - 1} are not a range of at least one page inside enclave "
+                f"{eid} (0..{encl.size_pages - 1})",
+            )
+        return encl
+
+    def _edmm_load(self, encl: Enclave, index: int, pid: int, done: int) -> int:
+        """sgx_reclaim_direct(), then the page resident for an EDMM step; returns its frame.
 
         IoctlError(EAGAIN) at once when the load gets EBUSY (the caller may retry),
-        EFAULT for any other load error or a page never added.
+        EFAULT for any other load error or a page never added.  Mirrors
+        sgx_encl_load_page().
         """
         reclaim_direct(self, pid)
         page = encl.page(index)
         if page == ABSENT:
             raise IoctlError(errno.EFAULT, f"page {index} of enclave {encl.id} was never added", done)
         if page >= 0:
-            return
+            return page
         try:
             self._load(encl, index, pid, accessed=False)
         except OSError as e:
             code = errno.EAGAIN if e.errno == errno.EBUSY else errno.EFAULT
             raise IoctlError(code, str(e.strerror), done) from None
+        return encl.page(index)
+
+    def _zap_enclave_ptes(self, frame: int) -> None:
+        """Every mm's PTE of the page goes, and with it its accessed bit in every mm.  Mirrors
+        sgx_zap_enclave_ptes()."""
+        self.epc.clear_young(frame)
 
     def release(self, eid: int) -> None:
         """The enclave's last reference is gone: free and uncharge every page, VA and SECS

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
     from engine.cgroup import Cgroup
 
 RES_NAME = "sgx_epc"
-# Every misc resource the kernel knows; only sgx_epc has capacity on this host.
-RES_NAMES = ("sev", "sev_es", "tdx", RES_NAME)
+# Every misc resource the V17 series' misc.c knows (enum misc_res_type: sev and sev_es, then
+# the series' sgx_epc; tdx came to mainline later).  Only sgx_epc has capacity on this host,
+# and a resource with none shows in no file (nothing is ever charged to sev or sev_es here).
+RES_NAMES = ("sev", "sev_es", RES_NAME)
 MAX_STR = "max"
 _SPACE = " \t\n\v\f\r"
 

@@ -121,6 +121,16 @@ SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "access": {"eid": (HANDLE, True), "ranges": (_ranges, True), "write": (_bool, False)},
     "augment": {"eid": (HANDLE, True), "count": (PAGES, True)},
     "remove_pages": {"eid": (HANDLE, True), "first": (INDEX, True), "count": (PAGES, True)},
+    # the EDMM ioctls one by one (remove_pages is test_sgx's flow: trim, EACCEPT, remove); REG
+    # is a page type the kernel takes and refuses (EINVAL), so it reaches the core
+    "modify_types": {
+        "eid": (HANDLE, True),
+        "first": (INDEX, True),
+        "count": (PAGES, True),
+        "kind": (_choice("REG", "TCS", "TRIM"), True),
+    },
+    "restrict_permissions": {"eid": (HANDLE, True), "first": (INDEX, True), "count": (PAGES, True)},
+    "remove_trimmed": {"eid": (HANDLE, True), "first": (INDEX, True), "count": (PAGES, True)},
     "release": {"eid": (HANDLE, True)},
     "vepc_open": {"size": (SIZE, True)},
     "vepc_access": {"vid": (HANDLE, True), "ranges": (_ranges, True)},

@@ -823,6 +823,43 @@ class Engine:
         yield from self._resumed(lambda at, n: host.remove_trimmed(pid, eid, at, n), first, count)
         return {"removed": count}
 
+    def op_modify_types(self, caller: Caller, eid: int, first: int, count: int, kind: str) -> Step:
+        """SGX_IOC_ENCLAVE_MODIFY_TYPES to TCS or TRIM; the pages done on an error, as its count."""
+        pid = caller.pid
+        return self._edmm_steps(eid, pid, first, count, lambda at, n: self.host.modify_types(pid, eid, at, n, kind))
+
+    def op_restrict_permissions(self, caller: Caller, eid: int, first: int, count: int) -> Step:
+        """SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS; the pages done on an error, as its count."""
+        pid = caller.pid
+        return self._edmm_steps(eid, pid, first, count, lambda at, n: self.host.restrict_permissions(pid, eid, at, n))
+
+    def op_remove_trimmed(self, caller: Caller, eid: int, first: int, count: int) -> Step:
+        """SGX_IOC_ENCLAVE_REMOVE_PAGES of pages trimmed and EACCEPTed; the pages done on an error."""
+        pid = caller.pid
+        return self._edmm_steps(eid, pid, first, count, lambda at, n: self.host.remove_trimmed(pid, eid, at, n))
+
+    def _edmm_steps(self, eid: int, pid: int, first: int, count: int, ioctl: Callable[[int, int], object]) -> Step:
+        """One EDMM ioctl: the enclave and the whole range checked first (EINVAL, as the kernel
+        checks offset and length before any page), then CHUNK_PAGES a step; an IoctlError
+        reports the pages done over all steps."""
+        self._own_enclave(pid, eid)
+        self.host.validate_edmm(eid, first, count)
+
+        def steps() -> Step:
+            done = 0
+            while True:
+                chunk = min(CHUNK_PAGES, count - done)
+                try:
+                    ioctl(first + done, chunk)
+                except IoctlError as e:
+                    raise IoctlError(e.errno or errno.EIO, e.strerror or "", done + e.done) from None
+                done += chunk
+                if done == count:
+                    return {"count": done}
+                yield MORE
+
+        return steps()
+
     @staticmethod
     def _resumed(ioctl: Callable[[int, int], object], first: int, count: int) -> Step:
         """An EDMM ioctl over [first, first+count), called again from where it stopped after EAGAIN."""

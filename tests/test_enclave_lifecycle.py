@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
+
+import pytest
+
 from engine import PAGE_SIZE, Host, VirtualClock
 from engine.events import EnclaveCreated, ReclaimBatch
 from engine.reclaim import cgroup_reclaim_pages
 from engine.sgx import PageKind
 
-from .helpers import enclave, limit, place
+from .helpers import enclave, limit, pages, place
 
 
 def kinds_by_frame(host: Host) -> list[str]:
@@ -59,3 +63,43 @@ def test_events_are_stamped_by_the_injected_clock() -> None:
     assert isinstance(events[0], EnclaveCreated) and events[0].t_ns == 1_000
     assert events[1].to_dict() == {"kind": "mkdir", "t_ns": 1_500, "cgroup": "/a"}
     assert host.take_events() == []
+
+
+@pytest.mark.parametrize("size", [0, 1, PAGE_SIZE, 3 * PAGE_SIZE, 5000, 6 * PAGE_SIZE, (1 << 20) + PAGE_SIZE])
+def test_ecreate_validates_nothing_the_cpu_refuses_a_bad_secs_after_both_charges_and_the_ioctl_frees_them_eio(
+    size: int,
+) -> None:
+    """sgx_encl_create() grows the VA page and allocates the SECS before ENCLS[ECREATE] checks
+    the SECS (size a power of two of at least two pages); a failure is -EIO with both pages
+    freed, so misc.peak has risen by two pages and nothing stays charged."""
+    host = Host("1MiB")
+    host.mkdir("/a")
+    place(host, 10, "/a")
+    with pytest.raises(OSError) as e:
+        host.ecreate(10, size)
+    assert e.value.errno == errno.EIO
+    assert "ECREATE refused the SECS" in str(e.value) and "power of two" in str(e.value)
+    assert pages(host, "/a/misc.current") == 0 and pages(host, "/misc.current") == 0
+    assert pages(host, "/a/misc.peak") == 2
+    assert not host.enclaves
+    host.check()
+
+
+def test_ecreate_of_a_bad_size_at_a_full_limit_fails_as_its_charge_does_and_counts_the_events() -> None:
+    """The charges come first: with room for the VA page only, the SECS's charge fails (ENOMEM:
+    nothing reclaimable) and misc.events counts it; with room for both, EIO after them."""
+    host = Host("1MiB")
+    host.mkdir("/a")
+    place(host, 10, "/a")
+    limit(host, "/a", 1)
+    with pytest.raises(OSError) as e:
+        host.ecreate(10, 3 * PAGE_SIZE)
+    assert e.value.errno == errno.ENOMEM
+    assert host.read("/a/misc.events") == "sgx_epc.max 1\n"
+    limit(host, "/a", 2)
+    with pytest.raises(OSError) as e:
+        host.ecreate(10, 3 * PAGE_SIZE)
+    assert e.value.errno == errno.EIO
+    assert host.read("/a/misc.events") == "sgx_epc.max 1\n" and pages(host, "/a/misc.peak") == 2
+    assert pages(host, "/a/misc.current") == 0
+    host.check()

@@ -148,3 +148,31 @@ def test_overflow_is_erange_even_with_trailing_garbage(host: Host) -> None:
     with pytest.raises(OSError) as e:
         host.write("/a/misc.max", "sgx_epc 99999999999999999999x")
     assert e.value.errno == errno.ERANGE
+
+
+def test_tdx_is_an_unknown_resource_on_v17_so_its_write_is_einval_before_the_value_is_parsed(host: Host) -> None:
+    """The V17 series' misc.c knows sev, sev_es and sgx_epc; tdx came to mainline later.
+    misc_cg_max_write() looks the name up before it parses the value: an unknown name is
+    EINVAL even with a value too big for u64, while a known one without capacity (sev) gets
+    that value's ERANGE first and EINVAL for a good value."""
+    host.write("/a/misc.max", "sgx_epc 8192")
+    for text, code in (
+        ("tdx 4096", errno.EINVAL),
+        ("tdx max", errno.EINVAL),
+        ("tdx 18446744073709551616", errno.EINVAL),  # unknown before ERANGE
+        ("sev 18446744073709551616", errno.ERANGE),  # known: parsed, then refused for no capacity
+        ("sev_es max", errno.EINVAL),
+    ):
+        with pytest.raises(OSError) as e:
+            host.write("/a/misc.max", text)
+        assert e.value.errno == code, text
+    assert host.read("/a/misc.max") == "sgx_epc 8192\n"
+
+
+def test_resources_without_capacity_show_in_no_file(host: Host) -> None:
+    """sev and sev_es have no capacity here and nothing charges them: misc.c prints a resource
+    only when it has capacity (max, capacity) or a non-zero count (current, peak, events)."""
+    for path in ("/misc.capacity", "/misc.current", "/misc.peak"):
+        assert [line.split()[0] for line in host.read(path).splitlines()] == ["sgx_epc"], path
+    for name in ("misc.current", "misc.peak", "misc.max", "misc.events", "misc.events.local"):
+        assert [line.split()[0] for line in host.read(f"/a/{name}").splitlines()] in (["sgx_epc"], ["sgx_epc.max"])

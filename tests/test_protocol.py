@@ -18,6 +18,13 @@ def test_a_request_round_trips_with_checked_arguments() -> None:
     assert decode_request(request("snapshot", 1)) == (1, "snapshot", {})
 
 
+def test_the_edmm_ioctls_round_trip_each_as_an_op_of_its_own() -> None:
+    frame = request("modify_types", 2, eid=3, first=5, count=4, kind="TCS")
+    assert decode_request(frame) == (2, "modify_types", {"eid": 3, "first": 5, "count": 4, "kind": "TCS"})
+    for op in ("restrict_permissions", "remove_trimmed"):
+        assert decode_request(request(op, 4, eid=1, first=0, count=1)) == (4, op, {"eid": 1, "first": 0, "count": 1})
+
+
 def test_replies_round_trip() -> None:
     assert protocol.decode_reply(protocol.reply_ok(5, {"eid": 2})) == {"v": 1, "id": 5, "ok": {"eid": 2}}
     err = protocol.decode_reply(protocol.reply_err(6, "ENOMEM", "full"))
@@ -45,6 +52,11 @@ def test_replies_round_trip() -> None:
         ({"v": 1, "op": "access", "id": 1, "eid": 1, "ranges": [[0, 1]] * 5000}, "ranges must be"),
         ({"v": 1, "op": "write", "id": 1, "path": "/a/misc.max", "value": "x" * 70000}, "value must be"),
         ({"v": 1, "op": "hello", "id": 1, "pid": 0, "role": "enclave"}, "pid must be"),
+        ({"v": 1, "op": "modify_types", "id": 1, "eid": 1, "first": 0, "count": 1}, "missing kind"),
+        ({"v": 1, "op": "modify_types", "id": 1, "eid": 1, "first": 0, "count": 1, "kind": "SECS"}, "kind must be"),
+        ({"v": 1, "op": "modify_types", "id": 1, "eid": 1, "first": -1, "count": 1, "kind": "TRIM"}, "first must be"),
+        ({"v": 1, "op": "restrict_permissions", "id": 1, "eid": 1, "first": 0, "count": 0}, "count must be"),
+        ({"v": 1, "op": "remove_trimmed", "id": 1, "eid": 1, "first": 0, "count": 1, "kind": "X"}, "unknown argument"),
     ],
 )
 def test_malformed_requests_are_eproto_with_a_reason(message: dict[str, object], why: str) -> None:

@@ -190,6 +190,13 @@ class WireMachine(RuleBasedStateMachine):
     def remove_pages(self, who: int, data: st.DataObject, first: int, count: int) -> None:
         self._send(who, "remove_pages", eid=self._handle(data, who), first=first, count=count)
 
+    @rule(who=st.integers(0, CLIENTS - 1), data=st.data(), first=_biased(protocol.MAX_PAGES - 1),
+          count=st.integers(1, 300), op=st.sampled_from(["modify_types", "restrict_permissions", "remove_trimmed"]),
+          kind=st.sampled_from(["TRIM", "TCS", "REG"]))  # fmt: skip
+    def edmm(self, who: int, data: st.DataObject, first: int, count: int, op: str, kind: str) -> None:
+        args = {"kind": kind} if op == "modify_types" else {}
+        self._send(who, op, eid=self._handle(data, who), first=first, count=count, **args)
+
     @rule(who=st.integers(0, CLIENTS - 1), data=st.data(), vepc=st.booleans())
     def release(self, who: int, data: st.DataObject, vepc: bool) -> None:
         if vepc:
