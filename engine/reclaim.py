@@ -48,37 +48,58 @@ if TYPE_CHECKING:
 # -- charge and allocation ----------------------------------------------------
 
 
-def try_charge(host: Host, cg: Cgroup, mode: SgxReclaim, pid: int, op: str, hit: Cgroup | None = None) -> None:
+def charge_once(host: Host, cg: Cgroup, pid: int, op: str) -> bool:
+    """One attempt to charge a page to ``cg``: True when charged, False when a limit (or the
+    capacity) refused it and ``cg``'s subtree has pages on its LRUs (the kernel's -EBUSY).
+
+    Raises OSError(ENOMEM) when that subtree has nothing on its LRUs, OSError(ERESTARTSYS)
+    when ``pid`` has a signal pending.  Every refused attempt counts a misc event.
+    Mirrors __sgx_cgroup_try_charge().
+    """
+    hit = misc.try_charge(cg, host.capacity_pages)
+    if hit is None:
+        return True
+    _refused(host, hit, cg, pid, op)
+    return False
+
+
+def _refused(host: Host, hit: Cgroup, cg: Cgroup, pid: int, op: str) -> None:
+    """The rest of charge_once() once ``hit``'s limit refused the charge: ENOMEM, ERESTARTSYS or nothing (EBUSY)."""
+    host.emit(LimitHit(host.clock.now_ns(), hit.path, cg.path))
+    if not cg.nonempty_lrus:
+        host.emit(Enomem(host.clock.now_ns(), pid, cg.path, op))
+        raise OSError(errno.ENOMEM, _enomem_reason(hit, cg, host.capacity_pages))
+    if pid in host.signals:
+        raise OSError(ERESTARTSYS, "interrupted by a signal")
+
+
+def try_charge(host: Host, cg: Cgroup, mode: SgxReclaim, pid: int, op: str) -> None:
     """Charge one page to ``cg``, reclaiming from its subtree as the mode allows.
 
-    Raises OSError(ENOMEM) when ``cg``'s subtree has nothing on its LRUs,
-    OSError(ERESTARTSYS) when ``pid`` has a signal pending, OSError(EBUSY) under
-    NO_RECLAIM (after queueing ``cg``'s work item), and Blocked when synchronous
-    reclaim can make no progress.  ``hit``: the caller already tried once and this
-    cgroup refused.  Mirrors sgx_cgroup_try_charge().
+    The kernel's loop: an attempt (charge_once()); under NO_RECLAIM a refused one queues
+    ``cg``'s work item and raises OSError(EBUSY); under DO_RECLAIM one reclaim round of
+    ``cg``'s subtree, backing paid by ``pid``, then the next attempt.  So a signal is seen
+    only by the attempt after a round, which counts its event first.  Raises as
+    charge_once() (ENOMEM, ERESTARTSYS), OSError(EINVAL) on a host without EPC, and Blocked
+    when a round moved nothing.  Mirrors sgx_cgroup_try_charge().
     """
     capacity = host.capacity_pages
     if not capacity:
         raise OSError(errno.EINVAL, "this host has no EPC")  # misc_cg_try_charge(): no capacity, no event
+    hit = misc.try_charge(cg, capacity)  # the first charge_once(), its common case inline
     if hit is None:
-        hit = misc.try_charge(cg, capacity)
-    while hit is not None:
-        host.emit(LimitHit(host.clock.now_ns(), hit.path, cg.path))
-        if not cg.nonempty_lrus:
-            host.emit(Enomem(host.clock.now_ns(), pid, cg.path, op))
-            raise OSError(errno.ENOMEM, _enomem_reason(hit, cg, capacity))
-        if pid in host.signals:
-            raise OSError(ERESTARTSYS, "interrupted by a signal")
-        if mode == NO_RECLAIM:
-            queue_work(host, cg)
-            raise OSError(errno.EBUSY, f"{cg.path} is at its limit; reclaim queued")
+        return
+    _refused(host, hit, cg, pid, op)
+    if mode == NO_RECLAIM:
+        queue_work(host, cg)
+        raise OSError(errno.EBUSY, f"{cg.path} is at its limit; reclaim queued")
+    while True:
         progress = host.progress
         cgroup_reclaim_pages(host, cg, pid, 1, "sync")
+        if charge_once(host, cg, pid, op):
+            return
         if host.progress == progress:
-            if pid in host.signals:  # the OOM killer chose this very task
-                raise OSError(ERESTARTSYS, "interrupted by a signal")
             raise Blocked(0, f"reclaim in {cg.path} cannot progress until another task exits")
-        hit = misc.try_charge(cg, capacity)
 
 
 def _enomem_reason(hit: Cgroup, cg: Cgroup, capacity: int) -> str:
@@ -100,9 +121,7 @@ def alloc_epc_page(
     here only covers races that this model has none of.  Wakes ksgxd when fewer than
     SGX_NR_LOW_PAGES frames are left.  Errors as try_charge().  Mirrors sgx_alloc_epc_page().
     """
-    hit = misc.try_charge(cg, host.capacity_pages) if host.capacity_pages else cg
-    if hit is not None:
-        try_charge(host, cg, mode, pid, op, hit)
+    try_charge(host, cg, mode, pid, op)
     epc = host.epc
     try:
         frame = epc.take(kind, owner, index, cg.id)
