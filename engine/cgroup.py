@@ -29,7 +29,7 @@ class Cgroup:
         "misc_usage", "misc_max_bytes", "misc_max_pages", "misc_peak", "misc_events", "misc_events_local",
         "misc_events_freed", "mem_usage", "mem_max_pages", "mem_peak", "mem_events", "mem_events_local",
         "mem_events_freed",
-        "lru", "nonempty_lrus", "next_cg", "work_queued",
+        "lru", "nonempty_lrus", "next_cg", "work_queued", "failed_epoch", "failed_pages",
     )  # fmt: skip
 
     def __init__(self, cg_id: int, name: str, parent: Cgroup | None) -> None:
@@ -64,6 +64,9 @@ class Cgroup:
         self.nonempty_lrus = 0  # cgroups in this subtree (dying ones included) whose LRU holds pages
         self.next_cg: Cgroup = self
         self.work_queued = False
+        # pages of this LRU put back for a failed backing charge in reclaim epoch failed_epoch
+        self.failed_epoch = -1
+        self.failed_pages = 0
 
     def __repr__(self) -> str:
         return f"<Cgroup {self.path}{' dying' if self.dying else ''}>"
@@ -154,7 +157,7 @@ def next_get(root: Cgroup) -> Cgroup:
 class CgroupTree:
     """All cgroups of the host, by path and by id, and the task -> cgroup table."""
 
-    __slots__ = ("root", "by_id", "free_ids", "tasks", "max_cgroups", "nr_cgroups")
+    __slots__ = ("root", "by_id", "free_ids", "tasks", "max_cgroups", "nr_cgroups", "reclaim_epoch", "stuck_lrus")
 
     def __init__(self, max_cgroups: int) -> None:
         self.root = Cgroup(0, "", None)
@@ -163,6 +166,11 @@ class CgroupTree:
         self.tasks: dict[int, Cgroup] = {}
         self.max_cgroups = max_cgroups  # cgroups besides root, dying ones included
         self.nr_cgroups = 0
+        # Since the reclaim epoch began (a reclaim loop started, or a batch moved a page),
+        # stuck_lrus LRUs have had as many pages put back for a failed backing charge as they
+        # hold: every page on them was tried and failed (reclaim.reclaim_stuck()).
+        self.reclaim_epoch = 0
+        self.stuck_lrus = 0
 
     def lookup(self, path: str) -> Cgroup:
         """The live cgroup at ``path`` ("/", "/a/b" or "a/b"); OSError(ENOENT) if none."""

@@ -29,7 +29,12 @@ the enclaves and vEPCs, checks that:
     unless that level was root, and ENOMEM came only with no reclaimable page left in
     the caller's subtree (removed cgroups' pages included: rmdir only offlines a cgroup);
     EADD/ECREATE wrote out only pages of the caller's own subtree, and a NO_RECLAIM fault
-    that does not run the work inline wrote out none.
+    that does not run the work inline wrote out none;
+(f) reclaim stops only where the kernel's would spin: EADD/ECREATE give Blocked, the
+    cgroup worker stops while its cgroup should reclaim, and ksgxd stops while fewer than
+    64 frames are free, each only when every page on the LRUs of the subtree it reclaims
+    is young-free and would be refused its backing charge (the memory cgroup of whoever
+    pays has no room for the page, plus its PCMD page when none of its 32 is swapped).
 
 ``test_state_machine`` lets hypothesis pick the sequences; ``test_long_random_sequence``
 runs a few thousand steps of the same operations from ``random.Random(seed)``, to reach
@@ -60,7 +65,8 @@ from hypothesis.stateful import (
 
 from engine import PAGE_SIZE, Blocked, Host, IoctlError, SigBus
 from engine.enclave import DENSE_SLACK, SWAPPED
-from engine.sgx import ERESTARTSYS, MAX_PAGES, MAX_SIZE
+from engine.events import WorkRun
+from engine.sgx import ERESTARTSYS, MAX_PAGES, MAX_SIZE, RECLAIMABLE_KINDS
 
 T = TypeVar("T")
 
@@ -69,6 +75,9 @@ NAMES = ("a", "b", "c")
 MAX_DEPTH = 3
 VA_SLOTS = 512  # SGX_VA_SLOT_COUNT, restated: the model grows VA pages itself
 PCMD_PER_PAGE = 32
+NR_HIGH_PAGES = 64  # ksgxd reclaims while fewer frames than this are free
+CG_MIN_FREE_PAGE, CG_LOW_LIMIT = 32, 128  # sgx_cgroup_should_reclaim()'s margin, and the limit it starts above
+ACCESSED = 0x08  # a frame's accessed bit (the model does not follow which page is young)
 U64_MAX = (1 << 64) - 1
 RESERVED_NAMES = ("misc.max", "cgroup.procs", "memory.current")
 
@@ -210,7 +219,7 @@ class Driver:
         memory = None if memory_pages is None else memory_pages * PAGE_SIZE
         # inline=False is the engine's mode: a fault that gets EBUSY raises Blocked(done)
         # instead of running the queued reclaim work itself.
-        self.host = Host(capacity_pages * PAGE_SIZE, memory, seed=seed, inline_work=inline)
+        self.host = Host(capacity_pages * PAGE_SIZE, memory, seed=seed, inline_work=inline, event_sink=self.on_event)
         self.capacity = capacity_pages
         self.root_mem_max = memory_pages
         self.cgroups: set[str] = {"/"}  # live cgroups
@@ -229,6 +238,8 @@ class Driver:
         # Failures that need a cgroup at its limit, checked by verify(): (task's misc cgroup,
         # pages a failed call may have given back after its charge failed, "its LRUs are empty").
         self.at_limit: list[tuple[str, int, bool]] = []
+        # Synchronous reclaim said Blocked: (task's misc cgroup, task), checked by verify().
+        self.stuck: list[tuple[str, int]] = []
 
     def run_op(self, name: str, ch: Chooser) -> None:
         self.op_name = name
@@ -307,6 +318,91 @@ class Driver:
                 return False
             cg_id = self.cg_parent[cg_id]
         return True
+
+    def lru_pages(self, root_id: int | None) -> list[tuple[Any, int, int]]:
+        """(enclave, index, frame) of every resident enclave page (each sits on its cgroup's LRU)
+        charged to cgroup ``root_id``'s subtree, removed cgroups included; None: anywhere.
+        Read from the frame table, which check() holds to the enclaves' page tables."""
+        h = self.host
+        epc = h.epc
+        out = []
+        for frame, flags in enumerate(epc.flags):
+            if flags & 7 in RECLAIMABLE_KINDS and (root_id is None or self.in_subtree(epc.cg[frame], root_id)):
+                out.append((h.enclaves[epc.owner[frame]], epc.index[frame], frame))
+        return out
+
+    def backing_room(self, payer: int) -> int:
+        """Backing pages the memory cgroup of task ``payer`` (0: root) could be charged now."""
+        h = self.host
+        path = self.task_cg.get(payer, "/") if payer else "/"
+        while path != "/" and not self.memory_on(path):
+            path = parent_of(path)
+        room = 1 << 62
+        while path != "/":
+            mem_max = h.read(join(path, "memory.max")).strip()
+            if mem_max != "max":
+                room = min(room, (int(mem_max) - number(h.read(join(path, "memory.current")))) // PAGE_SIZE)
+            path = parent_of(path)
+        if self.root_mem_max is not None:
+            room = min(room, self.root_mem_max - h.tree.root.mem_usage)
+        return room
+
+    def all_refused(self, pages: list[tuple[Any, int, int]], payer: int | None, who: str) -> None:
+        """Reclaim stopped where the kernel's would spin: no page is young, and each one's
+        backing (plus a PCMD page when none of its 32 is swapped) finds no room with whoever
+        pays, ``payer`` or the enclave's first mm (root when none)."""
+        flags = self.host.epc.flags
+        rooms: dict[int, int] = {}
+        swapped: dict[int, set[int]] = {}
+        movable = []
+        for e, index, frame in pages:
+            pays = payer if payer is not None else (e.mms[0] if e.mms else 0)
+            if pays not in rooms:
+                rooms[pays] = self.backing_room(pays)
+            if e.id not in swapped:
+                blocks = swapped[e.id] = {i // PCMD_PER_PAGE for i, f in e.entries() if f <= SWAPPED}
+                if e.secs_frame <= SWAPPED:
+                    blocks.add(e.size_pages // PCMD_PER_PAGE)
+            need = 1 if index // PCMD_PER_PAGE in swapped[e.id] else 2
+            if flags[frame] & ACCESSED or rooms[pays] >= need:
+                movable.append((e.id, index))
+        assert not movable, f"{who} stopped while pages {movable[:4]} could still move"
+
+    def should_reclaim(self, path: str, pages: list[tuple[Any, int, int]]) -> bool:
+        """sgx_cgroup_should_reclaim() of a live cgroup whose subtree's LRUs hold ``pages``,
+        from the model's limits."""
+        if not pages:
+            return False
+        level, limit = path, U64_MAX
+        while True:
+            limit = min(limit, self.misc_max.get(level, U64_MAX))
+            if level == "/":
+                break
+            level = parent_of(level)
+        limit //= PAGE_SIZE
+        if limit > CG_LOW_LIMIT:
+            limit -= CG_MIN_FREE_PAGE
+        return number(self.host.read(join(path, "misc.current"))) // PAGE_SIZE >= limit
+
+    def on_event(self, event: Any) -> None:
+        """(f) for the cgroup worker and ksgxd, checked as each stops (a WorkRun)."""
+        if not isinstance(event, WorkRun):
+            return
+        h = self.host
+        if event.cgroup == "ksgxd":
+            if h.epc.nr_free >= NR_HIGH_PAGES:
+                return
+            pages = self.lru_pages(None)
+        else:
+            same = [cg for cg in h.tree.all() if cg.path == event.cgroup]
+            if len(same) != 1 or same[0].dying:
+                return  # a removed cgroup's worker is not followed: the model drops its limit
+            pages = self.lru_pages(self.cg_id[event.cgroup])
+            if not self.should_reclaim(event.cgroup, pages):
+                return
+        if pages:
+            self.all_refused(pages, None, f"the worker of {event.cgroup}")
+            self.outcomes["state: worker stopped stuck"] += 1
 
     def limit_pages(self, path: str) -> int:
         """The pages a cgroup may hold: its misc.max rounded down, and the capacity."""
@@ -543,6 +639,7 @@ class Driver:
         except Blocked:
             assert set(self.host.enclaves) == before
             self.limit_hit(pid, 2)
+            self.stuck.append((self.misc_css(pid), pid))
             self.outcomes["ecreate blocked"] += 1
             return None
         except OSError as e:
@@ -591,6 +688,7 @@ class Driver:
             assert 0 <= e.done < count
             done = e.done
             self.limit_hit(pid, 2)
+            self.stuck.append((self.misc_css(pid), pid))
             self.outcomes["add_pages blocked"] += 1
         else:
             assert not signalled or count == 0, "ADD_PAGES went on with a signal pending"
@@ -1040,6 +1138,10 @@ class Driver:
                 busy = [k for k, f in resident.items() if k[0] == "page" and self.in_subtree(h.epc.cg[f], css_id)]
                 assert not busy, f"ENOMEM in {css} while {len(busy)} reclaimable pages sat on its LRUs"
         self.at_limit.clear()
+        for css, pid in self.stuck:  # (f) for the DO_RECLAIM charge loop
+            self.all_refused(self.lru_pages(self.cg_id[css]), pid, f"sync reclaim in {css}")
+            self.outcomes["state: sync reclaim stuck"] += 1
+        self.stuck.clear()
 
         # (d) per live cgroup: files, peaks, events and limits
         for path in self.cgroups:
@@ -1233,7 +1335,8 @@ def test_long_random_sequence(seed: int, capacity: int, memory: int | None, inli
     # the run must have reached the interesting places, or it checked little
     assert driver.host.pages_reclaimed > 0
     reached = ("add_pages", "access", "augment", "remove_pages", "einit", "release", "vepc_access", "rmdir")
-    for outcome in (*reached, "access far", "state: sparse pages"):
+    stops = ("state: worker stopped stuck", "state: sync reclaim stuck")
+    for outcome in (*reached, *stops, "access far", "state: sparse pages"):
         assert seen[outcome] > 0, (outcome, seen)
     if inline:  # the engine-mode run (seed 3) happens to reclaim no removed cgroup's page
         assert seen["state: a removed cgroup's page written out"] > 0, seen
