@@ -2,8 +2,9 @@
 
 A Cgroup carries its misc (sgx_epc) and memory counters, its LRU of reclaimable EPC
 pages and its reclaim cursor ``next_cg`` (V16/V17).  A cgroup removed while it still
-holds charges lives on *dying*: invisible, skipped by reclaim walks, freed with its
-last charge.
+holds charges lives on *dying* (offline): invisible in listings, but still on its
+parent's children list, so every reclaim walk still sees its LRU (css_tryget() takes
+an offline css); it is freed with its last charge.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Cgroup:
         "misc_usage", "misc_max_bytes", "misc_max_pages", "misc_peak", "misc_events", "misc_events_local",
         "misc_events_freed", "mem_usage", "mem_max_pages", "mem_peak", "mem_events", "mem_events_local",
         "mem_events_freed",
-        "lru", "nonempty_lrus", "next_cg", "work_queued",
+        "lru", "nonempty_lrus", "next_cg", "work_queued", "failed_epoch", "failed_pages",
     )  # fmt: skip
 
     def __init__(self, cg_id: int, name: str, parent: Cgroup | None) -> None:
@@ -60,9 +61,12 @@ class Cgroup:
         self.mem_events_local = [0] * len(MEMCG_EVENTS)
         self.mem_events_freed = [0] * len(MEMCG_EVENTS)
         self.lru = Lru(self)
-        self.nonempty_lrus = 0  # live cgroups in this subtree whose LRU holds pages
+        self.nonempty_lrus = 0  # cgroups in this subtree (dying ones included) whose LRU holds pages
         self.next_cg: Cgroup = self
         self.work_queued = False
+        # pages of this LRU put back for a failed backing charge in reclaim epoch failed_epoch
+        self.failed_epoch = -1
+        self.failed_pages = 0
 
     def __repr__(self) -> str:
         return f"<Cgroup {self.path}{' dying' if self.dying else ''}>"
@@ -98,14 +102,12 @@ class Cgroup:
         return _preorder(self)
 
     # LRU transitions keep ``nonempty_lrus`` exact, so "does this subtree have anything to
-    # reclaim" (sgx_cgroup_lru_empty) is O(1).
+    # reclaim" (sgx_cgroup_lru_empty(), which walks dying cgroups too) is O(1).
     def lru_became_nonempty(self) -> None:
-        if not self.dying:
-            self._add_nonempty(1)
+        self._add_nonempty(1)
 
     def lru_became_empty(self) -> None:
-        if not self.dying:
-            self._add_nonempty(-1)
+        self._add_nonempty(-1)
 
     def _add_nonempty(self, delta: int) -> None:
         cg: Cgroup | None = self
@@ -125,18 +127,16 @@ def _preorder(root: Cgroup) -> list[Cgroup]:
 
 
 def succ(root: Cgroup, cg: Cgroup) -> Cgroup:
-    """The live cgroup after ``cg`` in a pre-order walk of ``root``'s subtree, or root at the end."""
-    if not cg.dying:
-        for child in cg.children:
-            if not child.dying:
-                return child
+    """The cgroup after ``cg`` in a pre-order walk of ``root``'s subtree (dying ones included),
+    or root at the end.  Mirrors sgx_cgroup_next_descendant_pre(): css_tryget() fails only
+    for a freed cgroup, and a freed one is on no children list."""
+    if cg.children:
+        return cg.children[0]
     while cg is not root:
         parent = cg.parent
         assert parent is not None
-        siblings = parent.children
-        for i in range(cg.pos + 1, len(siblings)):
-            if not siblings[i].dying:
-                return siblings[i]
+        if cg.pos + 1 < len(parent.children):
+            return parent.children[cg.pos + 1]
         cg = parent
     return root
 
@@ -144,12 +144,12 @@ def succ(root: Cgroup, cg: Cgroup) -> Cgroup:
 def next_get(root: Cgroup) -> Cgroup:
     """The cgroup whose LRU gets the next reclaim turn under ``root``; advances the cursor.
 
-    Mirrors sgx_cgroup_next_get(): root, its descendants in pre-order, root again:
-    one batch per visit, whatever each cgroup's size.
+    Mirrors sgx_cgroup_next_get(): root, its descendants in pre-order (removed ones that
+    still hold pages included), root again: one batch per visit, whatever each cgroup's
+    size.  A cursor never points at a freed cgroup (release_if_unused() moves it on), so
+    the kernel's "if current one is dying" step has nothing to skip here.
     """
     cg = root.next_cg
-    if cg is not root and cg.dying:
-        cg = succ(root, cg)
     root.next_cg = succ(root, cg)
     return cg
 
@@ -157,7 +157,7 @@ def next_get(root: Cgroup) -> Cgroup:
 class CgroupTree:
     """All cgroups of the host, by path and by id, and the task -> cgroup table."""
 
-    __slots__ = ("root", "by_id", "free_ids", "tasks", "max_cgroups", "nr_cgroups")
+    __slots__ = ("root", "by_id", "free_ids", "tasks", "max_cgroups", "nr_cgroups", "reclaim_epoch", "stuck_lrus")
 
     def __init__(self, max_cgroups: int) -> None:
         self.root = Cgroup(0, "", None)
@@ -166,6 +166,11 @@ class CgroupTree:
         self.tasks: dict[int, Cgroup] = {}
         self.max_cgroups = max_cgroups  # cgroups besides root, dying ones included
         self.nr_cgroups = 0
+        # Since the reclaim epoch began (a reclaim loop started, or a batch moved a page),
+        # stuck_lrus LRUs have had as many pages put back for a failed backing charge as they
+        # hold: every page on them was tried and failed (reclaim.reclaim_stuck()).
+        self.reclaim_epoch = 0
+        self.stuck_lrus = 0
 
     def lookup(self, path: str) -> Cgroup:
         """The live cgroup at ``path`` ("/", "/a/b" or "a/b"); OSError(ENOENT) if none."""
@@ -214,8 +219,9 @@ class CgroupTree:
     def rmdir(self, path: str) -> Cgroup:
         """Remove a cgroup: OSError(EBUSY) with live children or tasks, or at root.
 
-        A cgroup still holding charges goes dying (invisible, off the reclaim walk)
-        until its last charge goes; the caller frees it through ``release_if_unused``.
+        A cgroup still holding charges goes dying (offline: invisible, but still walked
+        and reclaimed) until its last charge goes; the caller frees it through
+        ``release_if_unused``.
         """
         cg = self.lookup(path)
         if cg.parent is None:
@@ -225,8 +231,6 @@ class CgroupTree:
         if cg.procs:
             raise OSError(errno.EBUSY, f"{cg.path} has tasks")
         del cg.parent.live_children[cg.name]
-        if cg.lru.size:
-            cg._add_nonempty(-1)
         cg.dying = True
         return cg
 

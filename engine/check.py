@@ -537,16 +537,16 @@ def _check_cgroup(snap: _Snapshot, own: list[int], own_mem: list[int], by_id: di
             beneath = local[i] + freed[i] + sum(c.mem_events[0][i] for c in kids)
             _require(count == beneath, f"{cg.path}: memory.events is not the sum of local events beneath")
     _require(cg.work_queued == (cg.id in snap.work), f"{cg.path}: work_queued disagrees with the queue")
-    if not cg.dying:
-        _require(cg.cursor != -1, f"{cg.path}: reclaim cursor on a freed cgroup")
-        level = cg.cursor
-        while level != -1 and level != cg.id:
-            level = by_id[level].parent
-        _require(level == cg.id, f"{cg.path}: reclaim cursor outside its subtree")
+    _require(cg.cursor != -1, f"{cg.path}: reclaim cursor on a freed cgroup")
+    level = cg.cursor
+    while level != -1 and level != cg.id:
+        level = by_id[level].parent
+    _require(level == cg.id, f"{cg.path}: reclaim cursor outside its subtree")
     for pid in cg.procs:
         _require(snap.tasks.get(pid) == cg.id, f"{cg.path}: task {pid} listed but placed elsewhere")
-    live_lrus = sum(c.nonempty_lrus for c in kids if not c.dying) + (cg.lru[2] > 0 and not cg.dying)
-    _require(cg.dying or cg.nonempty_lrus == live_lrus, f"{cg.path}: non-empty LRU count drifted")
+    # dying cgroups included: every reclaim walk sees an offline cgroup's LRU
+    nonempty = sum(c.nonempty_lrus for c in kids) + (cg.lru[2] > 0)
+    _require(cg.nonempty_lrus == nonempty, f"{cg.path}: non-empty LRU count drifted")
     _require(not cg.dying or bool(usage or cg.mem[0] or kids), f"{cg.path}: dying but holds nothing")
 
 

@@ -48,37 +48,60 @@ if TYPE_CHECKING:
 # -- charge and allocation ----------------------------------------------------
 
 
-def try_charge(host: Host, cg: Cgroup, mode: SgxReclaim, pid: int, op: str, hit: Cgroup | None = None) -> None:
+def charge_once(host: Host, cg: Cgroup, pid: int, op: str) -> bool:
+    """One attempt to charge a page to ``cg``: True when charged, False when a limit (or the
+    capacity) refused it and ``cg``'s subtree has pages on its LRUs (the kernel's -EBUSY).
+
+    Raises OSError(ENOMEM) when that subtree has nothing on its LRUs, OSError(ERESTARTSYS)
+    when ``pid`` has a signal pending.  Every refused attempt counts a misc event.
+    Mirrors __sgx_cgroup_try_charge().
+    """
+    hit = misc.try_charge(cg, host.capacity_pages)
+    if hit is None:
+        return True
+    _refused(host, hit, cg, pid, op)
+    return False
+
+
+def _refused(host: Host, hit: Cgroup, cg: Cgroup, pid: int, op: str) -> None:
+    """The rest of charge_once() once ``hit``'s limit refused the charge: ENOMEM, ERESTARTSYS or nothing (EBUSY)."""
+    host.emit(LimitHit(host.clock.now_ns(), hit.path, cg.path))
+    if not cg.nonempty_lrus:
+        host.emit(Enomem(host.clock.now_ns(), pid, cg.path, op))
+        raise OSError(errno.ENOMEM, _enomem_reason(hit, cg, host.capacity_pages))
+    if pid in host.signals:
+        raise OSError(ERESTARTSYS, "interrupted by a signal")
+
+
+def try_charge(host: Host, cg: Cgroup, mode: SgxReclaim, pid: int, op: str) -> None:
     """Charge one page to ``cg``, reclaiming from its subtree as the mode allows.
 
-    Raises OSError(ENOMEM) when ``cg``'s subtree has nothing on its LRUs,
-    OSError(ERESTARTSYS) when ``pid`` has a signal pending, OSError(EBUSY) under
-    NO_RECLAIM (after queueing ``cg``'s work item), and Blocked when synchronous
-    reclaim can make no progress.  ``hit``: the caller already tried once and this
-    cgroup refused.  Mirrors sgx_cgroup_try_charge().
+    The kernel's loop: an attempt (charge_once()); under NO_RECLAIM a refused one queues
+    ``cg``'s work item and raises OSError(EBUSY); under DO_RECLAIM one reclaim round of
+    ``cg``'s subtree, backing paid by ``pid``, then the next attempt.  So a signal is seen
+    only by the attempt after a round, which counts its event first.  Raises as
+    charge_once() (ENOMEM, ERESTARTSYS), OSError(EINVAL) on a host without EPC, and Blocked
+    where the kernel's loop would spin: the rounds since a page last moved have put back
+    every page on the subtree's LRUs for a failed backing charge (reclaim_stuck()).
+    Mirrors sgx_cgroup_try_charge().
     """
     capacity = host.capacity_pages
     if not capacity:
         raise OSError(errno.EINVAL, "this host has no EPC")  # misc_cg_try_charge(): no capacity, no event
+    hit = misc.try_charge(cg, capacity)  # the first charge_once(), its common case inline
     if hit is None:
-        hit = misc.try_charge(cg, capacity)
-    while hit is not None:
-        host.emit(LimitHit(host.clock.now_ns(), hit.path, cg.path))
-        if not cg.nonempty_lrus:
-            host.emit(Enomem(host.clock.now_ns(), pid, cg.path, op))
-            raise OSError(errno.ENOMEM, _enomem_reason(hit, cg, capacity))
-        if pid in host.signals:
-            raise OSError(ERESTARTSYS, "interrupted by a signal")
-        if mode == NO_RECLAIM:
-            queue_work(host, cg)
-            raise OSError(errno.EBUSY, f"{cg.path} is at its limit; reclaim queued")
-        progress = host.progress
+        return
+    _refused(host, hit, cg, pid, op)
+    if mode == NO_RECLAIM:
+        queue_work(host, cg)
+        raise OSError(errno.EBUSY, f"{cg.path} is at its limit; reclaim queued")
+    begin_reclaim_epoch(host)
+    while True:
         cgroup_reclaim_pages(host, cg, pid, 1, "sync")
-        if host.progress == progress:
-            if pid in host.signals:  # the OOM killer chose this very task
-                raise OSError(ERESTARTSYS, "interrupted by a signal")
+        if charge_once(host, cg, pid, op):
+            return
+        if reclaim_stuck(host, cg):
             raise Blocked(0, f"reclaim in {cg.path} cannot progress until another task exits")
-        hit = misc.try_charge(cg, capacity)
 
 
 def _enomem_reason(hit: Cgroup, cg: Cgroup, capacity: int) -> str:
@@ -100,9 +123,7 @@ def alloc_epc_page(
     here only covers races that this model has none of.  Wakes ksgxd when fewer than
     SGX_NR_LOW_PAGES frames are left.  Errors as try_charge().  Mirrors sgx_alloc_epc_page().
     """
-    hit = misc.try_charge(cg, host.capacity_pages) if host.capacity_pages else cg
-    if hit is not None:
-        try_charge(host, cg, mode, pid, op, hit)
+    try_charge(host, cg, mode, pid, op)
     epc = host.epc
     try:
         frame = epc.take(kind, owner, index, cg.id)
@@ -291,10 +312,44 @@ def reclaim_pages(host: Host, cg: Cgroup, charge_pid: int | None, context: str) 
             host.release_dying(cg)
     backing.put()
     isolated = len(scanned) - dropped
-    host.progress += written + young + dropped
+    moved = written + young + dropped
+    if moved:
+        host.progress += moved
+        begin_reclaim_epoch(host)
+    else:  # every page isolated went back for a failed backing charge
+        _note_failed(host, cg, backing_failed)
     host.pages_reclaimed += written
     host.emit(ReclaimBatch(host.clock.now_ns(), cg.path, context, isolated, young, backing_failed, written))
     return isolated
+
+
+def begin_reclaim_epoch(host: Host) -> None:
+    """Forget which LRUs were tried through: a reclaim loop starts, or a batch moved a page."""
+    tree = host.tree
+    tree.reclaim_epoch += 1
+    tree.stuck_lrus = 0
+
+
+def _note_failed(host: Host, cg: Cgroup, pages: int) -> None:
+    """A batch on ``cg``'s LRU moved nothing: its ``pages`` went back to the tail, backing refused."""
+    tree = host.tree
+    before = cg.failed_pages if cg.failed_epoch == tree.reclaim_epoch else 0
+    cg.failed_epoch = tree.reclaim_epoch
+    cg.failed_pages = before + pages
+    if before < cg.lru.size <= before + pages:
+        tree.stuck_lrus += 1
+
+
+def reclaim_stuck(host: Host, root: Cgroup) -> bool:
+    """Whether reclaim of ``root``'s subtree can move nothing more: since the reclaim epoch
+    began, every LRU of the subtree that holds pages (dying cgroups' included) has had as
+    many pages put back for a failed backing charge as it holds, so each of its pages was
+    tried once and failed (a failed page goes back to the tail, and nothing else changed
+    the LRUs or the memory cgroups since).  The kernel's loop would spin from here on.
+
+    Only the reclaim loop that began the epoch may ask: it visits nothing outside the subtree.
+    """
+    return host.tree.stuck_lrus >= root.nonempty_lrus
 
 
 class _BackingRun:
@@ -454,9 +509,14 @@ def oom(host: Host, memcg_cg: Cgroup) -> None:
     mem_cgroup_out_of_memory() as far as this host's memory goes.
     """
     memcg.memory_event(memcg_cg, memcg.MEMCG_OOM)
+    placed = host.tree.tasks
+    for pid in host.oom_victims:  # few, and asked first: a reclaim that spins asks for every page
+        cg = placed.get(pid)
+        while cg is not None and cg is not memcg_cg:
+            cg = cg.parent
+        if cg is not None:
+            return
     tasks = [pid for cg in memcg_cg.walk() for pid in cg.procs]
-    if any(pid in host.oom_victims for pid in tasks):
-        return
     if not tasks:
         return  # "Out of memory and no killable processes": the charge just fails
     pages, victim = max((host.task_mem.get(pid, 0), pid) for pid in tasks)
@@ -495,12 +555,18 @@ class WorkState:
 
 
 def run_work_step(host: Host) -> bool:
-    """Run one reclaim batch of the async work in flight; returns False when idle.
+    """Run the async work in flight until one reclaim round moves a page; returns False when idle.
 
     Work items run in queue order, each ``while should_reclaim(cg)`` (the cgroup worker,
     Mirrors sgx_cgroup_reclaim_work_func()), then ksgxd while free frames are below
-    SGX_NR_HIGH_PAGES (Mirrors ksgxd()).  A worker whose batch makes no progress stops
-    (the kernel's would spin); the next EBUSY queues it again.
+    SGX_NR_HIGH_PAGES (Mirrors ksgxd()); a round is sgx_cgroup_reclaim_pages() of
+    SGX_NR_TO_SCAN, backing paid by each enclave's first live mm.  A round whose pages all
+    failed their backing charge is followed by the next one in the same step, so later
+    rounds reach other pages (of enclaves whose backing another memory cgroup pays for).
+    The worker stops when its condition no longer holds, or where the kernel's would spin:
+    the rounds since a page last moved have put back every page on the LRUs of its subtree
+    for a failed backing charge, each LRU tried through (reclaim_stuck()).  The next EBUSY
+    queues a stopped work item again; the next allocation below SGX_NR_LOW_PAGES wakes ksgxd.
     """
     state = host.work_in_flight
     if state is None:
@@ -518,13 +584,22 @@ def run_work_step(host: Host) -> bool:
             return False
     cg = state.cg
     root = host.tree.root if cg is None else cg
+    context = "ksgxd" if cg is None else "async"
     due = should_reclaim_global(host, SGX_NR_HIGH_PAGES) if cg is None else should_reclaim(cg)
-    progress, written = host.progress, host.pages_reclaimed
+    stuck = False
     if due:
-        cgroup_reclaim_pages(host, root, None, SGX_NR_TO_SCAN, "ksgxd" if cg is None else "async")
-        state.batches += 1
+        progress, written = host.progress, host.pages_reclaimed
+        begin_reclaim_epoch(host)
+        while True:
+            cgroup_reclaim_pages(host, root, None, SGX_NR_TO_SCAN, context)
+            state.batches += 1
+            if host.progress != progress:
+                break
+            if reclaim_stuck(host, root):
+                stuck = True
+                break
         state.written += host.pages_reclaimed - written
-    if not due or host.progress == progress:
+    if not due or stuck:
         host.work_in_flight = None
         if cg is None:
             host.ksgxd_woken = False

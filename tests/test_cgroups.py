@@ -6,9 +6,9 @@ import errno
 
 import pytest
 
-from engine import Host
+from engine import PAGE_SIZE, Host
 
-from .helpers import enclave, pages, place
+from .helpers import enclave, limit, pages, place
 
 
 def _errno(fn: object, *args: object) -> int:
@@ -76,16 +76,23 @@ def test_rmdir_of_a_parent_whose_only_children_are_dying() -> None:
     host.check()
 
 
-def test_dying_cgroup_pages_are_not_reclaimed_by_the_walk() -> None:
+def test_an_offline_cgroup_with_pages_is_still_reclaimed() -> None:
+    """rmdir only offlines the css: its LRU stays in every walk (sgx_cgroup_lru_empty, the
+    cursor, ksgxd), so a charge under the parent's limit reclaims it instead of ENOMEM."""
     host = Host("1MiB")
-    host.mkdir("/a")
-    place(host, 10, "/a")
-    eid = enclave(host, 10, 20)
-    host.write("/cgroup.procs", "10")
-    host.rmdir("/a")
-    assert host.tree.root.nonempty_lrus == 0  # nothing live to reclaim
-    host.ecreate(11, 8192)
-    assert host.enclaves[eid].nr_swapped == 0
+    host.mkdir("/p")
+    host.mkdir("/p/a")
+    limit(host, "/p", 24)
+    place(host, 10, "/p/a")
+    eid = enclave(host, 10, 20)  # 20 REG + SECS + VA in /p/a
+    host.write("/p/cgroup.procs", "10")
+    host.rmdir("/p/a")
+    assert host.cgroups() == ["/", "/p"]  # invisible
+    assert host.cgroup("/p").nonempty_lrus == 1 and host.tree.root.nonempty_lrus == 1
+    vid = host.vepc_open(10, 8 * PAGE_SIZE)
+    assert host.vepc_access(10, vid, 0, 8) == 8  # NO_RECLAIM: EBUSY, /p's worker reclaims /p/a
+    assert host.enclaves[eid].nr_swapped > 0
+    assert pages(host, "/p/misc.current") <= 24
     host.check()
 
 

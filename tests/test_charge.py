@@ -197,6 +197,24 @@ def test_signal_during_reclaim_gives_erestartsys() -> None:
     host.check()
 
 
+def test_erestartsys_after_a_reclaim_round_comes_after_one_more_failed_charge() -> None:
+    """sgx_cgroup_try_charge() charges again after a DO_RECLAIM round and only that attempt
+    sees the signal: the OOM kill the round caused counts one more event first."""
+    host = Host("1MiB")
+    host.mkdir("/a")
+    limit(host, "/a", 10)
+    host.write("/a/memory.max", "0")  # no backing: the round's first page OOM-kills task 10
+    place(host, 10, "/a")
+    eid = host.ecreate(10, 16 * PAGE_SIZE)
+    host.add_pages(10, eid, 8)  # 8 REG + SECS + VA: full
+    with pytest.raises(IoctlError) as e:
+        host.add_pages(10, eid, 1)
+    assert e.value.errno == ERESTARTSYS and e.value.done == 0
+    assert host.signals == {10}
+    assert value(host, "/a/misc.events.local") == 2  # the first attempt, and the one after the round
+    host.check()
+
+
 def test_limit_lowered_below_usage_bites_only_at_the_next_charge() -> None:
     host = Host("1MiB")
     host.mkdir("/a")

@@ -67,19 +67,23 @@ def test_fair_cursor_visits_root_then_descendants_in_preorder() -> None:
     assert root_order == ["/", "/p", "/p/a", "/p/b", "/p/b/b1", "/p/c", "/q"]  # its own cursor
 
 
-def test_fair_cursor_skips_dying_cgroups_and_moves_on_when_one_is_freed() -> None:
+def test_fair_cursor_visits_removed_cgroups_until_freed_then_moves_on() -> None:
+    """css_tryget() takes an offline css: a removed cgroup that still holds pages keeps its turns."""
     host = Host("1MiB")
     for path in ("/p", "/p/a", "/p/b", "/p/c"):
         host.mkdir(path)
     place(host, 10, "/p/b")
-    enclave(host, 10, 4)
+    eid = enclave(host, 10, 4)
     host.write("/cgroup.procs", "10")  # move the task out; its pages stay charged to /p/b
     p = host.cgroup("/p")
     assert [next_get(p).path for _ in range(2)] == ["/p", "/p/a"]
-    host.rmdir("/p/b")  # dying: still charged
+    host.rmdir("/p/b")  # dying (offline): still charged, still on /p's children list
     assert p.next_cg.path == "/p/b"
-    assert [next_get(p).path for _ in range(3)] == ["/p/c", "/p", "/p/a"]
+    assert [next_get(p).path for _ in range(5)] == ["/p/b", "/p/c", "/p", "/p/a", "/p/b"]
     host.rmdir("/p/c")  # freed at once: nothing charged
+    assert [next_get(p).path for _ in range(3)] == ["/p", "/p/a", "/p/b"]
+    host.release(eid)  # /p/b's last page: freed, and the cursor that pointed at it moves on
+    assert p.next_cg is p
     assert [next_get(p).path for _ in range(3)] == ["/p", "/p/a", "/p"]
     a = host.cgroup("/p/a")
     assert next_get(p) is a and p.next_cg is p
@@ -87,6 +91,7 @@ def test_fair_cursor_skips_dying_cgroups_and_moves_on_when_one_is_freed() -> Non
     assert p.next_cg is a
     host.rmdir("/p/a")
     assert p.next_cg is p  # moved on to the successor when /p/a was freed
+    host.check()
 
 
 def test_sibling_cgroups_get_equal_reclaim_turns_in_preorder() -> None:
@@ -136,6 +141,23 @@ def test_ksgxd_woken_below_32_free_pages_reclaims_to_64() -> None:
     assert 64 <= host.epc.nr_free < 64 + 16
     assert not host.ksgxd_woken
     assert [e.kind for e in host.take_events()][-1] == "work_run"
+    host.check()
+
+
+def test_ksgxd_reclaims_the_pages_of_a_removed_cgroup() -> None:
+    """sgx_can_reclaim_global() and ksgxd's walk take offline cgroups too."""
+    host = Host(256 * PAGE_SIZE)
+    host.mkdir("/a")
+    place(host, 10, "/a")
+    eid = enclave(host, 10, 200)  # 202 pages in /a
+    host.write("/cgroup.procs", "10")
+    host.rmdir("/a")
+    other = host.ecreate(11, 64 * PAGE_SIZE)
+    host.add_pages(11, other, 30)  # 22 free: ksgxd woken
+    assert host.ksgxd_woken
+    host.run_pending_work()
+    assert host.epc.nr_free >= 64
+    assert host.enclaves[eid].nr_swapped == 32  # every other turn went to the removed /a
     host.check()
 
 
