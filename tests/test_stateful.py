@@ -212,6 +212,7 @@ class Driver:
         self.host = Host(capacity_pages * PAGE_SIZE, memory, seed=seed, inline_work=inline)
         self.capacity = capacity_pages
         self.root_mem_max = memory_pages
+        self.memory_limited = False  # a memory.max other than max was ever written
         self.cgroups: set[str] = {"/"}  # live cgroups
         self.misc_max: dict[str, int] = {}  # bytes written to misc.max (absent: "max")
         self.task_cg: dict[int, str] = {}  # pid -> cgroup it was moved to (absent: root)
@@ -226,6 +227,8 @@ class Driver:
         # Failures that need a cgroup at its limit, checked by verify(): (task's misc cgroup,
         # pages a failed call may have given back after its charge failed, "its LRUs are empty").
         self.at_limit: list[tuple[str, int, bool]] = []
+        # Faults that stalled (EBUSY that no reclaim helps), checked by verify(): the task's misc cgroup.
+        self.stalled: list[str] = []
 
     def run_op(self, name: str, ch: Chooser) -> None:
         self.op_name = name
@@ -296,6 +299,20 @@ class Driver:
     def limit_hit(self, pid: int, slack: int, lru_empty: bool = False) -> None:
         """The call of ``pid`` failed for want of EPC: verify() checks a limit was really in the way."""
         self.at_limit.append((self.misc_css(pid), slack, lru_empty))
+
+    def should_reclaim(self, css: str, usage: int) -> bool:
+        """sgx_cgroup_should_reclaim() by this model: usage within 32 pages of the smallest
+        misc.max from ``css`` up (no margin at or below 128 pages); the LRU test is the caller's."""
+        limit = U64_MAX // PAGE_SIZE
+        path = css
+        while True:
+            limit = min(limit, self.misc_max.get(path, U64_MAX) // PAGE_SIZE)
+            if path == "/":
+                break
+            path = parent_of(path)
+        if limit > 128:
+            limit -= 32
+        return usage >= limit
 
     def limit_pages(self, path: str) -> int:
         """The pages a cgroup may hold: its misc.max rounded down, and the capacity."""
@@ -443,6 +460,7 @@ class Driver:
             text, shown = str(nbytes), str(nbytes // PAGE_SIZE * PAGE_SIZE)
         self.host.write(target, text)
         assert self.host.read(target) == shown + "\n"
+        self.memory_limited = self.memory_limited or shown != "max"
         self.outcomes["memory.max"] += 1
 
     def op_move_task(self, ch: Chooser) -> None:
@@ -617,7 +635,7 @@ class Driver:
                 except SigBus as e:
                     self.sigbus(e, pid, m, [])
                 except Blocked as e:
-                    self.fault_blocked(e, pid, m.next_index)
+                    self.fault_blocked(e, pid, m.next_index, lambda done: self.host.access(pid, eid, done, 1))
         self.outcomes["build"] += 1
 
     def op_access(self, ch: Chooser) -> None:
@@ -670,7 +688,7 @@ class Driver:
             self.sigbus(e, pid, m, absent)
             return
         except Blocked as e:  # pages before first + done were served, that one was not
-            self.fault_blocked(e, pid, count)
+            self.fault_blocked(e, pid, count, lambda done: self.host.access(pid, eid, first + done, 1, write))
             new = self.exists(eid) - m.pages
             assert new == {i for i in absent if i < first + e.done}, (new, absent, first, e.done)
             m.add(sorted(new))
@@ -680,12 +698,32 @@ class Driver:
         m.add(absent)
         self.outcomes["access"] += 1
 
-    def fault_blocked(self, e: Blocked, pid: int, count: int) -> None:
-        """A fault got EBUSY and, without inline work, waits for the async reclaim."""
-        assert not self.host.inline_work or self.host.oom_victims, "a fault blocked with inline work and no OOM victim"
+    def fault_blocked(self, e: Blocked, pid: int, count: int, retry: Callable[[int], object] | None = None) -> None:
+        """A fault got EBUSY: without inline work it waits for the async reclaim; with inline work
+        the work ran and moved nothing, so the fault stalls (never SIGBUS): the kernel's task
+        faults again for as long as nothing frees the limiting cgroup, one failed charge each
+        time.  ``retry(e.done)`` faults the page that stalled once more: it must stall again, with
+        exactly one more failed charge and nothing else changed."""
         assert 0 <= e.done < count
         self.limit_hit(pid, 2)
-        self.outcomes["fault blocked"] += 1
+        if not self.host.inline_work:
+            self.outcomes["fault blocked"] += 1
+            return
+        h = self.host
+        assert not h.run_work_step(), "a fault stalled with reclaim work still to run"
+        self.stalled.append(self.misc_css(pid))
+        self.outcomes["fault stalled"] += 1
+        if retry is None:
+            return
+        h.take_events()
+        before = self.fingerprint()
+        with pytest.raises(Blocked) as again:
+            retry(e.done)
+        assert again.value.done == 0
+        hits = [ev for ev in h.take_events() if ev.kind == "limit_hit"]
+        assert len(hits) == 1, f"a retry of a stalled fault failed {len(hits)} charges, not one"
+        assert self.fingerprint() == before, "a retry of a stalled fault changed the host"
+        self.outcomes["fault stalled again"] += 1
 
     def sigbus(self, e: SigBus, pid: int, m: MEnclave, absent: list[int]) -> None:
         """A fault of ``pid`` got SIGBUS: pages absent before and EAUG'd before the failure stay."""
@@ -700,8 +738,8 @@ class Driver:
         stuck = [i for i in absent if i not in now]
         assert not stuck or all(i < stuck[0] for i in new), "pages were EAUG'd past the one that failed"
         m.add(sorted(new))
-        if e.reason != errno.EFAULT:
-            self.limit_hit(pid, 2)
+        if e.reason != errno.EFAULT:  # SIGBUS for want of EPC is ENOMEM: nothing on the task's LRUs
+            self.limit_hit(pid, 2, lru_empty=e.reason == errno.ENOMEM)
         self.outcomes[f"sigbus {errno.errorcode.get(e.reason, e.reason)}"] += 1
 
     def op_augment(self, ch: Chooser) -> None:
@@ -724,7 +762,7 @@ class Driver:
             self.sigbus(e, pid, m, window)
             return
         except Blocked as e:
-            self.fault_blocked(e, pid, count)
+            self.fault_blocked(e, pid, count, lambda _done: self.host.augment(pid, eid, 1))
             assert self.exists(eid) - m.pages == set(window[: e.done])
             m.add(window[: e.done])
             return
@@ -771,8 +809,8 @@ class Driver:
                 self.limit_hit(pid, 1)
             self.outcomes[f"remove_pages {errno.errorcode.get(e.errno or 0, e.errno)}"] += 1
             return
-        except Blocked as e:  # a load waits for async reclaim, in either pass or the fault between
-            self.fault_blocked(e, pid, count)
+        except Blocked as e:  # the fault between the passes waits for async reclaim, or stalls
+            self.fault_blocked(e, pid, count, lambda done: self.host.access(pid, eid, first + done, 1))
             gone = sorted(m.pages - self.exists(eid))
             assert gone in (window[: e.done], []), (gone, window, e.done)
             assert not holes or not gone
@@ -783,7 +821,7 @@ class Driver:
             assert e.pid == pid and e.reason in (errno.ENOMEM, ERESTARTSYS), e
             assert self.exists(eid) == m.pages
             m.mms.add(pid)
-            self.limit_hit(pid, 1)
+            self.limit_hit(pid, 1, lru_empty=e.reason == errno.ENOMEM)
             self.outcomes["remove_pages sigbus"] += 1
             return
         assert not holes, "REMOVE_PAGES over a never-added page must fail with EFAULT"
@@ -846,11 +884,11 @@ class Driver:
             assert m.pages <= set(self.host.vepcs[vid].pages)
             assert sorted(new) == untouched[: len(new)] and len(new) < len(untouched), (new, untouched)
             m.pages |= new
-            self.limit_hit(pid, 1)
+            self.limit_hit(pid, 1, lru_empty=e.reason == errno.ENOMEM)
             self.outcomes["vepc sigbus"] += 1
             return
         except Blocked as e:
-            self.fault_blocked(e, pid, count)
+            self.fault_blocked(e, pid, count, lambda done: self.host.vepc_access(pid, vid, first + done, 1))
             new = set(self.host.vepcs[vid].pages) - m.pages
             assert new == {i for i in untouched if i < first + e.done}
             m.pages |= new
@@ -1024,6 +1062,20 @@ class Driver:
                 busy = [k for k, f in resident.items() if k[0] == "page" and h.epc.cg[f] in live]
                 assert not busy, f"ENOMEM in {css} while {len(busy)} reclaimable pages sat on its LRUs"
         self.at_limit.clear()
+
+        # A fault stalled: EBUSY, not ENOMEM, so something of the task's misc cgroup's subtree
+        # (removed cgroups included) sat on an LRU; and the queued work had nothing to do: by
+        # this model should_reclaim() was false for that cgroup, unless backing store could not
+        # be had (a memory limit, or an OOM victim yet to exit) for what it would write out.
+        for css in self.stalled:
+            inside = {cg.id for cg in h.tree.all() if cg.path == css or cg.path.startswith(join(css, ""))}
+            busy = [k for k, f in resident.items() if k[0] == "page" and h.epc.cg[f] in inside]
+            assert busy, f"a fault stalled in {css} with nothing on its LRUs: that is ENOMEM, SIGBUS"
+            memory_bound = self.root_mem_max is not None or self.memory_limited or h.oom_victims
+            assert memory_bound or not self.should_reclaim(css, charged[h.cgroup(css).id]), (
+                f"a fault stalled in {css} although its work item had pages to reclaim"
+            )
+        self.stalled.clear()
 
         # (d) per live cgroup: files, peaks, events and limits
         for path in self.cgroups:
@@ -1219,3 +1271,5 @@ def test_long_random_sequence(seed: int, capacity: int, memory: int | None, inli
     reached = ("add_pages", "access", "augment", "remove_pages", "einit", "release", "vepc_access", "rmdir")
     for outcome in (*reached, "access far", "state: sparse pages"):
         assert seen[outcome] > 0, (outcome, seen)
+    if inline:  # the in-process core: a fault that no reclaim helps stalls, and its retry too
+        assert seen["fault stalled again"] > 0, seen
