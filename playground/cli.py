@@ -521,7 +521,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def format_tree(snapshot: dict[str, object]) -> str:
-    """The cgroup tree with sgx_epc usage, limit and events, and backing memory."""
+    """The cgroup tree with sgx_epc usage, limit and events, and backing memory; then the workloads
+    whose call stalls (a fault that no reclaim can help), one line each."""
     rows = [("cgroup", "misc.current", "misc.max", "peak", "events", "memory", "tasks")]
     cgroups = snapshot["cgroups"]
     assert isinstance(cgroups, list)
@@ -554,6 +555,15 @@ def format_tree(snapshot: dict[str, object]) -> str:
     lines.append(
         f"EPC {format_size(capacity)}, {format_size(free)} free, ksgxd {'running' if snapshot['ksgxd'] else 'idle'}"
     )
+    workloads, now = snapshot.get("workloads", []), snapshot.get("t_ns", 0)
+    assert isinstance(workloads, list) and isinstance(now, int)
+    for w in workloads:
+        if w.get("state") == "stalled":
+            seconds = max(0, now - int(w.get("stalled_ns") or now)) / 1e9
+            lines.append(
+                f"stalled: {w['name']} (pid {w['pid']}) in {w['cgroup']} for {seconds:.1f} s:"
+                " a fault that no reclaim can help, retried until something frees its limiting cgroup"
+            )
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 

@@ -140,3 +140,14 @@ def test_a_stalled_task_killed_by_sigkill_releases_everything(
     assert kinds == ["stall_end", "workload_exit"], kinds  # the stall ends with its task, before its exit
     assert [e["how"] for e in seen if e["kind"] == "stall_end"] == ["exited"]
     engine.check()
+
+
+def test_cg_tree_lists_a_stalled_workload_under_the_tree(
+    engine: RunningEngine, stalled: tuple[EngineClient, subprocess.Popen[str], subprocess.Popen[str]]
+) -> None:
+    _, _, staller = stalled
+    done = engine.cli("cg", "tree")
+    assert done.returncode == 0, done.stderr
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("stalled:")]
+    assert line.startswith(f"stalled: staller (pid {staller.pid}) in /p/b for "), line
+    assert "no reclaim can help" in line
