@@ -55,10 +55,11 @@ optional), seed. Steps, in order, one kind each ([[step]]):
             duration?, grow?, trim? }  count processes; passes = 0: build and enter only
   sleep = "500ms"
   kill  = { name, pick? (all|random) or index?, signal? (TERM|KILL|INT|HUP) }
-  wait  = { name?, timeout? (60s) }
+  wait  = { name?, timeout? (60s) }      timed out with only stalled ones left: ends as stalled
   expect = { path, equals | matches | at_most | at_least, title? }
   expect = { name, exited, at_least | at_most | all | none, title? }
-           exited: ok, ENOMEM (or another errno name), SIGBUS, OOM, killed, failed
+           exited: ok, ENOMEM (or another errno name), SIGBUS, OOM, killed, failed,
+           stalled (still waiting on a fault that no reclaim can help)
   expect = { event, where? = { field = value }, at_least | at_most, title? }
            event: an engine event's kind (reclaim, limit_hit, sigbus, oom_kill, ...)
 Sizes: 4096, 64KiB, 16MiB, or an expression over capacity and memory with + - * /
