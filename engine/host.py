@@ -630,8 +630,8 @@ class Host:
     def vepc_access(self, pid: int, vid: int, first: int, count: int) -> int:
         """Touch guest pages; a first touch allocates NO_RECLAIM.  Returns the faults.
 
-        EBUSY retries (retry allowed), Blocked when it stalls; anything else (ENOMEM:
-        nothing reclaimable) raises SigBus.
+        EBUSY retries (retry allowed), Blocked (with the faults served) when it stalls;
+        anything else (ENOMEM: nothing reclaimable) raises SigBus.
         Mirrors sgx_vepc_fault().
         """
         vepc = self._vepc(vid)
@@ -645,7 +645,11 @@ class Host:
             def alloc(index: int = index) -> int:
                 return alloc_epc_page(self, cg, PageKind.VEPC, vid, index, NO_RECLAIM, pid, "vEPC fault")
 
-            frame = self._serve_fault(alloc, pid, "vEPC fault", index - first)
+            try:
+                frame = self._serve_fault(alloc, pid, "vEPC fault", index - first)
+            except Blocked as e:
+                e.faults = faults
+                raise
             try:
                 vepc.pages[index] = frame
             except BaseException:

@@ -145,3 +145,14 @@ def test_in_the_engines_mode_the_fault_is_blocked_and_the_retry_after_the_work_s
         host.augment(2, small, 1)
     assert value(host, "/p/misc.events") == events + 2
     host.check()
+
+
+def test_a_stalled_vepc_fault_says_how_many_faults_it_served_first() -> None:
+    """Blocked carries the faults served before the stall (the engine counts them for the workload)."""
+    host, _, _ = full_parent()
+    limit(host, "/p", 66)  # room for two guest pages
+    vid = host.vepc_open(2, 4 * PAGE_SIZE)
+    with pytest.raises(Blocked) as e:
+        host.vepc_access(2, vid, 0, 4)
+    assert e.value.done == 2 and e.value.faults == 2
+    host.check()
