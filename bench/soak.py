@@ -112,7 +112,7 @@ def finish(run: Run) -> None:
     soak = run.soak
 
     def running() -> list[str]:
-        return [row["name"] for row in run.client.snapshot()["workloads"] if row["state"] == "running"]
+        return [row["name"] for row in run.client.snapshot()["workloads"] if row["state"] != "exited"]
 
     if not wait_for(lambda: not running(), SETTLE_S, 0.05):
         soak.fail("hangs", f"still running at the end: {running()[:5]}")

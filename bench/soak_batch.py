@@ -210,8 +210,10 @@ def _zombie(pid: int) -> bool:
 def _phase(row: dict[str, Any] | None) -> str:
     if row is None:
         return "not registered yet"
-    if row["state"] != "running":
+    if row["state"] == "exited":
         return f"gone in the engine ({row['reason'] or 'exited'})"
+    if row["state"] == "stalled":
+        return "stalled (a fault that no reclaim can help)"
     if row["role"] == "vm":
         return "VM touching"
     return "faulting" if row["faults"] else "ECREATE/ADD_PAGES"
@@ -223,7 +225,7 @@ def _drain(run: Run, children: list[Child], last_kill: float) -> None:
 
     def running() -> list[str]:
         rows = run.client.snapshot()["workloads"]
-        return [row["name"] for row in rows if row["name"] in names and row["state"] == "running"]
+        return [row["name"] for row in rows if row["name"] in names and row["state"] != "exited"]
 
     if not wait_for(lambda: not running(), DRAIN_S, 0.005):
         still = running()

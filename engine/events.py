@@ -74,6 +74,47 @@ class SigBusRaised(Event):
     errno: str
 
 
+# How often a driver (the engine, the in-process scenario backend) tries a stalled call
+# again while nothing changes: each try is one more failed charge, one more misc.events.
+# The kernel's task re-faults as fast as its CPU goes; the drivers also try at once after a
+# task's exit, a release or a cgroup file write.
+STALL_RETRY_HZ = 10
+
+
+@dataclass(slots=True)
+class Stalled(Event):
+    """A call of ``pid`` stalls: a fault whose charge gets EBUSY that no reclaim can help.
+
+    The kernel's task faults again (VM_FAULT_NOPAGE), one failed charge each time, for as
+    long as nothing frees the limiting cgroup; it is not SIGBUS.  Sent once when the
+    stall starts; StallEnded follows when the call goes on or the task is gone.
+    """
+
+    kind: ClassVar[str] = "stall"
+    pid: int
+    name: str
+    cgroup: str
+    op: str
+
+
+@dataclass(slots=True)
+class StallEnded(Event):
+    """The stalled call of ``pid`` went on after ``stalled_ns`` and ``retries`` more failed attempts.
+
+    ``how``: ``resumed`` (its fault was served), ``exited`` (the task is gone), or the
+    errno name the call then failed with (say ENOMEM once nothing is left to reclaim).
+    """
+
+    kind: ClassVar[str] = "stall_end"
+    pid: int
+    name: str
+    cgroup: str
+    op: str
+    stalled_ns: int
+    retries: int
+    how: str
+
+
 @dataclass(slots=True)
 class MemoryMax(Event):
     """A backing-store charge hit ``cgroup``'s memory.max."""

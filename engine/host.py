@@ -347,8 +347,9 @@ class Host:
         A resident page gets its accessed bit in ``pid``'s mm (only there: each mm has
         its own PTE); a swapped one is loaded back (its SECS first), charged to ``pid``'s
         cgroup now, NO_RECLAIM; an absent one in an initialised enclave is EAUG'd (SGX2).
-        Raises SigBus when a fault cannot be served, OSError(EFAULT) outside the enclave.
-        Mirrors sgx_vma_fault().
+        Raises SigBus when a fault cannot be served (ENOMEM: nothing on the requesting
+        cgroup's LRUs), Blocked with the faults served so far when one stalls (EBUSY that
+        no reclaim helps), OSError(EFAULT) outside the enclave.  Mirrors sgx_vma_fault().
         """
         encl = self._enclave(eid)
         self._check_range(encl.size_pages, first, count)
@@ -422,7 +423,7 @@ class Host:
         """Grow an initialised enclave by ``count`` pages through EAUG faults (SGX2).
 
         Each page: the SECS back if needed, the page, a VA page if due, all NO_RECLAIM.
-        SigBus as access(); OSError(EFAULT) past the enclave's size.  Mirrors
+        SigBus and Blocked as access(); OSError(EFAULT) past the enclave's size.  Mirrors
         sgx_encl_eaug_page().
         """
         encl = self._enclave(eid)
@@ -440,31 +441,35 @@ class Host:
             self._serve_fault(lambda: self._eaug(encl, index, pid), pid, "fault", done)
 
     def _serve_fault(self, attempt: Callable[[], T], pid: int, op: str, done: int) -> T:
-        """Run one fault's allocation, retrying on EBUSY as VM_FAULT_NOPAGE would; any other
-        error, or EBUSY with nothing left to wait for, raises SigBus.
+        """Run one fault's allocation, retrying on EBUSY as VM_FAULT_NOPAGE would.
+
+        EBUSY never means SIGBUS: the task would fault again for as long as nothing frees
+        the limiting cgroup, so a fault that no reclaim helps raises Blocked (it stalls).
+        Any other error (ENOMEM: nothing on the requesting cgroup's LRUs) raises SigBus.
         """
         while True:
             try:
                 return attempt()
             except OSError as e:
-                if e.errno == errno.EBUSY and self._wait_for_reclaim(done):
-                    continue
-                code = errno.ENOMEM if e.errno == errno.EBUSY else e.errno or errno.EIO
-                raise self._sigbus(pid, code, op, str(e.strerror)) from None
+                if e.errno != errno.EBUSY:
+                    raise self._sigbus(pid, e.errno or errno.EIO, op, str(e.strerror)) from None
+                self._wait_for_reclaim(done)
 
-    def _wait_for_reclaim(self, done: int) -> bool:
-        """After EBUSY: run the queued work inline, True if it moved anything; or raise Blocked.
+    def _wait_for_reclaim(self, done: int) -> None:
+        """After EBUSY: run the queued work inline and return if it moved anything; else raise Blocked.
 
-        Blocked too when nothing moved because an OOM victim has yet to exit and free
-        its backing: the kernel's fault would keep retrying until it has.
+        Blocked when the work moved nothing: the retry would fail the same way, and the
+        kernel's task would re-fault until something outside the fault (a task's exit, a
+        release, a limit raised, an OOM victim freeing its backing) makes room.  Without
+        inline work (the engine) at once: the caller lets its async workers run first.
         """
         if not self.inline_work:
             raise Blocked(done, "waiting for async reclaim")
         progress = self.progress
         self.run_pending_work()
-        if self.progress == progress and self.oom_victims:
-            raise Blocked(done, "waiting for an OOM victim to exit")
-        return self.progress != progress
+        if self.progress == progress:
+            waiting_for = "an OOM victim to exit" if self.oom_victims else "something to free the limiting cgroup"
+            raise Blocked(done, f"stalled: no reclaim can help this fault; waiting for {waiting_for}")
 
     def _sigbus(self, pid: int, code: int, op: str, message: str) -> SigBus:
         self.emit(SigBusRaised(self.clock.now_ns(), pid, self.tree.task_cgroup(pid).path, op, errno_name(code)))
@@ -782,7 +787,8 @@ class Host:
     def vepc_access(self, pid: int, vid: int, first: int, count: int) -> int:
         """Touch guest pages; a first touch allocates NO_RECLAIM.  Returns the faults.
 
-        EBUSY retries; anything else (ENOMEM: nothing reclaimable) raises SigBus.
+        EBUSY retries (retry allowed), Blocked (with the faults served) when it stalls;
+        anything else (ENOMEM: nothing reclaimable) raises SigBus.
         Mirrors sgx_vepc_fault().
         """
         vepc = self._vepc(vid)
@@ -796,7 +802,11 @@ class Host:
             def alloc(index: int = index) -> int:
                 return alloc_epc_page(self, cg, PageKind.VEPC, vid, index, NO_RECLAIM, pid, "vEPC fault")
 
-            frame = self._serve_fault(alloc, pid, "vEPC fault", index - first)
+            try:
+                frame = self._serve_fault(alloc, pid, "vEPC fault", index - first)
+            except Blocked as e:
+                e.faults = faults
+                raise
             try:
                 vepc.pages[index] = frame
             except BaseException:

@@ -5,7 +5,12 @@ then run as small steps: a long ADD_PAGES or a batch of faults is cut into chunk
 that other clients, process exits and the reclaim workers get their turn.  A step
 that the core reports Blocked (a fault got EBUSY, or reclaim waits for an OOM victim
 to exit) is parked and retried when the async reclaim work (cgroup work items and
-ksgxd, run here as their own task) or an exit has changed something.
+ksgxd, run here as their own task) or an exit has changed something.  One that is
+still blocked once that work has run dry, having moved nothing, stalls: as the
+kernel's task faults again for as long as nothing frees the limiting cgroup, it is
+retried STALL_RETRY_HZ times a second, and at once after a process exit, an enclave
+or vEPC release or a cgroup file write; the workload shows as stalled until its call
+goes on, and a signal ends it as on a real host.
 
 Liveness: every workload registers its pid with ``hello``; the engine watches it
 through a pidfd, and when the process is gone, by any means, releases what it held,
@@ -34,7 +39,7 @@ import zmq
 from engine import curve, files, protocol, runtime
 from engine.check import check_steps
 from engine.clock import MonotonicClock
-from engine.events import Event, ReclaimBatch
+from engine.events import STALL_RETRY_HZ, Event, ReclaimBatch, Stalled, StallEnded
 from engine.host import Host
 from engine.protocol import ProtocolError
 from engine.sgx import Blocked, IoctlError, SigBus, errno_name
@@ -47,7 +52,6 @@ log = logging.getLogger("epc.engine")
 CHUNK_PAGES = 1024
 WORK_SLICE_S = 0.002  # reclaim work run between request steps
 STATS_INTERVAL_S = 0.25
-FAULT_WAIT_S = 10.0  # a parked request gives up after this long
 STOP_DEADLINE_S = 5.0
 MORE, WAIT = "more", "wait"
 FLUSH_INTERVAL_S = 0.005  # buffered events go out at least this often...
@@ -75,8 +79,12 @@ class Pending:
     request_id: int
     pid: int
     steps: Step
+    op: str = ""
     progress_seen: int = -1
-    deadline: float = 0.0
+    idle_seen: bool = False  # woken because the reclaim work ran dry: still blocked means stalled
+    stalled_ns: int = 0  # the host clock when it started to stall (0: it does not)
+    retries: int = 0  # tries since it stalled
+    retry_at: float = 0.0  # monotonic time of its next try while it stalls
 
 
 class Subscriptions:
@@ -112,14 +120,12 @@ class Engine:
         endpoint: str,
         pub_endpoint: str,
         *,
-        fault_wait_s: float = FAULT_WAIT_S,
         keys: curve.ServerKeys | None = None,
     ) -> None:
         """``keys``: serve as CURVE, letting in only the clients whose keys are in ``keys.directory`` (tcp)."""
         self.host = host
         self.endpoint = endpoint
         self.pub_endpoint = pub_endpoint
-        self.fault_wait_s = fault_wait_s
         self.ipc = endpoint.startswith("ipc://")  # only ipc connections carry the peer's pid and uid
         self.uid = os.getuid()
         self.ctx = zmq.Context()
@@ -140,6 +146,7 @@ class Engine:
         self.watched: dict[int, int] = {}  # pid -> pidfd
         self.ready: deque[Pending] = deque()
         self.waiting: list[Pending] = []
+        self.stalled: list[Pending] = []  # calls that no reclaim can help, tried again now and then
         self.events: list[Event] = []
         self.seq = 0
         self.flush_at: asyncio.TimerHandle | None = None
@@ -205,7 +212,7 @@ class Engine:
         self.kick.set()
 
     def _shutdown(self) -> None:
-        for pending in [*self.ready, *self.waiting]:
+        for pending in [*self.ready, *self.waiting, *self.stalled]:
             self._reply(pending.ident, protocol.reply_err(pending.request_id, "ESHUTDOWN", "the engine stopped"))
         self._flush_events()
         with contextlib.suppress(zmq.ZMQError):
@@ -257,7 +264,7 @@ class Engine:
             self._reply(ident, self._error_reply(request_id, caller.pid, e))
             return
         if isinstance(result, Generator):
-            self._step(Pending(ident, request_id, caller.pid, result))  # most finish in their first step
+            self._step(Pending(ident, request_id, caller.pid, result, op))  # most finish in their first step
         else:
             self._reply(ident, protocol.reply_ok(request_id, result))
         self._events_due()
@@ -302,16 +309,22 @@ class Engine:
                 await asyncio.sleep(0)
                 continue
             self.kick.clear()
+            timeout = 0.1
+            if self.stalled:
+                timeout = min(timeout, max(0.0, min(p.retry_at for p in self.stalled) - time.monotonic()))
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.kick.wait(), timeout=0.1)
+                await asyncio.wait_for(self.kick.wait(), timeout=timeout)
 
     def _schedule_round(self) -> bool:
         """One round: every ready step once, then a slice of reclaim work; False when idle."""
         host = self.host
+        self._retry_stalled()
         if not self.ready and not self._work_due():
             self._expire_waiting()
             return False
         for _ in range(len(self.ready)):
+            if not self.ready:
+                break  # an exit taken in between dropped its calls
             self._step(self.ready.popleft())
             self._drain()  # a newcomer's request goes between two long ones, not after them all
         if self._work_due():
@@ -335,27 +348,30 @@ class Engine:
         workload = self.workloads.get(pending.pid)
         if workload is not None and workload.state != "running":
             pending.steps.close()  # its process is gone: nobody to answer
+            self._end_stall(pending, "exited")
             return
         try:
             state = next(pending.steps)
         except StopIteration as done:
+            self._end_stall(pending, "resumed")
             self._reply(pending.ident, protocol.reply_ok(pending.request_id, done.value))
             return
         except Exception as e:
+            self._end_stall(pending, _how(e))
             self._reply(pending.ident, self._error_reply(pending.request_id, pending.pid, e))
             return
-        if state == WAIT:
-            if pending.deadline == 0.0:
-                pending.deadline = time.monotonic() + self.fault_wait_s
-            if pending.progress_seen == self.host.progress and not self._anything_can_change():
-                pending.steps.close()
-                message = "no reclaimable EPC and nothing left to wait for"
-                self._reply(pending.ident, self._error_reply(pending.request_id, pending.pid, _NoProgress(message)))
-                return
+        if state != WAIT:
+            self._end_stall(pending, "resumed")
+            self.ready.append(pending)
+        elif pending.stalled_ns:
+            pending.retries += 1
+            self._park_stalled(pending)
+        elif pending.idle_seen and pending.progress_seen == self.host.progress:
+            self._start_stall(pending)  # the work it waited for ran dry and moved nothing
+        else:
+            pending.idle_seen = False
             pending.progress_seen = self.host.progress
             self.waiting.append(pending)
-        else:
-            self.ready.append(pending)
 
     def _anything_can_change(self) -> bool:
         return self._work_due() or bool(self.host.oom_victims)
@@ -365,17 +381,75 @@ class Engine:
         self.waiting.clear()
 
     def _expire_waiting(self) -> None:
-        """Fail parked requests past their deadline; when nothing can unblock the rest, give
-        each a last try (_step fails those still stuck)."""
-        now = time.monotonic()
-        expired = [p for p in self.waiting if now >= p.deadline]
-        self.waiting = [p for p in self.waiting if now < p.deadline]
-        for pending in expired:
-            pending.steps.close()
-            error = _NoProgress(f"still blocked after {self.fault_wait_s:g} s")
-            self._reply(pending.ident, self._error_reply(pending.request_id, pending.pid, error))
+        """When nothing can unblock the parked requests any more (the reclaim work ran dry, no
+        OOM victim is exiting), give each another try: one still blocked then stalls (_step)."""
         if self.waiting and not self._anything_can_change():
+            for pending in self.waiting:
+                pending.idle_seen = True
             self._wake_waiting()
+
+    # -- stalls ---------------------------------------------------------------
+
+    def _start_stall(self, pending: Pending) -> None:
+        """The call stalls: the workload shows as stalled, a ``stall`` event says so once."""
+        now = self.host.clock.now_ns()
+        pending.stalled_ns = now
+        pending.retries = 0
+        workload = self.workloads.get(pending.pid)
+        name = ""
+        if workload is not None:
+            name = workload.name
+            workload.stalled_calls += 1
+            workload.stalled_ns = workload.stalled_ns or now
+        cgroup = self.host.task_cgroup(pending.pid)
+        log.info("pid %d (%s) stalls in %s: %s that no reclaim can help", pending.pid, name, cgroup, pending.op)
+        self._publish_now(Stalled(now, pending.pid, name, cgroup, pending.op))
+        self._park_stalled(pending)
+
+    def _park_stalled(self, pending: Pending) -> None:
+        pending.retry_at = time.monotonic() + 1.0 / STALL_RETRY_HZ
+        self.stalled.append(pending)
+
+    def _end_stall(self, pending: Pending, how: str) -> None:
+        """The stalled call went on (``resumed``), failed (an errno name) or its task is gone (``exited``)."""
+        if not pending.stalled_ns:
+            return
+        now = self.host.clock.now_ns()
+        workload = self.workloads.get(pending.pid)
+        name = ""
+        if workload is not None:
+            name = workload.name
+            workload.stalled_calls -= 1
+            if not workload.stalled_calls:
+                workload.stalled_ns = 0
+        cgroup = workload.cgroup if workload is not None and workload.state != "running" else ""
+        cgroup = cgroup or self.host.task_cgroup(pending.pid)
+        elapsed = now - pending.stalled_ns
+        pending.stalled_ns = 0
+        self._publish_now(StallEnded(now, pending.pid, name, cgroup, pending.op, elapsed, pending.retries, how))
+
+    def _retry_stalled(self) -> None:
+        """Stalled calls whose time has come, back to the ready queue."""
+        if not self.stalled:
+            return
+        now = time.monotonic()
+        due = [p for p in self.stalled if p.retry_at <= now]
+        if due:
+            self.stalled = [p for p in self.stalled if p.retry_at > now]
+            self.ready.extend(due)
+
+    def _something_freed(self) -> None:
+        """A process exited, an enclave or vEPC was released, or a cgroup file was written: every
+        parked call, the stalled ones included, tries again now."""
+        self.ready.extend(self.stalled)
+        self.stalled.clear()
+        self._wake_waiting()
+        self.kick.set()
+
+    def _publish_now(self, event: Event) -> None:
+        """An engine event, after the core's buffered ones (so it follows the failed charges it is about)."""
+        self._flush_events()
+        self._publish(event.to_dict())
 
     def _reply(self, ident: bytes, frame: bytes) -> None:
         self._deliver_oom_kills()  # first: an OOM kill lands before the call returns, as in the kernel
@@ -383,7 +457,7 @@ class Engine:
             self.router.send_multipart([ident, frame], flags=zmq.NOBLOCK)
 
     def _error_reply(self, request_id: int, pid: int, error: BaseException) -> bytes:
-        if isinstance(error, SigBus | _NoProgress):
+        if isinstance(error, SigBus):
             self._note_exit_reason(pid, "SIGBUS")
             return protocol.reply_err(request_id, "SIGBUS", str(error))
         if isinstance(error, ProtocolError):
@@ -525,10 +599,10 @@ class Engine:
             self._release_process(pid)
         except Exception:
             log.exception("internal error releasing pid %d", pid)
-        self._wake_waiting()
-        self.kick.set()
+        self._something_freed()
 
     def _release_process(self, pid: int) -> None:
+        self._drop_calls(pid)
         fd = self.watched.pop(pid, None)
         if fd is not None:
             asyncio.get_running_loop().remove_reader(fd)
@@ -545,6 +619,18 @@ class Engine:
             log.info("workload %d (%s) exited: %s", pid, workload.name, workload.reason)
             self._prune_exited()
         self._flush_events()
+
+    def _drop_calls(self, pid: int) -> None:
+        """The calls ``pid`` had parked or queued end with it (a stalled one says so), unanswered."""
+        calls = [p for p in (*self.ready, *self.waiting, *self.stalled) if p.pid == pid]
+        if not calls:
+            return
+        self.ready = deque(p for p in self.ready if p.pid != pid)
+        self.waiting = [p for p in self.waiting if p.pid != pid]
+        self.stalled = [p for p in self.stalled if p.pid != pid]
+        for pending in calls:
+            pending.steps.close()
+            self._end_stall(pending, "exited")
 
     def _prune_exited(self) -> None:
         """Keep the newest MAX_EXITED exited records (dicts keep registration order)."""
@@ -702,8 +788,10 @@ class Engine:
                 self._watch(target)
             except OSError:
                 self._reap([target])  # it exited in between: it leaves the cgroup again
+            self._something_freed()
             return
         self.host.write(path, value, pid=caller.pid or None)
+        self._something_freed()  # a limit raised may let a stalled call go on
 
     def op_ecreate(self, caller: Caller, size: int) -> dict[str, int]:
         workload = self._workload(caller.pid)
@@ -878,7 +966,7 @@ class Engine:
         self._own_enclave(caller.pid, eid)
         self.host.release(eid)
         self._workload(caller.pid).eids.discard(eid)
-        self._wake_waiting()
+        self._something_freed()
 
     def op_vepc_open(self, caller: Caller, size: int) -> dict[str, int]:
         workload = self._workload(caller.pid)
@@ -891,15 +979,20 @@ class Engine:
         self._own_vepc(caller.pid, vid)
         self.host.vepc_release(vid)
         self._workload(caller.pid).vids.discard(vid)
-        self._wake_waiting()
+        self._something_freed()
 
     def op_bye(self, caller: Caller, reason: str = "ok") -> None:
         """The workload is about to exit (its process exit does the releasing)."""
         self._note_exit_reason(caller.pid, reason)
 
 
-class _NoProgress(Exception):
-    """A parked request that nothing will unblock: a fault then means SIGBUS."""
+def _how(error: BaseException) -> str:
+    """How a stalled call ended when it failed: ``SIGBUS``, or its errno name."""
+    if isinstance(error, SigBus):
+        return "SIGBUS"
+    if isinstance(error, OSError) and error.errno:
+        return errno_name(error.errno)
+    return "failed"
 
 
 NOBODY = Caller(0, -1)

@@ -79,9 +79,12 @@ class Blocked(Exception):
     """The task would wait here, as the kernel's task would spin or sleep.
 
     Raised when a fault gets EBUSY and the caller runs the reclaim work itself
-    (``Host(inline_work=False)``), or when synchronous reclaim cannot make progress
-    until another task exits (an OOM victim still dying).  ``done`` pages of the call
-    were completed; the caller retries the rest later.
+    (``Host(inline_work=False)``: the engine); when a fault stalls in the in-process
+    core, whose inline reclaim work moved nothing (the kernel's task would fault again,
+    one more failed charge each time, until something frees the limiting cgroup); or
+    when synchronous reclaim cannot make progress until another task exits (an OOM
+    victim still dying).  ``done`` pages of the call were completed; the caller retries
+    the rest later.  Never SIGBUS: that comes only from ENOMEM or another error.
     """
 
     def __init__(self, done: int, message: str, faults: int = 0) -> None:

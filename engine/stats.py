@@ -31,10 +31,12 @@ class Workload:
     cgroup: str
     started_ns: int
     uid: int = -1  # from the socket's peer credentials
-    state: str = "running"  # running | exited
+    state: str = "running"  # running | exited (a running one whose call stalls shows as stalled)
     reason: str = ""  # ok | ENOMEM | SIGBUS | OOM | killed | failed | <errno name>
     faults: int = 0
     exited_ns: int = 0
+    stalled_ns: int = 0  # the host clock when its call began to stall (0: none does)
+    stalled_calls: int = 0
     eids: set[int] = field(default_factory=set)
     vids: set[int] = field(default_factory=set)
 
@@ -209,7 +211,8 @@ class Stats:
             "role": w.role,
             "name": w.name,
             "cgroup": host.task_cgroup(w.pid) if w.state == "running" else w.cgroup,
-            "state": w.state,
+            "state": "stalled" if w.state == "running" and w.stalled_ns else w.state,
+            "stalled_ns": w.stalled_ns,  # since when, on the header's t_ns clock (0: not stalled)
             "reason": w.reason,
             "faults": w.faults,
             "resident": resident,

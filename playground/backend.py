@@ -64,7 +64,8 @@ class Backend(Protocol):
         """Send TERM, KILL, INT or HUP to a workload (nothing if it has ended)."""
 
     def outcome(self, pid: int) -> str | None:
-        """None while it runs; then ok, an errno name (ENOMEM, ...), SIGBUS, OOM, killed or failed."""
+        """None while it runs (``stalled`` while its call stalls: a fault that no reclaim can help);
+        then ok, an errno name (ENOMEM, ...), SIGBUS, OOM, killed or failed."""
 
     def alive(self) -> int:
         """How many workloads run now."""

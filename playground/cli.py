@@ -55,10 +55,11 @@ optional), seed. Steps, in order, one kind each ([[step]]):
             duration?, grow?, trim? }  count processes; passes = 0: build and enter only
   sleep = "500ms"
   kill  = { name, pick? (all|random) or index?, signal? (TERM|KILL|INT|HUP) }
-  wait  = { name?, timeout? (60s) }
+  wait  = { name?, timeout? (60s) }      timed out with only stalled ones left: ends as stalled
   expect = { path, equals | matches | at_most | at_least, title? }
   expect = { name, exited, at_least | at_most | all | none, title? }
-           exited: ok, ENOMEM (or another errno name), SIGBUS, OOM, killed, failed
+           exited: ok, ENOMEM (or another errno name), SIGBUS, OOM, killed, failed,
+           stalled (still waiting on a fault that no reclaim can help)
   expect = { event, where? = { field = value }, at_least | at_most, title? }
            event: an engine event's kind (reclaim, limit_hit, sigbus, oom_kill, ...)
 Sizes: 4096, 64KiB, 16MiB, or an expression over capacity and memory with + - * /
@@ -521,7 +522,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def format_tree(snapshot: dict[str, object]) -> str:
-    """The cgroup tree with sgx_epc usage, limit and events, and backing memory."""
+    """The cgroup tree with sgx_epc usage, limit and events, and backing memory; then the workloads
+    whose call stalls (a fault that no reclaim can help), one line each."""
     rows = [("cgroup", "misc.current", "misc.max", "peak", "events", "memory", "tasks")]
     cgroups = snapshot["cgroups"]
     assert isinstance(cgroups, list)
@@ -554,6 +556,15 @@ def format_tree(snapshot: dict[str, object]) -> str:
     lines.append(
         f"EPC {format_size(capacity)}, {format_size(free)} free, ksgxd {'running' if snapshot['ksgxd'] else 'idle'}"
     )
+    workloads, now = snapshot.get("workloads", []), snapshot.get("t_ns", 0)
+    assert isinstance(workloads, list) and isinstance(now, int)
+    for w in workloads:
+        if w.get("state") == "stalled":
+            seconds = max(0, now - int(w.get("stalled_ns") or now)) / 1e9
+            lines.append(
+                f"stalled: {w['name']} (pid {w['pid']}) in {w['cgroup']} for {seconds:.1f} s:"
+                " a fault that no reclaim can help, retried until something frees its limiting cgroup"
+            )
     return "\n".join(line.rstrip() for line in lines) + "\n"
 
 

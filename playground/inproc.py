@@ -9,6 +9,12 @@ reclaimed, and a task that sleeps (a VM holding its EPC) is runnable again when 
 clock reaches its wake-up time.  No wall clock, no unordered iteration: the same
 scenario and seed give the same events, byte for byte.
 
+A call that the core reports Blocked stalls (a fault that no reclaim can help: the host
+ran the queued work inline and nothing moved), unless an OOM victim has yet to die: the
+task then sleeps and tries again STALL_RETRY_HZ times a virtual second, or at once when
+a task ends or a cgroup file is written, as the engine does; ``stall`` and ``stall_end``
+events say when it began and went on, and its outcome reads ``stalled`` meanwhile.
+
 DESIGN.md section 1 allows the in-process scenario mode to drive the core directly.
 """
 
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from engine import PAGE_SIZE, Blocked, Host, SigBus, VirtualClock
-from engine.events import Event
+from engine.events import STALL_RETRY_HZ, Event, Stalled, StallEnded
 from engine.sgx import IoctlError, errno_name
 from playground.backend import FileError, Tick, WorkloadSpec
 from workloads.enclave import CODE_PAGES, TCS_PAGES, EnclavePlan
@@ -33,6 +39,7 @@ VM_HOLD_NS = 50_000_000  # a guest holding its EPC touches it again every 50 ms 
 FIRST_PID = 1000
 PID_STRIDE = 7  # pids as a real host would hand them out: not consecutive
 TICK_TURNS = 2000  # turns between progress ticks
+STALL_RETRY_NS = 10**9 // STALL_RETRY_HZ
 T = TypeVar("T")
 
 
@@ -43,8 +50,21 @@ class Pause:
     ns: int
 
 
-Turn = Generator[int | Pause, None, None]
-"""A workload as a task: each ``next()`` is one turn; it yields the pages it asked for, or a Pause."""
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """Yielded by a task whose call ``op`` could not go on after ``pages`` pages: it tries again.
+
+    Blocked (the host ran the queued work inline, or waits for an OOM victim), or with
+    ``again`` an EDMM ioctl's EAGAIN (the work runs after the turn, as in the engine).
+    """
+
+    pages: int
+    op: str
+    again: bool = False
+
+
+Turn = Generator[int | Pause | Waiting, None, None]
+"""A workload as a task: each ``next()`` is one turn; it yields the pages it asked for, a Pause, or Waiting."""
 
 
 class Interrupted(Exception):
@@ -57,9 +77,9 @@ def enclave_task(host: Host, pid: int, plan: EnclavePlan) -> Turn:
     ``plan.passes`` 0 builds and enters only (the kernel selftest's test_sgx).
     """
     clock = host.clock
-    eid = yield from _retry(lambda: host.ecreate(pid, plan.enclave_bytes))
+    eid = yield from _retry(lambda: host.ecreate(pid, plan.enclave_bytes), "ecreate")
     for kind, count in (("TCS", TCS_PAGES), ("REG", CODE_PAGES), ("REG", plan.heap_pages)):
-        yield from _in_chunks(0, count, _adder(host, pid, eid, kind))
+        yield from _in_chunks(0, count, _adder(host, pid, eid, kind), "add_pages")
 
     def touch(at: int, n: int) -> int:
         host.access(pid, eid, at, n, write=True)
@@ -72,20 +92,20 @@ def enclave_task(host: Host, pid: int, plan: EnclavePlan) -> Turn:
     host.einit(pid, eid)
     heap = TCS_PAGES + CODE_PAGES
     for _ in range(plan.entries):
-        yield from _in_chunks(0, heap, touch)
+        yield from _in_chunks(0, heap, touch, "access")
     passes = plan.passes if plan.duration_s is None else 1 << 30
     deadline = None if plan.duration_s is None else clock.now_ns() + int(plan.duration_s * 1e9)
     for ranges in batches(plan.pattern, plan.heap_pages, passes=passes, batch=plan.batch, seed=plan.seed):
         for first, count in ranges:
-            yield from _in_chunks(heap + first, count, touch)
+            yield from _in_chunks(heap + first, count, touch, "access")
         if deadline is not None and clock.now_ns() >= deadline:
             break
     if plan.grow_pages:
-        yield from _in_chunks(0, plan.grow_pages, lambda _at, n: host.augment(pid, eid, n))
+        yield from _in_chunks(0, plan.grow_pages, lambda _at, n: host.augment(pid, eid, n), "augment")
     if plan.trim_pages:  # as the engine's op_remove_pages: trim, EACCEPT every page, remove
         trim = min(plan.trim_pages, plan.heap_pages)
         yield from _resumed(lambda at, n: host.trim_pages(pid, eid, at, n), heap, trim)
-        yield from _in_chunks(heap, trim, accept)
+        yield from _in_chunks(heap, trim, accept, "remove_pages")
         yield from _resumed(lambda at, n: host.remove_trimmed(pid, eid, at, n), heap, trim)
     host.release(eid)
 
@@ -103,9 +123,9 @@ def vm_task(host: Host, pid: int, size_bytes: int, passes: int, duration_ns: int
     deadline = None if duration_ns is None else clock.now_ns() + duration_ns
     for ranges in batches("sequential", npages, passes=max(1, passes), batch=CHUNK_PAGES):
         for first, count in ranges:
-            yield from _in_chunks(first, count, touch)
+            yield from _in_chunks(first, count, touch, "vepc_access")
     while deadline is not None and clock.now_ns() < deadline:
-        yield from _in_chunks(0, npages, touch)
+        yield from _in_chunks(0, npages, touch, "vepc_access")
         yield Pause(VM_HOLD_NS)
     host.vepc_release(vid)
 
@@ -126,16 +146,16 @@ def _adder(host: Host, pid: int, eid: int, kind: str) -> Callable[[int, int], in
     return add
 
 
-def _retry(call: Callable[[], T]) -> Generator[int, None, T]:
-    """One call that the core may report Blocked (waiting for an OOM victim): retried next turn."""
+def _retry(call: Callable[[], T], op: str) -> Generator[Waiting, None, T]:
+    """One call that the core may report Blocked (waiting for an OOM victim, or stalled): tried again."""
     while True:
         try:
             return call()
         except Blocked:
-            yield 0
+            yield Waiting(0, op)
 
 
-def _resumed(call: Callable[[int, int], object], first: int, count: int) -> Generator[int, None, None]:
+def _resumed(call: Callable[[int, int], object], first: int, count: int) -> Generator[int | Waiting, None, None]:
     """An EDMM call over pages first..first+count-1 in one turn; after EAGAIN (or Blocked) it goes on
     from where it stopped on the next turn, as the selftest and the engine's op_remove_pages do."""
     done = 0
@@ -146,19 +166,21 @@ def _resumed(call: Callable[[int, int], object], first: int, count: int) -> Gene
             if e.errno != errno.EAGAIN:
                 raise
             done += e.done
-            yield e.done
+            yield Waiting(e.done, "remove_pages", again=True)
             continue
         except Blocked as e:
             done += e.done
-            yield e.done
+            yield Waiting(e.done, "remove_pages")
             continue
         yield count - done
         return
 
 
-def _in_chunks(first: int, count: int, call: Callable[[int, int], int]) -> Generator[int, None, None]:
-    """``call(at, n)`` over pages first..first+count-1, up to CHUNK_PAGES a turn; Blocked resumes
-    where the core stopped, on the next turn (after the async work has run)."""
+def _in_chunks(
+    first: int, count: int, call: Callable[[int, int], int], op: str
+) -> Generator[int | Waiting, None, None]:
+    """``call(at, n)`` (the request ``op``) over pages first..first+count-1, up to CHUNK_PAGES a turn;
+    Blocked resumes where the core stopped, when the task tries again (Waiting)."""
     done = 0
     while done < count:
         n = min(CHUNK_PAGES, count - done)
@@ -166,7 +188,7 @@ def _in_chunks(first: int, count: int, call: Callable[[int, int], int]) -> Gener
             served = call(first + done, n)
         except Blocked as e:
             done += e.done
-            yield e.done
+            yield Waiting(e.done, op)
             continue
         done += served
         yield served
@@ -179,6 +201,10 @@ class Task:
     turns: Turn
     wake_ns: int = 0
     outcome: str | None = None
+    stalled_ns: int = 0  # the virtual clock when its call began to stall (0: it does not)
+    retries: int = 0  # tries since
+    op: str = ""  # the request that stalls
+    progress_seen: int = -1  # the host's reclaim progress at its last EAGAIN
 
 
 class InprocBackend:
@@ -228,6 +254,7 @@ class InprocBackend:
 
     def write(self, path: str, value: str) -> None:
         self._file_op(self.host.write, path, value)
+        self._wake_stalled()  # a limit raised may let a stalled call go on
 
     def warnings(self) -> list[str]:
         return []
@@ -276,17 +303,56 @@ class InprocBackend:
             self._end(task, "killed")
 
     def outcome(self, pid: int) -> str | None:
-        return self.tasks[pid].outcome
+        task = self.tasks[pid]
+        return "stalled" if task.outcome is None and task.stalled_ns else task.outcome
 
     def alive(self) -> int:
         return sum(task.outcome is None for task in self.tasks.values())
 
     def _end(self, task: Task, outcome: str) -> None:
         """The process is gone: the host releases what it held (its last reference)."""
+        self._end_stall(task, "exited")
         task.outcome = outcome
         task.turns.close()
         self.host.exit_task(task.pid)
         self._publish({"kind": "workload_exit", "pid": task.pid, "name": task.spec.name, "reason": outcome})
+        self._wake_stalled()
+
+    # -- stalls -----------------------------------------------------------------
+
+    def _wait(self, task: Task, step: Waiting) -> None:
+        """Its call could not go on.  It stalls when no reclaim can help: Blocked with no OOM victim
+        to wait for (the host ran the work inline), or EAGAIN again with the work between the two
+        having moved nothing.  Otherwise it tries again at its next turn."""
+        host = self.host
+        if host.oom_victims:
+            return  # the victim's exit frees its backing
+        if step.again and task.progress_seen != host.progress and not task.stalled_ns:
+            task.progress_seen = host.progress
+            return
+        now = self.clock.now_ns()
+        if task.stalled_ns:
+            task.retries += 1
+        else:
+            task.stalled_ns, task.retries, task.op = now, 0, step.op
+            host.emit(Stalled(now, task.pid, task.spec.name, host.task_cgroup(task.pid), step.op))
+        task.wake_ns = now + STALL_RETRY_NS
+
+    def _end_stall(self, task: Task, how: str) -> None:
+        if not task.stalled_ns:
+            return
+        now = self.clock.now_ns()
+        cgroup = self.host.task_cgroup(task.pid)
+        elapsed = now - task.stalled_ns
+        task.stalled_ns = 0
+        self.host.emit(StallEnded(now, task.pid, task.spec.name, cgroup, task.op, elapsed, task.retries, how))
+
+    def _wake_stalled(self) -> None:
+        """A task ended or a file was written: every stalled task tries again at its next turn."""
+        now = self.clock.now_ns()
+        for task in self.tasks.values():
+            if task.stalled_ns and task.outcome is None:
+                task.wake_ns = min(task.wake_ns, now)
 
     # -- time -------------------------------------------------------------------
 
@@ -309,15 +375,24 @@ class InprocBackend:
         try:
             step = next(task.turns)
         except StopIteration:
+            self._end_stall(task, "resumed")
             self._end(task, "ok")
             return
         except (SigBus, Interrupted, OSError) as e:
-            self._end(task, self._outcome_of(task.pid, e))
+            outcome = self._outcome_of(task.pid, e)
+            self._end_stall(task, outcome)
+            self._end(task, outcome)
             return
         if isinstance(step, Pause):
+            self._end_stall(task, "resumed")
             task.wake_ns = self.clock.now_ns() + step.ns
             self.clock.advance(TURN_NS)
+        elif isinstance(step, Waiting):
+            self.clock.advance(TURN_NS + step.pages * PAGE_NS)
+            self._wait(task, step)
         else:
+            self._end_stall(task, "resumed")
+            task.progress_seen = -1
             self.clock.advance(TURN_NS + step * PAGE_NS)
 
     def _outcome_of(self, pid: int, error: Exception) -> str:

@@ -8,6 +8,8 @@ jobs start together on a real host.  Its end maps to an outcome as DESIGN.md
 section 3 gives the exit codes: 0 ok; 1 with an errno name on stderr, that errno
 (else failed); killed by SIGBUS, SIGBUS; by SIGKILL after the OOM killer chose it,
 OOM; by any other signal (ours, or a SIGKILL of someone else), killed; else failed.
+While it runs, its outcome reads ``stalled`` between the engine's ``stall`` and
+``stall_end`` events for it (a fault that no reclaim can help).
 
 Events come from the engine's PUB socket, read by a thread into a list so that none
 is lost while the runner waits on a request.
@@ -62,6 +64,7 @@ class EventStream:
         self.oom_killed: set[int] = set()
         self.started: set[int] = set()
         self.exited: set[int] = set()
+        self.stalled: set[int] = set()  # between a stall event and its stall_end
         self.last_seq = 0
         self.lost = 0
         self.late = 0  # catch_up() gave up waiting this many times
@@ -103,6 +106,10 @@ class EventStream:
                     self.started.add(int(event["pid"]))
                 elif kind == "workload_exit":
                     self.exited.add(int(event["pid"]))
+                elif kind == "stall":
+                    self.stalled.add(int(event["pid"]))
+                elif kind == "stall_end":
+                    self.stalled.discard(int(event["pid"]))
                 self._events.append(event)
 
     def catch_up(self, seq: int, timeout_s: float = 2.0) -> None:
@@ -361,7 +368,10 @@ class RealBackend:
         return True
 
     def outcome(self, pid: int) -> str | None:
-        return self._poll(self.procs[pid])
+        outcome = self._poll(self.procs[pid])
+        if outcome is None and self.stream.seen("stalled", pid):
+            return "stalled"
+        return outcome
 
     def alive(self) -> int:
         return sum(self._poll(proc) is None for proc in self.procs.values())
@@ -390,11 +400,16 @@ class RealBackend:
     def wait(self, pids: list[int], timeout_ns: int, tick: Tick) -> bool:
         """Until every one has exited and the engine has released what it held (its workload_exit event)."""
         procs = [self.procs[pid] for pid in pids]
-        return self._pass_time(
+        done = self._pass_time(
             time.monotonic() + timeout_ns / 1e9,
             lambda: all(p.outcome for p in procs) and self._released(pids),
             tick,
         )
+        if not done:  # what stalls at this moment: the engine's events up to now
+            seq = int(self._call("snapshot")["seq"])
+            if seq > self._seq_at_start:
+                self.stream.catch_up(seq)
+        return done
 
     def _check_engine(self) -> None:
         """BackendError (one line: the engine (pid N) is gone) once the engine has gone away; cheap, no request."""

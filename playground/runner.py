@@ -12,7 +12,9 @@ Every step runs, whatever failed before it.  ``mkdir`` creates missing parents a
 accepts a cgroup that exists (``mkdir -p``).  A ``write`` without ``errno`` must
 succeed; with one it must fail with exactly that errno.  ``kill`` of an instance that
 has already ended does nothing (a note says so).  A ``wait`` that times out fails the
-step.  At the end what still runs is killed, and the host's invariants are checked.
+step, unless every workload it waits for that has not ended is stalled (a fault that no
+reclaim can help: its outcome reads ``stalled`` until its call goes on); a note says so.
+At the end what still runs is killed, and the host's invariants are checked.
 """
 
 from __future__ import annotations
@@ -268,7 +270,7 @@ class _Run:
             chosen = list(range(len(pids)))
         for index in chosen:
             pid = pids[index]
-            if self.backend.outcome(pid) is not None:
+            if self.backend.outcome(pid) not in (None, "stalled"):
                 self.observer.note(f"step {step.number}: {step.name} instance {index} had already ended")
                 continue
             self.observer.note(f"step {step.number}: SIG{step.signal} to {step.name} instance {index}")
@@ -278,9 +280,15 @@ class _Run:
         names = [step.name] if step.name is not None else list(self.pids)
         pids = [pid for name in names for pid in self.pids.get(name, [])]
         if not self.backend.wait(pids, step.timeout_ns, self.tick):
-            running = sum(self.backend.outcome(pid) is None for pid in pids)
+            outcomes = [self.backend.outcome(pid) for pid in pids]
+            running, stalled = outcomes.count(None), outcomes.count("stalled")
             what = step.name or "the workloads"
-            self.fail(step, f"wait for {what}: {running} of {len(pids)} still ran after {step.timeout_ns / 1e9:g} s")
+            after = f"after {step.timeout_ns / 1e9:g} s"
+            if running:
+                also = f" ({stalled} more stalled)" if stalled else ""
+                self.fail(step, f"wait for {what}: {running} of {len(pids)} still ran {after}{also}")
+            else:  # a stalled workload waits as the kernel's task would: the wait ends as stalled
+                self.observer.note(f"step {step.number}: wait for {what}: {stalled} of {len(pids)} stalled {after}")
 
     # -- expects ----------------------------------------------------------------
 

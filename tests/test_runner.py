@@ -332,3 +332,89 @@ def test_removing_pages_goes_on_after_eagain_or_blocked(where: str, how: str) ->
     report = run_scenario(scenario, backend)
     assert stopped and report.outcomes == {"elastic": ["ok"]}
     assert report.exit_code == 0, report
+
+
+STALL_THEN_KILL = """
+name = "stall, then kill"
+capacity = "16MiB"
+
+[[step]]
+mkdir = "p/a"
+[[step]]
+mkdir = "p/b"
+[[step]]
+write = { path = "p/misc.max", value = "sgx_epc {256KiB}" }
+[[step]]
+spawn = { name = "holder", cgroup = "p/a", size = "208KiB", duration = "120s" }
+[[step]]
+sleep = "1s"
+[[step]]
+spawn = { name = "staller", cgroup = "p/b", size = "32KiB" }
+[[step]]
+wait = { name = "staller", timeout = "1s" }
+[[step]]
+expect = { name = "staller", exited = "stalled", all = true }
+[[step]]
+kill = { name = "staller" }
+[[step]]
+wait = { name = "staller", timeout = "1s" }
+[[step]]
+expect = { name = "staller", exited = "killed", all = true }
+[[step]]
+expect = { path = "p/b/misc.current", equals = "sgx_epc 0" }
+"""
+
+
+class Noting(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.notes: list[str] = []
+        self.failures: list[str] = []
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def step_failed(self, step: int, text: str) -> None:
+        self.failures.append(text)
+
+
+def test_a_wait_on_a_stalled_workload_ends_as_stalled_and_it_goes_on_when_its_sibling_exits() -> None:
+    """Reference 7.3 (bundled stall.toml): the staller's fault stalls under the full /p; its wait ends
+    as stalled (a note, not a failure); it finishes once the holder is killed; never SIGBUS."""
+    scenario = load_scenario(bundled()["stall"])
+    observer = Noting()
+    events: list[dict[str, object]] = []
+    report = run_scenario(
+        scenario, InprocBackend(scenario.capacity, None, scenario.seed), observer, events=events.extend
+    )
+    assert report.exit_code == 0 and not observer.failures, observer.failures
+    assert report.outcomes == {"holder": ["killed"], "staller": ["ok"]}
+    assert any("wait for staller: 1 of 1 stalled after 2 s" in note for note in observer.notes), observer.notes
+    [stall] = [e for e in events if e["kind"] == "stall"]
+    [end] = [e for e in events if e["kind"] == "stall_end"]
+    assert stall["cgroup"] == end["cgroup"] == "/p/b" and end["how"] == "resumed"
+    assert not [e for e in events if e["kind"] == "sigbus"]
+    # a try every 100 ms of virtual time while nothing changes, one failed charge each
+    assert end["retries"] == int(end["stalled_ns"]) * 10 // 10**9, end
+    hits = [e for e in events if e["kind"] == "limit_hit" and e["requester"] == "/p/b"]
+    assert len(hits) >= int(end["retries"]) + 1
+
+
+def test_a_kill_reaches_a_stalled_workload_and_its_stall_ends_with_it() -> None:
+    scenario = parse_scenario(STALL_THEN_KILL)
+    observer = Noting()
+    events: list[dict[str, object]] = []
+    report = run_scenario(
+        scenario, InprocBackend(scenario.capacity, None, scenario.seed), observer, events=events.extend
+    )
+    assert report.exit_code == 0 and not observer.failures, (observer.failures, observer.notes)
+    assert report.outcomes["staller"] == ["killed"]
+    assert [e["how"] for e in events if e["kind"] == "stall_end"] == ["exited"]
+
+
+def test_a_wait_that_times_out_with_a_workload_still_running_fails_and_counts_the_stalled_apart() -> None:
+    text = STALL_THEN_KILL.replace('wait = { name = "staller", timeout = "1s" }', 'wait = { timeout = "1s" }', 1)
+    observer = Noting()
+    report = run_scenario(parse_scenario(text), InprocBackend(16 << 20, None, 0), observer)
+    assert report.exit_code == 1
+    assert observer.failures == ["wait for the workloads: 1 of 2 still ran after 1 s (1 more stalled)"]

@@ -163,6 +163,7 @@ class FakeStream:
     def __init__(self) -> None:
         self.started: set[int] = set()
         self.exited: set[int] = set()
+        self.stalled: set[int] = set()
         self.lost = self.late = 0
         self.malformed: list[str] = []
         self.closed = False
@@ -175,16 +176,21 @@ class FakeStream:
 
 
 class LiveClient:
-    """An EngineClient whose engine is always there."""
+    """An EngineClient whose engine is always there (and has published nothing)."""
 
     def check_engine(self) -> None:
         pass
+
+    def call(self, op: str, **args: object) -> dict[str, int]:
+        assert op == "snapshot", op
+        return {"seq": 0}
 
 
 def bare_backend(stream: object) -> realmode.RealBackend:
     backend = realmode.RealBackend.__new__(realmode.RealBackend)
     backend.procs, backend.engine, backend.stream = {}, None, stream  # type: ignore[assignment]
     backend.client = LiveClient()  # type: ignore[assignment]
+    backend._seq_at_start = 0
     return backend
 
 
@@ -288,3 +294,22 @@ def test_a_duration_goes_to_the_workload_with_full_precision(monkeypatch: pytest
     argv = argvs[0]
     assert float(argv[argv.index("--duration") + 1]) * 1e9 == pytest.approx(1_000_000_500, abs=1)
     backend.procs[4242].stderr.close()
+
+
+def test_a_running_workload_reads_stalled_between_its_stall_and_stall_end_events() -> None:
+    stream = FakeStream()
+    backend = bare_backend(stream)
+    popen = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    with tempfile.TemporaryFile() as stderr:
+        backend.procs[popen.pid] = realmode.Proc(WorkloadSpec("w", "/", "enclave", 4096), popen, stderr)
+        try:
+            assert backend.outcome(popen.pid) is None
+            stream.stalled.add(popen.pid)
+            assert backend.outcome(popen.pid) == "stalled" and backend.alive() == 1
+            assert not backend.wait([popen.pid], 100_000_000, lambda: None)  # a wait on it times out
+            stream.stalled.discard(popen.pid)
+            assert backend.outcome(popen.pid) is None
+        finally:
+            backend.kill(popen.pid, "KILL")  # a kill step reaches a stalled workload
+            popen.wait()
+        assert backend.outcome(popen.pid) == "killed"

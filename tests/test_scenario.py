@@ -326,3 +326,11 @@ def test_a_directory_named_like_a_bundled_scenario_does_not_hide_it(
     assert main(["run", "--inproc", "nothing-like-it"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no bundled scenario" in err and "--list" in err
+
+
+def test_stalled_is_an_outcome_a_workload_expect_can_name() -> None:
+    """A workload whose fault no reclaim can help is still waiting at the step: exited = "stalled"."""
+    spawn = '[[step]]\nspawn = { name = "a", size = 4096 }\n'
+    scenario = parse_scenario(HEAD + spawn + '[[step]]\nexpect = { name = "a", exited = "stalled", all = true }\n')
+    step = scenario.steps[-1]
+    assert isinstance(step, ExpectExited) and step.outcome == "stalled"

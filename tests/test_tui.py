@@ -6,9 +6,11 @@ import asyncio
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
-from textual.widgets import DataTable, Log
+from rich.text import Text
+from textual.widgets import DataTable, Log, Static
 
 from playground.tui.app import EpcApp, effective_limits, usage_bar
 from workloads.client import EngineClient
@@ -352,6 +354,61 @@ def test_a_guest_vm_spawned_over_its_limit_dies_by_sigbus_and_x_removes_an_empty
         names = client.listdir("/")
         assert "guests" in names and "spare" not in names
         assert client.read("/guests/misc.current") == "sgx_epc 0\n"
+    engine.check()
+
+
+def test_a_stalled_workload_is_red_in_the_table_and_its_stall_is_in_the_event_log(engine: RunningEngine) -> None:
+    """Reference 7.3: the staller's fault under the full /p cannot be helped by any reclaim; the
+    table shows it stalled (red, with how long), the log says when it stalls and when it goes on."""
+    with EngineClient(engine.endpoint) as client:
+        for path in ("/p", "/p/a", "/p/b"):
+            client.mkdir(path)
+        client.write("/p/misc.max", f"sgx_epc {64 * 4096}")
+        holder = engine.spawn("enclave", "--size", "208KiB", "--duration", "120", "--cgroup", "/p/a", "--name", "hold")
+        deadline = time.monotonic() + 20
+        while client.read("/p/a/misc.current") != f"sgx_epc {59 * 4096}\n":
+            assert time.monotonic() < deadline, "the holder never filled /p"
+            time.sleep(0.05)
+    staller = engine.spawn("enclave", "--size", "32KiB", "--cgroup", "/p/b", "--name", "staller")
+
+    async def scenario() -> tuple[Any, str, Any, list[str]]:
+        app = EpcApp(engine.endpoint)
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.query_one("#workloads", DataTable)
+
+            async def staller_state() -> Any:
+                await settle(pilot, 0.3)
+                rows = [table.get_row_at(i) for i in range(table.row_count)]
+                return next((row[-1] for row in rows if str(row[3]) == "staller"), None)
+
+            deadline = time.monotonic() + 20
+            stalled = await staller_state()
+            while time.monotonic() < deadline and not str(stalled).startswith("stalled"):
+                stalled = await staller_state()
+            status = str(app.query_one("#status", Static).render())
+            holder.terminate()
+            deadline = time.monotonic() + 20
+            ended = await staller_state()
+            while time.monotonic() < deadline and not str(ended).startswith("exited"):
+                ended = await staller_state()
+            await settle(pilot, 0.6)
+            lines = [str(line) for line in app.query_one("#events", Log).lines]
+            await pilot.press("q")
+            return stalled, status, ended, lines
+
+    try:
+        stalled, status, ended, lines = run(scenario())
+        assert staller.wait(timeout=30) == 0
+    finally:
+        for process in (holder, staller):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert isinstance(stalled, Text) and stalled.plain.startswith("stalled ") and "red" in str(stalled.style), stalled
+    assert "1 stalled" in status, status
+    assert str(ended) == "exited: ok", ended
+    assert any(line.startswith("stall ") and "staller" in line and "/p/b" in line for line in lines), lines
+    assert any(line.startswith("stall_end") and "staller" in line and "goes on" in line for line in lines), lines
     engine.check()
 
 

@@ -32,17 +32,18 @@ def cgroup(path: str, current: int, limit: int | None, peak: int, events: int = 
 
 
 def workload(pid: int, role: str, name: str, cgroup: str, faults: int, resident: int, swapped: int, size: int,
-             reason: str = "") -> dict[str, Any]:  # fmt: skip
-    state = "exited" if reason else "running"
+             reason: str = "", stalled_ns: int = 0) -> dict[str, Any]:  # fmt: skip
+    state = "exited" if reason else "stalled" if stalled_ns else "running"
     return {"pid": pid, "role": role, "name": name, "cgroup": cgroup, "state": state, "reason": reason,
-            "faults": faults, "resident": resident, "swapped": swapped, "size": size}  # fmt: skip
+            "faults": faults, "resident": resident, "swapped": swapped, "size": size,
+            "stalled_ns": stalled_ns}  # fmt: skip
 
 
 def fixed_feed() -> FeedState:
     """What an EngineFeed holds, from fixed data: two stats a second apart, a few events, a fixed history."""
     snapshot = {
         "seq": 0,
-        "t_ns": 0,
+        "t_ns": 5 * 10**9,
         "capacity": 64 * MiB,
         "free": 30 * MiB,
         "ksgxd": False,
@@ -57,17 +58,18 @@ def fixed_feed() -> FeedState:
             workload(4101, "enclave", "web", "/pods/web", 9000, 4100, 0, 32 * MiB),
             workload(4102, "enclave", "db", "/pods/db", 95000, 2019, 1058, 16 * MiB),
             workload(4103, "vm", "guest", "/guests", 2048, 0, 0, 0, reason="SIGBUS"),
+            workload(4104, "enclave", "batch", "/pods/db", 310, 40, 12, MiB, stalled_ns=3 * 10**9),
         ],
     }
     feed = FeedState(snapshot)
-    later = dict(snapshot, t_ns=10**9, seq=7)  # a second on: /pods hit its limit once, /pods/db gave up 32 pages
+    later = dict(snapshot, t_ns=6 * 10**9, seq=7)  # a second on: /pods hit its limit once, /pods/db gave up 32 pages
     later["cgroups"] = [
         dict(cg, misc_events_local=cg["misc_events_local"] + (cg["path"] == "/pods"))
         | {"reclaimed": cg["reclaimed"] + 32 * (cg["path"] == "/pods/db")}
         for cg in snapshot["cgroups"]
     ]
     later["workloads"] = [
-        dict(w, faults=w["faults"] + rate) for w, rate in zip(snapshot["workloads"], (1200, 35000, 0), strict=True)
+        dict(w, faults=w["faults"] + rate) for w, rate in zip(snapshot["workloads"], (1200, 35000, 0, 0), strict=True)
     ]
     feed.take_stats(later)
     feed.take_events(
@@ -76,6 +78,7 @@ def fixed_feed() -> FeedState:
             {"kind": "write", "path": "/pods/misc.max", "value": "sgx_epc 25165824", "seq": 2},
             {"kind": "sigbus", "pid": 4103, "cgroup": "/guests", "errno": "ENOMEM", "seq": 6},
             {"kind": "workload_exit", "pid": 4103, "name": "guest", "reason": "SIGBUS", "seq": 7},
+            {"kind": "stall", "pid": 4104, "name": "batch", "cgroup": "/pods/db", "op": "access", "seq": 8},
         ]
     )
     for path in ("/", "/pods", "/pods/web", "/pods/db"):

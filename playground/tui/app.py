@@ -66,13 +66,30 @@ def effective_limits(snapshot: dict[str, Any]) -> dict[str, int]:
     return limits
 
 
-def status_line(snap: dict[str, Any], running: int) -> str:
-    """The header line: the EPC, what is free, ksgxd, workloads."""
+def status_line(snap: dict[str, Any], running: int, stalled: int = 0) -> str:
+    """The header line: the EPC, what is free, ksgxd, workloads (those that stall among them)."""
     capacity, free = int(snap["capacity"]), int(snap["free"])
+    stalls = f" ([b red]{stalled} stalled[/])" if stalled else ""
     return (
         f" EPC {format_size(capacity)}   free {format_size(free)} ({free // 4096} pages)   "
-        f"ksgxd {'[b]running[/b]' if snap['ksgxd'] else 'idle'}   workloads running {running}"
+        f"ksgxd {'[b]running[/b]' if snap['ksgxd'] else 'idle'}   workloads running {running}{stalls}"
     )
+
+
+FINE_ENDINGS = ("ok", "killed")  # how a workload may end without it being a failure
+
+
+def workload_state(workload: dict[str, Any], now_ns: int) -> str | Text:
+    """The workloads table's state cell: running; stalled and for how long, in red; how it exited,
+    in red when that was a failure (SIGBUS, ENOMEM or another errno, OOM, failed)."""
+    state = workload["state"]
+    if state == "running":
+        return "running"
+    if state == "stalled":
+        seconds = max(0, now_ns - int(workload.get("stalled_ns") or now_ns)) // 10**9
+        return Text(f"stalled {seconds}s", style="bold red")
+    reason = workload["reason"] or "?"
+    return f"exited: {reason}" if reason in FINE_ENDINGS else Text(f"exited: {reason}", style="red")
 
 
 class EpcApp(App[None]):
@@ -186,8 +203,9 @@ class EpcApp(App[None]):
     def refresh_view(self) -> None:
         assert self.feed is not None
         snap = self.feed.snapshot
-        running = sum(1 for w in snap["workloads"] if w["state"] == "running")
-        status = status_line(snap, running) + self.scenario_progress
+        running = sum(1 for w in snap["workloads"] if w["state"] != "exited")
+        stalled = sum(1 for w in snap["workloads"] if w["state"] == "stalled")
+        status = status_line(snap, running, stalled) + self.scenario_progress
         self._show("#status", status)
         self._refresh_tree(snap)
         self._refresh_details(snap)
@@ -280,7 +298,7 @@ class EpcApp(App[None]):
         rates = self.feed.fault_rate if self.feed is not None else {}
         for pid, w in rows.items():
             shown = self.rows.get(pid)
-            state = w["state"] if w["state"] == "running" else f"exited: {w['reason'] or '?'}"
+            state = workload_state(w, int(snap["t_ns"]))
             # An exited workload's enclaves are gone: it keeps the size it had.
             size = format_size(int(w["size"])) if w.get("size") else shown[4] if shown else "-"
             rate = f"{rates.get(w['pid'], 0.0):,.0f}"
@@ -619,12 +637,20 @@ def _pressure(e: dict[str, Any]) -> str:
     return f"{e['cgroup']}: {', '.join(parts)}"
 
 
+def _stall_end(e: dict[str, Any]) -> str:
+    """How a stall ended, after how long and how many more failed charges."""
+    how = {"resumed": "goes on", "exited": "ended by its exit"}.get(e["how"], f"failed: {e['how']}")
+    return f"{e['op']} {how} after {e['stalled_ns'] / 1e9:.1f} s, {e['retries']} more tries"
+
+
 def _describe(event: dict[str, Any]) -> str:
     kind = str(event.get("kind"))
     details: Callable[[dict[str, Any]], str] | None = {
         "pressure": _pressure,
         "enomem": lambda e: f"pid {e['pid']} in {e['cgroup']}: {e['op']} ENOMEM",
         "sigbus": lambda e: f"pid {e['pid']} in {e['cgroup']}: SIGBUS ({e['errno']})",
+        "stall": lambda e: f"{e['name']} (pid {e['pid']}) in {e['cgroup']}: {e['op']} stalls, no reclaim can help",
+        "stall_end": lambda e: f"{e['name']} (pid {e['pid']}) in {e['cgroup']}: {_stall_end(e)}",
         "oom_kill": lambda e: f"{e['cgroup']}: OOM killer picked pid {e['pid']}",
         "workload_start": lambda e: f"{e['role']} {e['name']} (pid {e['pid']}) starts in {e['cgroup']}",
         "workload_exit": lambda e: f"{e['name']} (pid {e['pid']}) exited: {e['reason']}",
