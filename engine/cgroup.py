@@ -104,6 +104,8 @@ class Cgroup:
     # LRU transitions keep ``nonempty_lrus`` exact, so "does this subtree have anything to
     # reclaim" (sgx_cgroup_lru_empty(), which walks dying cgroups too) is O(1).
     def lru_became_nonempty(self) -> None:
+        """This cgroup's LRU got its first page: it and every ancestor have one more non-empty
+        LRU below them, which sgx_cgroup_lru_empty() and sgx_can_reclaim_global() ask of the tree."""
         self._add_nonempty(1)
 
     def lru_became_empty(self) -> None:
@@ -187,8 +189,10 @@ class CgroupTree:
 
         OSError(ENOENT) without a parent, ENAMETOOLONG for a name over NAME_MAX bytes,
         EINVAL for a NUL in it (no C string can carry one) or a bad name, EEXIST if taken,
-        EAGAIN when the tree holds max_cgroups already, as cgroup.max.descendants refuses.
-        Mirrors cgroup_mkdir() and cgroup_check_hierarchy_limits().
+        EAGAIN when the tree holds max_cgroups already (removed ones still holding pages
+        count too: this host's own bound; the kernel's cgroup.max.descendants counts live
+        ones and defaults to max).  Mirrors cgroup_mkdir() and
+        cgroup_check_hierarchy_limits().
         """
         names = split_path(path)
         if not names:
@@ -238,7 +242,7 @@ class CgroupTree:
         """Free ``cg`` if it is dying with no charge left, then its dying parents likewise.
 
         Returns the cgroups freed.  Cursors that pointed at a freed cgroup move on to its
-        successor (as sgx_cgroup_free() does).
+        successor.  Mirrors sgx_cgroup_free() and sgx_cgroup_next_skip().
         """
         freed = []
         while cg.dying and not cg.misc_usage and not cg.mem_usage and not cg.children and not cg.lru.size:

@@ -70,6 +70,7 @@ class Epc:
 
     def take(self, kind: PageKind, owner: int, index: int, cg: int) -> int:
         """Take a free frame for ``owner``; the caller made sure one is free (the charge did).
+        Mirrors __sgx_alloc_epc_page().
 
         Any error (a value the 32-bit tables cannot hold, MemoryError) leaves every table
         as it was.
@@ -112,7 +113,10 @@ class Epc:
         del self.flags[length:]
 
     def put(self, frame: int) -> None:
-        """Return a frame (already off every LRU) to the free stack; its PTEs went with the page."""
+        """Return a frame (already off every LRU) to the free stack; its PTEs went with the page.
+
+        Mirrors the free-list half of sgx_free_epc_page().
+        """
         if self.flags[frame] & YOUNG_MORE:
             del self.young_more[frame]
         self.flags[frame] = PageKind.FREE
@@ -193,6 +197,7 @@ class Epc:
     # -- LRU ------------------------------------------------------------------
 
     def lru_add_tail(self, lru: Lru, frame: int) -> None:
+        """Put the page at the tail of its cgroup's LRU.  Mirrors sgx_mark_page_reclaimable()."""
         tail = lru.tail
         self.prev[frame] = tail
         self.next[frame] = NIL
@@ -206,6 +211,7 @@ class Epc:
         self.flags[frame] |= ON_LRU
 
     def lru_del(self, lru: Lru, frame: int) -> None:
+        """Take the page off its cgroup's LRU.  Mirrors sgx_unmark_page_reclaimable()."""
         prev = self.prev[frame]
         nxt = self.next[frame]
         if prev == NIL:
@@ -222,7 +228,10 @@ class Epc:
             lru.owner.lru_became_empty()
 
     def lru_isolate(self, lru: Lru, count: int) -> list[int]:
-        """Take up to ``count`` frames off the head of ``lru`` in one splice; returns them oldest first."""
+        """Take up to ``count`` frames off the head of ``lru`` in one splice; returns them oldest first.
+
+        Mirrors the isolation loop at the top of sgx_reclaim_pages().
+        """
         nxt, flags = self.next, self.flags
         out: list[int] = []
         frame = lru.head

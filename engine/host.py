@@ -186,7 +186,8 @@ class Host:
     def exit_task(self, pid: int) -> None:
         """Task ``pid`` is gone: its mm leaves every enclave's mm list, taking its accessed
         bits with it; an enclave no task maps any more is released (its last reference),
-        its vEPC too, and it leaves its cgroup.
+        its vEPC too, and it leaves its cgroup.  Mirrors sgx_mmu_notifier_release() and the
+        last fput() of its enclave and vEPC files (sgx_release(), sgx_vepc_release()).
         """
         for encl in list(self.enclaves.values()):
             if pid in encl.mm_slot:
@@ -334,7 +335,8 @@ class Host:
     def einit(self, pid: int, eid: int) -> None:
         """EINIT: the enclave is initialised; from now on its SECS can be written out.
 
-        OSError(EINVAL) if already initialised.
+        OSError(EINVAL) if already initialised.  Mirrors sgx_ioc_enclave_init() (launch
+        control is not modelled).
         """
         encl = self._enclave(eid)
         if encl.initialized:
@@ -446,6 +448,7 @@ class Host:
         EBUSY never means SIGBUS: the task would fault again for as long as nothing frees
         the limiting cgroup, so a fault that no reclaim helps raises Blocked (it stalls).
         Any other error (ENOMEM: nothing on the requesting cgroup's LRUs) raises SigBus.
+        Mirrors the error handling of sgx_vma_fault() and sgx_vepc_fault().
         """
         while True:
             try:
@@ -772,7 +775,7 @@ class Host:
     def vepc_open(self, pid: int, size: int | str) -> int:
         """Open a guest's virtual EPC of ``size`` bytes (a page multiple up to MAX_SIZE); returns its id.
 
-        OSError(EINVAL) for any other size.
+        OSError(EINVAL) for any other size.  Mirrors sgx_vepc_open() and the mmap() that sizes it.
         """
         size_bytes = parse_size(size)
         if size_bytes <= 0 or size_bytes % PAGE_SIZE:
@@ -817,7 +820,7 @@ class Host:
         return faults
 
     def vepc_release(self, vid: int) -> None:
-        """The guest's vEPC file is released: every page freed and uncharged."""
+        """The guest's vEPC file is released: every page freed and uncharged.  Mirrors sgx_vepc_release()."""
         vepc = self._vepc(vid)
         for frame in vepc.pages.values():
             free_epc_page(self, frame)
@@ -901,7 +904,10 @@ class Host:
                 self._free_owner_ids.append(owner_id)
 
     def _misc_cgroup(self, pid: int) -> Cgroup:
-        """The cgroup whose misc counters ``pid``'s allocations charge now (``pid`` becomes known)."""
+        """The cgroup whose misc counters ``pid``'s allocations charge now (``pid`` becomes known).
+
+        Mirrors sgx_get_current_cg().
+        """
         cg = self.tree.register_task(pid)
         return cg if cg.misc_on else cg.misc_css()
 

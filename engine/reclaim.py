@@ -165,6 +165,7 @@ def alloc_epc_run(host: Host, cg: Cgroup, kind: PageKind, owner: int, first_inde
 
 
 def wake_ksgxd(host: Host, free_pages: int) -> None:
+    """ksgxd is woken with ``free_pages`` frames left.  Mirrors wake_up(&ksgxd_waitq) in sgx_alloc_epc_page()."""
     host.ksgxd_woken = True
     host.emit(KsgxdWake(host.clock.now_ns(), free_pages))
 
@@ -206,7 +207,10 @@ def should_reclaim(cg: Cgroup) -> bool:
 
 
 def queue_work(host: Host, cg: Cgroup) -> None:
-    """Queue ``cg``'s reclaim work item on sgx_cg_wq; re-queueing a pending item does nothing."""
+    """Queue ``cg``'s reclaim work item on sgx_cg_wq; re-queueing a pending item does nothing.
+
+    Mirrors queue_work(sgx_cg_wq, &sgx_cg->reclaim_work).
+    """
     if not cg.work_queued:
         cg.work_queued = True
         host.work[cg.id] = None
@@ -451,7 +455,8 @@ def alloc_backing(host: Host, encl: Enclave, index: int, owner_id: int) -> bool:
 def free_backing_page(host: Host, encl: Enclave, index: int, entry: int) -> int:
     """Drop the backing of page ``index`` (swap ``entry``), and its PCMD page when that
     empties; returns the VA slot id the page held.  Used by ELDU (truncate after the
-    load) and by release.
+    load) and by release.  Mirrors sgx_encl_truncate_backing_page() and the PCMD
+    truncation of __sgx_encl_eldu().
     """
     return free_backing_run(host, encl, index, [entry])[0]
 
