@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.runtime import ENDPOINT_ENV
 from playground.launch import start_engine_process
@@ -84,3 +86,13 @@ def stop_engine(engine: RunningEngine) -> None:
         if engine.runtime_dir.exists():
             left = [path.name for path in engine.runtime_dir.iterdir() if path.name != "keys"]
             assert not left, left
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> bool:
+    """Whether ``predicate()`` holds within ``timeout`` seconds (polled every 20 ms): a bound, not a measurement."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())

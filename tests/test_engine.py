@@ -17,7 +17,7 @@ import zmq
 from engine import protocol, runtime
 from workloads.client import EngineClient, EngineError, NoEngine
 
-from .engine_fixture import RunningEngine, start_engine, stop_engine
+from .engine_fixture import RunningEngine, start_engine, stop_engine, wait_for
 from .puppet import Puppet
 
 pytestmark = pytest.mark.slow
@@ -26,15 +26,6 @@ MiB = 1 << 20
 
 def misc_current(client: EngineClient, path: str) -> int:
     return int(client.read(f"{path.rstrip('/')}/misc.current").split()[1])
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def test_eight_enclaves_oversubscribe_a_cgroup_two_killed_nothing_leaks(engine: RunningEngine) -> None:

@@ -20,19 +20,10 @@ from engine.events import STALL_RETRY_HZ
 from playground.realmode import EventStream
 from workloads.client import EngineClient
 
-from .engine_fixture import RunningEngine
+from .engine_fixture import RunningEngine, wait_for
 
 pytestmark = pytest.mark.slow
 PAGE = 4096
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return bool(predicate())
 
 
 def number(client: EngineClient, path: str) -> int:
