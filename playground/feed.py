@@ -94,19 +94,34 @@ class EngineFeed(FeedState):
         changed = False
         try:
             while self._sub.poll(0):
-                topic, payload = self._sub.recv_multipart()
-                message = msgpack.unpackb(payload, raw=False)
-                if topic == protocol.TOPIC_STATS:
-                    changed = self._take_delta(message) or changed
-                elif topic == protocol.TOPIC_EVENT_OTHER:
-                    self.take_events(message)
-                elif topic == protocol.TOPIC_ENGINE:
-                    self.connected = False
+                frames = self._sub.recv_multipart()
+                try:
+                    changed = self._take_message(frames) or changed
+                except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as e:
+                    # a message we cannot read is skipped and said in the log, never a crash; the
+                    # next stats message then finds a gap and asks for the whole snapshot
+                    self._stats_seq = -1 if frames[0] == protocol.TOPIC_STATS else self._stats_seq
+                    topic = frames[0].decode(errors="replace")
+                    self.take_events([{"kind": "malformed", "topic": topic, "error": f"{type(e).__name__}: {e}"}])
         except zmq.ZMQError:
             self.connected = False
         if self.connected and not runtime.process_alive(self.client.engine_pid):
             self.connected = False
         return changed
+
+    def _take_message(self, frames: list[bytes]) -> bool:
+        """One PUB message (topic, payload); True when the snapshot changed."""
+        topic, payload = frames  # ValueError for any other number of frames
+        message = msgpack.unpackb(payload, raw=False)
+        if topic == protocol.TOPIC_STATS:
+            return self._take_delta(message)
+        if topic == protocol.TOPIC_EVENT_OTHER:
+            if not isinstance(message, list) or not all(isinstance(e, dict) for e in message):
+                raise TypeError(f"an event batch is a list of maps, not {type(message).__name__}")
+            self.take_events(message)
+        elif topic == protocol.TOPIC_ENGINE:
+            self.connected = False
+        return False
 
     def _take_delta(self, delta: dict[str, Any]) -> bool:
         """Apply one stats message; True at the end of a tick.  A gap in stats_seq (messages the

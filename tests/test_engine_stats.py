@@ -108,3 +108,42 @@ def test_every_pub_message_is_bounded_in_bytes(tmp_path: Path) -> None:
             ctx.term()
         assert sizes[protocol.TOPIC_EVENT_PRESSURE] and len(sizes[protocol.TOPIC_STATS]) >= 4
         assert max(max(v) for v in sizes.values()) <= protocol.PUB_MAX_BYTES, {k: max(v) for k, v in sizes.items()}
+
+
+def test_a_pub_message_the_feed_cannot_read_is_skipped_and_logged_not_a_crash(tmp_path: Path) -> None:
+    """Review B4: EngineFeed.poll let a message msgpack cannot decode escape into the TUI's timer.
+    Here the feed's SUB also listens to a PUB of the test's, which sends garbage on each topic;
+    a bad stats message makes the feed ask for the whole snapshot again."""
+    with running_engine(tmp_path, "--capacity", "16MiB") as engine, engine.client() as client:
+        feed = EngineFeed(engine.endpoint)
+        ctx = zmq.Context.instance()
+        rogue = ctx.socket(zmq.PUB)
+        try:
+            address = f"ipc://{tmp_path}/rogue.sock"
+            rogue.bind(address)
+            feed._sub.connect(address)
+            bad = [
+                [protocol.TOPIC_STATS, b"\xc1"],  # 0xc1: never valid msgpack
+                [protocol.TOPIC_EVENT_OTHER, msgpack.packb({"not": "a list"})],
+                [protocol.TOPIC_STATS, msgpack.packb({"stats_seq": 10**6})],  # no "last", no rows
+                [protocol.TOPIC_EVENT_OTHER],  # one frame only
+            ]
+            deadline = time.monotonic() + 10
+            malformed: list[dict[str, Any]] = []
+            while len(malformed) < len(bad) and time.monotonic() < deadline:
+                for frames in bad:
+                    rogue.send_multipart(frames)
+                time.sleep(0.05)
+                feed.poll()  # must not raise
+                malformed = [e for e in feed.events if e["kind"] == "malformed"]
+            assert len(malformed) >= len(bad), list(feed.events)[-10:]
+            client.mkdir("/after")
+            deadline = time.monotonic() + 10
+            while "/after" not in {c["path"] for c in feed.snapshot["cgroups"]} and time.monotonic() < deadline:
+                feed.poll()
+                time.sleep(0.05)
+            assert "/after" in {c["path"] for c in feed.snapshot["cgroups"]}  # still follows the engine
+            assert feed.connected
+        finally:
+            rogue.close(linger=0)
+            feed.close()

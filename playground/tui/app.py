@@ -662,6 +662,7 @@ def _describe(event: dict[str, Any]) -> str:
         "release": lambda e: f"enclave {e['enclave']} released: {e['pages_freed']} pages",
         "memory_max": lambda e: f"{e['cgroup']}: memory.max hit",
         "rmdir": lambda e: f"rmdir {e['cgroup']}{' (dying)' if e['dying'] else ''}",
+        "malformed": lambda e: f"a {e['topic']} message from the engine could not be read, skipped ({e['error']})",
     }.get(kind)
     text = details(event) if details else ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("kind", "seq"))
     return f"{kind:<15} {text}"
