@@ -362,7 +362,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     import os
 
     from engine import runtime
-    from playground.launch import start_engine_process
+    from playground.launch import drain_output, start_engine_process
     from playground.tui.app import EpcApp
 
     engine = None
@@ -381,6 +381,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
             except RuntimeError as e:
                 print(f"epc-playground: {e}", file=sys.stderr)
                 return EXIT_USAGE
+            drain_output(engine)  # nobody reads its pipes while the TUI runs: it must never block on them
     app = EpcApp(endpoint, owns_engine=engine)
     app.capacity = str(args.capacity)
     try:

@@ -9,12 +9,15 @@ method, and a process with threads, like a Textual app, must not fork.)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import multiprocessing
 import sys
+import threading
+from collections import deque
 from multiprocessing.context import SpawnProcess
-from typing import Any
+from typing import IO, Any
 
 LOG_FORMAT = "%(asctime)s %(processName)s[%(process)d] %(name)s %(levelname)s %(message)s"
 
@@ -81,3 +84,21 @@ def start_engine_process(
         process.kill()
         raise RuntimeError(f"the engine did not start: {line!r} {process.communicate()}")
     return process, line.split("serving ", 1)[1].split()[0]
+
+
+def drain_output(process: Any, keep: int = 20) -> deque[str]:
+    """Read an engine process's stdout and stderr to their ends in daemon threads, so that it
+    never blocks writing to a pipe nobody reads (its warnings and tracebacks go to stderr);
+    returns the last ``keep`` lines of its stderr, kept as they come."""
+    tail: deque[str] = deque(maxlen=keep)
+
+    def pump(stream: IO[str], into: deque[str] | None) -> None:
+        with contextlib.suppress(ValueError, OSError), stream:
+            for line in stream:
+                if into is not None:
+                    into.append(line.rstrip())
+
+    for stream, into in ((process.stdout, None), (process.stderr, tail)):
+        if stream is not None:
+            threading.Thread(target=pump, args=(stream, into), name="epc-engine-output", daemon=True).start()
+    return tail

@@ -35,7 +35,7 @@ import zmq
 
 from engine import curve, protocol, runtime
 from playground.backend import BackendError, FileError, Tick, WorkloadSpec
-from playground.launch import start_engine_process
+from playground.launch import drain_output, start_engine_process
 from workloads import process
 from workloads.client import EngineClient, EngineError, NoEngine
 
@@ -163,9 +163,7 @@ class RealBackend:
         self.capacity_bytes = client.capacity
         self.memory_bytes = memory
         self.procs: dict[int, Proc] = {}
-        self.engine_log: deque[str] = deque(maxlen=20)
-        if engine is not None and engine.stderr is not None:  # drained, so the engine never blocks on it
-            threading.Thread(target=self._drain_log, args=(engine.stderr,), daemon=True).start()
+        self.engine_log: deque[str] = drain_output(engine) if engine is not None else deque(maxlen=20)
         try:
             self.stream = EventStream(client.pub_endpoint)
         except BackendError:
@@ -182,11 +180,6 @@ class RealBackend:
             raise
         if engine is None and snapshot.get("memory") is not None:  # attached: the engine's RAM, if it says
             self.memory_bytes = int(snapshot["memory"])
-
-    def _drain_log(self, stream: IO[str]) -> None:
-        with contextlib.suppress(ValueError, OSError), stream:
-            for line in stream:
-                self.engine_log.append(line.rstrip())
 
     @classmethod
     def start(cls, capacity: int, memory: int | None, seed: int, runtime_dir: str) -> RealBackend:

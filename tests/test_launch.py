@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,23 @@ def test_engine_and_workload_logs_reach_the_parent(tmp_path: Path, monkeypatch: 
     messages = [r.getMessage() for r in collect.records]
     assert any("engine serving" in m for m in messages)
     assert sum("exits: ok" in m for m in messages) == 2
+
+
+def test_drain_output_keeps_an_engine_from_blocking_on_its_pipes() -> None:
+    """Review B2: the TUI's own engine had stdout and stderr pipes nobody read; after 64 KiB of
+    warnings it would block in write(2) and the TUI freeze.  A child writing 1 MiB to each ends."""
+    import subprocess
+    import sys
+
+    from playground.launch import drain_output
+
+    code = "import sys\nfor i in range(4096):\n    print('x' * 255)\n    print(f'line {i}', file=sys.stderr)\n"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )  # fmt: skip
+    tail = drain_output(child, keep=3)
+    assert child.wait(timeout=30) == 0
+    deadline = time.monotonic() + 10
+    while list(tail) != ["line 4093", "line 4094", "line 4095"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert list(tail) == ["line 4093", "line 4094", "line 4095"]

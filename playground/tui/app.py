@@ -551,13 +551,14 @@ class EpcApp(App[None]):
         if self.feed is not None and self.feed.connected:
             self.notify("the engine is still there", severity="warning")
             return
-        from playground.launch import start_engine_process
+        from playground.launch import drain_output, start_engine_process
 
         try:
             engine, endpoint = start_engine_process(["--capacity", self.capacity], dict(os.environ))
         except RuntimeError as e:
             self.notify(str(e), severity="error")
             return
+        drain_output(engine)  # nobody else reads its pipes: it must never block on them
         if self.feed is not None:
             self.feed.close()
         self.owns_engine, self.endpoint = engine, endpoint
