@@ -1605,6 +1605,7 @@ def run_random(seed: int, steps: int, capacity: int, memory: int | None, inline:
     return driver
 
 
+@pytest.mark.slow  # 40 s of deterministic depth: CI runs them, the fast lane leaves them to it
 @pytest.mark.parametrize(
     ("seed", "capacity", "memory", "inline"),
     [(5, 256, None, True), (2, 512, None, True), (3, 256, 160, False)],
