@@ -117,8 +117,13 @@ def parse_max_write(buf: str, capacity_bytes: int) -> int:
     if not sep:
         raise OSError(errno.EINVAL, "expected '<resource> <value>', e.g. 'sgx_epc 1048576' or 'sgx_epc max'")
     if name not in RES_NAMES:
-        raise OSError(errno.EINVAL, f"unknown misc resource {name!r}")
-    limit = U64_MAX if value == MAX_STR else kstrtou64(value)
+        raise OSError(errno.EINVAL, f"unknown misc resource {name!r} (V17 knows {', '.join(RES_NAMES)})")
+    try:
+        limit = U64_MAX if value == MAX_STR else kstrtou64(value)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
+        raise OSError(errno.EINVAL, f"{e.strerror}: misc.max takes bytes or max, e.g. 'sgx_epc 8388608'") from None
     if name != RES_NAME or capacity_bytes == 0:
         raise OSError(errno.EINVAL, f"misc resource {name!r} has no capacity on this host")
     return limit

@@ -496,7 +496,8 @@ def cmd_cg(args: argparse.Namespace) -> int:
         strerror = os.strerror(e.errno) if e.errno else e.message
         path = getattr(args, "path", "")
         path = path if len(path) <= 100 else f"{path[:100]}..."
-        print(f"epc-playground cg {args.action} {path}: {strerror} ({e.code})", file=sys.stderr)
+        why = f": {e.message}" if e.message and e.message != strerror else ""  # what the engine knows of it
+        print(f"epc-playground cg {args.action} {path}: {strerror} ({e.code}){why}", file=sys.stderr)
         return 1
     except NoEngine as e:
         print(f"epc-playground cg: {e}", file=sys.stderr)

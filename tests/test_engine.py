@@ -233,7 +233,15 @@ def test_cg_commands_read_write_mkdir_rmdir_tree_as_a_shell_would(engine: Runnin
     assert engine.cli("cg", "write", "/pod/misc.max", "sgx_epc 1048576").returncode == 0
     assert engine.cli("cg", "read", "/pod/misc.max").stdout == "sgx_epc 1048576\n"
     bad = engine.cli("cg", "write", "/pod/misc.max", "bogus")
-    assert bad.returncode == 1 and bad.stderr == "epc-playground cg write /pod/misc.max: Invalid argument (EINVAL)\n"
+    assert bad.returncode == 1 and bad.stderr == (
+        "epc-playground cg write /pod/misc.max: Invalid argument (EINVAL): "
+        "expected '<resource> <value>', e.g. 'sgx_epc 1048576' or 'sgx_epc max'\n"
+    )
+    suffix = engine.cli("cg", "write", "/pod/misc.max", "sgx_epc 8M")  # the kernel takes no units: say so
+    assert suffix.returncode == 1 and suffix.stderr == (
+        "epc-playground cg write /pod/misc.max: Invalid argument (EINVAL): "
+        "'8M' is not a number: misc.max takes bytes or max, e.g. 'sgx_epc 8388608'\n"
+    )
     tree = engine.cli("cg", "tree").stdout
     assert "pod" in tree and "1 MiB" in tree and "EPC 16 MiB" in tree
     assert engine.cli("cg", "mkdir", "/pod").returncode == 1
