@@ -35,7 +35,7 @@ Sizes take bytes or IEC units: 4096, 64KiB, 128MiB, 1GiB (K, M, G too).
 EXIT_USAGE = 2
 
 RUN_DESCRIPTION = """\
-Run a scenario file (TOML, DESIGN.md section 6) step by step and print KTAP: one
+Run a scenario file (TOML, the format below and in README) step by step and print KTAP: one
 result per expect, `#` lines saying what was read and what was expected. Exit 0 when
 all pass, 1 when anything fails (an expect, a step, the host's invariant check), 2
 for a file that does not validate (nothing runs), no engine, or an engine that went
