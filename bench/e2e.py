@@ -29,8 +29,8 @@ if __package__ in (None, ""):
 import zmq
 
 from bench import _common
-from engine import protocol
 from playground.launch import start_engine_process
+from wire import protocol
 from workloads.client import EngineClient
 
 MiB = 1 << 20

@@ -21,7 +21,8 @@ import msgpack
 
 from bench import soak_requests as requests
 from bench.soak_requests import State
-from engine import files, protocol
+from engine import files
+from wire import protocol
 
 MADE_CGROUPS = 32
 

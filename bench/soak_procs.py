@@ -25,7 +25,7 @@ import msgpack
 import zmq
 
 from bench import _common
-from engine import protocol
+from wire import protocol
 
 ADDRESS_SPACE = 3 << 30
 FUZZERS = 4

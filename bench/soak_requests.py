@@ -1,6 +1,6 @@
 """The soak fuzzer's requests valid by schema, and what it holds on the engine because of them.
 
-valid() gives one request that passes engine.protocol's checks, with random values:
+valid() gives one request that passes wire.protocol's checks, with random values:
 hello with our own pid, ECREATE of any size the wire takes (most a power of two),
 ADD_PAGES, EINIT, accesses, EAUG, trims and vEPC touches on our own enclaves and vEPCs
 with indexes anywhere below protocol.MAX_PAGES, file reads anywhere.  The work one request asks for stays
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import protocol
+from wire import protocol
 
 HELD_ENCLAVES = 4  # ours at a time: the next ecreate releases one first
 HELD_VEPCS = 2

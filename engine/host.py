@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
+from common.units import parse_size
 from engine import files, reclaim
 from engine.cgroup import Cgroup, CgroupTree
 from engine.clock import Clock, VirtualClock
@@ -54,7 +55,6 @@ from engine.sgx import (
     SigBus,
     errno_name,
 )
-from engine.units import parse_size
 
 if TYPE_CHECKING:
     from engine.reclaim import WorkState

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import enum
 
-PAGE_SIZE = 4096
-PAGE_SHIFT = 12
+from common.limits import MAX_PAGES as MAX_PAGES  # re-exported: the core's names for the host's bounds
+from common.limits import MAX_SIZE as MAX_SIZE
+from common.limits import PAGE_SHIFT as PAGE_SHIFT
+from common.limits import PAGE_SIZE as PAGE_SIZE
+from common.limits import U64_MAX as U64_MAX
 
 SGX_NR_TO_SCAN = 16  # pages isolated by one reclaim batch
 SGX_NR_LOW_PAGES = 32  # ksgxd is woken below this many free pages
@@ -19,13 +22,8 @@ SGX_CG_LOW_LIMIT = 128  # limits at or below this keep no margin
 SGX_VA_SLOT_COUNT = 512  # 8-byte version slots in one VA page
 SGX_PCMD_PER_PAGE = 32  # 128-byte PCMD entries in one backing page
 
-# What the core can hold: its frame tables are 32-bit (array("i")), so page indexes lie
-# below MAX_PAGES and an enclave's ELRANGE, a vEPC or the EPC has at most MAX_PAGES pages.
-MAX_PAGES = 1 << 31
-MAX_SIZE = MAX_PAGES * PAGE_SIZE  # bytes (8 TiB): the largest ELRANGE or vEPC the host takes
 MAX_OWNER_ID = (1 << 31) - 1  # enclave and vEPC ids wrap around below it, as pids do
 
-U64_MAX = (1 << 64) - 1  # misc "max"
 PAGE_COUNTER_MAX = ((1 << 63) - 1) // PAGE_SIZE  # memory "max", in pages (64-bit kernel)
 
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from engine import protocol
-from engine.units import format_size, parse_size, shown
+from common.units import format_size, parse_size, shown
+from wire import protocol
 
 DESCRIPTION = """\
 epc-playground emulates an Intel SGX host whose Enclave Page Cache (EPC) is limited
@@ -147,7 +147,7 @@ def _seconds(text: str) -> float:
 
 
 def _checked(checker: Callable[[Any], Any], what: str) -> Callable[[str], str]:
-    """An argparse type that applies a wire check (engine.protocol) to a string option."""
+    """An argparse type that applies a wire check (wire.protocol) to a string option."""
 
     def check(text: str) -> str:
         try:
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_tui(args: argparse.Namespace) -> int:
     import os
 
-    from engine import runtime
+    from engined import runtime
     from playground.launch import drain_output, start_engine_process
     from playground.tui.app import EpcApp
 
@@ -394,7 +394,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
-    from engine.server import run_engine
+    from engined.server import run_engine
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -418,7 +418,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from engine import curve, runtime
+    from engined import curve, runtime
 
     try:
         made = curve.make_keys(args.dir)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.units import parse_size
+from common.units import parse_size
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[KMGTPkmgtp][iI]?[bB]?|[bB])?(?![\w.])"

@@ -13,7 +13,8 @@ from typing import Any
 import msgpack
 import zmq
 
-from engine import curve, protocol, runtime
+from engined import curve, runtime
+from wire import protocol
 from workloads.client import EngineClient
 
 HISTORY = 240  # samples per cgroup: a minute at 4 Hz

@@ -33,9 +33,10 @@ from typing import IO, Any
 import msgpack
 import zmq
 
-from engine import curve, protocol, runtime
+from engined import curve, runtime
 from playground.backend import BackendError, FileError, Tick, WorkloadSpec
 from playground.launch import drain_output, start_engine_process
+from wire import protocol
 from workloads import process
 from workloads.client import EngineClient, EngineError, NoEngine
 

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.protocol import MAX_SIZE
 from playground.backend import Backend, BackendError, FileError, WorkloadSpec
 from playground.expr import Expr, ExprError, Template
 from playground.ktap import Progress, Result, RunObserver
@@ -44,6 +43,7 @@ from playground.scenario import (
     Wait,
     Write,
 )
+from wire.protocol import MAX_SIZE
 
 EXIT_PASS, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
 EventSink = Callable[[list[dict[str, Any]]], None]

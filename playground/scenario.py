@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from engine.protocol import MAX_SIZE
-from engine.units import format_size, parse_size
+from common.units import format_size, parse_size
 from playground.expr import Expr, ExprError, Template, parse_expr, parse_template
+from wire.protocol import MAX_SIZE
 
 KINDS = ("mkdir", "rmdir", "write", "spawn", "sleep", "kill", "wait", "expect")
 WORKLOAD_KINDS = ("enclave", "vm")

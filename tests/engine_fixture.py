@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.runtime import ENDPOINT_ENV
+from engined.runtime import ENDPOINT_ENV
 from playground.launch import start_engine_process
 from workloads.client import EngineClient
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.curve import KEYS_ENV
-from engine.protocol import MAX_SIZE
-from engine.units import format_size
+from common.units import format_size
+from engined.curve import KEYS_ENV
+from wire.protocol import MAX_SIZE
 
 from .engine_fixture import CLI, ROOT, RunningEngine, private_env, start_engine, stop_engine
 

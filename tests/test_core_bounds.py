@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from engine import PAGE_SIZE, Blocked, Host, SigBus, protocol
+from engine import PAGE_SIZE, Blocked, Host, SigBus
 from engine.check import InvariantError, check_steps
 from engine.enclave import DENSE_SLACK, Enclave
 from engine.epc import Epc
 from engine.sgx import MAX_OWNER_ID, MAX_PAGES, MAX_SIZE
+from wire import protocol
 
 from .helpers import enclave, limit, pages, place
 

@@ -14,7 +14,8 @@ import msgpack
 import pytest
 import zmq
 
-from engine import protocol, runtime
+from engined import runtime
+from wire import protocol
 from workloads.client import EngineClient, EngineError, NoEngine
 
 from .engine_fixture import RunningEngine, start_engine, stop_engine, wait_for

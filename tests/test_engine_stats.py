@@ -10,8 +10,8 @@ import msgpack
 import pytest
 import zmq
 
-from engine import protocol
 from playground.feed import EngineFeed
+from wire import protocol
 
 from .engine_fixture import running_engine
 from .puppet import Puppet

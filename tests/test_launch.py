@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runtime import ENDPOINT_ENV, RUNTIME_FILE
+from engined.runtime import ENDPOINT_ENV, RUNTIME_FILE
 from playground.launch import LogHub
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ import random
 import msgpack
 import pytest
 
-from engine import protocol
-from engine.protocol import ProtocolError, decode_request, request
+from wire import protocol
+from wire.protocol import ProtocolError, decode_request, request
 
 
 def test_a_request_round_trips_with_checked_arguments() -> None:

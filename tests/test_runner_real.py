@@ -16,10 +16,10 @@ import msgpack
 import pytest
 import zmq
 
-from engine import protocol
 from playground import realmode
 from playground.backend import BackendError, WorkloadSpec
 from playground.scenarios import bundled
+from wire import protocol
 from workloads.client import NoEngine
 
 from .engine_fixture import ROOT, RunningEngine, private_env

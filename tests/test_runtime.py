@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import zmq
 
-from engine import curve, protocol, runtime
+from engined import curve, runtime
 from playground.feed import EngineFeed
 from playground.realmode import EventStream
+from wire import protocol
 from workloads.client import EngineClient, EngineError, NoEngine
 
 from .engine_fixture import CLI, ROOT, RunningEngine, running_engine, start_engine, stop_engine

@@ -160,7 +160,7 @@ def test_usage_bar_and_effective_limit() -> None:
 
 def test_the_headless_parts_never_import_textual() -> None:
     code = (
-        "import sys, engine, engine.server, workloads.client, workloads.enclave, playground.cli, "
+        "import sys, engine, engined.server, workloads.client, workloads.enclave, playground.cli, "
         "playground.feed, playground.launch; assert 'textual' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -187,7 +187,7 @@ def test_event_filter_shows_only_matching_lines(engine: RunningEngine) -> None:
 
 
 def test_a_lost_engine_shows_disconnected_and_r_starts_a_new_one(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    from engine import runtime
+    from engined import runtime
 
     from .engine_fixture import start_engine
 

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from engine import protocol
+from wire import protocol
 from workloads.client import EngineClient
 
 from .puppet import Puppet

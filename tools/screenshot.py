@@ -60,7 +60,7 @@ def main() -> None:
 
 
 def parse(size: str) -> int:
-    from engine.units import parse_size
+    from common.units import parse_size
 
     return parse_size(size)
 

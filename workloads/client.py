@@ -1,6 +1,6 @@
 """EngineClient: a blocking client of the engine, for workloads, the CLI and other tools.
 
-It speaks engine.protocol over a DEALER socket.  Replies with ``err`` become
+It speaks wire.protocol over a DEALER socket.  Replies with ``err`` become
 EngineError (with the errno name); an engine that is not there, or that goes away
 while we wait, becomes NoEngine with one line that says what to do.
 
@@ -26,7 +26,8 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from engine import curve, protocol, runtime
+from engined import curve, runtime
+from wire import protocol
 
 POLL_SLICE_MS = 250  # a wait for a reply looks at the connection this often
 HEARTBEAT_IVL_MS = 1000  # tcp: a ZMTP PING after a second without traffic

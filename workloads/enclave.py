@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from engine.protocol import MAX_SIZE, PAGE_SIZE
-from engine.units import format_size
+from common.units import format_size
+from wire.protocol import MAX_SIZE, PAGE_SIZE
 from workloads.client import EngineClient, EngineError
 from workloads.patterns import batches
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from engine.protocol import PAGE_SIZE
+from wire.protocol import PAGE_SIZE
 from workloads.client import EngineClient
 from workloads.patterns import batches
 

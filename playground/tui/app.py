@@ -27,7 +27,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Log, Sparkline, Static, Tree
 from textual.widgets.tree import TreeNode
 
-from engine.units import format_size, parse_size
+from common.units import format_size, parse_size
 from playground.feed import EngineFeed, FeedState
 from playground.ktap import Progress, RunObserver
 from playground.launch import LogHub

@@ -1,6 +1,6 @@
 """The engine process: the emulated host behind a ZeroMQ ROUTER (requests) and PUB (events, stats).
 
-One asyncio loop owns the Host.  Requests are parsed and checked by engine.protocol,
+One asyncio loop owns the Host.  Requests are parsed and checked by wire.protocol,
 then run as small steps: a long ADD_PAGES or a batch of faults is cut into chunks so
 that other clients, process exits and the reclaim workers get their turn.  A step
 that the core reports Blocked (a fault got EBUSY, or reclaim waits for an OOM victim
@@ -36,14 +36,16 @@ from typing import Any, NamedTuple
 
 import zmq
 
-from engine import curve, files, protocol, runtime
+from engine import files
 from engine.check import check_steps
 from engine.clock import MonotonicClock
 from engine.events import STALL_RETRY_HZ, Event, ReclaimBatch, Stalled, StallEnded
 from engine.host import Host
-from engine.protocol import ProtocolError
 from engine.sgx import Blocked, IoctlError, SigBus, errno_name
-from engine.stats import Stats, Workload
+from engined import curve, runtime
+from engined.stats import Stats, Workload
+from wire import protocol
+from wire.protocol import ProtocolError
 
 log = logging.getLogger("epc.engine")
 

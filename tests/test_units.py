@@ -1,15 +1,14 @@
-"""Size parsing, and the layering promises of DESIGN.md section 1."""
+"""Size parsing, and the command line's help (the layering is tests/test_layering.py)."""
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from engine.units import format_size, parse_size
+from common.units import format_size, parse_size
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,30 +42,6 @@ def test_format_size_is_human() -> None:
     assert format_size(128 << 20) == "128 MiB"
     assert format_size(1536) == "1.5 KiB"
     assert format_size(100) == "100 B"
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names
-
-
-def test_the_core_imports_only_the_standard_library() -> None:
-    allowed = set(sys.stdlib_module_names) | {"engine", "__future__"}
-    for path in (ROOT / "engine").glob("*.py"):
-        if path.name in ("server.py", "protocol.py", "runtime.py", "curve.py"):
-            continue
-        assert _imports(path) <= allowed, f"{path.name} imports {_imports(path) - allowed}"
-
-
-def test_importing_the_core_pulls_in_no_textual_and_no_zmq() -> None:
-    code = "import sys, engine; assert not {'textual', 'zmq'} & set(sys.modules), sorted(sys.modules)"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_the_command_line_teaches_with_help() -> None:

@@ -19,7 +19,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from engine import runtime
+from engined import runtime
 
 KEYS_ENV = "EPC_PLAYGROUND_KEYS"
 SERVER, CLIENT = "server", "client"

@@ -7,7 +7,7 @@ another uid, or a symlink, is refused (never followed), and group or other bits 
 own are taken away.  An ipc endpoint is live when a unix-socket connect to its path
 succeeds; a socket that refuses is stale, whatever the pid in the runtime file is doing.
 
-tcp (always with CURVE, engine.curve) listens beyond loopback only when asked.
+tcp (always with CURVE, engined.curve) listens beyond loopback only when asked.
 
 Not part of the pure core: it touches the file system, processes and zmq sockets.
 """

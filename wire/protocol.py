@@ -19,14 +19,13 @@ from typing import Any
 
 import msgpack
 
-from engine import sgx
+from common.limits import MAX_PAGES as MAX_PAGES  # re-exported: the bounds a request is checked against
+from common.limits import MAX_SIZE as MAX_SIZE
+from common.limits import PAGE_SIZE as PAGE_SIZE
 
 VERSION = 1
-PAGE_SIZE = 4096
 MAX_FRAME = 1 << 20  # bytes in one request frame
 MAX_RANGES = 4096  # (first, count) pairs in one access
-MAX_PAGES = sgx.MAX_PAGES  # 2^31: page indexes lie below it, page counts are at most it
-MAX_SIZE = sgx.MAX_SIZE  # bytes (8 TiB): sizes of enclaves and vEPC; both are the core's own bounds
 MAX_PATH = 4096
 MAX_VALUE = 65536  # a longer write is refused here; the core answers E2BIG above 4096 bytes, as kernfs
 MAX_PID = 0x3FFFFFFF

@@ -1,0 +1,1 @@
+"""The engine process: one Session (the pure scheduler of requests) behind a ZeroMQ shell."""

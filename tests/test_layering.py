@@ -1,0 +1,109 @@
+"""The layering promises of DESIGN.md section 1, read from the code's own imports (the AST).
+
+Every import counts, wherever it stands: at the top, inside a function, or under
+TYPE_CHECKING, since each is a dependency a reader has to follow.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("common", "engine", "wire", "engined", "workloads", "playground")
+STDLIB = set(sys.stdlib_module_names) | {"__future__"}
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """The modules ``path`` imports, by full dotted name (relative imports resolved)."""
+    module = _module(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            names.add(base)
+            names |= {f"{base}.{alias.name}" for alias in node.names}  # `from pkg import module`
+    return names
+
+
+def _sources() -> dict[str, Path]:
+    return {_module(path): path for package in PACKAGES for path in sorted((ROOT / package).rglob("*.py"))}
+
+
+SOURCES = _sources()
+
+
+def _top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def _tops(package: str) -> dict[str, set[str]]:
+    """Each module of ``package`` and the top-level packages it imports."""
+    return {
+        module: {_top(name) for name in _imports(path)} - {_top(module)}
+        for module, path in SOURCES.items()
+        if _top(module) == package
+    }
+
+
+@pytest.mark.parametrize(
+    ("package", "allowed"),
+    [
+        ("common", STDLIB),
+        ("engine", STDLIB | {"common"}),
+        ("wire", STDLIB | {"common", "msgpack"}),
+    ],
+)
+def test_the_lower_layers_import_only_what_they_may(package: str, allowed: set[str]) -> None:
+    for module, tops in _tops(package).items():
+        assert tops <= allowed, f"{module} imports {sorted(tops - allowed)}"
+
+
+def test_only_the_engine_process_and_the_clients_import_zmq() -> None:
+    for module, path in SOURCES.items():
+        if _top(module) not in ("engined", "workloads", "playground"):
+            assert "zmq" not in {_top(name) for name in _imports(path)}, f"{module} imports zmq"
+
+
+def test_only_the_tui_imports_textual() -> None:
+    for module, path in SOURCES.items():
+        if not module.startswith("playground.tui"):
+            assert "textual" not in {_top(name) for name in _imports(path)}, f"{module} imports textual"
+
+
+def test_workloads_and_front_ends_reach_the_engine_only_through_the_wire() -> None:
+    """Except the in-process scenario mode, which runs the core in the runner's own process."""
+    for module, path in SOURCES.items():
+        if _top(module) in ("workloads", "playground") and module != "playground.inproc":
+            assert "engine" not in {_top(name) for name in _imports(path)}, f"{module} imports the core"
+
+
+def test_importing_the_wire_or_a_workload_loads_no_core() -> None:
+    code = (
+        "import sys, wire.protocol, workloads.client; "
+        "loaded = sorted(m for m in sys.modules if m == 'engine' or m.startswith('engine.')); "
+        "assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_importing_the_core_pulls_in_no_textual_and_no_zmq() -> None:
+    code = "import sys, engine; assert not {'textual', 'zmq', 'msgpack'} & set(sys.modules), sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
