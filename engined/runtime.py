@@ -26,6 +26,8 @@ from typing import Any
 
 import zmq
 
+from engined import liveness
+
 ENDPOINT_ENV = "EPC_PLAYGROUND_ENDPOINT"
 RUNTIME_FILE = "engine.json"
 
@@ -135,7 +137,7 @@ def read_runtime_file(directory: str | None = None) -> dict[str, Any] | None:
         return None
     if endpoint.startswith("ipc://"):
         return info if ipc_listening(endpoint[len("ipc://") :], mine=True) else None
-    return info if process_alive(pid) else None
+    return info if liveness.process_alive(pid) else None
 
 
 def ipc_listening(path: str, *, mine: bool = False) -> bool:
@@ -155,17 +157,6 @@ def ipc_listening(path: str, *, mine: bool = False) -> bool:
             return False
         except OSError as e:
             return e.errno not in (errno.ENOTSOCK, errno.EPROTOTYPE)
-    return True
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (on this host)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
     return True
 
 

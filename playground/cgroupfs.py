@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from engined.liveness import inherited_cgroup, live_parents
 from workloads.client import EngineClient, EngineError, NoEngine
 
 PROG = "epc-playground mount"
@@ -192,40 +193,13 @@ class CgroupFs:
         snapshot = self._engine(self.client.snapshot)
         placed = {pid: str(cg["path"]) for cg in snapshot["cgroups"] for pid in cg["procs"]}
         target = "/" + cgroup.strip("/")
-        parents = _live_parents()
+        parents = live_parents()
         members = []
         for pid in sorted(parents):
-            where = _cgroup_of(pid, placed, parents)
+            where = inherited_cgroup(pid, placed.get, lambda p: parents.get(p, 0))
             if where == target or (subtree and where.startswith(target.rstrip("/") + "/")):
                 members.append(pid)
         return members
-
-
-def _cgroup_of(pid: int, placed: dict[int, str], parents: dict[int, int]) -> str:
-    """The cgroup a process is in: its own placement, else its nearest placed ancestor's, else root."""
-    seen = 0
-    while pid > 0 and seen < 256:
-        if pid in placed:
-            return placed[pid]
-        pid = parents.get(pid, 0)
-        seen += 1
-    return "/"
-
-
-def _live_parents() -> dict[int, int]:
-    """pid -> parent pid of every live process (zombies have left their cgroup, as in the kernel)."""
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] not in ("Z", "X"):
-            parents[int(entry)] = int(fields[1])
-    return parents
 
 
 def _writer_tgid() -> int:

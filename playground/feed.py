@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from engined import curve, runtime
+from engined import curve, liveness
 from wire import protocol
 from workloads.client import EngineClient
 
@@ -106,7 +106,7 @@ class EngineFeed(FeedState):
                     self.take_events([{"kind": "malformed", "topic": topic, "error": f"{type(e).__name__}: {e}"}])
         except zmq.ZMQError:
             self.connected = False
-        if self.connected and not runtime.process_alive(self.client.engine_pid):
+        if self.connected and not liveness.process_alive(self.client.engine_pid):
             self.connected = False
         return changed
 

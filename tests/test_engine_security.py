@@ -220,7 +220,7 @@ def test_a_reused_pid_starts_a_new_workload_record() -> None:
 def test_exited_workload_records_are_pruned(engine: RunningEngine) -> None:
     """M8: the records of exited workloads stay bounded however many come and go."""
     from bench import standins
-    from engined.server import MAX_EXITED
+    from engined.session import MAX_EXITED
 
     with engine.client() as client:
         for _ in range(2):

@@ -55,6 +55,19 @@ class ProtocolError(Exception):
         self.request_id = request_id  # echoed in the error reply when it could be read
 
 
+class EngineError(Exception):
+    """The engine answered with an error: ``code`` is its errno name (ENOMEM, EINVAL, SIGBUS, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def errno(self) -> int:
+        return errno_code(self.code)
+
+
 def _int(low: int, high: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if type(value) is not int or not low <= value <= high:

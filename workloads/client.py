@@ -26,8 +26,9 @@ from typing import Any
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from engined import curve, runtime
+from engined import curve, liveness, runtime
 from wire import protocol
+from wire.protocol import EngineError as EngineError  # re-exported: the clients' name for it
 
 POLL_SLICE_MS = 250  # a wait for a reply looks at the connection this often
 HEARTBEAT_IVL_MS = 1000  # tcp: a ZMTP PING after a second without traffic
@@ -41,19 +42,6 @@ WATCHED = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
-
-
-class EngineError(Exception):
-    """The engine answered with an error: ``code`` is its errno name (ENOMEM, EINVAL, SIGBUS, ...)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-    @property
-    def errno(self) -> int:
-        return protocol.errno_code(self.code)
 
 
 class NoEngine(Exception):
@@ -135,7 +123,7 @@ class EngineClient:
         while self._lost is None and self._monitor.poll(0):
             self._take_event(parse_monitor_message(self._monitor.recv_multipart()))
         local = self.endpoint.startswith("ipc://")
-        if self._lost is None and self.engine_pid and local and not runtime.process_alive(self.engine_pid):
+        if self._lost is None and self.engine_pid and local and not liveness.process_alive(self.engine_pid):
             self._lost = self._gone()
         if self._lost is not None:
             raise NoEngine(self._lost)

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 
 from common.units import format_size
-from wire.protocol import MAX_SIZE, PAGE_SIZE
-from workloads.client import EngineClient, EngineError
+from wire.protocol import MAX_SIZE, PAGE_SIZE, EngineError
 from workloads.patterns import batches
+from workloads.program import Call, Caller, Clock, Program, run
 
 TCS_PAGES = 1
 CODE_PAGES = 4  # text and data segments of the test enclave
@@ -57,32 +57,31 @@ class EnclavePlan:
         )
 
 
-def run_enclave(client: EngineClient, plan: EnclavePlan) -> None:
-    """Build, run and release one enclave; EngineError on any failure (ENOMEM, SIGBUS, ...)."""
-    eid = int(client.call("ecreate", size=plan.enclave_bytes)["eid"])
-    _add(client, eid, TCS_PAGES, "TCS")
-    _add(client, eid, CODE_PAGES, "REG")
-    _add(client, eid, plan.heap_pages, "REG")
-    client.call("einit", eid=eid)
+def enclave(plan: EnclavePlan, now_ns: Clock) -> Program:
+    """The enclave's requests: build, enter, run the pattern, grow, trim, release."""
+    eid = int((yield Call("ecreate", {"size": plan.enclave_bytes}))["eid"])
+    for count, kind in ((TCS_PAGES, "TCS"), (CODE_PAGES, "REG"), (plan.heap_pages, "REG")):
+        if count > 0:
+            added = int((yield Call("add_pages", {"eid": eid, "count": count, "kind": kind}))["added"])
+            if added < count:
+                raise EngineError("EINTR", f"ADD_PAGES stopped after {added} of {count} pages (a signal)")
+    yield Call("einit", {"eid": eid})
     heap = TCS_PAGES + CODE_PAGES
     for _ in range(plan.entries):  # enter: TCS, code, data
-        client.call("access", eid=eid, ranges=[[0, heap]], write=True)
+        yield Call("access", {"eid": eid, "ranges": [[0, heap]], "write": True})
     passes = plan.passes if plan.duration_s is None else 1 << 30
-    deadline = None if plan.duration_s is None else time.monotonic() + plan.duration_s
+    deadline = None if plan.duration_s is None else now_ns() + int(plan.duration_s * 1e9)
     for ranges in batches(plan.pattern, plan.heap_pages, passes=passes, batch=plan.batch, seed=plan.seed):
-        client.call("access", eid=eid, ranges=[[heap + first, count] for first, count in ranges], write=True)
-        if deadline is not None and time.monotonic() >= deadline:
+        yield Call("access", {"eid": eid, "ranges": [[heap + first, count] for first, count in ranges], "write": True})
+        if deadline is not None and now_ns() >= deadline:
             break
     if plan.grow_pages:
-        client.call("augment", eid=eid, count=plan.grow_pages)
+        yield Call("augment", {"eid": eid, "count": plan.grow_pages})
     if plan.trim_pages:
-        client.call("remove_pages", eid=eid, first=heap, count=min(plan.trim_pages, plan.heap_pages))
-    client.call("release", eid=eid)
+        yield Call("remove_pages", {"eid": eid, "first": heap, "count": min(plan.trim_pages, plan.heap_pages)})
+    yield Call("release", {"eid": eid})
 
 
-def _add(client: EngineClient, eid: int, count: int, kind: str) -> None:
-    if count <= 0:
-        return
-    added = int(client.call("add_pages", eid=eid, count=count, kind=kind)["added"])
-    if added < count:
-        raise EngineError("EINTR", f"ADD_PAGES stopped after {added} of {count} pages (a signal)")
+def run_enclave(client: Caller, plan: EnclavePlan) -> None:
+    """Build, run and release one enclave over ``client``; EngineError on any failure (ENOMEM, SIGBUS, ...)."""
+    run(client, enclave(plan, time.monotonic_ns))

@@ -1,0 +1,358 @@
+"""What each request does to the Host: the ops of wire.protocol, as the Session runs them.
+
+An op returns its result, or a generator of steps (engined.session.Step) when it may
+be long or may have to wait; it raises OSError (an errno) or SigBus to fail.  Who may
+do what: a workload acts only on the enclaves and vEPCs it opened, and only a process
+that said hello over ipc (the kernel told us its pid) is a workload.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from engine import Blocked, IoctlError
+from engine.check import check_steps
+from engine.files import parse_pid
+from engined.session import MORE, WAIT, Caller, Handler, Session, Step
+from engined.stats import Workload
+
+CHECK_STEPS = 2  # check_steps() items per step of a `check` (each about a millisecond of work)
+
+
+def _own_enclave(session: Session, pid: int, eid: int) -> None:
+    encl = session.host.enclaves.get(eid)
+    if encl is None:
+        raise OSError(errno.EINVAL, f"no enclave {eid}")
+    if encl.pid != pid:
+        raise OSError(errno.EPERM, f"enclave {eid} is not yours")
+
+
+def _own_vepc(session: Session, pid: int, vid: int) -> None:
+    vepc = session.host.vepcs.get(vid)
+    if vepc is None:
+        raise OSError(errno.EINVAL, f"no vEPC {vid}")
+    if vepc.pid != pid:
+        raise OSError(errno.EPERM, f"vEPC {vid} is not yours")
+
+
+# -- the engine and its clients ------------------------------------------------
+
+
+def ping(session: Session, caller: Caller) -> dict[str, Any]:
+    return dict(session.info)
+
+
+def hello(session: Session, caller: Caller, pid: int, role: str, name: str = "") -> dict[str, Any]:
+    """Register the sending process (only itself, as the kernel names it); it starts in the
+    cgroup its nearest placed ancestor is in.  A client only says who it is."""
+    if caller.pid and pid != caller.pid:
+        raise OSError(errno.EPERM, f"hello names pid {pid}, but this connection is pid {caller.pid}'s")
+    if role == "client":
+        return {"cgroup": session.host.task_cgroup(pid) if caller.pid else "/", **session.info}
+    if not caller.pid:
+        raise OSError(errno.EPERM, "workloads register over ipc, where the kernel tells the engine their pid")
+    session.register(caller, pid, role, name)
+    return {"cgroup": session.host.task_cgroup(pid), **session.info}
+
+
+def bye(session: Session, caller: Caller, reason: str = "ok") -> None:
+    """The workload is about to exit (its process exit does the releasing)."""
+    session.note_exit_reason(caller.pid, reason)
+
+
+def check(session: Session, caller: Caller) -> Step:
+    """Verify every invariant of the host: "ok", or EIO naming the first broken one.  It runs in
+    steps between other requests, one check at a time, on a copy of the state taken at its start."""
+    while session.checking:
+        yield MORE
+    session.checking = True
+    try:
+        steps = check_steps(session.host)
+        while True:
+            try:
+                for _ in range(CHECK_STEPS):
+                    next(steps)
+            except StopIteration:
+                return "ok"
+            except AssertionError as e:
+                raise OSError(errno.EIO, f"invariant broken: {e}") from None
+            yield MORE
+    finally:
+        session.checking = False
+
+
+def snapshot(session: Session, caller: Caller) -> dict[str, Any]:
+    return session.snapshot()
+
+
+# -- the cgroup filesystem -----------------------------------------------------
+
+
+def read(session: Session, caller: Caller, path: str) -> str:
+    return session.host.read(path)
+
+
+def listdir(session: Session, caller: Caller, path: str) -> list[str]:
+    return session.host.listdir(path)
+
+
+def mkdir(session: Session, caller: Caller, path: str) -> None:
+    session.host.mkdir(path)
+
+
+def rmdir(session: Session, caller: Caller, path: str) -> None:
+    session.reap(session.host.cgroup(path).procs)
+    session.host.rmdir(path)
+
+
+def write(session: Session, caller: Caller, path: str, value: str) -> None:
+    """Write a cgroup file as the calling process; a pid moved by cgroup.procs is followed from then on."""
+    host, processes = session.host, session.processes
+    if path.rstrip("/").endswith("/cgroup.procs") or path.strip("/") == "cgroup.procs":
+        target = parse_pid(value, caller.pid or None)
+        if not processes.watching(target) and not processes.alive(target):
+            raise OSError(errno.ESRCH, f"no process {target}")
+        host.write(path, value, pid=caller.pid or None)
+        try:
+            processes.watch(target)
+        except OSError:
+            session.reap([target])  # it exited in between: it leaves the cgroup again
+    else:
+        host.write(path, value, pid=caller.pid or None)
+    session.something_freed()  # a limit raised, or a task moved, may let a stalled call go on
+
+
+# -- enclaves ------------------------------------------------------------------
+
+
+def ecreate(session: Session, caller: Caller, size: int) -> dict[str, int]:
+    workload = session.workload(caller.pid)
+    session.may_open(workload)
+    eid = session.host.ecreate(caller.pid, size)
+    workload.eids.add(eid)
+    return {"eid": eid}
+
+
+def add_pages(session: Session, caller: Caller, eid: int, count: int, kind: str = "REG") -> Step:
+    _own_enclave(session, caller.pid, eid)
+    encl = session.host.enclaves[eid]
+    if encl.initialized or count > encl.size_pages - encl.next_index:  # the whole range, before any page
+        raise OSError(errno.EINVAL, f"{count} pages do not fit in enclave {eid} (or it is initialised)")
+    return _in_steps(session, count, lambda chunk: session.host.add_pages(caller.pid, eid, chunk, kind))
+
+
+def augment(session: Session, caller: Caller, eid: int, count: int) -> Step:
+    _own_enclave(session, caller.pid, eid)
+    encl = session.host.enclaves[eid]
+    if count > encl.size_pages - encl.next_index:  # the whole range, before any page
+        raise OSError(errno.EFAULT, f"{count} pages lie past the end of enclave {eid}")
+    return _in_steps(session, count, lambda chunk: session.host.augment(caller.pid, eid, chunk))
+
+
+def einit(session: Session, caller: Caller, eid: int) -> None:
+    _own_enclave(session, caller.pid, eid)
+    session.host.einit(caller.pid, eid)
+
+
+def access(session: Session, caller: Caller, eid: int, ranges: list[tuple[int, int]], write: bool = False) -> Step:
+    _own_enclave(session, caller.pid, eid)
+    pid, host = caller.pid, session.host
+    return _touch(session, session.workload(pid), ranges, lambda at, n: host.access(pid, eid, at, n, write))
+
+
+def release(session: Session, caller: Caller, eid: int) -> None:
+    _own_enclave(session, caller.pid, eid)
+    session.host.release(eid)
+    session.workload(caller.pid).eids.discard(eid)
+    session.something_freed()
+
+
+def remove_pages(session: Session, caller: Caller, eid: int, first: int, count: int) -> Step:
+    """What test_sgx's _remove test does: MODIFY_TYPES to TRIM and REMOVE_PAGES, each again from
+    where it stopped while they say EAGAIN, with EACCEPT of every page between them."""
+    host, pid = session.host, caller.pid
+    _own_enclave(session, pid, eid)
+    yield from _resumed(lambda at, n: host.modify_types(pid, eid, at, n, "TRIM"), first, count)
+    yield from _touch(session, session.workload(pid), [(first, count)], lambda at, n: host.access(pid, eid, at, n))
+    yield from _resumed(lambda at, n: host.remove_trimmed(pid, eid, at, n), first, count)
+    return {"removed": count}
+
+
+def modify_types(session: Session, caller: Caller, eid: int, first: int, count: int, kind: str) -> Step:
+    """SGX_IOC_ENCLAVE_MODIFY_TYPES to TCS or TRIM; the pages done on an error, as its count."""
+    pid, host = caller.pid, session.host
+    return _edmm_steps(session, eid, pid, first, count, lambda at, n: host.modify_types(pid, eid, at, n, kind))
+
+
+def restrict_permissions(session: Session, caller: Caller, eid: int, first: int, count: int) -> Step:
+    """SGX_IOC_ENCLAVE_RESTRICT_PERMISSIONS; the pages done on an error, as its count."""
+    pid, host = caller.pid, session.host
+    return _edmm_steps(session, eid, pid, first, count, lambda at, n: host.restrict_permissions(pid, eid, at, n))
+
+
+def remove_trimmed(session: Session, caller: Caller, eid: int, first: int, count: int) -> Step:
+    """SGX_IOC_ENCLAVE_REMOVE_PAGES of pages trimmed and EACCEPTed; the pages done on an error."""
+    pid, host = caller.pid, session.host
+    return _edmm_steps(session, eid, pid, first, count, lambda at, n: host.remove_trimmed(pid, eid, at, n))
+
+
+# -- guests --------------------------------------------------------------------
+
+
+def vepc_open(session: Session, caller: Caller, size: int) -> dict[str, int]:
+    workload = session.workload(caller.pid)
+    session.may_open(workload)
+    vid = session.host.vepc_open(caller.pid, size)
+    workload.vids.add(vid)
+    return {"vid": vid}
+
+
+def vepc_access(session: Session, caller: Caller, vid: int, ranges: list[tuple[int, int]]) -> Step:
+    _own_vepc(session, caller.pid, vid)
+    pid, host = caller.pid, session.host
+    return _touch(session, session.workload(pid), ranges, lambda first, count: host.vepc_access(pid, vid, first, count))
+
+
+def vepc_release(session: Session, caller: Caller, vid: int) -> None:
+    _own_vepc(session, caller.pid, vid)
+    session.host.vepc_release(vid)
+    session.workload(caller.pid).vids.discard(vid)
+    session.something_freed()
+
+
+# -- steps ---------------------------------------------------------------------
+
+
+def _in_steps(session: Session, count: int, call: Callable[[int], int]) -> Step:
+    """A request for ``count`` pages, chunk_pages a step, parked while the core says Blocked.
+
+    A step that does less than asked (a signal stopped ADD_PAGES) ends it with the
+    kernel's partial count; an IoctlError reports the pages done over all steps.
+    """
+    done = 0
+    while done < count:
+        chunk = min(session.chunk_pages, count - done)
+        try:
+            served = call(chunk)
+        except Blocked as e:
+            done += e.done
+            session.pages_stepped += e.done
+            yield WAIT
+            continue
+        except IoctlError as e:
+            raise IoctlError(e.errno or errno.EIO, e.strerror or "", done + e.done) from None
+        done += served
+        session.pages_stepped += served
+        if served < chunk:
+            break
+        if done < count:
+            yield MORE
+    return {"added": done}
+
+
+def _touch(
+    session: Session, workload: Workload, ranges: list[tuple[int, int]], touch: Callable[[int, int], int]
+) -> Step:
+    """Fault a batch of page ranges, chunk_pages a step; parked while the core says Blocked."""
+    todo = deque(ranges)
+    faults = 0
+    budget = session.chunk_pages  # pages this step may still touch
+    while todo:
+        first, count = todo[0]
+        chunk = min(count, budget)
+        try:
+            served = touch(first, chunk)
+        except Blocked as e:
+            faults += e.faults
+            workload.faults += e.faults
+            session.pages_stepped += e.done
+            todo[0] = (first + e.done, count - e.done)
+            budget = session.chunk_pages
+            yield WAIT
+            continue
+        faults += served
+        workload.faults += served
+        session.pages_stepped += chunk
+        if chunk == count:
+            todo.popleft()
+        else:
+            todo[0] = (first + chunk, count - chunk)
+        budget -= chunk
+        if todo and not budget:
+            budget = session.chunk_pages
+            yield MORE  # a chunk's worth done: the others' turn
+    return {"faults": faults}
+
+
+def _edmm_steps(
+    session: Session, eid: int, pid: int, first: int, count: int, ioctl: Callable[[int, int], object]
+) -> Step:
+    """One EDMM ioctl: the enclave and the whole range checked first (EINVAL, as the kernel
+    checks offset and length before any page), then chunk_pages a step; an IoctlError
+    reports the pages done over all steps."""
+    _own_enclave(session, pid, eid)
+    session.host.validate_edmm(eid, first, count)
+
+    def steps() -> Step:
+        done = 0
+        while True:
+            chunk = min(session.chunk_pages, count - done)
+            try:
+                ioctl(first + done, chunk)
+            except IoctlError as e:
+                raise IoctlError(e.errno or errno.EIO, e.strerror or "", done + e.done) from None
+            done += chunk
+            session.pages_stepped += chunk
+            if done == count:
+                return {"count": done}
+            yield MORE
+
+    return steps()
+
+
+def _resumed(ioctl: Callable[[int, int], object], first: int, count: int) -> Step:
+    """An EDMM ioctl over [first, first+count), called again from where it stopped after EAGAIN
+    (or Blocked: its EACCEPT-free loads wait for reclaim like faults)."""
+    done = 0
+    while True:
+        try:
+            ioctl(first + done, count - done)
+            return None
+        except IoctlError as e:
+            if e.errno != errno.EAGAIN:
+                raise
+            done += e.done
+            yield WAIT
+        except Blocked as e:
+            done += e.done
+            yield WAIT
+
+
+HANDLERS: dict[str, Handler] = {
+    "ping": ping,
+    "hello": hello,
+    "bye": bye,
+    "check": check,
+    "snapshot": snapshot,
+    "read": read,
+    "listdir": listdir,
+    "mkdir": mkdir,
+    "rmdir": rmdir,
+    "write": write,
+    "ecreate": ecreate,
+    "add_pages": add_pages,
+    "augment": augment,
+    "einit": einit,
+    "access": access,
+    "release": release,
+    "remove_pages": remove_pages,
+    "modify_types": modify_types,
+    "restrict_permissions": restrict_permissions,
+    "remove_trimmed": remove_trimmed,
+    "vepc_open": vepc_open,
+    "vepc_access": vepc_access,
+    "vepc_release": vepc_release,
+}
