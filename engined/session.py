@@ -158,7 +158,8 @@ class Session:
         self.seq = 0
         self.oom_sent: set[int] = set()  # OOM victims sent their SIGKILL, not yet exited
         self.checking = False
-        self.pages_stepped = 0  # pages the steps asked the core for, ever (a virtual clock's measure)
+        self.steps_run = 0  # requests taken and steps run, ever (a virtual clock's measure)
+        self.pages_stepped = 0  # pages the steps asked the core for, ever (another)
         self.handlers = handlers
         host.emit = self.events.append
 
@@ -166,6 +167,7 @@ class Session:
 
     def submit(self, key: Hashable, caller: Caller, request_id: int, op: str, args: dict[str, Any]) -> None:
         """Take one checked request: answered at once, or run in steps from the next round on."""
+        self.steps_run += 1
         handler = self.handlers[op]
         try:
             result = handler(self, caller, **args)
@@ -175,7 +177,11 @@ class Session:
             self._answer(key, self._error_reply(request_id, caller.pid, e))
             return
         if isinstance(result, Generator):
-            self._step(Pending(key, request_id, caller.pid, result, op))  # most finish in their first step
+            pending = Pending(key, request_id, caller.pid, result, op)
+            if self.ready:
+                self.ready.append(pending)  # behind the calls already waiting for their turn
+            else:
+                self._step(pending)  # most finish in their first step
         else:
             self._answer(key, Reply(request_id, result))
 
@@ -188,7 +194,6 @@ class Session:
     def round(self, more_work: Callable[[], bool], between: Callable[[], None] = lambda: None) -> bool:
         """Every ready step once (``between`` after each, to let a newcomer in), then reclaim work
         for as long as ``more_work()`` says; False when there was nothing to do."""
-        host = self.host
         self._retry_stalled()
         if not self.ready and not self.work_due():
             self._expire_waiting()
@@ -196,17 +201,24 @@ class Session:
         for _ in range(len(self.ready)):
             if not self.ready:
                 break  # an exit taken in between dropped its calls
+            self.steps_run += 1
             self._step(self.ready.popleft())
             between()
+        self.run_work(more_work)
+        self._deliver_oom_kills()
+        self._expire_waiting()
+        return True
+
+    def run_work(self, more_work: Callable[[], bool]) -> None:
+        """The async reclaim work (cgroup work items, ksgxd) for as long as ``more_work()`` says;
+        the parked calls wake when it moved something."""
+        host = self.host
         if self.work_due():
             progress = host.progress
             while host.run_work_step() and more_work():
                 pass
             if host.progress != progress:
                 self._wake_waiting()
-        self._deliver_oom_kills()
-        self._expire_waiting()
-        return True
 
     def next_retry_ns(self) -> int | None:
         """The host clock when the next stalled call tries again; None when none stalls."""

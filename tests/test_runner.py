@@ -309,21 +309,21 @@ def test_the_last_events_are_taken_in_sync_with_the_engine() -> None:
     assert calls[-1] is True
 
 
-@pytest.mark.parametrize("where", ["trim_pages", "remove_trimmed"])
+@pytest.mark.parametrize("where", ["modify_types", "remove_trimmed"])
 @pytest.mark.parametrize("how", ["EAGAIN", "Blocked"])
 def test_removing_pages_goes_on_after_eagain_or_blocked(where: str, how: str) -> None:
     """The core may stop MODIFY_TYPES or REMOVE_PAGES part way (EAGAIN, or Blocked behind an OOM victim):
-    the in-process enclave goes on from there on its next turn, as the engine's op_remove_pages does."""
+    the Session's remove_pages goes on from there at the enclave's next turn."""
     scenario = load_scenario(bundled()["sgx2"])
     backend = InprocBackend(scenario.capacity, scenario.memory, scenario.seed)
     real = getattr(backend.host, where)
     stopped: list[tuple[int, int]] = []
 
-    def stops_once(pid: int, eid: int, first: int, count: int) -> object:
+    def stops_once(pid: int, eid: int, first: int, count: int, *kind: str) -> object:
         if stopped:
-            return real(pid, eid, first, count)
+            return real(pid, eid, first, count, *kind)
         stopped.append((first, count))
-        real(pid, eid, first, 3)
+        real(pid, eid, first, 3, *kind)
         if how == "EAGAIN":
             raise IoctlError(errno.EAGAIN, "the load got EBUSY", 3)
         raise Blocked(3, "waiting for an OOM victim")
