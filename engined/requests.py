@@ -16,7 +16,8 @@ from typing import Any
 from engine import Blocked, IoctlError
 from engine.check import check_steps
 from engine.files import parse_pid
-from engined.session import MORE, WAIT, Caller, Handler, Session, Step
+from engined.calls import MORE, WAIT, Caller, Handler, Step
+from engined.session import Session
 from engined.stats import Workload
 
 CHECK_STEPS = 2  # check_steps() items per step of a `check` (each about a millisecond of work)

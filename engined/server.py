@@ -30,9 +30,10 @@ import zmq
 from engine import Host
 from engine.clock import MonotonicClock
 from engined import curve, runtime
+from engined.calls import NOBODY, Caller, Reply
 from engined.liveness import Pidfds
 from engined.requests import HANDLERS
-from engined.session import NOBODY, Caller, Reply, Session
+from engined.session import Session
 from wire import protocol
 from wire.protocol import ProtocolError
 

@@ -22,20 +22,18 @@ in-process mode with its table of tasks.
 
 from __future__ import annotations
 
-import enum
 import errno
 import logging
 from collections import deque
 from collections.abc import Callable, Generator, Hashable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
-from engine import Blocked, Host, IoctlError, SigBus
+from engine import Blocked, Host, SigBus
 from engine.events import STALL_RETRY_HZ, Event, ReclaimBatch, Stalled, StallEnded
-from engine.sgx import errno_name
+from engined.calls import MORE, Caller, Handler, Processes, Reply, Step, again, error_reply, how
 from engined.liveness import inherited_cgroup
 from engined.stats import Stats, Workload
-from wire.protocol import ProtocolError
 
 log = logging.getLogger("epc.engine")
 
@@ -43,64 +41,6 @@ CHUNK_PAGES = 1024  # pages per step of a long request (about 3 ms of work under
 MAX_OPEN_PER_PID = 1024  # enclaves and vEPCs one process may hold open (the kernel: RLIMIT_NOFILE, EMFILE)
 MAX_EXITED = 256  # exited workload records kept for displays; older ones are pruned
 STALL_RETRY_NS = 10**9 // STALL_RETRY_HZ
-
-
-class Status(enum.Enum):
-    """What a step of a request says when it is not finished."""
-
-    MORE = "more"  # it did some: run its next step at its next turn
-    WAIT = "wait"  # it could not go on: park it until something may have changed
-
-
-MORE, WAIT = Status.MORE, Status.WAIT
-Step = Generator[Status, None, Any]
-
-
-class Caller(NamedTuple):
-    """Who sent a request, as the kernel told the transport (SO_PEERCRED); NOBODY over tcp."""
-
-    pid: int
-    uid: int
-
-
-NOBODY = Caller(0, -1)
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The answer to request ``request_id``: ``ok`` (its result), or ``err`` (an errno name, or SIGBUS) and ``msg``."""
-
-    request_id: int
-    ok: Any = None
-    err: str = ""
-    msg: str = ""
-
-
-Handler = Callable[..., Any]
-"""An op: ``handler(session, caller, **args)`` -> its result, or a Step generator; OSError or SigBus to fail."""
-
-
-class Processes(Protocol):
-    """The processes of the host, as the Session needs them."""
-
-    def watch(self, pid: int) -> None:
-        """Follow ``pid`` until it exits, then call Session.exited; OSError(ESRCH) if there is no such process."""
-
-    def watching(self, pid: int) -> bool: ...
-
-    def gone(self, pid: int) -> bool:
-        """Whether a followed process has exited although its exit was not taken yet."""
-
-    def alive(self, pid: int) -> bool: ...
-
-    def forget(self, pid: int) -> None:
-        """Stop following ``pid`` (it exited)."""
-
-    def kill(self, pid: int) -> str | None:
-        """The OOM killer's SIGKILL to ``pid``; why it was not sent, or None."""
-
-    def parent(self, pid: int) -> int:
-        """Its parent's pid (0 if unknown)."""
 
 
 @dataclass(slots=True)
@@ -172,9 +112,9 @@ class Session:
         try:
             result = handler(self, caller, **args)
         except Blocked:  # an op that is not stepped waits like the others: asked again later
-            result = _again(lambda: handler(self, caller, **args))
+            result = again(lambda: handler(self, caller, **args))
         except Exception as e:
-            self._answer(key, self._error_reply(request_id, caller.pid, e))
+            self._answer(key, self._failed(request_id, caller.pid, e))
             return
         if isinstance(result, Generator):
             pending = Pending(key, request_id, caller.pid, result, op)
@@ -237,8 +177,8 @@ class Session:
             self._answer(pending.key, Reply(pending.request_id, done.value))
             return
         except Exception as e:
-            self._end_stall(pending, _how(e))
-            self._answer(pending.key, self._error_reply(pending.request_id, pending.pid, e))
+            self._end_stall(pending, how(e))
+            self._answer(pending.key, self._failed(pending.request_id, pending.pid, e))
             return
         if status is MORE:
             self._end_stall(pending, "resumed")
@@ -329,20 +269,10 @@ class Session:
         self._deliver_oom_kills()  # first: an OOM kill lands before the call returns, as in the kernel
         self.answer(key, reply)
 
-    def _error_reply(self, request_id: int, pid: int, error: BaseException) -> Reply:
+    def _failed(self, request_id: int, pid: int, error: BaseException) -> Reply:
         if isinstance(error, SigBus):
             self._note_exit_reason(pid, "SIGBUS")
-            return Reply(request_id, err="SIGBUS", msg=str(error))
-        if isinstance(error, ProtocolError):
-            return Reply(request_id, err=error.code, msg=error.message)
-        if isinstance(error, OSError) and error.errno:
-            name = errno_name(error.errno)
-            message = error.strerror or name
-            if isinstance(error, IoctlError) and error.done:
-                message += f" (after {error.done} pages)"
-            return Reply(request_id, err=name, msg=message)
-        log.exception("internal error serving request %d", request_id, exc_info=error)
-        return Reply(request_id, err="EIO", msg=f"internal error: {type(error).__name__}: {error}")
+        return error_reply(request_id, error)
 
     def flush_events(self) -> None:
         """Number the events buffered so far (the core's and the Session's) and publish them."""
@@ -505,22 +435,3 @@ class Session:
     def may_open(self, workload: Workload) -> None:
         if len(workload.eids) + len(workload.vids) >= MAX_OPEN_PER_PID:
             raise OSError(errno.EMFILE, f"pid {workload.pid} has {MAX_OPEN_PER_PID} enclaves and vEPCs open")
-
-
-def _again(call: Callable[[], Any]) -> Step:
-    """A request that is not stepped, asked again each time it might go through."""
-    yield WAIT
-    while True:
-        try:
-            return call()
-        except Blocked:
-            yield WAIT
-
-
-def _how(error: BaseException) -> str:
-    """How a stalled call ended when it failed: ``SIGBUS``, or its errno name."""
-    if isinstance(error, SigBus):
-        return "SIGBUS"
-    if isinstance(error, OSError) and error.errno:
-        return errno_name(error.errno)
-    return "failed"

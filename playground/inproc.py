@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import PAGE_SIZE, Host, VirtualClock
+from engined.calls import NOBODY, Caller, Reply
 from engined.requests import HANDLERS
-from engined.session import NOBODY, Caller, Reply, Session
+from engined.session import Session
 from playground.backend import FileError, Tick, WorkloadSpec
 from wire.protocol import EngineError
 from workloads.enclave import EnclavePlan, enclave
