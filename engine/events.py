@@ -116,6 +116,28 @@ class StallEnded(Event):
 
 
 @dataclass(slots=True)
+class WorkloadStarted(Event):
+    """A workload process registered (said hello): it runs in ``cgroup`` from now on."""
+
+    kind: ClassVar[str] = "workload_start"
+    pid: int
+    role: str  # enclave | vm
+    name: str
+    cgroup: str
+
+
+@dataclass(slots=True)
+class WorkloadExited(Event):
+    """A workload process is gone; what it held is released.  ``reason``: ok, an errno name,
+    SIGBUS, OOM, killed or failed."""
+
+    kind: ClassVar[str] = "workload_exit"
+    pid: int
+    name: str
+    reason: str
+
+
+@dataclass(slots=True)
 class MemoryMax(Event):
     """A backing-store charge hit ``cgroup``'s memory.max."""
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine import Blocked, Host, SigBus
-from engine.events import STALL_RETRY_HZ, Event, ReclaimBatch, Stalled, StallEnded
+from engine.events import STALL_RETRY_HZ, Event, ReclaimBatch, Stalled, StallEnded, WorkloadExited, WorkloadStarted
 from engined.calls import MORE, Caller, Handler, Processes, Reply, Step, again, error_reply, how
 from engined.liveness import inherited_cgroup
 from engined.stats import Stats, Workload
@@ -292,10 +292,10 @@ class Session:
             message["seq"] = self.seq
         self.publish(messages)
 
-    def _publish_now(self, event: Event | dict[str, Any]) -> None:
+    def _publish_now(self, event: Event) -> None:
         """An event of the Session's, after the core's buffered ones (so it follows what it is about)."""
         self.flush_events()
-        self._publish([event if isinstance(event, dict) else event.to_dict()])
+        self._publish([event.to_dict()])
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state a client needs to draw: cgroups, workloads, EPC; O(cgroups + workloads)."""
@@ -330,7 +330,7 @@ class Session:
         name = name or f"{role}-{pid}"
         self.workloads.pop(pid, None)  # a reused pid: a new record, at the end
         self.workloads[pid] = Workload(pid, role, name, cgroup, host.clock.now_ns(), caller.uid)
-        self._publish_now({"kind": "workload_start", "pid": pid, "role": role, "name": name, "cgroup": cgroup})
+        self._publish_now(WorkloadStarted(host.clock.now_ns(), pid, role, name, cgroup))
 
     def _placed(self, pid: int) -> str | None:
         """The cgroup a cgroup.procs write put ``pid`` in (root cannot be told from "never placed")."""
@@ -366,8 +366,7 @@ class Session:
             workload.state = "exited"
             workload.reason = workload.reason or reason or "killed"
             workload.exited_ns = self.host.clock.now_ns()
-            exit_event = {"kind": "workload_exit", "pid": pid, "name": workload.name, "reason": workload.reason}
-            self._publish_now(exit_event)
+            self._publish_now(WorkloadExited(workload.exited_ns, pid, workload.name, workload.reason))
             log.info("workload %d (%s) exited: %s", pid, workload.name, workload.reason)
             self._prune_exited()
         self.flush_events()
