@@ -54,7 +54,7 @@ class Pending:
     op: str = ""
     progress_seen: int = -1
     idle_seen: bool = False  # woken because the reclaim work ran dry: still blocked means stalled
-    stalled_ns: int = 0  # the host clock when it started to stall (0: it does not)
+    stalled_ns: int | None = None  # the host clock when it started to stall (None: it does not)
     retries: int = 0  # tries since it stalled
     retry_ns: int = 0  # the host clock of its next try while it stalls
 
@@ -183,7 +183,7 @@ class Session:
         if status is MORE:
             self._end_stall(pending, "resumed")
             self.ready.append(pending)
-        elif pending.stalled_ns:
+        elif pending.stalled_ns is not None:
             pending.retries += 1
             self._park_stalled(pending)
         elif pending.idle_seen and pending.progress_seen == self.host.progress:
@@ -229,7 +229,7 @@ class Session:
 
     def _end_stall(self, pending: Pending, how: str) -> None:
         """The stalled call went on (``resumed``), failed (an errno name) or its task is gone (``exited``)."""
-        if not pending.stalled_ns:
+        if pending.stalled_ns is None:
             return
         now = self.host.clock.now_ns()
         workload = self.workloads.get(pending.pid)
@@ -242,7 +242,7 @@ class Session:
         cgroup = workload.cgroup if workload is not None and workload.state != "running" else ""
         cgroup = cgroup or self.host.task_cgroup(pending.pid)
         elapsed = now - pending.stalled_ns
-        pending.stalled_ns = 0
+        pending.stalled_ns = None
         self._publish_now(StallEnded(now, pending.pid, name, cgroup, pending.op, elapsed, pending.retries, how))
 
     def _retry_stalled(self) -> None:
