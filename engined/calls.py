@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from engine import Blocked, IoctlError, SigBus
@@ -36,9 +35,9 @@ class Caller(NamedTuple):
 NOBODY = Caller(0, -1)
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The answer to request ``request_id``: ``ok`` (its result), or ``err`` (an errno name, or SIGBUS) and ``msg``."""
+class Reply(NamedTuple):
+    """The answer to request ``request_id``: ``ok`` (its result), or ``err`` (an errno name, or SIGBUS)
+    and ``msg``.  (A NamedTuple: a frozen dataclass costs a microsecond more per request.)"""
 
     request_id: int
     ok: Any = None

@@ -158,7 +158,9 @@ def einit(session: Session, caller: Caller, eid: int) -> None:
     session.host.einit(caller.pid, eid)
 
 
-def access(session: Session, caller: Caller, eid: int, ranges: list[tuple[int, int]], write: bool = False) -> Step:
+def access(
+    session: Session, caller: Caller, eid: int, ranges: list[tuple[int, int]], write: bool = False
+) -> dict[str, int] | Step:
     _own_enclave(session, caller.pid, eid)
     pid, host = caller.pid, session.host
     return _touch(session, session.workload(pid), ranges, lambda at, n: host.access(pid, eid, at, n, write))
@@ -177,7 +179,9 @@ def remove_pages(session: Session, caller: Caller, eid: int, first: int, count: 
     host, pid = session.host, caller.pid
     _own_enclave(session, pid, eid)
     yield from _resumed(lambda at, n: host.modify_types(pid, eid, at, n, "TRIM"), first, count)
-    yield from _touch(session, session.workload(pid), [(first, count)], lambda at, n: host.access(pid, eid, at, n))
+    yield from _touch_steps(
+        session, session.workload(pid), [(first, count)], lambda at, n: host.access(pid, eid, at, n), 0
+    )
     yield from _resumed(lambda at, n: host.remove_trimmed(pid, eid, at, n), first, count)
     return {"removed": count}
 
@@ -211,7 +215,7 @@ def vepc_open(session: Session, caller: Caller, size: int) -> dict[str, int]:
     return {"vid": vid}
 
 
-def vepc_access(session: Session, caller: Caller, vid: int, ranges: list[tuple[int, int]]) -> Step:
+def vepc_access(session: Session, caller: Caller, vid: int, ranges: list[tuple[int, int]]) -> dict[str, int] | Step:
     _own_vepc(session, caller.pid, vid)
     pid, host = caller.pid, session.host
     return _touch(session, session.workload(pid), ranges, lambda first, count: host.vepc_access(pid, vid, first, count))
@@ -256,10 +260,38 @@ def _in_steps(session: Session, count: int, call: Callable[[int], int]) -> Step:
 
 def _touch(
     session: Session, workload: Workload, ranges: list[tuple[int, int]], touch: Callable[[int, int], int]
-) -> Step:
-    """Fault a batch of page ranges, chunk_pages a step; parked while the core says Blocked."""
-    todo = deque(ranges)
+) -> dict[str, int] | Step:
+    """Fault a batch of page ranges: at once when it fits in a step and nothing blocks (most do),
+    else in steps."""
+    if sum(count for _, count in ranges) > session.chunk_pages:
+        return _touch_steps(session, workload, ranges, touch, 0)
     faults = 0
+    for i, (first, count) in enumerate(ranges):
+        try:
+            faults += touch(first, count)
+        except Blocked as e:
+            workload.faults += faults + e.faults
+            rest = [(first + e.done, count - e.done), *ranges[i + 1 :]]
+            return _touch_steps(session, workload, rest, touch, faults + e.faults, waiting=True)
+        session.pages_stepped += count
+    workload.faults += faults
+    return {"faults": faults}
+
+
+def _touch_steps(
+    session: Session,
+    workload: Workload,
+    ranges: list[tuple[int, int]],
+    touch: Callable[[int, int], int],
+    faults: int,
+    *,
+    waiting: bool = False,
+) -> Step:
+    """The rest of a batch of page ranges, chunk_pages a step; parked while the core says Blocked
+    (at once with ``waiting``: the direct try just got Blocked)."""
+    if waiting:
+        yield WAIT
+    todo = deque(ranges)
     budget = session.chunk_pages  # pages this step may still touch
     while todo:
         first, count = todo[0]
