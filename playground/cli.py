@@ -518,7 +518,7 @@ def cmd_test_sgx(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from playground.run import run_command
+    from playground.scenario.command import run_command
 
     return run_command(args)
 

@@ -91,7 +91,7 @@ def test_only_the_tui_imports_textual() -> None:
 def test_workloads_and_front_ends_reach_the_engine_only_through_the_wire() -> None:
     """Except the in-process scenario mode, which runs the core in the runner's own process."""
     for module, path in SOURCES.items():
-        if _top(module) in ("workloads", "playground") and module != "playground.inproc":
+        if _top(module) in ("workloads", "playground") and module != "playground.scenario.backends.inproc":
             assert "engine" not in {_top(name) for name in _imports(path)}, f"{module} imports the core"
 
 

@@ -29,8 +29,8 @@ from textual.widgets.tree import TreeNode
 
 from common.units import format_size, parse_size
 from playground.feed import EngineFeed, FeedState
-from playground.ktap import Progress, RunObserver
 from playground.launch import LogHub
+from playground.scenario.ktap import Progress, RunObserver
 from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnRequest, SpawnScreen
 from workloads.client import EngineError, NoEngine
 
@@ -466,8 +466,8 @@ class EpcApp(App[None]):
         self.notify(f"no cgroup path contains {text!r}", severity="warning")
 
     def action_run_scenario(self) -> None:
-        from playground.scenario import ScenarioError, load_scenario
-        from playground.scenarios import bundled, resolve
+        from playground.scenario.bundled import bundled, resolve
+        from playground.scenario.load import ScenarioError, load_scenario
 
         if self.scenario_stop is not None:
             self.notify("a scenario is running: S stops it", severity="warning")
@@ -495,10 +495,10 @@ class EpcApp(App[None]):
 
     def _run_scenario(self, scenario: Any, stop: threading.Event) -> None:
         """In a worker thread: the runner on this engine, its KTAP into the event log."""
-        from playground.backend import BackendError
-        from playground.ktap import KtapWriter, Observers
-        from playground.realmode import RealBackend
-        from playground.runner import run_scenario
+        from playground.scenario.backends.base import BackendError
+        from playground.scenario.backends.real import RealBackend
+        from playground.scenario.ktap import KtapWriter, Observers
+        from playground.scenario.runner import run_scenario
 
         name = scenario.name
         try:

@@ -14,11 +14,12 @@ import sys
 import tempfile
 from typing import Any, TextIO
 
-from playground.backend import Backend, BackendError
-from playground.ktap import KtapWriter, Observers, ProgressLine, RunObserver
-from playground.runner import EXIT_INVALID, run_scenario
-from playground.scenario import Scenario, ScenarioError, Spawn, load_scenario
-from playground.scenarios import bundled, resolve
+from playground.scenario.backends.base import Backend, BackendError
+from playground.scenario.bundled import bundled, resolve
+from playground.scenario.ktap import KtapWriter, Observers, ProgressLine, RunObserver
+from playground.scenario.load import ScenarioError, load_scenario
+from playground.scenario.model import Scenario, Spawn
+from playground.scenario.runner import EXIT_INVALID, run_scenario
 
 PROG = "epc-playground run"
 EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
@@ -99,10 +100,10 @@ def _backend(args: argparse.Namespace, scenario: Scenario, runtime_dir: str) -> 
     if args.inproc:
         if args.connect:
             raise BackendError("--inproc runs its own in-process host: leave out --connect")
-        from playground.inproc import InprocBackend
+        from playground.scenario.backends.inproc import InprocBackend
 
         return InprocBackend(scenario.capacity, scenario.memory, scenario.seed)
-    from playground.realmode import RealBackend
+    from playground.scenario.backends.real import RealBackend
     from workloads.client import NoEngine
 
     if args.connect:

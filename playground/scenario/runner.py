@@ -26,10 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from playground.backend import Backend, BackendError, FileError, WorkloadSpec
-from playground.expr import Expr, ExprError, Template
-from playground.ktap import Progress, Result, RunObserver
-from playground.scenario import (
+from playground.scenario.backends.base import Backend, BackendError, FileError, WorkloadSpec
+from playground.scenario.expr import Expr, ExprError, Template
+from playground.scenario.ktap import Progress, Result, RunObserver
+from playground.scenario.model import (
     ExpectEvent,
     ExpectExited,
     ExpectFile,

@@ -34,8 +34,8 @@ import msgpack
 import zmq
 
 from engined import curve, runtime
-from playground.backend import BackendError, FileError, Tick, WorkloadSpec
 from playground.launch import drain_output, start_engine_process
+from playground.scenario.backends.base import BackendError, FileError, Tick, WorkloadSpec
 from wire import protocol
 from workloads import process
 from workloads.client import EngineClient, EngineError, NoEngine

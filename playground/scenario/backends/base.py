@@ -1,7 +1,7 @@
 """What the scenario runner needs of a host: the contract its two backends keep.
 
-``playground.inproc.InprocBackend`` runs the in-process core on a virtual clock with the
-workloads as cooperative tasks; ``playground.realmode.RealBackend`` drives a real
+``inproc.InprocBackend`` runs the in-process core on a virtual clock with the
+workloads as cooperative tasks; ``real.RealBackend`` drives a real
 engine process and one OS process per workload.  The runner sees only this interface.
 """
 
