@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         "when the OOM killer picks it, 2 for usage or connection errors (no engine, or it went away).",
     )
     enclave.add_argument("--size", type=_workload_size, required=True, metavar="SIZE", help="heap size, e.g. 64MiB")
-    enclave.add_argument("--pattern", default="sequential", choices=("sequential", "random", "hotcold", "shifting"))
+    enclave.add_argument("--pattern", default="sequential", choices=protocol.PATTERNS)
     enclave.add_argument(
         "--passes", type=_count, default=1, help="times over the heap (1; 0: build and enter only, like test_sgx)"
     )
@@ -440,8 +440,8 @@ def cmd_enclave(args: argparse.Namespace) -> int:
     from workloads.enclave import EnclavePlan, run_enclave
 
     plan = EnclavePlan(args.size, args.pattern, args.passes, args.duration, args.seed, args.batch)
-    plan.grow_pages = -(-args.grow // 4096)
-    plan.trim_pages = -(-args.trim // 4096)
+    plan.grow_pages = -(-args.grow // protocol.PAGE_SIZE)
+    plan.trim_pages = -(-args.trim // protocol.PAGE_SIZE)
     problem = plan.too_large()
     if problem is not None:
         grow = f" --grow {format_size(args.grow)}" if args.grow else ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 import msgpack
@@ -31,6 +32,9 @@ MAX_VALUE = 65536  # a longer write is refused here; the core answers E2BIG abov
 MAX_PID = 0x3FFFFFFF
 MAX_ID = (1 << 63) - 1
 
+PATTERNS = ("sequential", "random", "hotcold", "shifting")  # an enclave's access patterns (workloads/patterns.py)
+SIGNALS = ("TERM", "KILL", "INT", "HUP")  # what a scenario's kill step sends, as SIG + name
+
 TOPIC_EVENT = b"event"  # prefix of both event topics: subscribe to it for every event, in seq order
 TOPIC_EVENT_PRESSURE = b"event/pressure"  # limit hits and reclaim: thousands a second under pressure
 TOPIC_EVENT_OTHER = b"event/other"  # everything else: what a display's event log shows one by one
@@ -43,6 +47,38 @@ TOPIC_ENGINE = b"engine"  # the engine itself: shutting down
 PUB_HWM = 1024
 PUB_MAX_BYTES = 64 << 10
 PUB_STATS_ROWS = 128
+
+
+class Outcome(StrEnum):
+    """How a workload ended, as the scenario runner and the TUI name it (DESIGN.md sections 3 and 6).
+
+    An errno name (ENOMEM, EINTR, ...) is an outcome too, and stays a plain string.
+    """
+
+    OK = "ok"  # exit 0
+    SIGBUS = "SIGBUS"  # killed by SIGBUS: a fault the host could not serve
+    OOM = "OOM"  # killed by SIGKILL from the memory cgroup's OOM killer
+    KILLED = "killed"  # killed by any other signal
+    FAILED = "failed"  # any other end
+    STALLED = "stalled"  # not an end: its call waits on a fault that no reclaim can help
+
+
+class EngineError(Exception):
+    """The engine answered with an errno: ``code`` is its name (ENOMEM, EINVAL, SIGBUS, ...).
+
+    Clients raise it for an ``err`` reply, and the scenario backends for a cgroup file
+    operation that failed, so a caller tells one engine refusal by ``code`` wherever it came from.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def errno(self) -> int:
+        """The errno number of ``code``; 0 for a name that is not one (SIGBUS)."""
+        return errno_code(self.code)
 
 
 class ProtocolError(Exception):

@@ -28,6 +28,7 @@ from zmq.utils.monitor import parse_monitor_message
 
 from engined import curve, runtime
 from wire import protocol
+from wire.protocol import EngineError as EngineError  # raised for an err reply; imported from here too
 
 POLL_SLICE_MS = 250  # a wait for a reply looks at the connection this often
 HEARTBEAT_IVL_MS = 1000  # tcp: a ZMTP PING after a second without traffic
@@ -41,19 +42,6 @@ WATCHED = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
-
-
-class EngineError(Exception):
-    """The engine answered with an error: ``code`` is its errno name (ENOMEM, EINVAL, SIGBUS, ...)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-    @property
-    def errno(self) -> int:
-        return protocol.errno_code(self.code)
 
 
 class NoEngine(Exception):

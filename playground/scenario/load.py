@@ -34,13 +34,11 @@ from playground.scenario.model import (
     Wait,
     Write,
 )
-from wire.protocol import MAX_SIZE
+from wire.protocol import MAX_SIZE, PAGE_SIZE, PATTERNS, SIGNALS, Outcome
 
 KINDS = ("mkdir", "rmdir", "write", "spawn", "sleep", "kill", "wait", "expect")
 WORKLOAD_KINDS = ("enclave", "vm")
-PATTERNS = ("sequential", "random", "hotcold", "shifting")
-SIGNALS = ("TERM", "KILL", "INT", "HUP")
-OUTCOMES = ("ok", "ENOMEM", "SIGBUS", "OOM", "killed", "failed", "stalled")  # stalled: still waiting at the step
+OUTCOMES = (Outcome.OK, "ENOMEM", Outcome.SIGBUS, Outcome.OOM, Outcome.KILLED, Outcome.FAILED, Outcome.STALLED)
 OUTCOME_ERRNOS = frozenset(errno.errorcode.values()) | {"ERESTARTSYS"}
 DEFAULT_WAIT_NS = 60 * 10**9
 MAX_DURATION_NS = 24 * 3600 * 10**9  # one day: the longest sleep, duration or timeout
@@ -126,7 +124,7 @@ class _Validator:
         name = self.string(data, "name")
         description = self.string(data, "description", "")
         capacity = self.size_literal(data, "capacity")
-        if capacity <= 0 or capacity % 4096:
+        if capacity <= 0 or capacity % PAGE_SIZE:
             raise self.fail(f"key 'capacity': {capacity} bytes is not a positive whole number of 4 KiB pages")
         memory = self.size_literal(data, "memory") if "memory" in data else None
         seed = data.get("seed", 0)

@@ -27,19 +27,21 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Log, Sparkline, Static, Tree
 from textual.widgets.tree import TreeNode
 
+from common.limits import PAGE_SIZE, U64_MAX
 from common.units import format_size, parse_size
 from playground.feed import EngineFeed, FeedState
 from playground.launch import LogHub
 from playground.scenario.ktap import Progress, RunObserver
 from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnRequest, SpawnScreen
-from workloads.client import EngineError, NoEngine
+from wire import protocol
+from wire.protocol import EngineError, Outcome
+from workloads.client import NoEngine
 
-U64_MAX = (1 << 64) - 1
 DISCONNECTED = "engine disconnected: r starts a new one"
 BAR = 16
 NAME_COLUMN = 16  # where the bars start, counted from the root's name
 LOG_LINES = 1000
-SIGNALS = ("TERM", "INT", "HUP", "KILL", "STOP", "CONT", "USR1")
+SIGNALS = (*protocol.SIGNALS, "STOP", "CONT", "USR1")  # what k offers: a scenario's, and a few more
 
 
 def usage_bar(current: int, limit: int, peak: int, width: int = BAR) -> str:
@@ -71,12 +73,12 @@ def status_line(snap: dict[str, Any], running: int, stalled: int = 0) -> str:
     capacity, free = int(snap["capacity"]), int(snap["free"])
     stalls = f" ([b red]{stalled} stalled[/])" if stalled else ""
     return (
-        f" EPC {format_size(capacity)}   free {format_size(free)} ({free // 4096} pages)   "
+        f" EPC {format_size(capacity)}   free {format_size(free)} ({free // PAGE_SIZE} pages)   "
         f"ksgxd {'[b]running[/b]' if snap['ksgxd'] else 'idle'}   workloads running {running}{stalls}"
     )
 
 
-FINE_ENDINGS = ("ok", "killed")  # how a workload may end without it being a failure
+FINE_ENDINGS = (Outcome.OK, Outcome.KILLED)  # how a workload may end without it being a failure
 
 
 def workload_state(workload: dict[str, Any], now_ns: int) -> str | Text:

@@ -15,15 +15,6 @@ Tick = Callable[[], None]
 """Called now and then while a backend lets time pass (sleep, wait), e.g. to draw progress."""
 
 
-class FileError(Exception):
-    """A cgroup file operation failed with ``code``, an errno name (EINVAL, ENOENT, ...)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
 class BackendError(Exception):
     """The backend itself failed (the engine went away, a workload could not start)."""
 
@@ -49,7 +40,7 @@ class Backend(Protocol):
     memory_bytes: int | None
 
     def mkdir(self, path: str) -> None:
-        """Create one cgroup; FileError(EEXIST, ENOENT, ...)."""
+        """Create one cgroup; EngineError(EEXIST, ENOENT, ...), as every file operation fails."""
 
     def rmdir(self, path: str) -> None: ...
 
@@ -64,8 +55,8 @@ class Backend(Protocol):
         """Send TERM, KILL, INT or HUP to a workload (nothing if it has ended)."""
 
     def outcome(self, pid: int) -> str | None:
-        """None while it runs (``stalled`` while its call stalls: a fault that no reclaim can help);
-        then ok, an errno name (ENOMEM, ...), SIGBUS, OOM, killed or failed."""
+        """None while it runs (Outcome.STALLED while its call stalls: a fault that no reclaim can help);
+        then an Outcome (ok, SIGBUS, OOM, killed, failed) or an errno name (ENOMEM, ...)."""
 
     def alive(self) -> int:
         """How many workloads run now."""

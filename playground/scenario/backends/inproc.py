@@ -28,7 +28,8 @@ from typing import Any, TypeVar
 from engine import PAGE_SIZE, Blocked, Host, SigBus, VirtualClock
 from engine.events import STALL_RETRY_HZ, Event, Stalled, StallEnded
 from engine.sgx import IoctlError, errno_name
-from playground.scenario.backends.base import FileError, Tick, WorkloadSpec
+from playground.scenario.backends.base import Tick, WorkloadSpec
+from wire.protocol import EngineError as FileError  # a failed file operation (this module's old name for it)
 from workloads.enclave import CODE_PAGES, TCS_PAGES, EnclavePlan
 from workloads.patterns import batches
 

@@ -35,10 +35,11 @@ import zmq
 
 from engined import curve, runtime
 from playground.launch import drain_output, start_engine_process
-from playground.scenario.backends.base import BackendError, FileError, Tick, WorkloadSpec
+from playground.scenario.backends.base import BackendError, Tick, WorkloadSpec
 from wire import protocol
+from wire.protocol import EngineError, Outcome
 from workloads import process
-from workloads.client import EngineClient, EngineError, NoEngine
+from workloads.client import EngineClient, NoEngine
 
 POLL_S = 0.02
 TICK_S = 0.1
@@ -46,7 +47,6 @@ START_TIMEOUT_S = 30.0  # a workload process must say hello within this
 SPAWN_GAP_S = 0.02  # between the starts of one spawn step's workloads (a shell loop's fork and exec, roughly)
 SUBSCRIBE_TIMEOUT_S = 5.0
 RELEASE_TIMEOUT_S = 10.0
-SIGNALS = {"TERM": signals.SIGTERM, "KILL": signals.SIGKILL, "INT": signals.SIGINT, "HUP": signals.SIGHUP}
 
 
 class EventStream:
@@ -150,7 +150,7 @@ class Proc:
     popen: subprocess.Popen[bytes]
     stderr: IO[bytes]
     signalled: bool = False  # we sent it a signal (a kill step, or the end of the run)
-    outcome: str | None = None
+    outcome: Outcome | str | None = None  # an errno name is an outcome too
     last_error: str = ""  # a failed one's last non-empty line on stderr
 
 
@@ -208,10 +208,9 @@ class RealBackend:
     # -- files ------------------------------------------------------------------
 
     def _call(self, op: str, **args: Any) -> Any:
+        """The engine's answer; EngineError as it gave it, BackendError once the engine is gone."""
         try:
             return self.client.call(op, **args)
-        except EngineError as e:
-            raise FileError(e.code, e.message) from None
         except NoEngine as e:
             raise BackendError(str(e)) from None
 
@@ -238,14 +237,14 @@ class RealBackend:
                 "events may be missing"
             )
         for proc in self.procs.values():
-            if proc.outcome == "failed" and proc.last_error:
+            if proc.outcome == Outcome.FAILED and proc.last_error:
                 out.append(f"{proc.spec.name} (pid {proc.popen.pid}) failed; its stderr ended: {proc.last_error}")
         return out
 
     def check(self) -> str | None:
         try:
             self._call("check")
-        except FileError as e:
+        except EngineError as e:
             return e.message
         return None
 
@@ -314,29 +313,30 @@ class RealBackend:
     def kill(self, pid: int, signal: str) -> None:
         proc = self.procs[pid]
         if self._poll(proc) is None:
-            self._signal(proc, SIGNALS[signal])
+            self._signal(proc, signals.Signals[f"SIG{signal}"])
 
     def _signal(self, proc: Proc, signum: int) -> None:
         proc.signalled = True
         with contextlib.suppress(ProcessLookupError):
             proc.popen.send_signal(signum)
 
-    def _poll(self, proc: Proc) -> str | None:
+    def _poll(self, proc: Proc) -> Outcome | str | None:
         if proc.outcome is None and proc.popen.poll() is not None:
             proc.outcome = self._classify(proc, proc.popen.returncode)
         return proc.outcome
 
-    def _classify(self, proc: Proc, status: int) -> str:
+    def _classify(self, proc: Proc, status: int) -> Outcome | str:
         outcome = self._outcome(proc, status)
-        if outcome == "failed":
+        if outcome == Outcome.FAILED:
             proc.stderr.seek(0)
             lines = [line.strip() for line in proc.stderr.read().decode(errors="replace").splitlines()]
             proc.last_error = next((line for line in reversed(lines) if line), "")
         return outcome
 
-    def _outcome(self, proc: Proc, status: int) -> str:
+    def _outcome(self, proc: Proc, status: int) -> Outcome | str:
+        """Its exit status as an outcome (DESIGN.md section 3's exit codes): an errno name for 1 with one."""
         if status == 0:
-            return "ok"
+            return Outcome.OK
         if status == 1:
             proc.stderr.seek(0)
             words = proc.stderr.read().decode(errors="replace").split()
@@ -345,12 +345,12 @@ class RealBackend:
                 name = word.rstrip(":")
                 if word.endswith(":") and name.startswith("E") and name[1:].isupper() and protocol.errno_code(name):
                     return name
-            return "failed"
+            return Outcome.FAILED
         if status == -signals.SIGBUS:
-            return "SIGBUS"
+            return Outcome.SIGBUS
         if status == -signals.SIGKILL and not proc.signalled and self._oom_killed(proc.popen.pid):
-            return "OOM"
-        return "killed" if status < 0 else "failed"
+            return Outcome.OOM
+        return Outcome.KILLED if status < 0 else Outcome.FAILED
 
     def _oom_killed(self, pid: int) -> bool:
         """The engine publishes the OOM kill right after it sends SIGKILL: give the event a moment."""
@@ -361,10 +361,10 @@ class RealBackend:
             time.sleep(POLL_S)
         return True
 
-    def outcome(self, pid: int) -> str | None:
+    def outcome(self, pid: int) -> Outcome | str | None:
         outcome = self._poll(self.procs[pid])
         if outcome is None and self.stream.seen("stalled", pid):
-            return "stalled"
+            return Outcome.STALLED
         return outcome
 
     def alive(self) -> int:
