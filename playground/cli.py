@@ -8,10 +8,11 @@ import math
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, cast
 
 from common.units import format_size, parse_size, shown
 from wire import protocol
+from wire.snapshot import Snapshot, format_tree
 
 DESCRIPTION = """\
 epc-playground emulates an Intel SGX host whose Enclave Page Cache (EPC) is limited
@@ -491,7 +492,7 @@ def cmd_cg(args: argparse.Namespace) -> int:
             elif args.action == "rmdir":
                 client.rmdir(args.path)
             else:
-                sys.stdout.write(format_tree(client.snapshot()))
+                sys.stdout.write(format_tree(cast(Snapshot, client.snapshot())))
     except EngineError as e:
         strerror = os.strerror(e.errno) if e.errno else e.message
         path = getattr(args, "path", "")
@@ -521,53 +522,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from playground.scenario.command import run_command
 
     return run_command(args)
-
-
-def format_tree(snapshot: dict[str, object]) -> str:
-    """The cgroup tree with sgx_epc usage, limit and events, and backing memory; then the workloads
-    whose call stalls (a fault that no reclaim can help), one line each."""
-    rows = [("cgroup", "misc.current", "misc.max", "peak", "events", "memory", "tasks")]
-    cgroups = snapshot["cgroups"]
-    assert isinstance(cgroups, list)
-    for cg in cgroups:
-        depth = cg["path"].count("/") if cg["path"] != "/" else 0
-        name = "/ (all EPC)" if cg["path"] == "/" else "  " * (depth - 1) + cg["path"].rsplit("/", 1)[-1]
-        limit = (
-            "-" if cg["misc_max"] is None else "max" if cg["misc_max"] >= (1 << 64) - 1 else format_size(cg["misc_max"])
-        )
-        rows.append(
-            (
-                name,
-                format_size(cg["misc_current"]),
-                limit,
-                format_size(cg["misc_peak"]),
-                str(cg["misc_events"]) if cg["path"] != "/" else "-",
-                format_size(cg["memory_current"]),
-                str(len(cg["procs"])),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(
-            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in rows
-    ]
-    capacity, free = snapshot["capacity"], snapshot["free"]
-    assert isinstance(capacity, int) and isinstance(free, int)
-    lines.append(
-        f"EPC {format_size(capacity)}, {format_size(free)} free, ksgxd {'running' if snapshot['ksgxd'] else 'idle'}"
-    )
-    workloads, now = snapshot.get("workloads", []), snapshot.get("t_ns", 0)
-    assert isinstance(workloads, list) and isinstance(now, int)
-    for w in workloads:
-        if w.get("state") == "stalled":
-            seconds = max(0, now - int(w.get("stalled_ns") or now)) / 1e9
-            lines.append(
-                f"stalled: {w['name']} (pid {w['pid']}) in {w['cgroup']} for {seconds:.1f} s:"
-                " a fault that no reclaim can help, retried until something frees its limiting cgroup"
-            )
-    return "\n".join(line.rstrip() for line in lines) + "\n"
 
 
 if __name__ == "__main__":

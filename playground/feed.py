@@ -8,13 +8,14 @@ the display does with it (pause included).  No textual here: the TUI draws from 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import zmq
 
 from engined import curve, runtime
 from wire import protocol
+from wire.snapshot import Snapshot, StatsDelta, merge_stats
 from workloads.client import EngineClient
 
 HISTORY = 240  # samples per cgroup: a minute at 4 Hz
@@ -31,7 +32,7 @@ class FeedState:
 
     connected = True
 
-    def __init__(self, snapshot: dict[str, Any]) -> None:
+    def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
         self.received = 0  # entries ever taken: a display shows the last ``received - shown`` of ``events``
@@ -43,7 +44,7 @@ class FeedState:
         self.received += len(events)
         self.events.extend(events)
 
-    def take_stats(self, snapshot: dict[str, Any]) -> None:
+    def take_stats(self, snapshot: Snapshot) -> None:
         before = self.snapshot
         seconds = (int(snapshot["t_ns"]) - int(before["t_ns"])) / 1e9
         if seconds > 0:
@@ -85,7 +86,9 @@ class EngineFeed(FeedState):
         for topic in (protocol.TOPIC_EVENT_OTHER, protocol.TOPIC_STATS, protocol.TOPIC_ENGINE):
             self._sub.setsockopt(zmq.SUBSCRIBE, topic)  # not the pressure events: their sums come with stats
         curve.connect(self._sub, self.client.pub_endpoint)
-        snapshot = self.client.snapshot()  # late joiner: a full snapshot first, then the deltas after it
+        snapshot = cast(
+            Snapshot, self.client.snapshot()
+        )  # late joiner: a full snapshot first, then the deltas after it
         super().__init__(snapshot)
         self._merged = snapshot
         self._stats_seq = int(snapshot["stats_seq"])
@@ -115,7 +118,7 @@ class EngineFeed(FeedState):
         topic, payload = frames  # ValueError for any other number of frames
         message = msgpack.unpackb(payload, raw=False)
         if topic == protocol.TOPIC_STATS:
-            return self._take_delta(message)
+            return self._take_delta(cast(StatsDelta, message))
         if topic == protocol.TOPIC_EVENT_OTHER:
             if not isinstance(message, list) or not all(isinstance(e, dict) for e in message):
                 raise TypeError(f"an event batch is a list of maps, not {type(message).__name__}")
@@ -124,19 +127,19 @@ class EngineFeed(FeedState):
             self.connected = False
         return False
 
-    def _take_delta(self, delta: dict[str, Any]) -> bool:
+    def _take_delta(self, delta: StatsDelta) -> bool:
         """Apply one stats message; True at the end of a tick.  A gap in stats_seq (messages the
         engine dropped for us) asks for the whole snapshot again."""
         seq = int(delta["stats_seq"])
         if seq <= self._stats_seq:
             return False  # already in the snapshot we asked for
         if seq != self._stats_seq + 1:
-            self._merged = self.client.snapshot()
+            self._merged = cast(Snapshot, self.client.snapshot())
             self._stats_seq = int(self._merged["stats_seq"])
             self.take_stats(self._merged)
             return True
         self._stats_seq = seq
-        self._merged = protocol.merge_stats(self._merged, delta)
+        self._merged = merge_stats(self._merged, delta)
         if delta["last"]:
             self.take_stats(self._merged)
             return True

@@ -256,37 +256,6 @@ def decode_reply(frame: bytes) -> dict[str, Any]:
     return message
 
 
-def merge_stats(snapshot: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
-    """The snapshot after one stats message (a delta: changed rows, removed paths and pids).
-
-    Cgroups stay in pre-order (siblings by name), workloads in registration order.  The
-    caller checks ``stats_seq``: a delta whose number is not the next one means messages
-    were lost, and the snapshot should be asked for again.
-    """
-    out = {key: value for key, value in delta.items() if key not in _DELTA_KEYS}
-    rows = {row["path"]: row for row in snapshot.get("cgroups", ())}
-    added = False
-    for row in delta.get("cgroups", ()):
-        added = added or row["path"] not in rows
-        rows[row["path"]] = row
-    for path in delta.get("removed", ()):
-        rows.pop(path, None)
-    cgroups = list(rows.values())
-    if added:
-        cgroups.sort(key=lambda row: [name for name in row["path"].split("/") if name])
-    out["cgroups"] = cgroups
-    workloads = {row["pid"]: row for row in snapshot.get("workloads", ())}
-    for row in delta.get("workloads", ()):
-        workloads[row["pid"]] = row
-    for pid in delta.get("workloads_removed", ()):
-        workloads.pop(pid, None)
-    out["workloads"] = list(workloads.values())
-    return out
-
-
-_DELTA_KEYS = frozenset({"cgroups", "removed", "workloads", "workloads_removed", "last"})
-
-
 def errno_code(name: str) -> int:
     """errno number of an errno name (0 if unknown): for turning ``err`` back into OSError."""
     return int(getattr(errno, name, 0))

@@ -35,6 +35,7 @@ from playground.scenario.ktap import Progress, RunObserver
 from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnRequest, SpawnScreen
 from wire import protocol
 from wire.protocol import EngineError, Outcome
+from wire.snapshot import CgroupRow, Snapshot, WorkloadRow
 from workloads.client import NoEngine
 
 DISCONNECTED = "engine disconnected: r starts a new one"
@@ -56,7 +57,7 @@ def usage_bar(current: int, limit: int, peak: int, width: int = BAR) -> str:
     return "".join(cells)
 
 
-def effective_limits(snapshot: dict[str, Any]) -> dict[str, int]:
+def effective_limits(snapshot: Snapshot) -> dict[str, int]:
     """Each cgroup's smallest misc.max up to the root, or the capacity."""
     capacity = int(snapshot["capacity"])
     limits: dict[str, int] = {}
@@ -68,7 +69,7 @@ def effective_limits(snapshot: dict[str, Any]) -> dict[str, int]:
     return limits
 
 
-def status_line(snap: dict[str, Any], running: int, stalled: int = 0) -> str:
+def status_line(snap: Snapshot, running: int, stalled: int = 0) -> str:
     """The header line: the EPC, what is free, ksgxd, workloads (those that stall among them)."""
     capacity, free = int(snap["capacity"]), int(snap["free"])
     stalls = f" ([b red]{stalled} stalled[/])" if stalled else ""
@@ -81,7 +82,7 @@ def status_line(snap: dict[str, Any], running: int, stalled: int = 0) -> str:
 FINE_ENDINGS = (Outcome.OK, Outcome.KILLED)  # how a workload may end without it being a failure
 
 
-def workload_state(workload: dict[str, Any], now_ns: int) -> str | Text:
+def workload_state(workload: WorkloadRow, now_ns: int) -> str | Text:
     """The workloads table's state cell: running; stalled and for how long, in red; how it exited,
     in red when that was a failure (SIGBUS, ENOMEM or another errno, OOM, failed)."""
     state = workload["state"]
@@ -214,7 +215,7 @@ class EpcApp(App[None]):
         self._refresh_workloads(snap)
         self._refresh_events()
 
-    def _refresh_tree(self, snap: dict[str, Any]) -> None:
+    def _refresh_tree(self, snap: Snapshot) -> None:
         limits = effective_limits(snap)
         seen = set()
         for cg in snap["cgroups"]:
@@ -239,7 +240,7 @@ class EpcApp(App[None]):
             self.labels.pop(path, None)
 
     @staticmethod
-    def _label(cg: dict[str, Any], limit: int) -> str:
+    def _label(cg: CgroupRow, limit: int) -> str:
         """Name, bar and numbers, the bars of every depth in one column (the tree indents 4 a level)."""
         path = cg["path"]
         name = "/ (all EPC)" if path == "/" else path.rsplit("/", 1)[-1]
@@ -249,7 +250,7 @@ class EpcApp(App[None]):
         shown = "max" if limit >= U64_MAX else format_size(limit)
         return f"{name:<{width}} {usage_bar(current, limit, peak)} {format_size(current)} / {shown}"
 
-    def _refresh_details(self, snap: dict[str, Any]) -> None:
+    def _refresh_details(self, snap: Snapshot) -> None:
         assert self.feed is not None
         cg = next((c for c in snap["cgroups"] if c["path"] == self.selected), None)
         if cg is None:
@@ -291,7 +292,7 @@ class EpcApp(App[None]):
             self.shown[selector] = text
             self.query_one(selector, Static).update(text, layout=False)
 
-    def _refresh_workloads(self, snap: dict[str, Any]) -> None:
+    def _refresh_workloads(self, snap: Snapshot) -> None:
         table = self.query_one("#workloads", DataTable)
         rows = {str(w["pid"]): w for w in snap["workloads"]}
         for key in [k for k in list(table.rows) if k.value not in rows]:
