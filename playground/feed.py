@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, cast
 
-import msgpack
 import zmq
 
-from engined import curve, runtime
+from engined import runtime
+from playground.scenario.backends.stream import Subscriber
 from wire import protocol
 from wire.snapshot import Snapshot, StatsDelta, merge_stats
 from workloads.client import EngineClient
@@ -79,44 +79,35 @@ class EngineFeed(FeedState):
 
     def __init__(self, endpoint: str | None = None) -> None:
         self.client = EngineClient(endpoint, timeout_s=10)
-        self._ctx = zmq.Context()
-        self._sub = self._ctx.socket(zmq.SUB)
-        self._sub.linger = 0
-        self._sub.rcvhwm = protocol.PUB_HWM
-        for topic in (protocol.TOPIC_EVENT_OTHER, protocol.TOPIC_STATS, protocol.TOPIC_ENGINE):
-            self._sub.setsockopt(zmq.SUBSCRIBE, topic)  # not the pressure events: their sums come with stats
-        curve.connect(self._sub, self.client.pub_endpoint)
-        snapshot = cast(
-            Snapshot, self.client.snapshot()
-        )  # late joiner: a full snapshot first, then the deltas after it
+        # not the pressure events: their sums come with stats
+        topics = (protocol.TOPIC_EVENT_OTHER, protocol.TOPIC_STATS, protocol.TOPIC_ENGINE)
+        self.subscriber = Subscriber(self.client.pub_endpoint, topics, hwm=protocol.PUB_HWM, skipped=self._skipped)
+        # a late joiner: the whole snapshot first, then the deltas after it
+        snapshot = cast(Snapshot, self.client.snapshot())
         super().__init__(snapshot)
         self._merged = snapshot
         self._stats_seq = int(snapshot["stats_seq"])
         self.connected = True
 
     def poll(self) -> bool:
-        changed = False
+        changed: list[bool] = []
         try:
-            while self._sub.poll(0):
-                frames = self._sub.recv_multipart()
-                try:
-                    changed = self._take_message(frames) or changed
-                except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as e:
-                    # a message we cannot read is skipped and said in the log, never a crash; the
-                    # next stats message then finds a gap and asks for the whole snapshot
-                    self._stats_seq = -1 if frames[0] == protocol.TOPIC_STATS else self._stats_seq
-                    topic = frames[0].decode(errors="replace")
-                    self.take_events([{"kind": "malformed", "topic": topic, "error": f"{type(e).__name__}: {e}"}])
+            self.subscriber.drain(lambda topic, message: changed.append(self._take_message(topic, message)))
         except zmq.ZMQError:
             self.connected = False
         if self.connected and not runtime.process_alive(self.client.engine_pid):
             self.connected = False
-        return changed
+        return any(changed)
 
-    def _take_message(self, frames: list[bytes]) -> bool:
-        """One PUB message (topic, payload); True when the snapshot changed."""
-        topic, payload = frames  # ValueError for any other number of frames
-        message = msgpack.unpackb(payload, raw=False)
+    def _skipped(self, topic: bytes, why: str) -> None:
+        """A message we cannot read is skipped and said in the log, never a crash; after a bad stats
+        message the next one finds a gap and asks for the whole snapshot."""
+        if topic == protocol.TOPIC_STATS:
+            self._stats_seq = -1
+        self.take_events([{"kind": "malformed", "topic": topic.decode(errors="replace"), "error": why}])
+
+    def _take_message(self, topic: bytes, message: Any) -> bool:
+        """One PUB message; True when the snapshot changed."""
         if topic == protocol.TOPIC_STATS:
             return self._take_delta(cast(StatsDelta, message))
         if topic == protocol.TOPIC_EVENT_OTHER:
@@ -146,6 +137,5 @@ class EngineFeed(FeedState):
         return False
 
     def close(self) -> None:
-        self._sub.close(linger=0)
-        self._ctx.term()
+        self.subscriber.close()
         self.client.close()

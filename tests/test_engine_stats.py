@@ -122,7 +122,7 @@ def test_a_pub_message_the_feed_cannot_read_is_skipped_and_logged_not_a_crash(tm
         try:
             address = f"ipc://{tmp_path}/rogue.sock"
             rogue.bind(address)
-            feed._sub.connect(address)
+            feed.subscriber.socket.connect(address)
             bad = [
                 [protocol.TOPIC_STATS, b"\xc1"],  # 0xc1: never valid msgpack
                 [protocol.TOPIC_EVENT_OTHER, msgpack.packb({"not": "a list"})],

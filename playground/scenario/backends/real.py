@@ -30,12 +30,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import IO, Any
 
-import msgpack
-import zmq
-
-from engined import curve, runtime
+from engined import runtime
 from playground.launch import drain_output, start_engine_process
 from playground.scenario.backends.base import BackendError, Tick, WorkloadSpec
+from playground.scenario.backends.stream import Subscriber
 from wire import protocol
 from wire.protocol import EngineError, Outcome
 from workloads import process
@@ -50,16 +48,9 @@ RELEASE_TIMEOUT_S = 10.0
 
 
 class EventStream:
-    """A SUB socket on the engine's events, drained by a thread into ``events``."""
+    """The engine's events, drained from its PUB socket by a thread into ``events``."""
 
     def __init__(self, pub_endpoint: str) -> None:
-        self._ctx = zmq.Context()
-        self._sub = self._ctx.socket(zmq.SUB)
-        self._sub.linger = 0
-        self._sub.rcvhwm = 0  # keep everything: we read as fast as it comes
-        for topic in (protocol.TOPIC_EVENT, protocol.TOPIC_STATS):  # TOPIC_EVENT: both event topics
-            self._sub.setsockopt(zmq.SUBSCRIBE, topic)
-        curve.connect(self._sub, pub_endpoint)
         self._lock = threading.Lock()
         self._events: list[dict[str, Any]] = []
         self.oom_killed: set[int] = set()
@@ -70,6 +61,9 @@ class EventStream:
         self.lost = 0
         self.late = 0  # catch_up() gave up waiting this many times
         self.malformed: list[str] = []  # messages that could not be read, why
+        topics = (protocol.TOPIC_EVENT, protocol.TOPIC_STATS)  # TOPIC_EVENT: both event topics
+        # hwm 0: keep everything, we read as fast as it comes
+        self.subscriber = Subscriber(pub_endpoint, topics, hwm=0, skipped=self._skipped)
         self._subscribed = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="epc-events", daemon=True)
@@ -79,21 +73,18 @@ class EventStream:
             raise BackendError(f"no events from the engine at {pub_endpoint} within {SUBSCRIBE_TIMEOUT_S:g} s")
 
     def _loop(self) -> None:
-        sub = self._sub
         while not self._stop.is_set():
-            if not sub.poll(50):
-                continue
-            topic, payload = sub.recv_multipart()
-            self._subscribed.set()
-            if not topic.startswith(protocol.TOPIC_EVENT):
-                continue
-            try:
-                self._take_in(msgpack.unpackb(payload, raw=False))
-            except Exception as e:  # a bad message must not end the reader: warnings() reports it
-                with self._lock:
-                    self.malformed.append(f"{type(e).__name__}: {e}")
+            if self.subscriber.drain(self._take, timeout_ms=50, limit=256):
+                self._subscribed.set()
 
-    def _take_in(self, batch: list[dict[str, Any]]) -> None:
+    def _skipped(self, topic: bytes, why: str) -> None:
+        """A message that could not be read: the reader goes on, warnings() reports it."""
+        with self._lock:
+            self.malformed.append(why)
+
+    def _take(self, topic: bytes, batch: list[dict[str, Any]]) -> None:
+        if not topic.startswith(protocol.TOPIC_EVENT):
+            return  # stats: they only show the subscription is live
         with self._lock:
             for event in batch:
                 seq = int(event.get("seq", 0))
@@ -140,8 +131,7 @@ class EventStream:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-        self._sub.close(linger=0)
-        self._ctx.term()
+        self.subscriber.close()
 
 
 @dataclass(slots=True)
