@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, cast
 
-from common.units import format_size, parse_size, shown
-from wire import protocol
+from common.options import count, size
+from common.units import format_size, parse_size
 from wire.snapshot import Snapshot, format_tree
+from workloads import cli as workload_cli
 
 DESCRIPTION = """\
 epc-playground emulates an Intel SGX host whose Enclave Page Cache (EPC) is limited
@@ -100,66 +100,6 @@ def _version() -> str:
         return "unknown"
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _workload_size(text: str) -> int:
-    """A workload's --size: at least one page (a size of 0 would build nothing and say ok)."""
-    size = _size(text)
-    if size < protocol.PAGE_SIZE:
-        raise argparse.ArgumentTypeError(f"{shown(text)} is less than one page ({protocol.PAGE_SIZE} bytes)")
-    return size
-
-
-def _whole(text: str, low: int, high: int | None = None) -> int:
-    """An int in low..high, or ArgumentTypeError (bounded: a 5,000-digit number is refused, not echoed)."""
-    digits = text.strip().lstrip("+-")
-    value = int(text) if digits.isascii() and digits.isdigit() and len(digits) <= 30 else None
-    if value is None or value < low or (high is not None and value > high):
-        span = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise argparse.ArgumentTypeError(f"{shown(text)} is not a whole number {span}")
-    return value
-
-
-def _positive(text: str) -> int:
-    return _whole(text, 1)
-
-
-def _count(text: str) -> int:
-    return _whole(text, 0)
-
-
-def _batch(text: str) -> int:
-    return _whole(text, 1, protocol.MAX_RANGES)  # a random pattern's batch can be that many ranges
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text.removesuffix("s"))
-    except ValueError:
-        value = -1.0
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{shown(text)} is not a duration in seconds, like 5 or 2.5s")
-    return value
-
-
-def _checked(checker: Callable[[Any], Any], what: str) -> Callable[[str], str]:
-    """An argparse type that applies a wire check (wire.protocol) to a string option."""
-
-    def check(text: str) -> str:
-        try:
-            checker(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(f"{what} must be {e}") from None
-        return text
-
-    return check
-
-
 class _OneValue(argparse.Action):
     """``cg write PATH VALUE``: exactly one VALUE, which may start with '-' (``-misc``) without a ``--``."""
 
@@ -169,24 +109,6 @@ class _OneValue(argparse.Action):
         if len(values) != 1:
             raise argparse.ArgumentError(self, "give exactly one value; quote one with spaces: 'sgx_epc 16777216'")
         setattr(namespace, self.dest, values[0])
-
-
-def _workload_options(parser: argparse.ArgumentParser) -> None:
-    """What every workload command takes: its name, where it runs, which engine."""
-    hello_name = protocol.SCHEMAS["hello"]["name"][0]
-    parser.add_argument(
-        "--name", default="", type=_checked(hello_name, "a name"), help="a name to show in the TUI and events"
-    )
-    parser.add_argument(
-        "--cgroup",
-        default="",
-        metavar="PATH",
-        type=_checked(protocol.PATH, "a path"),
-        help="move itself there first (default: stay put)",
-    )
-    parser.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
-    # Hidden: `epc-playground run` learns when the workload is placed, then lets it go (workloads/process.py).
-    parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "on quit (or attaches to the default engine when one is running).",
     )
     tui.add_argument("--connect", metavar="EP", help="attach to a running engine and leave it running")
-    tui.add_argument("--capacity", type=_size, default=parse_size("128MiB"), metavar="SIZE", help="EPC of its engine")
+    tui.add_argument("--capacity", type=size, default=parse_size("128MiB"), metavar="SIZE", help="EPC of its engine")
 
     engine = sub.add_parser(
         "engine",
@@ -216,10 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         "clients cannot register processes. It exits 2 with one line when it cannot listen: "
         "another engine on the socket, a port in use, a runtime directory that is not yours.",
     )
-    engine.add_argument(
-        "--capacity", type=_size, default=parse_size("128MiB"), metavar="SIZE", help="EPC size (128MiB)"
-    )
-    engine.add_argument("--memory", type=_size, metavar="SIZE", help="host RAM for backing store (default: unlimited)")
+    engine.add_argument("--capacity", type=size, default=parse_size("128MiB"), metavar="SIZE", help="EPC size (128MiB)")
+    engine.add_argument("--memory", type=size, metavar="SIZE", help="host RAM for backing store (default: unlimited)")
     engine.add_argument(
         "--bind", metavar="EP", help="ipc://PATH or tcp://HOST:PORT (tcp: a loopback address unless --allow-remote)"
     )
@@ -239,36 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keys.add_argument("--dir", metavar="DIR", help="where (default: $EPC_PLAYGROUND_KEYS, else the runtime's keys/)")
 
-    enclave = sub.add_parser(
-        "enclave",
-        help="one enclave workload, in the caller's cgroup",
-        description="Build an enclave like the kernel selftest's (ECREATE, ADD_PAGES of a TCS, code and the "
-        "heap, EINIT), touch its heap in a pattern, release it and exit. Exit status: 0 ok, 1 an errno "
-        "(named on stderr, e.g. ENOMEM), killed by SIGBUS on a fault the host cannot serve, by SIGKILL "
-        "when the OOM killer picks it, 2 for usage or connection errors (no engine, or it went away).",
-    )
-    enclave.add_argument("--size", type=_workload_size, required=True, metavar="SIZE", help="heap size, e.g. 64MiB")
-    enclave.add_argument("--pattern", default="sequential", choices=protocol.PATTERNS)
-    enclave.add_argument(
-        "--passes", type=_count, default=1, help="times over the heap (1; 0: build and enter only, like test_sgx)"
-    )
-    enclave.add_argument("--duration", type=_seconds, metavar="SECONDS", help="run this long instead of --passes")
-    enclave.add_argument("--seed", type=_count, default=0, help="seed of the random patterns (0)")
-    enclave.add_argument("--batch", type=_batch, default=256, help="pages per access request (256, at most 4096)")
-    enclave.add_argument("--grow", type=_size, default=0, metavar="SIZE", help="SGX2: grow by EAUG after EINIT")
-    enclave.add_argument("--trim", type=_size, default=0, metavar="SIZE", help="SGX2: trim and remove at the end")
-    _workload_options(enclave)
-
-    vm = sub.add_parser(
-        "vm",
-        help="a guest VM holding virtual EPC (unreclaimable)",
-        description="Open virtual EPC for a guest and touch it page by page; the host cannot reclaim it, so at "
-        "the cgroup's limit the guest dies by SIGBUS. Exit status as for `enclave`.",
-    )
-    vm.add_argument("--size", type=_workload_size, required=True, metavar="SIZE", help="guest EPC size, e.g. 32MiB")
-    vm.add_argument("--passes", type=_positive, default=1, help="times over its EPC (1)")
-    vm.add_argument("--duration", type=_seconds, metavar="SECONDS", help="hold it this long")
-    _workload_options(vm)
+    workload_cli.add_parsers(sub)  # enclave, vm
 
     cg = sub.add_parser(
         "cg",
@@ -306,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--list", action="store_true", help="list the bundled scenarios and exit")
     run.add_argument("--connect", metavar="EP", help="run on this running engine (default: start one for the run)")
     run.add_argument("--events", metavar="OUT.jsonl", help="write every engine event to this file as JSON Lines")
-    run.add_argument("--seed", type=_count, help="override the file's seed (workload patterns, random kills)")
+    run.add_argument("--seed", type=count, help="override the file's seed (workload patterns, random kills)")
     run.add_argument(
         "--inproc", action="store_true", help="the in-process host on a virtual clock: fast, byte-for-byte repeatable"
     )
@@ -337,26 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     test_sgx.add_arguments(sgx)
+    handlers = {tui: cmd_tui, engine: cmd_engine, keys: cmd_keys, cg: cmd_cg, run: cmd_run, mount: cmd_mount}
+    for command, handler in (*handlers.items(), (sgx, cmd_test_sgx)):
+        command.set_defaults(handler=handler)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands: dict[str, Callable[[argparse.Namespace], int]] = {
-        "tui": cmd_tui,
-        "engine": cmd_engine,
-        "keys": cmd_keys,
-        "enclave": cmd_enclave,
-        "vm": cmd_vm,
-        "cg": cmd_cg,
-        "run": cmd_run,
-        "mount": cmd_mount,
-        "test-sgx": cmd_test_sgx,
-    }
     if args.command is None:
-        return cmd_tui(parser.parse_args(["tui"]))
-    return commands[args.command](args)
+        args = parser.parse_args(["tui"])
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
@@ -435,42 +319,6 @@ def cmd_keys(args: argparse.Namespace) -> int:
     print(f"  then on HOST: {curve.KEYS_ENV}=~/epc-keys epc-playground cg --connect tcp://THIS-HOST:PORT tree")
     print("the engine lets in every NAME.key here when it starts: restart it after adding a client's public key")
     return 0
-
-
-def cmd_enclave(args: argparse.Namespace) -> int:
-    from workloads.enclave import EnclavePlan, run_enclave
-
-    plan = EnclavePlan(args.size, args.pattern, args.passes, args.duration, args.seed, args.batch)
-    plan.grow_pages = -(-args.grow // protocol.PAGE_SIZE)
-    plan.trim_pages = -(-args.trim // protocol.PAGE_SIZE)
-    problem = plan.too_large()
-    if problem is not None:
-        grow = f" --grow {format_size(args.grow)}" if args.grow else ""
-        print(f"epc-playground enclave: --size {format_size(args.size)}{grow}: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    return _run_workload(args, "enclave", lambda client: run_enclave(client, plan))
-
-
-def cmd_vm(args: argparse.Namespace) -> int:
-    from workloads.vm import run_vm, vepc_bytes
-
-    if vepc_bytes(args.size) > protocol.MAX_SIZE:
-        print(
-            f"epc-playground vm: --size {format_size(args.size)}: more than the largest guest EPC the host takes, "
-            f"{format_size(protocol.MAX_SIZE)} ({protocol.MAX_SIZE} bytes)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    return _run_workload(
-        args, "vm", lambda client: run_vm(client, args.size, passes=args.passes, duration_s=args.duration)
-    )
-
-
-def _run_workload(args: argparse.Namespace, role: str, main: Callable[[Any], None]) -> int:
-    """A workload command's run, with the options _workload_options gave it."""
-    from workloads.process import run_workload
-
-    return run_workload(main, endpoint=args.connect, role=role, name=args.name, cgroup=args.cgroup, hold=args.hold)
 
 
 def cmd_cg(args: argparse.Namespace) -> int:

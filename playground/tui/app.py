@@ -31,17 +31,20 @@ from common.limits import PAGE_SIZE, U64_MAX
 from common.units import format_size, parse_size
 from playground.feed import EngineFeed, FeedState
 from playground.launch import LogHub
+from playground.scenario.backends.base import WorkloadSpec
 from playground.scenario.ktap import Progress, RunObserver
 from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnRequest, SpawnScreen
 from wire import protocol
 from wire.protocol import EngineError, Outcome
 from wire.snapshot import CgroupRow, Snapshot, WorkloadRow
+from workloads.cli import main as workload_main
 from workloads.client import NoEngine
 
 DISCONNECTED = "engine disconnected: r starts a new one"
 BAR = 16
 NAME_COLUMN = 16  # where the bars start, counted from the root's name
 LOG_LINES = 1000
+VM_HOLD_NS = 30 * 10**9  # a guest VM spawned here holds its EPC this long
 SIGNALS = (*protocol.SIGNALS, "STOP", "CONT", "USR1")  # what k offers: a scenario's, and a few more
 
 
@@ -399,18 +402,17 @@ class EpcApp(App[None]):
             if request is None:
                 return
             try:
-                parse_size(request.size)
+                size_bytes = parse_size(request.size)
                 count, passes = int(request.count), int(request.passes)
             except ValueError:
                 self.notify("size like 16MiB; count and passes whole numbers", severity="error")
                 return
+            enclave = request.kind == "enclave"  # a vm: one pass, then it holds its EPC
+            passes, duration_ns = (max(1, passes), None) if enclave else (1, VM_HOLD_NS)
+            spec = WorkloadSpec("", self.selected, request.kind, size_bytes, request.pattern, passes, duration_ns)
             for _ in range(max(1, min(count, 64))):
-                argv = [request.kind, "--size", request.size, "--cgroup", self.selected, "--connect", self.endpoint]
-                if request.kind == "enclave":
-                    argv += ["--pattern", request.pattern, "--passes", str(max(1, passes))]
-                else:
-                    argv += ["--duration", "30"]
-                self.children_spawned.append(self.hub.spawn(argv, name=request.kind))
+                process = self.hub.spawn(workload_main, spec.to_argv(self.endpoint), name=request.kind)
+                self.children_spawned.append(process)
 
         self.push_screen(SpawnScreen(self.selected, kind), spawn)
 

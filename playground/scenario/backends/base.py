@@ -21,7 +21,7 @@ class BackendError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class WorkloadSpec:
-    """One workload process, sizes resolved to bytes: what `epc-playground enclave|vm` is given."""
+    """One workload, sizes resolved to bytes: what ``python -m workloads enclave|vm`` is given (``to_argv``)."""
 
     name: str
     cgroup: str
@@ -33,6 +33,22 @@ class WorkloadSpec:
     grow_bytes: int = 0
     trim_bytes: int = 0
     seed: int = 0
+
+    def to_argv(self, endpoint: str, *, hold: bool = False) -> list[str]:
+        """Its command line after ``python -m workloads`` (or ``epc-playground``), on the engine at ``endpoint``.
+
+        ``hold``: it waits after its hello until told to go (the real backend's spawn step).
+        """
+        argv = [self.kind, *(["--hold"] if hold else []), "--size", str(self.size_bytes)]
+        argv += [*(["--name", self.name] if self.name else []), "--cgroup", self.cgroup, "--connect", endpoint]
+        if self.kind == "enclave":
+            argv += ["--pattern", self.pattern, "--passes", str(self.passes), "--seed", str(self.seed)]
+            argv += ["--grow", str(self.grow_bytes), "--trim", str(self.trim_bytes)]
+        else:
+            argv += ["--passes", str(max(1, self.passes))]
+        if self.duration_ns is not None:
+            argv += ["--duration", repr(self.duration_ns / 1e9)]
+        return argv
 
 
 class Backend(Protocol):

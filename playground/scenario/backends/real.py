@@ -1,10 +1,10 @@
 """The real backend: an engine process (started for the run, or attached) and one OS process per workload.
 
-Each workload is ``epc-playground enclave|vm --cgroup PATH --name NAME --connect EP ...``
-(the command line's own ``main``), started through a small launcher that holds it
-right after its ``hello``, when it sits registered in its cgroup, until every
-workload of the step is there; then all go at once, as the selftest's background
-jobs start together on a real host.  Its end maps to an outcome as DESIGN.md
+Each workload is ``python -m workloads enclave|vm --hold --cgroup PATH --name NAME
+--connect EP ...`` (``WorkloadSpec.to_argv``): ``--hold`` stops it right after its
+``hello``, when it sits registered in its cgroup, until every workload of the step is
+there; then they go one by one, as a shell loop's background jobs start on a real
+host (``spawn``).  Its end maps to an outcome as DESIGN.md
 section 3 gives the exit codes: 0 ok; 1 with an errno name on stderr, that errno
 (else failed); killed by SIGBUS, SIGBUS; by SIGKILL after the OOM killer chose it,
 OOM; by any other signal (ours, or a SIGKILL of someone else), killed; else failed.
@@ -279,16 +279,8 @@ class RealBackend:
         return [proc.popen.pid for proc in procs]
 
     def _start(self, spec: WorkloadSpec) -> Proc:
-        """``epc-playground enclave|vm --hold ...``: it waits after its hello until spawn() lets it go."""
-        argv = [sys.executable, "-m", "playground.cli", spec.kind, "--hold", "--size", str(spec.size_bytes)]
-        argv += ["--name", spec.name, "--cgroup", spec.cgroup, "--connect", self.endpoint]
-        if spec.kind == "enclave":
-            argv += ["--pattern", spec.pattern, "--passes", str(spec.passes), "--seed", str(spec.seed)]
-            argv += ["--grow", str(spec.grow_bytes), "--trim", str(spec.trim_bytes)]
-        else:
-            argv += ["--passes", str(max(1, spec.passes))]
-        if spec.duration_ns is not None:
-            argv += ["--duration", repr(spec.duration_ns / 1e9)]
+        """``python -m workloads enclave|vm --hold ...``: it waits after its hello until spawn() lets it go."""
+        argv = [sys.executable, "-m", "workloads", *spec.to_argv(self.endpoint, hold=True)]
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close(); a file, so it cannot fill up)
         env = {k: v for k, v in os.environ.items() if k != runtime.ENDPOINT_ENV}
         popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env)
