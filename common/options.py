@@ -11,6 +11,8 @@ import math
 
 from common.units import parse_size, shown
 
+EXIT_USAGE = 2  # a usage error, as argparse exits on one; a command also says no engine with it (DESIGN.md section 3)
+
 
 def size(text: str) -> int:
     """Bytes from ``4096``, ``64KiB``, ``128MiB``, ``1GiB`` (K, M, G too)."""

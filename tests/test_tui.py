@@ -160,8 +160,9 @@ def test_usage_bar_and_effective_limit() -> None:
 
 def test_the_headless_parts_never_import_textual() -> None:
     code = (
-        "import sys, engine, engined.server, workloads.client, workloads.enclave, playground.cli, "
-        "playground.feed, playground.launch; assert 'textual' not in sys.modules"
+        "import sys, engine, engined.server, workloads.client, workloads.enclave, workloads.cli, playground.cli, "
+        "playground.feed, playground.launch, playground.tui.command, playground.cgroupfs, playground.scenario.runner, "
+        "playground.scenario.backends.real, playground.scenario.backends.inproc; assert 'textual' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -13,14 +13,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from common.options import count, positive, seconds, size, whole
+from common.options import EXIT_USAGE, count, positive, seconds, size, whole
 from common.units import format_size, shown
 from wire import protocol
 
 if TYPE_CHECKING:  # the workload modules load zmq: only when one runs, not for --help
     from workloads.client import EngineClient
-
-EXIT_USAGE = 2
 
 
 def _workload_size(text: str) -> int:

@@ -1,4 +1,5 @@
-"""The ``epc-playground run`` command: choose the backend, write KTAP and JSON Lines, return the exit code.
+"""The ``epc-playground run`` command: its options and help, choose the backend, write KTAP and JSON Lines,
+return the exit code.  The scenario machinery is imported when the command runs, not to build the parser.
 
 Exit status: 0 when every expect passed (and every other step did what it said, and
 the host's invariants hold); 1 when anything failed; 2 for a file that does not
@@ -12,17 +13,92 @@ import argparse
 import json
 import sys
 import tempfile
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from playground.scenario.backends.base import Backend, BackendError
-from playground.scenario.bundled import bundled, resolve
-from playground.scenario.ktap import KtapWriter, Observers, ProgressLine, RunObserver
-from playground.scenario.load import ScenarioError, load_scenario
-from playground.scenario.model import Scenario, Spawn
-from playground.scenario.runner import EXIT_INVALID, run_scenario
+from common.options import EXIT_USAGE as EXIT_INVALID  # runner.EXIT_INVALID: an invalid file, no engine
+from common.options import count
+
+if TYPE_CHECKING:
+    from playground.scenario.backends.base import Backend
+    from playground.scenario.model import Scenario
 
 PROG = "epc-playground run"
 EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
+RUN_DESCRIPTION = """\
+Run a scenario file (TOML, the format below and in README) step by step and print KTAP: one
+result per expect, `#` lines saying what was read and what was expected. Exit 0 when
+all pass, 1 when anything fails (an expect, a step, the host's invariant check), 2
+for a file that does not validate (nothing runs), no engine, or an engine that went
+away during the run (one line: the engine (pid N) is gone).
+
+By default the run starts an engine process of its own (or uses --connect) and runs
+one `epc-playground enclave|vm` process per workload. --inproc runs the same file on
+the in-process host with a virtual clock: fast, and the same file and seed give the
+same KTAP and --events file, byte for byte.
+
+Top-level keys: name, description, capacity (EPC), memory (host RAM for backing,
+optional), seed. Steps, in order, one kind each ([[step]]):
+  mkdir = "PATH"                       creates missing parents too
+  rmdir = "PATH"
+  write = { path, value, errno? }      with errno: the write must fail with it
+  spawn = { name, cgroup?, kind? (enclave|vm), size, count?, pattern?, passes?,
+            duration?, grow?, trim? }  count processes; passes = 0: build and enter only
+  sleep = "500ms"
+  kill  = { name, pick? (all|random) or index?, signal? (TERM|KILL|INT|HUP) }
+  wait  = { name?, timeout? (60s) }      timed out with only stalled ones left: ends as stalled
+  expect = { path, equals | matches | at_most | at_least, title? }
+  expect = { name, exited, at_least | at_most | all | none, title? }
+           exited: ok, ENOMEM (or another errno name), SIGBUS, OOM, killed, failed,
+           stalled (still waiting on a fault that no reclaim can help)
+  expect = { event, where? = { field = value }, at_least | at_most, title? }
+           event: an engine event's kind (reclaim, limit_hit, sigbus, oom_kill, ...)
+Sizes: 4096, 64KiB, 16MiB, or an expression over capacity and memory with + - * /
+(integer division) and parentheses, e.g. size = "capacity/512"; in a write's value
+and in equals, {...} is such an expression: "sgx_epc {4 * (capacity/512)}".
+"""
+
+RUN_EPILOG = """\
+example (nested.toml):
+  name = "nested limits"
+  capacity = "16MiB"
+  [[step]]
+  mkdir = "t/parent/child"
+  [[step]]
+  write = { path = "t/parent/misc.max", value = "sgx_epc {capacity/8}" }
+  [[step]]
+  spawn = { name = "big", cgroup = "t/parent/child", size = "capacity/4" }
+  [[step]]
+  wait = { name = "big", timeout = "30s" }
+  [[step]]
+  expect = { name = "big", exited = "ok", all = true }
+  [[step]]
+  expect = { path = "t/parent/misc.events", matches = 'sgx_epc\\.max [1-9]' }
+  [[step]]
+  expect = { path = "t/parent/child/misc.events", equals = "sgx_epc.max 0" }
+
+  epc-playground run nested.toml --events events.jsonl
+  epc-playground run --inproc nested.toml
+  epc-playground run --list                  # the bundled scenarios; run one by its name
+"""
+
+
+def add_parser(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="a headless scenario from a TOML file: KTAP on stdout",
+        description=RUN_DESCRIPTION,
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("file", nargs="?", metavar="FILE.toml", help="a scenario file, or a bundled scenario's name")
+    run.add_argument("--list", action="store_true", help="list the bundled scenarios and exit")
+    run.add_argument("--connect", metavar="EP", help="run on this running engine (default: start one for the run)")
+    run.add_argument("--events", metavar="OUT.jsonl", help="write every engine event to this file as JSON Lines")
+    run.add_argument("--seed", type=count, help="override the file's seed (workload patterns, random kills)")
+    run.add_argument(
+        "--inproc", action="store_true", help="the in-process host on a virtual clock: fast, byte-for-byte repeatable"
+    )
+    run.set_defaults(handler=run_command)
 
 
 class JsonLines:
@@ -37,6 +113,9 @@ class JsonLines:
 
 
 def list_scenarios(out: TextIO) -> int:
+    from playground.scenario.bundled import bundled
+    from playground.scenario.load import ScenarioError, load_scenario
+
     for name, path in bundled().items():
         try:
             scenario = load_scenario(path)
@@ -47,6 +126,9 @@ def list_scenarios(out: TextIO) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from playground.scenario.bundled import resolve
+    from playground.scenario.load import ScenarioError, load_scenario
+
     if args.list:
         return list_scenarios(sys.stdout)
     if args.file is None:
@@ -72,6 +154,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _start_and_run(args: argparse.Namespace, scenario: Scenario, events_file: TextIO | None) -> int:
+    from playground.scenario.backends.base import BackendError
+
     with tempfile.TemporaryDirectory(prefix="epc-run-") as runtime_dir:
         try:
             backend = _backend(args, scenario, runtime_dir)
@@ -97,6 +181,9 @@ def _with_seed(scenario: Scenario, seed: int) -> Scenario:
 
 
 def _backend(args: argparse.Namespace, scenario: Scenario, runtime_dir: str) -> Backend:
+    from playground.scenario.backends.base import BackendError
+    from playground.scenario.model import Spawn
+
     if args.inproc:
         if args.connect:
             raise BackendError("--inproc runs its own in-process host: leave out --connect")
@@ -121,6 +208,9 @@ def _backend(args: argparse.Namespace, scenario: Scenario, runtime_dir: str) -> 
 
 
 def _run(scenario: Scenario, backend: Backend, events_file: TextIO | None) -> int:
+    from playground.scenario.ktap import KtapWriter, Observers, ProgressLine, RunObserver
+    from playground.scenario.runner import run_scenario
+
     progress = ProgressLine(sys.stderr)
     observers: list[RunObserver] = [KtapWriter(sys.stdout, before_write=progress.clear)]
     if sys.stderr.isatty():

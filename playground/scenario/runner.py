@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.options import EXIT_USAGE
 from playground.scenario.backends.base import Backend, BackendError, WorkloadSpec
 from playground.scenario.expr import Expr, ExprError, Template
 from playground.scenario.ktap import Progress, Result, RunObserver
@@ -45,7 +46,7 @@ from playground.scenario.model import (
 )
 from wire.protocol import MAX_SIZE, EngineError, Outcome
 
-EXIT_PASS, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
+EXIT_PASS, EXIT_FAIL, EXIT_INVALID = 0, 1, EXIT_USAGE  # invalid: a file that does not validate, no engine
 EventSink = Callable[[list[dict[str, Any]]], None]
 _NUMBER = re.compile(r"-?\d+")
 
