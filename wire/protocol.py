@@ -143,7 +143,7 @@ PID = _int(1, MAX_PID)
 HANDLE = _int(1, MAX_ID)
 PAGES = _int(1, MAX_PAGES)
 INDEX = _int(0, MAX_PAGES)
-SIZE = _int(4096, MAX_SIZE)
+SIZE = _int(PAGE_SIZE, MAX_SIZE)
 PATH = _str(MAX_PATH)
 VALUE = _str(MAX_VALUE)
 
