@@ -35,10 +35,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from engined.liveness import inherited_cgroup, live_parents
-from workloads.client import EngineClient, EngineError, NoEngine
+from wire.protocol import EngineError
+from wire.snapshot import Snapshot
+from workloads.client import EngineClient, NoEngine
 
 PROG = "epc-playground mount"
 EXIT_USAGE = 2  # also: the engine went away (DESIGN.md section 3's connection error)
@@ -190,7 +192,7 @@ class CgroupFs:
 
     def _members(self, cgroup: str, subtree: bool = False) -> list[int]:
         """The live processes in ``cgroup`` (and its descendants with ``subtree``): placed ones and their children."""
-        snapshot = self._engine(self.client.snapshot)
+        snapshot = cast(Snapshot, self._engine(self.client.snapshot))
         placed = {pid: str(cg["path"]) for cg in snapshot["cgroups"] for pid in cg["procs"]}
         target = "/" + cgroup.strip("/")
         parents = live_parents()

@@ -8,13 +8,14 @@ the display does with it (pause included).  No textual here: the TUI draws from 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
-import msgpack
 import zmq
 
-from engined import curve, liveness
+from engined import liveness
+from playground.scenario.backends.stream import Subscriber
 from wire import protocol
+from wire.snapshot import Snapshot, StatsDelta, merge_stats
 from workloads.client import EngineClient
 
 HISTORY = 240  # samples per cgroup: a minute at 4 Hz
@@ -31,7 +32,7 @@ class FeedState:
 
     connected = True
 
-    def __init__(self, snapshot: dict[str, Any]) -> None:
+    def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
         self.received = 0  # entries ever taken: a display shows the last ``received - shown`` of ``events``
@@ -43,7 +44,7 @@ class FeedState:
         self.received += len(events)
         self.events.extend(events)
 
-    def take_stats(self, snapshot: dict[str, Any]) -> None:
+    def take_stats(self, snapshot: Snapshot) -> None:
         before = self.snapshot
         seconds = (int(snapshot["t_ns"]) - int(before["t_ns"])) / 1e9
         if seconds > 0:
@@ -78,44 +79,37 @@ class EngineFeed(FeedState):
 
     def __init__(self, endpoint: str | None = None) -> None:
         self.client = EngineClient(endpoint, timeout_s=10)
-        self._ctx = zmq.Context()
-        self._sub = self._ctx.socket(zmq.SUB)
-        self._sub.linger = 0
-        self._sub.rcvhwm = protocol.PUB_HWM
-        for topic in (protocol.TOPIC_EVENT_OTHER, protocol.TOPIC_STATS, protocol.TOPIC_ENGINE):
-            self._sub.setsockopt(zmq.SUBSCRIBE, topic)  # not the pressure events: their sums come with stats
-        curve.connect(self._sub, self.client.pub_endpoint)
-        snapshot = self.client.snapshot()  # late joiner: a full snapshot first, then the deltas after it
+        # not the pressure events: their sums come with stats
+        topics = (protocol.TOPIC_EVENT_OTHER, protocol.TOPIC_STATS, protocol.TOPIC_ENGINE)
+        self.subscriber = Subscriber(self.client.pub_endpoint, topics, hwm=protocol.PUB_HWM, skipped=self._skipped)
+        # a late joiner: the whole snapshot first, then the deltas after it
+        snapshot = cast(Snapshot, self.client.snapshot())
         super().__init__(snapshot)
         self._merged = snapshot
         self._stats_seq = int(snapshot["stats_seq"])
         self.connected = True
 
     def poll(self) -> bool:
-        changed = False
+        changed: list[bool] = []
         try:
-            while self._sub.poll(0):
-                frames = self._sub.recv_multipart()
-                try:
-                    changed = self._take_message(frames) or changed
-                except (ValueError, TypeError, KeyError, AttributeError, msgpack.UnpackException) as e:
-                    # a message we cannot read is skipped and said in the log, never a crash; the
-                    # next stats message then finds a gap and asks for the whole snapshot
-                    self._stats_seq = -1 if frames[0] == protocol.TOPIC_STATS else self._stats_seq
-                    topic = frames[0].decode(errors="replace")
-                    self.take_events([{"kind": "malformed", "topic": topic, "error": f"{type(e).__name__}: {e}"}])
+            self.subscriber.drain(lambda topic, message: changed.append(self._take_message(topic, message)))
         except zmq.ZMQError:
             self.connected = False
         if self.connected and not liveness.process_alive(self.client.engine_pid):
             self.connected = False
-        return changed
+        return any(changed)
 
-    def _take_message(self, frames: list[bytes]) -> bool:
-        """One PUB message (topic, payload); True when the snapshot changed."""
-        topic, payload = frames  # ValueError for any other number of frames
-        message = msgpack.unpackb(payload, raw=False)
+    def _skipped(self, topic: bytes, why: str) -> None:
+        """A message we cannot read is skipped and said in the log, never a crash; after a bad stats
+        message the next one finds a gap and asks for the whole snapshot."""
         if topic == protocol.TOPIC_STATS:
-            return self._take_delta(message)
+            self._stats_seq = -1
+        self.take_events([{"kind": "malformed", "topic": topic.decode(errors="replace"), "error": why}])
+
+    def _take_message(self, topic: bytes, message: Any) -> bool:
+        """One PUB message; True when the snapshot changed."""
+        if topic == protocol.TOPIC_STATS:
+            return self._take_delta(cast(StatsDelta, message))
         if topic == protocol.TOPIC_EVENT_OTHER:
             if not isinstance(message, list) or not all(isinstance(e, dict) for e in message):
                 raise TypeError(f"an event batch is a list of maps, not {type(message).__name__}")
@@ -124,25 +118,24 @@ class EngineFeed(FeedState):
             self.connected = False
         return False
 
-    def _take_delta(self, delta: dict[str, Any]) -> bool:
+    def _take_delta(self, delta: StatsDelta) -> bool:
         """Apply one stats message; True at the end of a tick.  A gap in stats_seq (messages the
         engine dropped for us) asks for the whole snapshot again."""
         seq = int(delta["stats_seq"])
         if seq <= self._stats_seq:
             return False  # already in the snapshot we asked for
         if seq != self._stats_seq + 1:
-            self._merged = self.client.snapshot()
+            self._merged = cast(Snapshot, self.client.snapshot())
             self._stats_seq = int(self._merged["stats_seq"])
             self.take_stats(self._merged)
             return True
         self._stats_seq = seq
-        self._merged = protocol.merge_stats(self._merged, delta)
+        self._merged = merge_stats(self._merged, delta)
         if delta["last"]:
             self.take_stats(self._merged)
             return True
         return False
 
     def close(self) -> None:
-        self._sub.close(linger=0)
-        self._ctx.term()
+        self.subscriber.close()
         self.client.close()

@@ -1,10 +1,13 @@
-"""Engines and workloads started as our own processes (the ``spawn`` method), logging to one place.
+"""Engines and workloads started as our own processes, logging to one place.
 
-Every child gets a ``logging.handlers.QueueHandler`` on a multiprocessing queue that
-the parent drains with a ``QueueListener``: records from the engine and from every
-workload reach the parent's handlers, whatever process they came from.  (The
-multiprocessing-logging package cannot do this: its 0.4.0 asserts the ``fork`` start
-method, and a process with threads, like a Textual app, must not fork.)
+``LogHub.spawn(target, argv)`` runs ``target(argv)`` (a command line's ``main``, say
+``workloads.cli.main``) in a child started with the ``spawn`` method.  Every child gets
+a ``logging.handlers.QueueHandler`` on a multiprocessing queue that the parent drains
+with a ``QueueListener``: records from every child reach the parent's handlers, whatever
+process they came from.  (The multiprocessing-logging package cannot do this: its 0.4.0
+asserts the ``fork`` start method, and a process with threads, like a Textual app, must
+not fork.)  ``start_engine_process`` starts ``epc-playground engine`` as a plain
+subprocess whose pipes ``drain_output`` reads.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ import multiprocessing
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from multiprocessing.context import SpawnProcess
 from typing import IO, Any
 
 LOG_FORMAT = "%(asctime)s %(processName)s[%(process)d] %(name)s %(levelname)s %(message)s"
+Main = Callable[[list[str]], int]
+"""A command line's entry: its arguments in, its exit status out."""
 
 
 class LogHub:
@@ -35,9 +41,13 @@ class LogHub:
         self.listener = logging.handlers.QueueListener(self.queue, *handlers, respect_handler_level=True)
         self.listener.start()
 
-    def spawn(self, argv: list[str], name: str | None = None) -> SpawnProcess:
-        """Start ``epc-playground ARGV...`` as a spawned process that logs into this hub."""
-        process = self.context.Process(target=_child_main, args=(argv, self.queue), name=name or " ".join(argv[:1]))
+    def spawn(self, target: Main, argv: list[str], name: str | None = None) -> SpawnProcess:
+        """Start ``target(argv)`` as a spawned process that logs into this hub; its exit status is what it returns.
+
+        ``target`` is a module-level function: the spawned process imports it by name.
+        """
+        args = (target, argv, self.queue)
+        process = self.context.Process(target=_child_main, args=args, name=name or " ".join(argv[:1]))
         process.start()
         return process
 
@@ -53,13 +63,11 @@ class LogHub:
         self.queue.close()
 
 
-def _child_main(argv: list[str], queue: Any) -> None:
+def _child_main(target: Main, argv: list[str], queue: Any) -> None:
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(queue)]
     root.setLevel(logging.INFO)
-    from playground.cli import main
-
-    sys.exit(main(argv))
+    sys.exit(target(argv))
 
 
 def start_engine_process(

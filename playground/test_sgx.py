@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the workload modules load zmq: only when a test runs, not for --help
     from workloads.client import EngineClient
@@ -37,6 +37,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-l", dest="list_tests", action="store_true", help="list the tests and exit")
     parser.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
     parser.set_defaults(prog=parser.prog)  # test_sgx, or epc-playground test-sgx: what its errors start with
+
+
+def add_parser(sub: Any) -> None:
+    """``epc-playground test-sgx``."""
+    sgx = sub.add_parser(
+        "test-sgx",
+        help="a stand-in for the kernel selftest binary test_sgx",
+        description=DESCRIPTION + " Also installed as `test_sgx`.",
+        epilog="example (what the selftest's ash_cgexec.sh does):\n"
+        "  sh -c 'echo 0 > /sys/fs/cgroup/pod/cgroup.procs && exec test_sgx -t unclobbered_vdso_oversubscribed'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(sgx)
+    sgx.set_defaults(handler=run)
 
 
 def oversubscribed(client: EngineClient, remove: bool) -> None:

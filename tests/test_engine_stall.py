@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from engine.events import STALL_RETRY_HZ
-from playground.realmode import EventStream
+from playground.scenario.backends.real import EventStream
 from workloads.client import EngineClient
 
 from .engine_fixture import RunningEngine, wait_for

@@ -12,6 +12,7 @@ import zmq
 
 from playground.feed import EngineFeed
 from wire import protocol
+from wire.snapshot import merge_stats
 
 from .engine_fixture import running_engine
 from .puppet import Puppet
@@ -36,7 +37,7 @@ def test_merge_stats_applies_changed_rows_and_removals() -> None:
         "cgroups": [{"path": "/a", "n": 2}, {"path": "/b", "n": 3}], "removed": ["/b/x"],
         "workloads": [{"pid": 7, "state": "exited"}, {"pid": 11, "state": "running"}], "workloads_removed": [9],
     }  # fmt: skip
-    merged = protocol.merge_stats(base, delta)
+    merged = merge_stats(base, delta)
     assert merged["stats_seq"] == 5 and merged["free"] == 8 and "last" not in merged
     assert [c["path"] for c in merged["cgroups"]] == ["/", "/a", "/b"]  # pre-order, siblings by name
     assert [c["n"] for c in merged["cgroups"]] == [1, 2, 3]
@@ -121,7 +122,7 @@ def test_a_pub_message_the_feed_cannot_read_is_skipped_and_logged_not_a_crash(tm
         try:
             address = f"ipc://{tmp_path}/rogue.sock"
             rogue.bind(address)
-            feed._sub.connect(address)
+            feed.subscriber.socket.connect(address)
             bad = [
                 [protocol.TOPIC_STATS, b"\xc1"],  # 0xc1: never valid msgpack
                 [protocol.TOPIC_EVENT_OTHER, msgpack.packb({"not": "a list"})],

@@ -2,7 +2,7 @@
 
 Each job is test_sgx -t unclobbered_vdso_oversubscribed: an enclave whose heap is the
 whole EPC, built, initialised and entered.  The jobs are the scenario runner's
-in-process workloads (playground.inproc): cooperative tasks interleaved round-robin,
+in-process workloads (playground.scenario.backends.inproc): cooperative tasks interleaved round-robin,
 one request chunk per turn on a virtual clock, so each run is deterministic.  The
 bundled scenario ``kselftest`` runs the same cases from a file, in both modes.
 """
@@ -14,8 +14,8 @@ import random
 import pytest
 
 from engine import Host
-from playground.backend import WorkloadSpec
-from playground.inproc import InprocBackend
+from playground.scenario.backends.base import WorkloadSpec
+from playground.scenario.backends.inproc import InprocBackend
 
 from .helpers import value
 

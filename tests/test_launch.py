@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from engined.runtime import ENDPOINT_ENV, RUNTIME_FILE
+from playground import cli
 from playground.launch import LogHub
+from workloads import cli as workload_cli
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +32,13 @@ def test_engine_and_workload_logs_reach_the_parent(tmp_path: Path, monkeypatch: 
     collect = Collect()
     hub = LogHub(collect)
     try:
-        engine = hub.spawn(["engine", "--capacity", "4MiB"], name="engine")
+        engine = hub.spawn(cli.main, ["engine", "--capacity", "4MiB"], name="engine")
         runtime = tmp_path / "epc-playground" / RUNTIME_FILE
         for _ in range(200):
             if runtime.exists():
                 break
             engine.join(0.05)
-        workloads = [hub.spawn(["enclave", "--size", "1MiB"], name=f"enclave-{i}") for i in range(2)]
+        workloads = [hub.spawn(workload_cli.main, ["enclave", "--size", "1MiB"], name=f"enclave-{i}") for i in range(2)]
         for w in workloads:
             w.join(60)
             assert w.exitcode == 0

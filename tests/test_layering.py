@@ -91,7 +91,7 @@ def test_only_the_tui_imports_textual() -> None:
 def test_workloads_and_front_ends_reach_the_engine_only_through_the_wire() -> None:
     """Except the in-process scenario mode, which runs the core in the runner's own process."""
     for module, path in SOURCES.items():
-        if _top(module) in ("workloads", "playground") and module != "playground.inproc":
+        if _top(module) in ("workloads", "playground") and module != "playground.scenario.backends.inproc":
             assert "engine" not in {_top(name) for name in _imports(path)}, f"{module} imports the core"
 
 
@@ -107,3 +107,34 @@ def test_importing_the_wire_or_a_workload_loads_no_core() -> None:
 def test_importing_the_core_pulls_in_no_textual_and_no_zmq() -> None:
     code = "import sys, engine; assert not {'textual', 'zmq', 'msgpack'} & set(sys.modules), sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle in ``graph`` (module -> the modules it imports), as a path back to its start; None."""
+    done: set[str] = set()
+    for start in sorted(graph):
+        path, stack = [start], [iter(sorted(graph[start]))]
+        while stack:
+            child = next(stack[-1], None)
+            if child is None:
+                done.add(path.pop())
+                stack.pop()
+            elif child in path:
+                return [*path[path.index(child) :], child]
+            elif child not in done:
+                path.append(child)
+                stack.append(iter(sorted(graph[child])))
+    return None
+
+
+@pytest.mark.parametrize("package", ["common", "wire", "engined", "workloads", "playground"])
+def test_no_import_cycles_not_even_lazy_ones(package: str) -> None:
+    """DESIGN.md section 1: every import counts, inside a function or under TYPE_CHECKING too."""
+    inside = {module: path for module, path in SOURCES.items() if _top(module) == package}
+    graph = {module: _imports(path) & inside.keys() - {module} for module, path in inside.items()}
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_the_cycle_finder_finds_one() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None

@@ -16,11 +16,11 @@ import pytest
 from engine import Blocked
 from engine.sgx import IoctlError
 from playground.cli import main
-from playground.inproc import InprocBackend
-from playground.ktap import KtapWriter, Progress, Result, RunObserver
-from playground.runner import SizeError, run_scenario
-from playground.scenario import load_scenario, parse_scenario
-from playground.scenarios import bundled
+from playground.scenario.backends.inproc import InprocBackend
+from playground.scenario.bundled import bundled
+from playground.scenario.ktap import KtapWriter, Progress, Result, RunObserver
+from playground.scenario.load import load_scenario, parse_scenario
+from playground.scenario.runner import SizeError, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 KTAP_LINE = re.compile(r"(KTAP version 1|1\.\.\d+|(not )?ok \d+ - [^#\n]+|# .*)")
@@ -275,7 +275,7 @@ def test_the_sizes_are_checked_against_the_engines_capacity_before_step_1(
 ) -> None:
     """--connect to an engine with less EPC than the file says: a negative size or a division by zero
     is one line and exit 2 before anything runs, not a silent 'failed' or a traceback mid-run."""
-    import playground.run
+    import playground.scenario.command
 
     negative = PASSING.replace('size = "256KiB"', 'size = "capacity - 6MiB"')
     by_zero = PASSING.replace('"sgx_epc {capacity/4}"', '"sgx_epc {capacity / (capacity / 8MiB)}"')
@@ -290,7 +290,7 @@ def test_the_sizes_are_checked_against_the_engines_capacity_before_step_1(
 
         path = tmp_path / "scenario.toml"
         path.write_text(text)
-        monkeypatch.setattr(playground.run, "_backend", lambda *_: InprocBackend(4 << 20, None, 0))
+        monkeypatch.setattr(playground.scenario.command, "_backend", lambda *_: InprocBackend(4 << 20, None, 0))
         assert main(["run", str(path)]) == 2
         out, err = capsys.readouterr()
         assert out == "" and err.count("\n") == 1 and key in err and what in err, err

@@ -16,9 +16,9 @@ import msgpack
 import pytest
 import zmq
 
-from playground import realmode
-from playground.backend import BackendError, WorkloadSpec
-from playground.scenarios import bundled
+from playground.scenario.backends import real
+from playground.scenario.backends.base import BackendError, WorkloadSpec
+from playground.scenario.bundled import bundled
 from wire import protocol
 from workloads.client import NoEngine
 
@@ -186,19 +186,19 @@ class LiveClient:
         return {"seq": 0}
 
 
-def bare_backend(stream: object) -> realmode.RealBackend:
-    backend = realmode.RealBackend.__new__(realmode.RealBackend)
+def bare_backend(stream: object) -> real.RealBackend:
+    backend = real.RealBackend.__new__(real.RealBackend)
     backend.procs, backend.engine, backend.stream = {}, None, stream  # type: ignore[assignment]
     backend.client = LiveClient()  # type: ignore[assignment]
     backend._seq_at_start = 0
     return backend
 
 
-def add_proc(backend: realmode.RealBackend, argv: list[str]) -> int:
+def add_proc(backend: real.RealBackend, argv: list[str]) -> int:
     stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the test's end)
     popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
     popen.wait()
-    backend.procs[popen.pid] = realmode.Proc(WorkloadSpec("w", "/", "enclave", 4096), popen, stderr)
+    backend.procs[popen.pid] = real.Proc(WorkloadSpec("w", "/", "enclave", 4096), popen, stderr)
     return popen.pid
 
 
@@ -235,7 +235,7 @@ def test_a_malformed_event_message_and_a_late_catch_up_are_warnings(tmp_path: Pa
             pub.send_multipart([protocol.TOPIC_STATS, msgpack.packb({})])
 
     threading.Thread(target=stats, daemon=True).start()
-    stream = realmode.EventStream(f"ipc://{tmp_path}/pub.sock")
+    stream = real.EventStream(f"ipc://{tmp_path}/pub.sock")
     try:
         pub.send_multipart([protocol.TOPIC_EVENT, b"\xc1"])  # never valid msgpack
         pub.send_multipart([protocol.TOPIC_EVENT, msgpack.packb([{"seq": 1, "kind": "mkdir"}])])
@@ -255,7 +255,7 @@ def test_a_malformed_event_message_and_a_late_catch_up_are_warnings(tmp_path: Pa
 
 def test_a_failing_first_snapshot_stops_what_was_started(monkeypatch: pytest.MonkeyPatch) -> None:
     streams: list[FakeStream] = []
-    monkeypatch.setattr(realmode, "EventStream", lambda _endpoint: streams.append(FakeStream()) or streams[-1])
+    monkeypatch.setattr(real, "EventStream", lambda _endpoint: streams.append(FakeStream()) or streams[-1])
 
     class GoneClient:
         endpoint, pub_endpoint, capacity, closed = "ipc:///x", "ipc:///y", 1 << 20, False
@@ -270,7 +270,7 @@ def test_a_failing_first_snapshot_stops_what_was_started(monkeypatch: pytest.Mon
     engine = subprocess.Popen(["sleep", "60"], text=True)
     try:
         with pytest.raises(BackendError, match="went away"):
-            realmode.RealBackend(client, engine, None)  # type: ignore[arg-type]
+            real.RealBackend(client, engine, None)  # type: ignore[arg-type]
         assert streams[0].closed and client.closed and engine.poll() is not None
     finally:
         engine.kill()
@@ -286,7 +286,7 @@ def test_a_duration_goes_to_the_workload_with_full_precision(monkeypatch: pytest
         def __init__(self, argv: list[str], **kwargs: object) -> None:
             argvs.append(argv)
 
-    monkeypatch.setattr(realmode.subprocess, "Popen", Recorded)
+    monkeypatch.setattr(real.subprocess, "Popen", Recorded)
     backend = bare_backend(FakeStream())
     backend.endpoint = "ipc:///nowhere"
     spec = WorkloadSpec("w", "/", "vm", 4096, duration_ns=1_000_000_500)
@@ -301,7 +301,7 @@ def test_a_running_workload_reads_stalled_between_its_stall_and_stall_end_events
     backend = bare_backend(stream)
     popen = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     with tempfile.TemporaryFile() as stderr:
-        backend.procs[popen.pid] = realmode.Proc(WorkloadSpec("w", "/", "enclave", 4096), popen, stderr)
+        backend.procs[popen.pid] = real.Proc(WorkloadSpec("w", "/", "enclave", 4096), popen, stderr)
         try:
             assert backend.outcome(popen.pid) is None
             stream.stalled.add(popen.pid)

@@ -18,7 +18,7 @@ import zmq
 
 from engined import curve, runtime
 from playground.feed import EngineFeed
-from playground.realmode import EventStream
+from playground.scenario.backends.real import EventStream
 from wire import protocol
 from workloads.client import EngineClient, EngineError, NoEngine
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
 
+from common.limits import PAGE_SIZE, U64_MAX
 from playground.feed import FeedState
 from playground.tui.app import EpcApp
+from wire.snapshot import CgroupRow, Snapshot, WorkloadRow
 
 MiB = 1 << 20
-U64_MAX = (1 << 64) - 1
 
 
-def cgroup(path: str, current: int, limit: int | None, peak: int, events: int = 0, procs: int = 0) -> dict[str, Any]:
+def cgroup(path: str, current: int, limit: int | None, peak: int, events: int = 0, procs: int = 0) -> CgroupRow:
     return {
         "path": path,
         "misc_current": current,
@@ -23,16 +23,17 @@ def cgroup(path: str, current: int, limit: int | None, peak: int, events: int = 
         "memory_current": current // 2,
         "memory_max": None,
         "memory_events": [0, 0, events // 10, 0, 0, 0],
-        "reclaimable": current // 4096,
+        "reclaimable": current // PAGE_SIZE,
         "unreclaimable": 3,
         "swapped": current // 8192,
         "reclaimed": events * 16,
         "procs": list(range(procs)),
+        "nr_procs": procs,
     }
 
 
 def workload(pid: int, role: str, name: str, cgroup: str, faults: int, resident: int, swapped: int, size: int,
-             reason: str = "", stalled_ns: int = 0) -> dict[str, Any]:  # fmt: skip
+             reason: str = "", stalled_ns: int = 0) -> WorkloadRow:  # fmt: skip
     state = "exited" if reason else "stalled" if stalled_ns else "running"
     return {"pid": pid, "role": role, "name": name, "cgroup": cgroup, "state": state, "reason": reason,
             "faults": faults, "resident": resident, "swapped": swapped, "size": size,
@@ -41,12 +42,16 @@ def workload(pid: int, role: str, name: str, cgroup: str, faults: int, resident:
 
 def fixed_feed() -> FeedState:
     """What an EngineFeed holds, from fixed data: two stats a second apart, a few events, a fixed history."""
-    snapshot = {
+    snapshot: Snapshot = {
+        "stats_seq": 0,
         "seq": 0,
         "t_ns": 5 * 10**9,
         "capacity": 64 * MiB,
+        "memory": None,
         "free": 30 * MiB,
         "ksgxd": False,
+        "pub": "ipc:///nowhere.pub",
+        "engine_pid": 1,
         "cgroups": [
             cgroup("/", 34 * MiB, None, 40 * MiB),
             cgroup("/pods", 24 * MiB, 24 * MiB, 24 * MiB, events=310),
@@ -62,14 +67,17 @@ def fixed_feed() -> FeedState:
         ],
     }
     feed = FeedState(snapshot)
-    later = dict(snapshot, t_ns=6 * 10**9, seq=7)  # a second on: /pods hit its limit once, /pods/db gave up 32 pages
-    later["cgroups"] = [
-        dict(cg, misc_events_local=cg["misc_events_local"] + (cg["path"] == "/pods"))
-        | {"reclaimed": cg["reclaimed"] + 32 * (cg["path"] == "/pods/db")}
+    later = snapshot | {"t_ns": 6 * 10**9, "seq": 7}  # a second on: /pods hit its limit once, /pods/db gave up 32
+    later["cgroups"] = [  # pages
+        cg
+        | {
+            "misc_events_local": cg["misc_events_local"] + (cg["path"] == "/pods"),
+            "reclaimed": cg["reclaimed"] + 32 * (cg["path"] == "/pods/db"),
+        }
         for cg in snapshot["cgroups"]
     ]
     later["workloads"] = [
-        dict(w, faults=w["faults"] + rate) for w, rate in zip(snapshot["workloads"], (1200, 35000, 0, 0), strict=True)
+        w | {"faults": w["faults"] + rate} for w, rate in zip(snapshot["workloads"], (1200, 35000, 0, 0), strict=True)
     ]
     feed.take_stats(later)
     feed.take_events(

@@ -49,3 +49,19 @@ def test_the_command_line_teaches_with_help() -> None:
         [sys.executable, "-m", "playground.cli", "--help"], check=True, capture_output=True, text=True, cwd=ROOT
     ).stdout
     assert "usage: epc-playground" in out and "Enclave Page Cache" in out
+
+
+@pytest.mark.parametrize("command", ["enclave", "vm"])
+def test_the_workloads_have_their_own_entry_point_with_the_same_options(command: str) -> None:
+    """``python -m workloads enclave|vm`` is what ``epc-playground enclave|vm`` dispatches to."""
+
+    def help_text(*module: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-m", *module, command, "--help"], capture_output=True, text=True, cwd=ROOT
+        )
+        return " ".join(run.stdout.split())  # argparse wraps the usage by the program name's length
+
+    ours = help_text("workloads")
+    assert "--size SIZE" in ours and ours.replace("python -m workloads", "epc-playground") == help_text(
+        "playground.cli"
+    )

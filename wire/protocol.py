@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 import msgpack
@@ -31,6 +32,9 @@ MAX_VALUE = 65536  # a longer write is refused here; the core answers E2BIG abov
 MAX_PID = 0x3FFFFFFF
 MAX_ID = (1 << 63) - 1
 
+PATTERNS = ("sequential", "random", "hotcold", "shifting")  # an enclave's access patterns (workloads/patterns.py)
+SIGNALS = ("TERM", "KILL", "INT", "HUP")  # what a scenario's kill step sends, as SIG + name
+
 TOPIC_EVENT = b"event"  # prefix of both event topics: subscribe to it for every event, in seq order
 TOPIC_EVENT_PRESSURE = b"event/pressure"  # limit hits and reclaim: thousands a second under pressure
 TOPIC_EVENT_OTHER = b"event/other"  # everything else: what a display's event log shows one by one
@@ -45,18 +49,26 @@ PUB_MAX_BYTES = 64 << 10
 PUB_STATS_ROWS = 128
 
 
-class ProtocolError(Exception):
-    """A request the engine cannot act on: answered with ``err`` = ``code`` and changes nothing."""
+class Outcome(StrEnum):
+    """How a workload ended, as the scenario runner and the TUI name it (DESIGN.md sections 3 and 6).
 
-    def __init__(self, code: str, message: str, request_id: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.request_id = request_id  # echoed in the error reply when it could be read
+    An errno name (ENOMEM, EINTR, ...) is an outcome too, and stays a plain string.
+    """
+
+    OK = "ok"  # exit 0
+    SIGBUS = "SIGBUS"  # killed by SIGBUS: a fault the host could not serve
+    OOM = "OOM"  # killed by SIGKILL from the memory cgroup's OOM killer
+    KILLED = "killed"  # killed by any other signal
+    FAILED = "failed"  # any other end
+    STALLED = "stalled"  # not an end: its call waits on a fault that no reclaim can help
 
 
 class EngineError(Exception):
-    """The engine answered with an error: ``code`` is its errno name (ENOMEM, EINVAL, SIGBUS, ...)."""
+    """The engine answered with an errno: ``code`` is its name (ENOMEM, EINVAL, SIGBUS, ...).
+
+    Clients raise it for an ``err`` reply, and the scenario backends for a cgroup file
+    operation that failed, so a caller tells one engine refusal by ``code`` wherever it came from.
+    """
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -65,7 +77,18 @@ class EngineError(Exception):
 
     @property
     def errno(self) -> int:
+        """The errno number of ``code``; 0 for a name that is not one (SIGBUS)."""
         return errno_code(self.code)
+
+
+class ProtocolError(Exception):
+    """A request the engine cannot act on: answered with ``err`` = ``code`` and changes nothing."""
+
+    def __init__(self, code: str, message: str, request_id: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id  # echoed in the error reply when it could be read
 
 
 def _int(low: int, high: int) -> Callable[[Any], int]:
@@ -120,7 +143,7 @@ PID = _int(1, MAX_PID)
 HANDLE = _int(1, MAX_ID)
 PAGES = _int(1, MAX_PAGES)
 INDEX = _int(0, MAX_PAGES)
-SIZE = _int(4096, MAX_SIZE)
+SIZE = _int(PAGE_SIZE, MAX_SIZE)
 PATH = _str(MAX_PATH)
 VALUE = _str(MAX_VALUE)
 
@@ -231,37 +254,6 @@ def decode_reply(frame: bytes) -> dict[str, Any]:
     if not isinstance(message, dict) or message.get("v") != VERSION or "id" not in message:
         raise ProtocolError("EPROTO", "not a reply of this protocol version")
     return message
-
-
-def merge_stats(snapshot: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
-    """The snapshot after one stats message (a delta: changed rows, removed paths and pids).
-
-    Cgroups stay in pre-order (siblings by name), workloads in registration order.  The
-    caller checks ``stats_seq``: a delta whose number is not the next one means messages
-    were lost, and the snapshot should be asked for again.
-    """
-    out = {key: value for key, value in delta.items() if key not in _DELTA_KEYS}
-    rows = {row["path"]: row for row in snapshot.get("cgroups", ())}
-    added = False
-    for row in delta.get("cgroups", ()):
-        added = added or row["path"] not in rows
-        rows[row["path"]] = row
-    for path in delta.get("removed", ()):
-        rows.pop(path, None)
-    cgroups = list(rows.values())
-    if added:
-        cgroups.sort(key=lambda row: [name for name in row["path"].split("/") if name])
-    out["cgroups"] = cgroups
-    workloads = {row["pid"]: row for row in snapshot.get("workloads", ())}
-    for row in delta.get("workloads", ()):
-        workloads[row["pid"]] = row
-    for pid in delta.get("workloads_removed", ()):
-        workloads.pop(pid, None)
-    out["workloads"] = list(workloads.values())
-    return out
-
-
-_DELTA_KEYS = frozenset({"cgroups", "removed", "workloads", "workloads_removed", "last"})
 
 
 def errno_code(name: str) -> int:

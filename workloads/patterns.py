@@ -10,7 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-PATTERNS = ("sequential", "random", "hotcold", "shifting")
+from wire.protocol import PATTERNS
+
 Ranges = list[list[int]]
 
 

@@ -27,19 +27,25 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Log, Sparkline, Static, Tree
 from textual.widgets.tree import TreeNode
 
+from common.limits import PAGE_SIZE, U64_MAX
 from common.units import format_size, parse_size
 from playground.feed import EngineFeed, FeedState
-from playground.ktap import Progress, RunObserver
 from playground.launch import LogHub
+from playground.scenario.backends.base import WorkloadSpec
+from playground.scenario.ktap import Progress, RunObserver
 from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnRequest, SpawnScreen
-from workloads.client import EngineError, NoEngine
+from wire import protocol
+from wire.protocol import EngineError, Outcome
+from wire.snapshot import CgroupRow, Snapshot, WorkloadRow
+from workloads.cli import main as workload_main
+from workloads.client import NoEngine
 
-U64_MAX = (1 << 64) - 1
 DISCONNECTED = "engine disconnected: r starts a new one"
 BAR = 16
 NAME_COLUMN = 16  # where the bars start, counted from the root's name
 LOG_LINES = 1000
-SIGNALS = ("TERM", "INT", "HUP", "KILL", "STOP", "CONT", "USR1")
+VM_HOLD_NS = 30 * 10**9  # a guest VM spawned here holds its EPC this long
+SIGNALS = (*protocol.SIGNALS, "STOP", "CONT", "USR1")  # what k offers: a scenario's, and a few more
 
 
 def usage_bar(current: int, limit: int, peak: int, width: int = BAR) -> str:
@@ -54,7 +60,7 @@ def usage_bar(current: int, limit: int, peak: int, width: int = BAR) -> str:
     return "".join(cells)
 
 
-def effective_limits(snapshot: dict[str, Any]) -> dict[str, int]:
+def effective_limits(snapshot: Snapshot) -> dict[str, int]:
     """Each cgroup's smallest misc.max up to the root, or the capacity."""
     capacity = int(snapshot["capacity"])
     limits: dict[str, int] = {}
@@ -66,20 +72,20 @@ def effective_limits(snapshot: dict[str, Any]) -> dict[str, int]:
     return limits
 
 
-def status_line(snap: dict[str, Any], running: int, stalled: int = 0) -> str:
+def status_line(snap: Snapshot, running: int, stalled: int = 0) -> str:
     """The header line: the EPC, what is free, ksgxd, workloads (those that stall among them)."""
     capacity, free = int(snap["capacity"]), int(snap["free"])
     stalls = f" ([b red]{stalled} stalled[/])" if stalled else ""
     return (
-        f" EPC {format_size(capacity)}   free {format_size(free)} ({free // 4096} pages)   "
+        f" EPC {format_size(capacity)}   free {format_size(free)} ({free // PAGE_SIZE} pages)   "
         f"ksgxd {'[b]running[/b]' if snap['ksgxd'] else 'idle'}   workloads running {running}{stalls}"
     )
 
 
-FINE_ENDINGS = ("ok", "killed")  # how a workload may end without it being a failure
+FINE_ENDINGS = (Outcome.OK, Outcome.KILLED)  # how a workload may end without it being a failure
 
 
-def workload_state(workload: dict[str, Any], now_ns: int) -> str | Text:
+def workload_state(workload: WorkloadRow, now_ns: int) -> str | Text:
     """The workloads table's state cell: running; stalled and for how long, in red; how it exited,
     in red when that was a failure (SIGBUS, ENOMEM or another errno, OOM, failed)."""
     state = workload["state"]
@@ -212,7 +218,7 @@ class EpcApp(App[None]):
         self._refresh_workloads(snap)
         self._refresh_events()
 
-    def _refresh_tree(self, snap: dict[str, Any]) -> None:
+    def _refresh_tree(self, snap: Snapshot) -> None:
         limits = effective_limits(snap)
         seen = set()
         for cg in snap["cgroups"]:
@@ -237,7 +243,7 @@ class EpcApp(App[None]):
             self.labels.pop(path, None)
 
     @staticmethod
-    def _label(cg: dict[str, Any], limit: int) -> str:
+    def _label(cg: CgroupRow, limit: int) -> str:
         """Name, bar and numbers, the bars of every depth in one column (the tree indents 4 a level)."""
         path = cg["path"]
         name = "/ (all EPC)" if path == "/" else path.rsplit("/", 1)[-1]
@@ -247,7 +253,7 @@ class EpcApp(App[None]):
         shown = "max" if limit >= U64_MAX else format_size(limit)
         return f"{name:<{width}} {usage_bar(current, limit, peak)} {format_size(current)} / {shown}"
 
-    def _refresh_details(self, snap: dict[str, Any]) -> None:
+    def _refresh_details(self, snap: Snapshot) -> None:
         assert self.feed is not None
         cg = next((c for c in snap["cgroups"] if c["path"] == self.selected), None)
         if cg is None:
@@ -289,7 +295,7 @@ class EpcApp(App[None]):
             self.shown[selector] = text
             self.query_one(selector, Static).update(text, layout=False)
 
-    def _refresh_workloads(self, snap: dict[str, Any]) -> None:
+    def _refresh_workloads(self, snap: Snapshot) -> None:
         table = self.query_one("#workloads", DataTable)
         rows = {str(w["pid"]): w for w in snap["workloads"]}
         for key in [k for k in list(table.rows) if k.value not in rows]:
@@ -396,18 +402,17 @@ class EpcApp(App[None]):
             if request is None:
                 return
             try:
-                parse_size(request.size)
+                size_bytes = parse_size(request.size)
                 count, passes = int(request.count), int(request.passes)
             except ValueError:
                 self.notify("size like 16MiB; count and passes whole numbers", severity="error")
                 return
+            enclave = request.kind == "enclave"  # a vm: one pass, then it holds its EPC
+            passes, duration_ns = (max(1, passes), None) if enclave else (1, VM_HOLD_NS)
+            spec = WorkloadSpec("", self.selected, request.kind, size_bytes, request.pattern, passes, duration_ns)
             for _ in range(max(1, min(count, 64))):
-                argv = [request.kind, "--size", request.size, "--cgroup", self.selected, "--connect", self.endpoint]
-                if request.kind == "enclave":
-                    argv += ["--pattern", request.pattern, "--passes", str(max(1, passes))]
-                else:
-                    argv += ["--duration", "30"]
-                self.children_spawned.append(self.hub.spawn(argv, name=request.kind))
+                process = self.hub.spawn(workload_main, spec.to_argv(self.endpoint), name=request.kind)
+                self.children_spawned.append(process)
 
         self.push_screen(SpawnScreen(self.selected, kind), spawn)
 
@@ -466,8 +471,8 @@ class EpcApp(App[None]):
         self.notify(f"no cgroup path contains {text!r}", severity="warning")
 
     def action_run_scenario(self) -> None:
-        from playground.scenario import ScenarioError, load_scenario
-        from playground.scenarios import bundled, resolve
+        from playground.scenario.bundled import bundled, resolve
+        from playground.scenario.load import ScenarioError, load_scenario
 
         if self.scenario_stop is not None:
             self.notify("a scenario is running: S stops it", severity="warning")
@@ -495,10 +500,10 @@ class EpcApp(App[None]):
 
     def _run_scenario(self, scenario: Any, stop: threading.Event) -> None:
         """In a worker thread: the runner on this engine, its KTAP into the event log."""
-        from playground.backend import BackendError
-        from playground.ktap import KtapWriter, Observers
-        from playground.realmode import RealBackend
-        from playground.runner import run_scenario
+        from playground.scenario.backends.base import BackendError
+        from playground.scenario.backends.real import RealBackend
+        from playground.scenario.ktap import KtapWriter, Observers
+        from playground.scenario.runner import run_scenario
 
         name = scenario.name
         try:

@@ -10,6 +10,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Markdown, OptionList, Select
 from textual.widgets.option_list import Option
 
+from wire.protocol import PATTERNS
+
 
 class PromptScreen(ModalScreen[str | None]):
     """Ask for one value; dismisses with the text, or None on Escape."""
@@ -61,7 +63,7 @@ class SpawnScreen(ModalScreen[SpawnRequest | None]):
             yield Label("size")
             yield Input(value="16MiB", id="size")
             yield Label("pattern")
-            patterns = [(p, p) for p in ("sequential", "random", "hotcold", "shifting")]
+            patterns = [(p, p) for p in PATTERNS]
             yield Select(patterns, value="sequential", allow_blank=False, id="pattern")
             yield Label("passes")
             yield Input(value="3", id="passes")

@@ -1,7 +1,7 @@
 """What the scenario runner needs of a host: the contract its two backends keep.
 
-``playground.inproc.InprocBackend`` runs the in-process core on a virtual clock with the
-workloads as cooperative tasks; ``playground.realmode.RealBackend`` drives a real
+``inproc.InprocBackend`` runs the in-process core on a virtual clock with the
+workloads as cooperative tasks; ``real.RealBackend`` drives a real
 engine process and one OS process per workload.  The runner sees only this interface.
 """
 
@@ -15,22 +15,13 @@ Tick = Callable[[], None]
 """Called now and then while a backend lets time pass (sleep, wait), e.g. to draw progress."""
 
 
-class FileError(Exception):
-    """A cgroup file operation failed with ``code``, an errno name (EINVAL, ENOENT, ...)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
 class BackendError(Exception):
     """The backend itself failed (the engine went away, a workload could not start)."""
 
 
 @dataclass(frozen=True, slots=True)
 class WorkloadSpec:
-    """One workload process, sizes resolved to bytes: what `epc-playground enclave|vm` is given."""
+    """One workload, sizes resolved to bytes: what ``python -m workloads enclave|vm`` is given (``to_argv``)."""
 
     name: str
     cgroup: str
@@ -43,13 +34,29 @@ class WorkloadSpec:
     trim_bytes: int = 0
     seed: int = 0
 
+    def to_argv(self, endpoint: str, *, hold: bool = False) -> list[str]:
+        """Its command line after ``python -m workloads`` (or ``epc-playground``), on the engine at ``endpoint``.
+
+        ``hold``: it waits after its hello until told to go (the real backend's spawn step).
+        """
+        argv = [self.kind, *(["--hold"] if hold else []), "--size", str(self.size_bytes)]
+        argv += [*(["--name", self.name] if self.name else []), "--cgroup", self.cgroup, "--connect", endpoint]
+        if self.kind == "enclave":
+            argv += ["--pattern", self.pattern, "--passes", str(self.passes), "--seed", str(self.seed)]
+            argv += ["--grow", str(self.grow_bytes), "--trim", str(self.trim_bytes)]
+        else:
+            argv += ["--passes", str(max(1, self.passes))]
+        if self.duration_ns is not None:
+            argv += ["--duration", repr(self.duration_ns / 1e9)]
+        return argv
+
 
 class Backend(Protocol):
     capacity_bytes: int
     memory_bytes: int | None
 
     def mkdir(self, path: str) -> None:
-        """Create one cgroup; FileError(EEXIST, ENOENT, ...)."""
+        """Create one cgroup; EngineError(EEXIST, ENOENT, ...), as every file operation fails."""
 
     def rmdir(self, path: str) -> None: ...
 
@@ -64,8 +71,8 @@ class Backend(Protocol):
         """Send TERM, KILL, INT or HUP to a workload (nothing if it has ended)."""
 
     def outcome(self, pid: int) -> str | None:
-        """None while it runs (``stalled`` while its call stalls: a fault that no reclaim can help);
-        then ok, an errno name (ENOMEM, ...), SIGBUS, OOM, killed or failed."""
+        """None while it runs (Outcome.STALLED while its call stalls: a fault that no reclaim can help);
+        then an Outcome (ok, SIGBUS, OOM, killed, failed) or an errno name (ENOMEM, ...)."""
 
     def alive(self) -> int:
         """How many workloads run now."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
-from playground.scenario import Scenario
+from playground.scenario.model import Scenario
 
 
 class TextOut(Protocol):

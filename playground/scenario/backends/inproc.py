@@ -27,8 +27,8 @@ from engine import PAGE_SIZE, Host, VirtualClock
 from engined.calls import NOBODY, Caller, Reply
 from engined.requests import HANDLERS
 from engined.session import Session
-from playground.backend import FileError, Tick, WorkloadSpec
-from wire.protocol import EngineError
+from playground.scenario.backends.base import Tick, WorkloadSpec
+from wire.protocol import EngineError, Outcome
 from workloads.enclave import EnclavePlan, enclave
 from workloads.program import Call, Program, Sleep, registered
 from workloads.vm import vm
@@ -85,7 +85,7 @@ class _Tasks:
         pass
 
     def kill(self, pid: int) -> str | None:
-        self.backend.tasks[pid].ending = "OOM"  # it dies at the end of this round
+        self.backend.tasks[pid].ending = Outcome.OOM  # it dies at the end of this round
         return None
 
     def parent(self, pid: int) -> int:
@@ -127,7 +127,7 @@ class InprocBackend:
         reply, self._answer_to_runner = self._answer_to_runner, None
         assert reply is not None, f"{op} was not answered at once"
         if reply.err:
-            raise FileError(reply.err, reply.msg)
+            raise EngineError(reply.err, reply.msg)
         return reply.ok
 
     def mkdir(self, path: str) -> None:
@@ -182,13 +182,13 @@ class InprocBackend:
 
     def kill(self, pid: int, signal: str) -> None:
         if self.tasks[pid].outcome is None:
-            self._end(self.tasks[pid], "killed")
+            self._end(self.tasks[pid], Outcome.KILLED)
 
     def outcome(self, pid: int) -> str | None:
         task = self.tasks[pid]
         workload = self.session.workloads.get(pid)
         if task.outcome is None and workload is not None and workload.stalled_calls:
-            return "stalled"
+            return Outcome.STALLED
         return task.outcome
 
     def alive(self) -> int:
@@ -199,7 +199,7 @@ class InprocBackend:
         try:
             step = task.program.send(task.result)
         except StopIteration:
-            self._end(task, "ok")
+            self._end(task, Outcome.OK)
             return
         except EngineError as e:  # the program's own verdict on an answer (ADD_PAGES cut short)
             self._end(task, e.code)
@@ -286,7 +286,7 @@ class InprocBackend:
     def finish(self, tick: Tick) -> list[int]:
         killed = [task.pid for task in self.tasks.values() if task.outcome is None]
         for pid in killed:
-            self._end(self.tasks[pid], "killed")
+            self._end(self.tasks[pid], Outcome.KILLED)
         self.host.run_pending_work()
         return killed
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from playground.scenario import ScenarioError
+from playground.scenario.load import ScenarioError
 
 
 def bundled() -> dict[str, Path]:

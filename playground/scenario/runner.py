@@ -26,10 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from playground.backend import Backend, BackendError, FileError, WorkloadSpec
-from playground.expr import Expr, ExprError, Template
-from playground.ktap import Progress, Result, RunObserver
-from playground.scenario import (
+from common.options import EXIT_USAGE
+from playground.scenario.backends.base import Backend, BackendError, WorkloadSpec
+from playground.scenario.expr import Expr, ExprError, Template
+from playground.scenario.ktap import Progress, Result, RunObserver
+from playground.scenario.model import (
     ExpectEvent,
     ExpectExited,
     ExpectFile,
@@ -43,9 +44,9 @@ from playground.scenario import (
     Wait,
     Write,
 )
-from wire.protocol import MAX_SIZE
+from wire.protocol import MAX_SIZE, EngineError, Outcome
 
-EXIT_PASS, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
+EXIT_PASS, EXIT_FAIL, EXIT_INVALID = 0, 1, EXIT_USAGE  # invalid: a file that does not validate, no engine
 EventSink = Callable[[list[dict[str, Any]]], None]
 _NUMBER = re.compile(r"-?\d+")
 
@@ -188,7 +189,7 @@ class _Run:
         elif isinstance(step, Rmdir):
             try:
                 self.backend.rmdir(step.path)
-            except FileError as e:
+            except EngineError as e:
                 self.fail(step, f"rmdir {step.path}: {e.code} ({e.message})")
         elif isinstance(step, Write):
             self.write(step)
@@ -215,7 +216,7 @@ class _Run:
             path = "/" + "/".join(parts[:depth])
             try:
                 self.backend.mkdir(path)
-            except FileError as e:
+            except EngineError as e:
                 if e.code != "EEXIST":
                     self.fail(step, f"mkdir {path}: {e.code} ({e.message})")
                     return
@@ -224,7 +225,7 @@ class _Run:
         value = step.value.render(self.env)
         try:
             self.backend.write(step.path, value)
-        except FileError as e:
+        except EngineError as e:
             if e.code != step.errno:
                 wanted = "succeed" if step.errno is None else f"fail with {step.errno}"
                 self.fail(step, f"write {value!r} to {step.path}: {e.code} ({e.message}); it should {wanted}")
@@ -252,7 +253,7 @@ class _Run:
         ]
         try:
             pids = self.backend.spawn(specs)
-        except FileError as e:
+        except EngineError as e:
             self.fail(step, f"spawn {step.name} into {step.cgroup}: {e.code} ({e.message})")
             return
         self.pids.setdefault(step.name, []).extend(pids)
@@ -270,7 +271,7 @@ class _Run:
             chosen = list(range(len(pids)))
         for index in chosen:
             pid = pids[index]
-            if self.backend.outcome(pid) not in (None, "stalled"):
+            if self.backend.outcome(pid) not in (None, Outcome.STALLED):
                 self.observer.note(f"step {step.number}: {step.name} instance {index} had already ended")
                 continue
             self.observer.note(f"step {step.number}: SIG{step.signal} to {step.name} instance {index}")
@@ -281,7 +282,7 @@ class _Run:
         pids = [pid for name in names for pid in self.pids.get(name, [])]
         if not self.backend.wait(pids, step.timeout_ns, self.tick):
             outcomes = [self.backend.outcome(pid) for pid in pids]
-            running, stalled = outcomes.count(None), outcomes.count("stalled")
+            running, stalled = outcomes.count(None), outcomes.count(Outcome.STALLED)
             what = step.name or "the workloads"
             after = f"after {step.timeout_ns / 1e9:g} s"
             if running:
@@ -302,7 +303,7 @@ class _Run:
     def expect_file(self, step: ExpectFile) -> tuple[bool, str, list[str]]:
         try:
             raw = self.backend.read(step.path)
-        except FileError as e:
+        except EngineError as e:
             return False, f"{step.path} {step.condition}", [f"read {step.path}: {e.code} ({e.message})"]
         text = raw.removesuffix("\n")
         if step.condition == "equals":

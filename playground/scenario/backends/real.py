@@ -1,10 +1,10 @@
 """The real backend: an engine process (started for the run, or attached) and one OS process per workload.
 
-Each workload is ``epc-playground enclave|vm --cgroup PATH --name NAME --connect EP ...``
-(the command line's own ``main``), started through a small launcher that holds it
-right after its ``hello``, when it sits registered in its cgroup, until every
-workload of the step is there; then all go at once, as the selftest's background
-jobs start together on a real host.  Its end maps to an outcome as DESIGN.md
+Each workload is ``python -m workloads enclave|vm --hold --cgroup PATH --name NAME
+--connect EP ...`` (``WorkloadSpec.to_argv``): ``--hold`` stops it right after its
+``hello``, when it sits registered in its cgroup, until every workload of the step is
+there; then they go one by one, as a shell loop's background jobs start on a real
+host (``spawn``).  Its end maps to an outcome as DESIGN.md
 section 3 gives the exit codes: 0 ok; 1 with an errno name on stderr, that errno
 (else failed); killed by SIGBUS, SIGBUS; by SIGKILL after the OOM killer chose it,
 OOM; by any other signal (ours, or a SIGKILL of someone else), killed; else failed.
@@ -30,15 +30,14 @@ from collections import deque
 from dataclasses import dataclass
 from typing import IO, Any
 
-import msgpack
-import zmq
-
-from engined import curve, runtime
-from playground.backend import BackendError, FileError, Tick, WorkloadSpec
+from engined import runtime
 from playground.launch import drain_output, start_engine_process
+from playground.scenario.backends.base import BackendError, Tick, WorkloadSpec
+from playground.scenario.backends.stream import Subscriber
 from wire import protocol
+from wire.protocol import EngineError, Outcome
 from workloads import process
-from workloads.client import EngineClient, EngineError, NoEngine
+from workloads.client import EngineClient, NoEngine
 
 POLL_S = 0.02
 TICK_S = 0.1
@@ -46,20 +45,12 @@ START_TIMEOUT_S = 30.0  # a workload process must say hello within this
 SPAWN_GAP_S = 0.02  # between the starts of one spawn step's workloads (a shell loop's fork and exec, roughly)
 SUBSCRIBE_TIMEOUT_S = 5.0
 RELEASE_TIMEOUT_S = 10.0
-SIGNALS = {"TERM": signals.SIGTERM, "KILL": signals.SIGKILL, "INT": signals.SIGINT, "HUP": signals.SIGHUP}
 
 
 class EventStream:
-    """A SUB socket on the engine's events, drained by a thread into ``events``."""
+    """The engine's events, drained from its PUB socket by a thread into ``events``."""
 
     def __init__(self, pub_endpoint: str) -> None:
-        self._ctx = zmq.Context()
-        self._sub = self._ctx.socket(zmq.SUB)
-        self._sub.linger = 0
-        self._sub.rcvhwm = 0  # keep everything: we read as fast as it comes
-        for topic in (protocol.TOPIC_EVENT, protocol.TOPIC_STATS):  # TOPIC_EVENT: both event topics
-            self._sub.setsockopt(zmq.SUBSCRIBE, topic)
-        curve.connect(self._sub, pub_endpoint)
         self._lock = threading.Lock()
         self._events: list[dict[str, Any]] = []
         self.oom_killed: set[int] = set()
@@ -70,6 +61,9 @@ class EventStream:
         self.lost = 0
         self.late = 0  # catch_up() gave up waiting this many times
         self.malformed: list[str] = []  # messages that could not be read, why
+        topics = (protocol.TOPIC_EVENT, protocol.TOPIC_STATS)  # TOPIC_EVENT: both event topics
+        # hwm 0: keep everything, we read as fast as it comes
+        self.subscriber = Subscriber(pub_endpoint, topics, hwm=0, skipped=self._skipped)
         self._subscribed = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="epc-events", daemon=True)
@@ -79,21 +73,18 @@ class EventStream:
             raise BackendError(f"no events from the engine at {pub_endpoint} within {SUBSCRIBE_TIMEOUT_S:g} s")
 
     def _loop(self) -> None:
-        sub = self._sub
         while not self._stop.is_set():
-            if not sub.poll(50):
-                continue
-            topic, payload = sub.recv_multipart()
-            self._subscribed.set()
-            if not topic.startswith(protocol.TOPIC_EVENT):
-                continue
-            try:
-                self._take_in(msgpack.unpackb(payload, raw=False))
-            except Exception as e:  # a bad message must not end the reader: warnings() reports it
-                with self._lock:
-                    self.malformed.append(f"{type(e).__name__}: {e}")
+            if self.subscriber.drain(self._take, timeout_ms=50, limit=256):
+                self._subscribed.set()
 
-    def _take_in(self, batch: list[dict[str, Any]]) -> None:
+    def _skipped(self, topic: bytes, why: str) -> None:
+        """A message that could not be read: the reader goes on, warnings() reports it."""
+        with self._lock:
+            self.malformed.append(why)
+
+    def _take(self, topic: bytes, batch: list[dict[str, Any]]) -> None:
+        if not topic.startswith(protocol.TOPIC_EVENT):
+            return  # stats: they only show the subscription is live
         with self._lock:
             for event in batch:
                 seq = int(event.get("seq", 0))
@@ -140,8 +131,7 @@ class EventStream:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-        self._sub.close(linger=0)
-        self._ctx.term()
+        self.subscriber.close()
 
 
 @dataclass(slots=True)
@@ -150,7 +140,7 @@ class Proc:
     popen: subprocess.Popen[bytes]
     stderr: IO[bytes]
     signalled: bool = False  # we sent it a signal (a kill step, or the end of the run)
-    outcome: str | None = None
+    outcome: Outcome | str | None = None  # an errno name is an outcome too
     last_error: str = ""  # a failed one's last non-empty line on stderr
 
 
@@ -208,10 +198,9 @@ class RealBackend:
     # -- files ------------------------------------------------------------------
 
     def _call(self, op: str, **args: Any) -> Any:
+        """The engine's answer; EngineError as it gave it, BackendError once the engine is gone."""
         try:
             return self.client.call(op, **args)
-        except EngineError as e:
-            raise FileError(e.code, e.message) from None
         except NoEngine as e:
             raise BackendError(str(e)) from None
 
@@ -238,14 +227,14 @@ class RealBackend:
                 "events may be missing"
             )
         for proc in self.procs.values():
-            if proc.outcome == "failed" and proc.last_error:
+            if proc.outcome == Outcome.FAILED and proc.last_error:
                 out.append(f"{proc.spec.name} (pid {proc.popen.pid}) failed; its stderr ended: {proc.last_error}")
         return out
 
     def check(self) -> str | None:
         try:
             self._call("check")
-        except FileError as e:
+        except EngineError as e:
             return e.message
         return None
 
@@ -290,16 +279,8 @@ class RealBackend:
         return [proc.popen.pid for proc in procs]
 
     def _start(self, spec: WorkloadSpec) -> Proc:
-        """``epc-playground enclave|vm --hold ...``: it waits after its hello until spawn() lets it go."""
-        argv = [sys.executable, "-m", "playground.cli", spec.kind, "--hold", "--size", str(spec.size_bytes)]
-        argv += ["--name", spec.name, "--cgroup", spec.cgroup, "--connect", self.endpoint]
-        if spec.kind == "enclave":
-            argv += ["--pattern", spec.pattern, "--passes", str(spec.passes), "--seed", str(spec.seed)]
-            argv += ["--grow", str(spec.grow_bytes), "--trim", str(spec.trim_bytes)]
-        else:
-            argv += ["--passes", str(max(1, spec.passes))]
-        if spec.duration_ns is not None:
-            argv += ["--duration", repr(spec.duration_ns / 1e9)]
+        """``python -m workloads enclave|vm --hold ...``: it waits after its hello until spawn() lets it go."""
+        argv = [sys.executable, "-m", "workloads", *spec.to_argv(self.endpoint, hold=True)]
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close(); a file, so it cannot fill up)
         env = {k: v for k, v in os.environ.items() if k != runtime.ENDPOINT_ENV}
         popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, env=env)
@@ -314,29 +295,30 @@ class RealBackend:
     def kill(self, pid: int, signal: str) -> None:
         proc = self.procs[pid]
         if self._poll(proc) is None:
-            self._signal(proc, SIGNALS[signal])
+            self._signal(proc, signals.Signals[f"SIG{signal}"])
 
     def _signal(self, proc: Proc, signum: int) -> None:
         proc.signalled = True
         with contextlib.suppress(ProcessLookupError):
             proc.popen.send_signal(signum)
 
-    def _poll(self, proc: Proc) -> str | None:
+    def _poll(self, proc: Proc) -> Outcome | str | None:
         if proc.outcome is None and proc.popen.poll() is not None:
             proc.outcome = self._classify(proc, proc.popen.returncode)
         return proc.outcome
 
-    def _classify(self, proc: Proc, status: int) -> str:
+    def _classify(self, proc: Proc, status: int) -> Outcome | str:
         outcome = self._outcome(proc, status)
-        if outcome == "failed":
+        if outcome == Outcome.FAILED:
             proc.stderr.seek(0)
             lines = [line.strip() for line in proc.stderr.read().decode(errors="replace").splitlines()]
             proc.last_error = next((line for line in reversed(lines) if line), "")
         return outcome
 
-    def _outcome(self, proc: Proc, status: int) -> str:
+    def _outcome(self, proc: Proc, status: int) -> Outcome | str:
+        """Its exit status as an outcome (DESIGN.md section 3's exit codes): an errno name for 1 with one."""
         if status == 0:
-            return "ok"
+            return Outcome.OK
         if status == 1:
             proc.stderr.seek(0)
             words = proc.stderr.read().decode(errors="replace").split()
@@ -345,12 +327,12 @@ class RealBackend:
                 name = word.rstrip(":")
                 if word.endswith(":") and name.startswith("E") and name[1:].isupper() and protocol.errno_code(name):
                     return name
-            return "failed"
+            return Outcome.FAILED
         if status == -signals.SIGBUS:
-            return "SIGBUS"
+            return Outcome.SIGBUS
         if status == -signals.SIGKILL and not proc.signalled and self._oom_killed(proc.popen.pid):
-            return "OOM"
-        return "killed" if status < 0 else "failed"
+            return Outcome.OOM
+        return Outcome.KILLED if status < 0 else Outcome.FAILED
 
     def _oom_killed(self, pid: int) -> bool:
         """The engine publishes the OOM kill right after it sends SIGKILL: give the event a moment."""
@@ -361,10 +343,10 @@ class RealBackend:
             time.sleep(POLL_S)
         return True
 
-    def outcome(self, pid: int) -> str | None:
+    def outcome(self, pid: int) -> Outcome | str | None:
         outcome = self._poll(self.procs[pid])
         if outcome is None and self.stream.seen("stalled", pid):
-            return "stalled"
+            return Outcome.STALLED
         return outcome
 
     def alive(self) -> int:

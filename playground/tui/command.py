@@ -1,0 +1,60 @@
+"""``epc-playground tui`` (and ``epc-playground`` alone): the TUI on a running engine or on one of its own.
+
+No textual here: the app is imported when the command runs, not to build the parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from common.options import EXIT_USAGE, size
+from common.units import parse_size
+
+
+def add_parser(sub: Any) -> None:
+    tui = sub.add_parser(
+        "tui",
+        help="the playground TUI (what `epc-playground` alone runs)",
+        description="The cgroup tree with usage bars, details, workloads and events; create cgroups, set "
+        "limits, spawn and kill workloads. Without --connect it starts an engine of its own and stops it "
+        "on quit (or attaches to the default engine when one is running).",
+    )
+    tui.add_argument("--connect", metavar="EP", help="attach to a running engine and leave it running")
+    tui.add_argument("--capacity", type=size, default=parse_size("128MiB"), metavar="SIZE", help="EPC of its engine")
+    tui.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engined import runtime
+    from playground.launch import drain_output, start_engine_process
+    from playground.tui.app import EpcApp
+
+    engine = None
+    endpoint = args.connect
+    if endpoint is None:
+        try:
+            running = runtime.read_runtime_file()
+        except runtime.Refused as e:
+            print(f"epc-playground: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        if running is not None:
+            endpoint = str(running["endpoint"])
+        else:
+            try:
+                engine, endpoint = start_engine_process(["--capacity", str(args.capacity)], dict(os.environ))
+            except RuntimeError as e:
+                print(f"epc-playground: {e}", file=sys.stderr)
+                return EXIT_USAGE
+            drain_output(engine)  # nobody reads its pipes while the TUI runs: it must never block on them
+    app = EpcApp(endpoint, owns_engine=engine)
+    app.capacity = str(args.capacity)
+    try:
+        app.run()
+    finally:
+        if engine is not None and engine.poll() is None:
+            engine.terminate()
+            engine.wait(10)
+    return 0

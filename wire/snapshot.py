@@ -1,0 +1,154 @@
+"""The snapshot and stats schema: what the ``snapshot`` op answers and the 4 Hz ``stats`` on PUB carry.
+
+The engine builds these maps (``engined/stats.py``); the TUI, ``cg tree``, the cgroupfs
+mount and the scenario runner read them.  A ``Snapshot`` is the whole state; a
+``StatsDelta`` is what changed since the last tick, applied with ``merge_stats``.
+Sizes are bytes, counts are pages, times are the engine clock's nanoseconds (``t_ns``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict, cast
+
+from common.limits import U64_MAX
+from common.units import format_size
+
+
+class Header(TypedDict):
+    """The EPC and the engine, at the head of every snapshot and stats message."""
+
+    stats_seq: int  # number of the last stats message this state includes
+    seq: int  # number of the last event published
+    t_ns: int  # the engine's clock
+    capacity: int  # EPC bytes
+    memory: int | None  # host RAM for backing store (None: unlimited)
+    free: int  # free EPC bytes
+    ksgxd: bool  # global reclaim is running
+    pub: str  # the engine's PUB endpoint
+    engine_pid: int
+
+
+class CgroupRow(TypedDict):
+    """One live cgroup: its misc (sgx_epc) and memory files in bytes, its own pages, its tasks."""
+
+    path: str
+    misc_current: int
+    misc_max: int | None  # None at the root (no misc.max); U64_MAX reads as max
+    misc_peak: int
+    misc_events: int
+    misc_events_local: int
+    memory_current: int
+    memory_max: int | None  # None: max
+    memory_events: list[int]  # low, high, max, oom, oom_kill, oom_group_kill
+    reclaimable: int  # its own pages on its LRU
+    unreclaimable: int  # its own VA, SECS and guest pages (and any isolated)
+    swapped: int  # pages of its tasks' enclaves written out
+    reclaimed: int  # pages written out from its LRU, ever
+    procs: list[int]  # all of them in a snapshot; the first 64 in a delta
+    nr_procs: int
+
+
+class WorkloadRow(TypedDict):
+    """One registered process, running or exited."""
+
+    pid: int
+    role: str  # enclave | vm | client
+    name: str
+    cgroup: str
+    state: str  # running | stalled | exited
+    stalled_ns: int  # since when, on t_ns's clock (0: not stalled)
+    reason: str  # how it exited: an Outcome or an errno name ("" while it runs)
+    faults: int
+    resident: int  # pages
+    swapped: int  # pages
+    size: int  # bytes: the ELRANGE of its enclaves and its virtual EPC
+
+
+class Snapshot(Header):
+    """The whole state: every live cgroup in pre-order (siblings by name), every workload record."""
+
+    cgroups: list[CgroupRow]
+    workloads: list[WorkloadRow]
+
+
+class StatsDelta(Header):
+    """One stats message: the rows that changed and what went away since the last; ``last`` ends a tick."""
+
+    cgroups: list[CgroupRow]
+    removed: list[str]
+    workloads: list[WorkloadRow]
+    workloads_removed: list[int]
+    last: bool
+
+
+_DELTA_KEYS = frozenset({"cgroups", "removed", "workloads", "workloads_removed", "last"})
+
+
+def merge_stats(snapshot: Snapshot, delta: StatsDelta) -> Snapshot:
+    """The snapshot after one stats message (a delta: changed rows, removed paths and pids).
+
+    Cgroups stay in pre-order (siblings by name), workloads in registration order.  The
+    caller checks ``stats_seq``: a delta whose number is not the next one means messages
+    were lost, and the snapshot should be asked for again.
+    """
+    out: dict[str, Any] = {key: value for key, value in delta.items() if key not in _DELTA_KEYS}
+    rows = {row["path"]: row for row in snapshot.get("cgroups", ())}
+    added = False
+    for row in delta.get("cgroups", ()):
+        added = added or row["path"] not in rows
+        rows[row["path"]] = row
+    for path in delta.get("removed", ()):
+        rows.pop(path, None)
+    cgroups = list(rows.values())
+    if added:
+        cgroups.sort(key=lambda row: [name for name in row["path"].split("/") if name])
+    out["cgroups"] = cgroups
+    workloads = {row["pid"]: row for row in snapshot.get("workloads", ())}
+    for workload in delta.get("workloads", ()):
+        workloads[workload["pid"]] = workload
+    for pid in delta.get("workloads_removed", ()):
+        workloads.pop(pid, None)
+    out["workloads"] = list(workloads.values())
+    return cast(Snapshot, out)
+
+
+def format_tree(snapshot: Snapshot) -> str:
+    """The cgroup tree with sgx_epc usage, limit and events, and backing memory; then the workloads
+    whose call stalls (a fault that no reclaim can help), one line each (``epc-playground cg tree``)."""
+    rows = [("cgroup", "misc.current", "misc.max", "peak", "events", "memory", "tasks")]
+    for cg in snapshot["cgroups"]:
+        path, misc_max = cg["path"], cg["misc_max"]
+        depth = path.count("/") if path != "/" else 0
+        name = "/ (all EPC)" if path == "/" else "  " * (depth - 1) + path.rsplit("/", 1)[-1]
+        limit = "-" if misc_max is None else "max" if misc_max >= U64_MAX else format_size(misc_max)
+        rows.append(
+            (
+                name,
+                format_size(cg["misc_current"]),
+                limit,
+                format_size(cg["misc_peak"]),
+                str(cg["misc_events"]) if path != "/" else "-",
+                format_size(cg["memory_current"]),
+                str(len(cg["procs"])),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in rows
+    ]
+    capacity, free = snapshot["capacity"], snapshot["free"]
+    lines.append(
+        f"EPC {format_size(capacity)}, {format_size(free)} free, ksgxd {'running' if snapshot['ksgxd'] else 'idle'}"
+    )
+    now = snapshot.get("t_ns", 0)
+    for w in snapshot.get("workloads", []):
+        if w.get("state") == "stalled":
+            seconds = max(0, now - int(w.get("stalled_ns") or now)) / 1e9
+            lines.append(
+                f"stalled: {w['name']} (pid {w['pid']}) in {w['cgroup']} for {seconds:.1f} s:"
+                " a fault that no reclaim can help, retried until something frees its limiting cgroup"
+            )
+    return "\n".join(line.rstrip() for line in lines) + "\n"

@@ -1,0 +1,150 @@
+"""The workloads' command line: ``python -m workloads enclave|vm ...``, also ``epc-playground enclave|vm``.
+
+``add_parsers(sub)`` adds the two commands, each with its handler, to a parser's
+subcommands (``epc-playground``'s, or ``main``'s own).  Exit status as DESIGN.md
+section 3 gives it (``workloads/process.py``): 0 ok, 1 an errno, killed by SIGBUS or by
+the OOM killer's SIGKILL, 2 usage or connection errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from common.options import EXIT_USAGE, count, positive, seconds, size, whole
+from common.units import format_size, shown
+from wire import protocol
+
+if TYPE_CHECKING:  # the workload modules load zmq: only when one runs, not for --help
+    from workloads.client import EngineClient
+
+
+def _workload_size(text: str) -> int:
+    """A workload's --size: at least one page (a size of 0 would build nothing and say ok)."""
+    nbytes = size(text)
+    if nbytes < protocol.PAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is less than one page ({protocol.PAGE_SIZE} bytes)")
+    return nbytes
+
+
+def _batch(text: str) -> int:
+    return whole(text, 1, protocol.MAX_RANGES)  # a random pattern's batch can be that many ranges
+
+
+def _checked(checker: Callable[[Any], Any], what: str) -> Callable[[str], str]:
+    """An argparse type that applies a wire check (wire.protocol) to a string option."""
+
+    def check(text: str) -> str:
+        try:
+            checker(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{what} must be {e}") from None
+        return text
+
+    return check
+
+
+def _workload_options(parser: argparse.ArgumentParser) -> None:
+    """What every workload command takes: its name, where it runs, which engine."""
+    hello_name = protocol.SCHEMAS["hello"]["name"][0]
+    parser.add_argument(
+        "--name", default="", type=_checked(hello_name, "a name"), help="a name to show in the TUI and events"
+    )
+    parser.add_argument(
+        "--cgroup",
+        default="",
+        metavar="PATH",
+        type=_checked(protocol.PATH, "a path"),
+        help="move itself there first (default: stay put)",
+    )
+    parser.add_argument("--connect", metavar="EP", help="the engine's endpoint (default: discover it)")
+    # Hidden: `epc-playground run` learns when the workload is placed, then lets it go (workloads/process.py).
+    parser.add_argument("--hold", action="store_true", help=argparse.SUPPRESS)
+
+
+def add_parsers(sub: Any) -> None:
+    """The ``enclave`` and ``vm`` commands, into ``sub`` (what ``add_subparsers()`` returned)."""
+    enclave = sub.add_parser(
+        "enclave",
+        help="one enclave workload, in the caller's cgroup",
+        description="Build an enclave like the kernel selftest's (ECREATE, ADD_PAGES of a TCS, code and the "
+        "heap, EINIT), touch its heap in a pattern, release it and exit. Exit status: 0 ok, 1 an errno "
+        "(named on stderr, e.g. ENOMEM), killed by SIGBUS on a fault the host cannot serve, by SIGKILL "
+        "when the OOM killer picks it, 2 for usage or connection errors (no engine, or it went away).",
+    )
+    enclave.add_argument("--size", type=_workload_size, required=True, metavar="SIZE", help="heap size, e.g. 64MiB")
+    enclave.add_argument("--pattern", default="sequential", choices=protocol.PATTERNS)
+    enclave.add_argument(
+        "--passes",
+        type=count,
+        default=1,
+        help="times over the heap (1; 0: build and enter only, like test_sgx)",
+    )
+    enclave.add_argument("--duration", type=seconds, metavar="SECONDS", help="run this long instead of --passes")
+    enclave.add_argument("--seed", type=count, default=0, help="seed of the random patterns (0)")
+    enclave.add_argument("--batch", type=_batch, default=256, help="pages per access request (256, at most 4096)")
+    enclave.add_argument("--grow", type=size, default=0, metavar="SIZE", help="SGX2: grow by EAUG after EINIT")
+    enclave.add_argument("--trim", type=size, default=0, metavar="SIZE", help="SGX2: trim and remove at the end")
+    _workload_options(enclave)
+    enclave.set_defaults(handler=run_enclave_command)
+
+    vm = sub.add_parser(
+        "vm",
+        help="a guest VM holding virtual EPC (unreclaimable)",
+        description="Open virtual EPC for a guest and touch it page by page; the host cannot reclaim it, so at "
+        "the cgroup's limit the guest dies by SIGBUS. Exit status as for `enclave`.",
+    )
+    vm.add_argument("--size", type=_workload_size, required=True, metavar="SIZE", help="guest EPC size, e.g. 32MiB")
+    vm.add_argument("--passes", type=positive, default=1, help="times over its EPC (1)")
+    vm.add_argument("--duration", type=seconds, metavar="SECONDS", help="hold it this long")
+    _workload_options(vm)
+    vm.set_defaults(handler=run_vm_command)
+
+
+def run_enclave_command(args: argparse.Namespace) -> int:
+    from workloads.enclave import EnclavePlan, run_enclave
+
+    plan = EnclavePlan(args.size, args.pattern, args.passes, args.duration, args.seed, args.batch)
+    plan.grow_pages = -(-args.grow // protocol.PAGE_SIZE)
+    plan.trim_pages = -(-args.trim // protocol.PAGE_SIZE)
+    problem = plan.too_large()
+    if problem is not None:
+        grow = f" --grow {format_size(args.grow)}" if args.grow else ""
+        print(f"epc-playground enclave: --size {format_size(args.size)}{grow}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    return _run_workload(args, "enclave", lambda client: run_enclave(client, plan))
+
+
+def run_vm_command(args: argparse.Namespace) -> int:
+    from workloads.vm import run_vm, vepc_bytes
+
+    if vepc_bytes(args.size) > protocol.MAX_SIZE:
+        print(
+            f"epc-playground vm: --size {format_size(args.size)}: more than the largest guest EPC the host takes, "
+            f"{format_size(protocol.MAX_SIZE)} ({protocol.MAX_SIZE} bytes)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return _run_workload(
+        args, "vm", lambda client: run_vm(client, args.size, passes=args.passes, duration_s=args.duration)
+    )
+
+
+def _run_workload(args: argparse.Namespace, role: str, main: Callable[[EngineClient], None]) -> int:
+    """A workload command's run, with the options _workload_options gave it."""
+    from workloads.process import run_workload
+
+    return run_workload(main, endpoint=args.connect, role=role, name=args.name, cgroup=args.cgroup, hold=args.hold)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m workloads enclave|vm ...``: one workload in the foreground; its exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m workloads", description="One enclave or guest-VM workload of epc-playground."
+    )
+    add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
