@@ -3,7 +3,7 @@
 ``full()`` is the whole state (the ``snapshot`` op); ``tick()`` is what changed since the
 last tick, cut into messages of at most ``rows`` rows (the 4 Hz stats on PUB), so a tick
 costs O(cgroups) cheap comparisons and its messages are small however big the tree is.
-A subscriber applies them with ``protocol.merge_stats``.  Rows that did not change are
+A subscriber applies them with ``wire.snapshot.merge_stats``.  Rows that did not change are
 re-sent a few at a time in turn, so a subscriber that missed a transient state heals.
 """
 

@@ -8,6 +8,7 @@ work it imports when it runs, so ``--help`` and the parser stay light.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -35,6 +36,8 @@ Start an engine (the emulated host), then run workloads and read the cgroup file
 
 Sizes take bytes or IEC units: 4096, 64KiB, 128MiB, 1GiB (K, M, G too).
 """
+
+EXIT_BROKEN_PIPE = 128 + 13  # as a process killed by SIGPIPE shows in a shell
 
 
 def _version() -> str:
@@ -66,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         args = parser.parse_args(["tui"])
     handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    try:
+        return handler(args)
+    except BrokenPipeError:  # `... | head` closed our stdout: stop quietly, as a shell's pipeline expects
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

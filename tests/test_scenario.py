@@ -321,3 +321,20 @@ def test_stalled_is_an_outcome_a_workload_expect_can_name() -> None:
     scenario = parse_scenario(HEAD + spawn + '[[step]]\nexpect = { name = "a", exited = "stalled", all = true }\n')
     step = scenario.steps[-1]
     assert isinstance(step, ExpectExited) and step.outcome == "stalled"
+
+
+def test_a_run_whose_reader_goes_away_stops_quietly() -> None:
+    """`epc-playground run ... | head -1`: no BrokenPipeError traceback, the status a SIGPIPE death shows."""
+    import subprocess
+    import sys
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "playground.cli", "run", "--inproc", "global-reclaim"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as run:
+        assert run.stdout is not None and run.stderr is not None
+        assert run.stdout.readline() == b"KTAP version 1\n"
+        run.stdout.close()  # the reader goes away after the first line
+        stderr = run.stderr.read()
+    assert run.returncode == 141 and stderr == b"", stderr.decode()
