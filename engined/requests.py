@@ -19,6 +19,7 @@ from engine.files import parse_pid
 from engined.calls import MORE, WAIT, Caller, Handler, Step
 from engined.session import Session
 from engined.stats import Workload
+from wire.messages import Created, Faulted, Info, Opened
 
 CHECK_STEPS = 2  # check_steps() items per step of a `check` (each about a millisecond of work)
 
@@ -42,11 +43,11 @@ def _own_vepc(session: Session, pid: int, vid: int) -> None:
 # -- the engine and its clients ------------------------------------------------
 
 
-def ping(session: Session, caller: Caller) -> dict[str, Any]:
-    return dict(session.info)
+def ping(session: Session, caller: Caller) -> Info:
+    return session.info
 
 
-def hello(session: Session, caller: Caller, pid: int, role: str, name: str = "") -> dict[str, Any]:
+def hello(session: Session, caller: Caller, pid: int, role: str, name: str = "") -> Info:
     """Register the sending process (only itself, as the kernel names it); it starts in the
     cgroup its nearest placed ancestor is in.  A client only says who it is."""
     if caller.pid and pid != caller.pid:
@@ -129,7 +130,7 @@ def write(session: Session, caller: Caller, path: str, value: str) -> None:
 # -- enclaves ------------------------------------------------------------------
 
 
-def ecreate(session: Session, caller: Caller, size: int) -> dict[str, int]:
+def ecreate(session: Session, caller: Caller, size: int) -> Created:
     workload = session.workload(caller.pid)
     session.may_open(workload)
     eid = session.host.ecreate(caller.pid, size)
@@ -160,7 +161,7 @@ def einit(session: Session, caller: Caller, eid: int) -> None:
 
 def access(
     session: Session, caller: Caller, eid: int, ranges: list[tuple[int, int]], write: bool = False
-) -> dict[str, int] | Step:
+) -> Faulted | Step:
     _own_enclave(session, caller.pid, eid)
     pid, host = caller.pid, session.host
     return _touch(session, session.workload(pid), ranges, lambda at, n: host.access(pid, eid, at, n, write))
@@ -207,7 +208,7 @@ def remove_trimmed(session: Session, caller: Caller, eid: int, first: int, count
 # -- guests --------------------------------------------------------------------
 
 
-def vepc_open(session: Session, caller: Caller, size: int) -> dict[str, int]:
+def vepc_open(session: Session, caller: Caller, size: int) -> Opened:
     workload = session.workload(caller.pid)
     session.may_open(workload)
     vid = session.host.vepc_open(caller.pid, size)
@@ -215,7 +216,7 @@ def vepc_open(session: Session, caller: Caller, size: int) -> dict[str, int]:
     return {"vid": vid}
 
 
-def vepc_access(session: Session, caller: Caller, vid: int, ranges: list[tuple[int, int]]) -> dict[str, int] | Step:
+def vepc_access(session: Session, caller: Caller, vid: int, ranges: list[tuple[int, int]]) -> Faulted | Step:
     _own_vepc(session, caller.pid, vid)
     pid, host = caller.pid, session.host
     return _touch(session, session.workload(pid), ranges, lambda first, count: host.vepc_access(pid, vid, first, count))
@@ -260,7 +261,7 @@ def _in_steps(session: Session, count: int, call: Callable[[int], int]) -> Step:
 
 def _touch(
     session: Session, workload: Workload, ranges: list[tuple[int, int]], touch: Callable[[int, int], int]
-) -> dict[str, int] | Step:
+) -> Faulted | Step:
     """Fault a batch of page ranges: at once when it fits in a step and nothing blocks (most do),
     else in steps."""
     if sum(count for _, count in ranges) > session.chunk_pages:

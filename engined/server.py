@@ -108,7 +108,8 @@ class Engine:
             answer=self._reply,
             publish=self._publish,
             wake=self._wake,
-            info={"engine_pid": os.getpid(), "pub": pub_endpoint},
+            engine_pid=os.getpid(),
+            pub=pub_endpoint,
             uid=os.getuid(),
         )
         self.flush_at: asyncio.TimerHandle | None = None

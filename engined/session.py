@@ -35,6 +35,7 @@ from engine.events import STALL_RETRY_HZ, Event, ReclaimBatch, Stalled, StallEnd
 from engined.calls import MORE, Caller, Handler, Processes, Reply, Step, again, error_reply, how
 from engined.liveness import inherited_cgroup
 from engined.stats import Stats, Workload
+from wire.messages import Info
 
 log = logging.getLogger("epc.engine")
 
@@ -65,8 +66,8 @@ class Session:
 
     ``handlers``: what each op does (engined.requests.HANDLERS); ``answer(key, reply)`` sends
     a reply; ``publish(messages)`` sends numbered events; ``wake()`` tells the driver that
-    parked calls became ready; ``info`` is what ping and hello tell a client (``engine_pid``,
-    ``pub``); ``uid`` is the engine's own.
+    parked calls became ready; ``engine_pid`` and ``pub`` (the PUB endpoint) are what ping and
+    hello tell a client (``info``); ``uid`` is the engine's own.
     """
 
     def __init__(
@@ -78,7 +79,8 @@ class Session:
         answer: Callable[[Hashable, Reply], None],
         publish: Callable[[list[dict[str, Any]]], None],
         wake: Callable[[], None] = lambda: None,
-        info: dict[str, Any] | None = None,
+        engine_pid: int = 0,
+        pub: str = "",
         uid: int = 0,
         chunk_pages: int = CHUNK_PAGES,
     ) -> None:
@@ -87,7 +89,7 @@ class Session:
         self.answer = answer
         self.publish = publish
         self.wake = wake
-        self.info = {"engine_pid": 0, "pub": "", **(info or {}), "capacity": host.capacity_bytes}
+        self.info: Info = {"engine_pid": engine_pid, "pub": pub, "capacity": host.capacity_bytes}
         self.uid = uid
         self.chunk_pages = chunk_pages
         self.workloads: dict[int, Workload] = {}

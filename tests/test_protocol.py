@@ -93,3 +93,15 @@ def test_ten_thousand_mutated_frames_never_raise_anything_but_protocol_error() -
                 del frame[min(pos, len(frame) - 1)]
         with contextlib.suppress(ProtocolError):
             decode_request(bytes(frame))
+
+
+def test_the_typed_requests_name_exactly_the_fields_the_schemas_check() -> None:
+    from wire.messages import REQUESTS
+
+    assert set(REQUESTS) == set(protocol.SCHEMAS)
+    for op, schema in protocol.SCHEMAS.items():
+        typed = REQUESTS[op]
+        required = {name for name, (_, needed) in schema.items() if needed}
+        optional = set(schema) - required
+        assert typed.__required_keys__ == required, op  # type: ignore[attr-defined]
+        assert typed.__optional_keys__ == optional, op  # type: ignore[attr-defined]

@@ -64,7 +64,8 @@ class Rig:
             HANDLERS,
             answer=self.replies.__setitem__,
             publish=self.events.extend,
-            info={"engine_pid": 1, "pub": "test"},
+            engine_pid=1,
+            pub="test",
         )
         self.next_key = 0
 

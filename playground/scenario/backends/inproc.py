@@ -109,7 +109,7 @@ class InprocBackend:
             HANDLERS,
             answer=self._answer,
             publish=self._events.extend,
-            info={"engine_pid": 0, "pub": "inproc"},
+            pub="inproc",
         )
         self._next_pid = FIRST_PID
         self.rounds = 0

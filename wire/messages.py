@@ -1,0 +1,173 @@
+"""The requests and replies of wire.protocol, typed: what each op carries and what it answers.
+
+``protocol.SCHEMAS`` checks a request's values at the engine's door; these TypedDicts
+name the same fields for the code on either side (a test holds the two to each other).
+A reply's ``ok`` is the op's result below; ``err`` replies carry ``err`` and ``msg``.
+"""
+
+# No `from __future__ import annotations` here: TypedDict reads NotRequired from the runtime annotations.
+from typing import Literal, NotRequired, TypedDict
+
+Ranges = list[tuple[int, int]]  # [first, count] page ranges (lists on the wire)
+PageKind = Literal["REG", "TCS"]
+
+
+# -- requests: the arguments of each op (beside v, op and id) ---------------------------
+
+
+class Hello(TypedDict):
+    pid: int
+    role: Literal["enclave", "vm", "client"]
+    name: NotRequired[str]
+
+
+class Ecreate(TypedDict):
+    size: int
+
+
+class AddPages(TypedDict):
+    eid: int
+    count: int
+    kind: NotRequired[PageKind]
+
+
+class Einit(TypedDict):
+    eid: int
+
+
+class Access(TypedDict):
+    eid: int
+    ranges: Ranges
+    write: NotRequired[bool]
+
+
+class Augment(TypedDict):
+    eid: int
+    count: int
+
+
+class PageRange(TypedDict):
+    """remove_pages, restrict_permissions, remove_trimmed."""
+
+    eid: int
+    first: int
+    count: int
+
+
+class ModifyTypes(TypedDict):
+    eid: int
+    first: int
+    count: int
+    kind: Literal["REG", "TCS", "TRIM"]
+
+
+class Release(TypedDict):
+    eid: int
+
+
+class VepcOpen(TypedDict):
+    size: int
+
+
+class VepcAccess(TypedDict):
+    vid: int
+    ranges: Ranges
+
+
+class VepcRelease(TypedDict):
+    vid: int
+
+
+class Path(TypedDict):
+    """read, mkdir, rmdir, listdir."""
+
+    path: str
+
+
+class Write(TypedDict):
+    path: str
+    value: str
+
+
+class NoArgs(TypedDict):
+    """snapshot, check, ping."""
+
+
+class Bye(TypedDict):
+    reason: NotRequired[str]
+
+
+REQUESTS: dict[str, type] = {
+    "hello": Hello,
+    "ecreate": Ecreate,
+    "add_pages": AddPages,
+    "einit": Einit,
+    "access": Access,
+    "augment": Augment,
+    "remove_pages": PageRange,
+    "modify_types": ModifyTypes,
+    "restrict_permissions": PageRange,
+    "remove_trimmed": PageRange,
+    "release": Release,
+    "vepc_open": VepcOpen,
+    "vepc_access": VepcAccess,
+    "vepc_release": VepcRelease,
+    "read": Path,
+    "write": Write,
+    "mkdir": Path,
+    "rmdir": Path,
+    "listdir": Path,
+    "snapshot": NoArgs,
+    "check": NoArgs,
+    "ping": NoArgs,
+    "bye": Bye,
+}
+
+
+# -- replies: what ``ok`` carries -------------------------------------------------------
+
+
+class Info(TypedDict):
+    """ping's answer; hello's adds ``cgroup``."""
+
+    engine_pid: int
+    pub: str  # the PUB endpoint
+    capacity: int  # bytes of EPC
+    cgroup: NotRequired[str]  # hello: the cgroup the process starts in
+
+
+class Created(TypedDict):
+    eid: int
+
+
+class Added(TypedDict):
+    """add_pages and augment: the pages done (fewer than asked: a signal stopped it)."""
+
+    added: int
+
+
+class Faulted(TypedDict):
+    """access and vepc_access: how many of the pages faulted (the rest were resident)."""
+
+    faults: int
+
+
+class Modified(TypedDict):
+    """modify_types, restrict_permissions, remove_trimmed."""
+
+    count: int
+
+
+class Removed(TypedDict):
+    removed: int
+
+
+class Opened(TypedDict):
+    vid: int
+
+
+class Failed(TypedDict):
+    """An ``err`` reply: an errno name (or EPROTO, SIGBUS, ESHUTDOWN) and a one-line message."""
+
+    err: str
+    msg: str
