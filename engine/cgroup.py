@@ -13,10 +13,12 @@ import errno
 from heapq import heappop, heappush
 
 from engine.epc import Lru
-from engine.memcg import MEMCG_EVENTS
 from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE, U64_MAX
 
 CONTROLLERS = ("memory", "misc")  # in the kernel's subsystem order
+# memory.events keys, in the kernel's order; indexes into Cgroup.mem_events* (engine.memcg counts them)
+MEMCG_EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill")
+MEMCG_MAX, MEMCG_OOM, MEMCG_OOM_KILL = 2, 3, 4
 NAME_MAX = 255  # bytes in one cgroup name (a directory entry)
 
 

@@ -10,16 +10,9 @@ from __future__ import annotations
 
 import errno
 import re
-from typing import TYPE_CHECKING
 
+from engine.cgroup import MEMCG_EVENTS, MEMCG_MAX, Cgroup
 from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE
-
-if TYPE_CHECKING:
-    from engine.cgroup import Cgroup
-
-# memory.events keys, in the kernel's order; indexes into Cgroup.mem_events*.
-MEMCG_EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill")
-MEMCG_MAX, MEMCG_OOM, MEMCG_OOM_KILL = 2, 3, 4
 
 _MEMPARSE_RE = re.compile(r"(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)([kKmMgGtTpPeE]?)")
 _SHIFTS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}

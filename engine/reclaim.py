@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from engine import memcg, misc
-from engine.cgroup import Cgroup, next_get
+from engine.cgroup import MEMCG_OOM, MEMCG_OOM_KILL, Cgroup, next_get
 from engine.enclave import (
     OWNER_BITS,
     OWNER_MASK,
@@ -513,7 +513,7 @@ def oom(host: Host, memcg_cg: Cgroup) -> None:
     gets a fatal signal (SIGKILL) that the driver must deliver.  Mirrors
     mem_cgroup_out_of_memory() as far as this host's memory goes.
     """
-    memcg.memory_event(memcg_cg, memcg.MEMCG_OOM)
+    memcg.memory_event(memcg_cg, MEMCG_OOM)
     placed = host.tree.tasks
     for pid in host.oom_victims:  # few, and asked first: a reclaim that spins asks for every page
         cg = placed.get(pid)
@@ -527,7 +527,7 @@ def oom(host: Host, memcg_cg: Cgroup) -> None:
     pages, victim = max((host.task_mem.get(pid, 0), pid) for pid in tasks)
     host.signals.add(victim)
     host.oom_victims.add(victim)
-    memcg.memory_event(host.tree.task_cgroup(victim).memory_css(), memcg.MEMCG_OOM_KILL)
+    memcg.memory_event(host.tree.task_cgroup(victim).memory_css(), MEMCG_OOM_KILL)
     host.emit(OomKill(host.clock.now_ns(), memcg_cg.path, victim, pages * 4096))
 
 
