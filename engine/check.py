@@ -133,6 +133,7 @@ class _Snapshot:
     live: bytearray  # 1 for every cgroup id still registered
     nr_cgroups: int
     tasks: dict[int, int]  # pid -> cgroup id
+    moved: frozenset[int]  # the tasks a cgroup.procs write placed
     work: frozenset[int]
     task_mem: dict[int, int]
     backing_owners: list[tuple[int, int]]  # (memory cgroup id, payer)
@@ -164,7 +165,8 @@ def _copy_host(host: Host) -> _Snapshot:
         [_copy_enclave(e) for e in host.enclaves.values()],
         [(v.id, dict(v.pages), v.nr_present) for v in host.vepcs.values()],
         [_copy_cgroup(cg, tree.by_id[cg.next_cg.id] is cg.next_cg) for cg in tree.all()],
-        live, tree.nr_cgroups, {pid: cg.id for pid, cg in tree.tasks.items()}, frozenset(host.work),
+        live, tree.nr_cgroups, {pid: cg.id for pid, cg in tree.tasks.items()}, frozenset(tree.moved),
+        frozenset(host.work),
         dict(host.task_mem), [(cg.id, payer) for cg, payer in host.backing_owners], host.backing_refs[:],
         {(cg.id, payer): owner_id for (cg, payer), owner_id in host._backing_owner_ids.items()},
         host._free_owner_ids[:],
@@ -511,6 +513,7 @@ def _check_cgroups(snap: _Snapshot, tally: _Tally, nr_used: int) -> Iterator[Non
         if n % _CGROUPS_PER_STEP == 0:
             yield
     _require(sum(len(cg.procs) for cg in snap.cgroups) == len(snap.tasks), "cgroup.procs and the task table differ")
+    _require(snap.moved <= snap.tasks.keys(), "a task placed by a write is not in the task table")
     root = snap.cgroups[0]
     _require(root.misc[0] == nr_used, "root misc usage != frames in use")
     _require(root.misc[0] <= snap.capacity_pages, "usage above capacity")
