@@ -31,7 +31,7 @@ class Cgroup:
         "misc_usage", "misc_max_bytes", "misc_max_pages", "misc_peak", "misc_events", "misc_events_local",
         "misc_events_freed", "mem_usage", "mem_max_pages", "mem_peak", "mem_events", "mem_events_local",
         "mem_events_freed",
-        "lru", "nonempty_lrus", "next_cg", "work_queued", "failed_epoch", "failed_pages",
+        "lru", "nonempty_lrus", "next_cg", "work_queued", "failed_epoch", "failed_pages", "reclaimed",
     )  # fmt: skip
 
     def __init__(self, cg_id: int, name: str, parent: Cgroup | None) -> None:
@@ -69,6 +69,7 @@ class Cgroup:
         # pages of this LRU put back for a failed backing charge in reclaim epoch failed_epoch
         self.failed_epoch = -1
         self.failed_pages = 0
+        self.reclaimed = 0  # pages written out from this LRU, ever: its ReclaimBatch.written summed
 
     def __repr__(self) -> str:
         return f"<Cgroup {self.path}{' dying' if self.dying else ''}>"

@@ -67,6 +67,7 @@ def reclaim_pages(state: HostState, cg: Cgroup, charge_pid: int | None, context:
     else:  # every page isolated went back for a failed backing charge
         _note_failed(state, cg, batch.backing_failed)
     state.pages_reclaimed += written
+    cg.reclaimed += written
     state.emit(
         ReclaimBatch(state.clock.now_ns(), cg.path, context, isolated, batch.young, batch.backing_failed, written)
     )
