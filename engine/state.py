@@ -74,7 +74,7 @@ class HostState:
         self.clock: Clock = clock if clock is not None else VirtualClock()
         self.inline_work = inline_work
         self.fast_paths = fast_paths
-        self.epc = Epc(self.capacity_pages)
+        self.epc = Epc(self.capacity_pages, fast_paths)
         self.tree = CgroupTree(max_cgroups)
         if memory is not None:
             self.tree.root.mem_max_pages = parse_size(memory) // PAGE_SIZE
@@ -115,6 +115,10 @@ class HostState:
 
         No kernel counterpart: N of sgx_free_epc_page() at once, the same counters.
         """
+        if not self.fast_paths:
+            for frame in frames:
+                self.free_epc_page(frame)
+            return
         self.epc.put_many(frames)
         misc.uncharge(cg, len(frames))
         if cg.dying:
