@@ -47,6 +47,20 @@ def check_ranges(size_pages: int, ranges: Ranges) -> None:
             raise OSError(errno.EFAULT, f"pages {first}..{first + count - 1} lie outside 0..{size_pages - 1}")
 
 
+def cut(ranges: Ranges, limit: int | None) -> Ranges:
+    """The ranges in order, cut to ``limit`` pages in all (None: as they are)."""
+    if limit is None:
+        return ranges
+    out = []
+    for first, count in ranges:
+        if limit <= 0:
+            break
+        count = min(count, limit)
+        out.append((first, count))
+        limit -= count
+    return out
+
+
 def map_mm(state: HostState, encl: Enclave, pid: int) -> int:
     """``pid``'s mm maps the enclave: newest first on its mm list, the task known to its cgroup.
 
@@ -76,11 +90,7 @@ def touch(state: HostState, pid: int, eid: int, ranges: Ranges, limit: int | Non
     slot = map_mm(state, encl, pid)
     cg = state.get_current_cg(pid)
     pages = faults = 0
-    for first, count in ranges:
-        if limit is not None:
-            count = min(count, limit - pages)
-            if count <= 0:
-                break
+    for first, count in cut(ranges, limit):
         if encl.modified is not None and count:
             done, served = _eaccept(state, encl, pid, cg, slot, first, count)
         else:

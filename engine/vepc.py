@@ -8,7 +8,7 @@ import errno
 
 from engine.charge import alloc_epc_page
 from engine.enclave import Vepc
-from engine.fault import Ranges, check_ranges, serve_fault
+from engine.fault import Ranges, check_ranges, cut, serve_fault
 from engine.sgx import MAX_SIZE, NO_RECLAIM, PAGE_SIZE, PageKind
 from engine.state import HostState
 from engine.units import parse_size
@@ -44,11 +44,7 @@ def vepc_touch(state: HostState, pid: int, vid: int, ranges: Ranges, limit: int 
     cg = state.get_current_cg(pid)
     present = vepc.pages
     pages = faults = 0
-    for first, count in ranges:
-        if limit is not None:
-            count = min(count, limit - pages)
-            if count <= 0:
-                break
+    for first, count in cut(ranges, limit):
         for index in range(first, first + count):
             if index in present:
                 continue

@@ -11,7 +11,7 @@ from engine.events import ReclaimBatch
 from engine.reclaim import cgroup_reclaim_pages, reclaim_pages, should_reclaim
 from engine.sgx import SGX_VA_SLOT_COUNT, PageKind
 
-from .helpers import enclave, limit, pages, place, resident
+from .helpers import cgroups, enclave, limit, pages, place, resident
 
 
 def lru_pages(host: Host, path: str) -> list[int]:
@@ -252,12 +252,7 @@ def test_each_cgroup_counts_the_pages_written_out_from_its_lru() -> None:
     """Cgroup.reclaimed is the sum of its ReclaimBatch.written, in every context (sync, async,
     ksgxd), so a snapshot need not add events up."""
     host = Host("1MiB")
-    for path in ("/p", "/p/a", "/p/b"):
-        host.mkdir(path)
-    limit(host, "/p", 100)
-    place(host, 10, "/p/a")
-    place(host, 11, "/p/b")
-    place(host, 12, "/p")
+    cgroups(host, {"/p": 100, "/p/a": 0, "/p/b": 0}, {10: "/p/a", 11: "/p/b", 12: "/p"})
     own = enclave(host, 12, 2, size_pages=8)
     enclave(host, 10, 80, size_pages=128)
     enclave(host, 11, 60, size_pages=64)  # /p full: /p/b's EADD reclaims its own LRU (sync)

@@ -14,7 +14,8 @@ import pytest
 
 from engine import PAGE_SIZE, Blocked, Host, SigBus, Touched
 
-from .helpers import enclave, limit, pages, place
+from .helpers import cgroups, enclave, limit, pages
+from .test_stall import full_parent
 
 PID = 10
 RANGES = [(0, 40), (100, 3), (60, 30), (5, 2), (200, 1)]
@@ -24,9 +25,7 @@ def _swapped_host(inline_work: bool = True) -> tuple[Host, int]:
     """/a limited to 96 pages, task 10 in it with an initialised 256-page enclave of 250 pages,
     most of them written out; the events so far taken."""
     host = Host("4MiB", inline_work=inline_work)
-    host.mkdir("/a")
-    limit(host, "/a", 96)
-    place(host, PID, "/a")
+    cgroups(host, {"/a": 96}, {PID: "/a"})
     eid = enclave(host, PID, 250, size_pages=256)
     host.run_pending_work()
     host.take_events()
@@ -66,6 +65,7 @@ def test_a_touch_stops_after_limit_pages_and_resumes_from_where_it_stopped() -> 
     assert (served, faults) == (whole.pages, whole.faults)
     assert [e.to_dict() for e in one.take_events()] == [e.to_dict() for e in other.take_events()]
     assert one.touch(PID, eid, RANGES, limit=0) == Touched(0, 0, False)
+    assert one.touch(PID, eid, [(0, 0), (5, 3), (9, 4)], limit=5).pages == 5  # an empty range uses no budget
     one.check()
 
 
@@ -97,14 +97,7 @@ def test_a_fault_that_must_wait_is_a_value_not_an_exception() -> None:
 
 
 def test_a_stalled_fault_in_the_in_process_core_waits_too() -> None:
-    host = Host("1MiB")
-    for path in ("/p", "/p/a", "/p/b"):
-        host.mkdir(path)
-    limit(host, "/p", 64)
-    place(host, 1, "/p/a")
-    place(host, 2, "/p/b")
-    enclave(host, 1, 58, size_pages=64)
-    small = enclave(host, 2, 2, size_pages=64)  # /p is full; /p/b's worker finds nothing to do
+    host, _held, small = full_parent()  # /p is full; /p/b's worker finds nothing to do
     assert host.touch(2, small, [(0, 2), (2, 1)]) == Touched(2, 0, True)  # EAUG of page 2 stalls
     host.check()
 
@@ -125,10 +118,8 @@ def test_a_bad_range_anywhere_is_refused_before_any_page() -> None:
 
 def test_errors_still_raise_sigbus() -> None:
     host = Host("1MiB")
-    host.mkdir("/v")
-    limit(host, "/v", 4)
     vid = host.vepc_open(20, 64 * PAGE_SIZE)
-    place(host, 20, "/v")
+    cgroups(host, {"/v": 4}, {20: "/v"})
     with pytest.raises(SigBus):  # /v full of guest pages, nothing reclaimable: ENOMEM
         host.vepc_touch(20, vid, [(0, 2), (10, 8)])
     assert pages(host, "/v/misc.current") == 4
@@ -137,9 +128,7 @@ def test_errors_still_raise_sigbus() -> None:
 
 def test_a_vepc_touch_serves_ranges_waits_and_resumes() -> None:
     host = Host("1MiB", inline_work=False)
-    host.mkdir("/v")
-    limit(host, "/v", 20)
-    place(host, 20, "/v")
+    cgroups(host, {"/v": 20}, {20: "/v"})
     eid = enclave(host, 20, 8, size_pages=16)  # VA + SECS + 8 reclaimable pages
     vid = host.vepc_open(20, 64 * PAGE_SIZE)
     # 4 pages, 4 more of which 2 are new, then 1 of the last range: the limit
