@@ -47,7 +47,11 @@ def pcmd_fields(value: int) -> tuple[int, int]:
 
 def owner_id(state: HostState, memcg_cg: Cgroup, payer: int) -> int:
     """The small id that swap entries use for (memory cgroup, paying pid); -1 when all
-    OWNER_MASK + 1 ids are charged (the backing charge then fails as memory.max would)."""
+    OWNER_MASK + 1 ids are charged (the backing charge then fails as memory.max would).
+
+    No kernel counterpart: the kernel's shmem page knows its memcg; a swap entry here holds
+    the id instead.
+    """
     key = (memcg_cg, payer)
     found = state.backing_owner_ids.get(key)
     if found is not None:
@@ -156,7 +160,10 @@ def free_backing_run(state: HostState, encl: Enclave, first_index: int, entries:
 
 
 def uncharge_backing(state: HostState, owner: int, pages: int) -> None:
-    """``pages`` backing pages of owner ``owner`` are gone: its memory cgroup and payer are uncharged."""
+    """``pages`` backing pages of owner ``owner`` are gone: its memory cgroup and payer are uncharged.
+
+    Mirrors the memcg uncharge of a truncated shmem page (mem_cgroup_uncharge()).
+    """
     cg, payer = state.backing_owners[owner]
     memcg.uncharge(cg, pages)
     state.backing_refs[owner] -= pages

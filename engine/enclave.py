@@ -294,7 +294,10 @@ class Enclave:
         return ordinal << VA_SHIFT | slot
 
     def va_alloc_slots(self, count: int) -> list[int]:
-        """``count`` va_alloc_slot() calls at once: a range when the head page has them fresh."""
+        """``count`` va_alloc_slot() calls at once: a range when the head page has them fresh.
+
+        No kernel counterpart: N of sgx_alloc_va_slot() at once.
+        """
         ordinal = self.va_head
         fresh = self.va_fresh[ordinal]
         if self.va_freed[ordinal] or fresh + count >= SGX_VA_SLOT_COUNT:

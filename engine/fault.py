@@ -41,14 +41,16 @@ class Touched:
 
 def check_ranges(size_pages: int, ranges: Ranges) -> None:
     """OSError(EFAULT) unless every range's pages first..first+count-1 lie in 0..size_pages-1
-    (sizes are at most MAX_PAGES): a bad range is refused before any page is touched."""
+    (sizes are at most MAX_PAGES): a bad range is refused before any page is touched.  Mirrors
+    the VMA bounds: an address outside the enclave's mapping never reaches sgx_vma_fault()."""
     for first, count in ranges:
         if first < 0 or count < 0 or first + count > size_pages:
             raise OSError(errno.EFAULT, f"pages {first}..{first + count - 1} lie outside 0..{size_pages - 1}")
 
 
 def cut(ranges: Ranges, limit: int | None) -> Ranges:
-    """The ranges in order, cut to ``limit`` pages in all (None: as they are)."""
+    """The ranges in order, cut to ``limit`` pages in all (None: as they are).  No kernel
+    counterpart: how a driver cuts a long touch into steps."""
     if limit is None:
         return ranges
     out = []
@@ -106,7 +108,8 @@ def _touch_range(
     state: HostState, encl: Enclave, pid: int, cg: Cgroup, slot: int, first: int, count: int
 ) -> tuple[int, int]:
     """Pages first..first+count-1 (checked): (pages served, faults among them); fewer pages than
-    ``count`` when a fault must wait."""
+    ``count`` when a fault must wait.  Mirrors sgx_vma_fault() page by page (a resident page
+    only gets the accessed bit, as the hardware sets it)."""
     more = slot >= NR_FLAG_SLOTS  # the mm's bits are kept beside the flags
     bit = YOUNG_MORE if more else YOUNG_BITS[slot]
     pages = encl.pages
@@ -145,7 +148,8 @@ def _eaccept(
 
     The range goes in runs: a run with no MODIFIED page, a run of resident pages (no fault,
     so nothing can stop it halfway), or one page that may fault, so a SigBus or a wait
-    leaves exactly the pages before it accepted.  Same result otherwise.
+    leaves exactly the pages before it accepted.  Same result otherwise.  No kernel
+    counterpart: EACCEPT is the enclave's own instruction.
     """
     modified = encl.modified
     assert modified is not None
@@ -245,7 +249,8 @@ def wait_for_reclaim(state: HostState) -> bool:
     retry if it moved anything; without (the engine), never: the caller lets its async
     workers run first.  When the work moved nothing the retry would fail the same way, and
     the kernel's task would re-fault until something outside the fault (a task's exit, a
-    release, a limit raised, an OOM victim freeing its backing) makes room.
+    release, a limit raised, an OOM victim freeing its backing) makes room.  Mirrors the
+    retry after VM_FAULT_NOPAGE.
     """
     if not state.inline_work:
         return False

@@ -319,7 +319,10 @@ def release(state: HostState, eid: int) -> None:
 
 
 def free_enclave_frames(state: HostState, encl: Enclave) -> int:
-    """Free and uncharge every EPC frame of the enclave (pages, SECS, VA pages); returns how many."""
+    """Free and uncharge every EPC frame of the enclave (pages, SECS, VA pages); returns how many.
+
+    Mirrors the page, SECS and VA loops of sgx_encl_release().
+    """
     epc = state.epc
     freed = 0
     for index in encl.resident_indexes():

@@ -75,7 +75,7 @@ def reclaim_pages(state: HostState, cg: Cgroup, charge_pid: int | None, context:
 
 
 def _age_and_get_backing(state: HostState, scanned: list[int], charge_pid: int | None) -> _Batch:
-    """The second loop of sgx_reclaim_pages(): a page of a dying enclave is dropped; a young one
+    """Mirrors the second loop of sgx_reclaim_pages(): a page of a dying enclave is dropped; a young one
     loses the accessed bit of the first mm it is young in (sgx_reclaimer_age()) and goes back
     to the tail; an old one gets its backing charged (sgx_encl_alloc_backing()), or goes back
     to the tail when that fails.
@@ -126,7 +126,7 @@ def _age_and_get_backing(state: HostState, scanned: list[int], charge_pid: int |
 
 
 def _write_pages(state: HostState, cg: Cgroup, writes: list[int], owners: list[int]) -> int:
-    """The last loop of sgx_reclaim_pages(): EWB each page into a VA slot (sgx_reclaimer_write()),
+    """Mirrors the last loop of sgx_reclaim_pages(): EWB each page into a VA slot (sgx_reclaimer_write()),
     a run of one enclave's pages at once, the SECS too once its last child is out; then free
     the frames, all charged to ``cg``.  Returns the pages written."""
     epc, enclaves = state.epc, state.enclaves
@@ -177,7 +177,11 @@ def write_back_secs(state: HostState, encl: Enclave, owner_id: int) -> None:
 
 
 def begin_reclaim_epoch(state: HostState) -> None:
-    """Forget which LRUs were tried through: a reclaim loop starts, or a batch moved a page."""
+    """Forget which LRUs were tried through: a reclaim loop starts, or a batch moved a page.
+
+    No kernel counterpart (nor for _note_failed() and reclaim_stuck()): the kernel's loops
+    spin where this host must stop and say so.
+    """
     tree = state.tree
     tree.reclaim_epoch += 1
     tree.stuck_lrus = 0

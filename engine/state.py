@@ -131,7 +131,8 @@ class HostState:
         return cg
 
     def release_dying(self, cg: Cgroup) -> None:
-        """Free ``cg`` (dying) once it holds nothing, and its dying ancestors likewise."""
+        """Free ``cg`` (dying) once it holds nothing, and its dying ancestors likewise.  Mirrors the
+        css_put() of a removed cgroup's last charge, which ends in sgx_cgroup_free()."""
         self.forget_freed(self.tree.release_if_unused(cg))
 
     def forget_freed(self, freed: list[Cgroup], announced: int = 0) -> None:

@@ -74,7 +74,10 @@ def run_work_step(state: HostState) -> bool:
 
 
 def run_pending_work(state: HostState) -> int:
-    """Run queued cgroup work items and ksgxd until idle; returns the batches run."""
+    """Run queued cgroup work items and ksgxd until idle; returns the batches run.
+
+    No kernel counterpart: the in-process driver's way of letting the workers run.
+    """
     steps = 0
     while run_work_step(state):
         steps += 1
