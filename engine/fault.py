@@ -92,7 +92,7 @@ def touch(state: HostState, pid: int, eid: int, ranges: Ranges, limit: int | Non
     slot = map_mm(state, encl, pid)
     cg = state.get_current_cg(pid)
     pages = faults = 0
-    for first, count in cut(ranges, limit):
+    for first, count in ranges if limit is None else cut(ranges, limit):
         if encl.modified is not None and count:
             done, served = _eaccept(state, encl, pid, cg, slot, first, count)
         else:

@@ -44,7 +44,7 @@ def vepc_touch(state: HostState, pid: int, vid: int, ranges: Ranges, limit: int 
     cg = state.get_current_cg(pid)
     present = vepc.pages
     pages = faults = 0
-    for first, count in cut(ranges, limit):
+    for first, count in ranges if limit is None else cut(ranges, limit):
         for index in range(first, first + count):
             if index in present:
                 continue
