@@ -4,7 +4,8 @@ Standard library only, deterministic, no I/O: ``from engine import Host``.
 """
 
 from engine.clock import MonotonicClock, VirtualClock
+from engine.fault import Touched
 from engine.host import Host
 from engine.sgx import PAGE_SIZE, Blocked, IoctlError, SigBus
 
-__all__ = ["PAGE_SIZE", "Blocked", "Host", "IoctlError", "MonotonicClock", "SigBus", "VirtualClock"]
+__all__ = ["PAGE_SIZE", "Blocked", "Host", "IoctlError", "MonotonicClock", "SigBus", "Touched", "VirtualClock"]

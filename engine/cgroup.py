@@ -13,10 +13,12 @@ import errno
 from heapq import heappop, heappush
 
 from engine.epc import Lru
-from engine.memcg import MEMCG_EVENTS
 from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE, U64_MAX
 
 CONTROLLERS = ("memory", "misc")  # in the kernel's subsystem order
+# memory.events keys, in the kernel's order; indexes into Cgroup.mem_events* (engine.memcg counts them)
+MEMCG_EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill")
+MEMCG_MAX, MEMCG_OOM, MEMCG_OOM_KILL = 2, 3, 4
 NAME_MAX = 255  # bytes in one cgroup name (a directory entry)
 
 
@@ -29,7 +31,7 @@ class Cgroup:
         "misc_usage", "misc_max_bytes", "misc_max_pages", "misc_peak", "misc_events", "misc_events_local",
         "misc_events_freed", "mem_usage", "mem_max_pages", "mem_peak", "mem_events", "mem_events_local",
         "mem_events_freed",
-        "lru", "nonempty_lrus", "next_cg", "work_queued", "failed_epoch", "failed_pages",
+        "lru", "nonempty_lrus", "next_cg", "work_queued", "failed_epoch", "failed_pages", "reclaimed",
     )  # fmt: skip
 
     def __init__(self, cg_id: int, name: str, parent: Cgroup | None) -> None:
@@ -67,6 +69,7 @@ class Cgroup:
         # pages of this LRU put back for a failed backing charge in reclaim epoch failed_epoch
         self.failed_epoch = -1
         self.failed_pages = 0
+        self.reclaimed = 0  # pages written out from this LRU, ever: its ReclaimBatch.written summed
 
     def __repr__(self) -> str:
         return f"<Cgroup {self.path}{' dying' if self.dying else ''}>"
@@ -159,13 +162,16 @@ def next_get(root: Cgroup) -> Cgroup:
 class CgroupTree:
     """All cgroups of the host, by path and by id, and the task -> cgroup table."""
 
-    __slots__ = ("root", "by_id", "free_ids", "tasks", "max_cgroups", "nr_cgroups", "reclaim_epoch", "stuck_lrus")
+    __slots__ = (
+        "root", "by_id", "free_ids", "tasks", "moved", "max_cgroups", "nr_cgroups", "reclaim_epoch", "stuck_lrus",
+    )  # fmt: skip
 
     def __init__(self, max_cgroups: int) -> None:
         self.root = Cgroup(0, "", None)
         self.by_id: list[Cgroup | None] = [self.root]
         self.free_ids: list[int] = []  # ids of freed cgroups, a heap: the lowest is reused first
-        self.tasks: dict[int, Cgroup] = {}
+        self.tasks: dict[int, Cgroup] = {}  # every known task: where it is (root unless placed)
+        self.moved: set[int] = set()  # the tasks a cgroup.procs write placed (root included)
         self.max_cgroups = max_cgroups  # cgroups besides root, dying ones included
         self.nr_cgroups = 0
         # Since the reclaim epoch began (a reclaim loop started, or a batch moved a page),
@@ -268,6 +274,12 @@ class CgroupTree:
         """The cgroup of task ``pid``; a task never placed anywhere is in root."""
         return self.tasks.get(pid, self.root)
 
+    def placed(self, pid: int) -> Cgroup | None:
+        """The cgroup a cgroup.procs write put task ``pid`` in (root included); None when no write
+        ever placed it (unknown, or known only by its calls: in root, where a child of a placed
+        task would inherit its parent's cgroup instead)."""
+        return self.tasks[pid] if pid in self.moved else None
+
     def register_task(self, pid: int) -> Cgroup:
         """Make ``pid`` a known task (in root unless placed), listed in its cgroup.procs."""
         cg = self.tasks.get(pid)
@@ -277,16 +289,20 @@ class CgroupTree:
         return cg
 
     def move_task(self, pid: int, cg: Cgroup) -> None:
+        """A cgroup.procs write places task ``pid`` in ``cg``.  Mirrors cgroup_attach_task()."""
         old = self.tasks.get(pid)
         if old is not None:
             old.procs.discard(pid)
         self.tasks[pid] = cg
         cg.procs.add(pid)
+        self.moved.add(pid)
 
     def forget_task(self, pid: int) -> None:
+        """Task ``pid`` exited: it leaves its cgroup and is unknown again."""
         cg = self.tasks.pop(pid, None)
         if cg is not None:
             cg.procs.discard(pid)
+        self.moved.discard(pid)
 
     def live(self) -> list[Cgroup]:
         return _preorder(self.root)

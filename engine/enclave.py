@@ -4,7 +4,7 @@ An enclave's pages are numbered by offset / PAGE_SIZE.  Each page's *entry* says
 it is, in one 64-bit slot: the EPC frame holding it (>= 0), ABSENT when it was never
 added (or was removed), or, at or below SWAPPED, a *swap entry* when EWB wrote it out:
 which VA slot holds its version and which backing owner (memory cgroup and paying task)
-pays for its backing page.  ``secs_frame`` says the same of the SECS.
+pays for its backing page (engine.backing encodes them).  ``secs_frame`` says the same of the SECS.
 
 The page table is sparse, as the kernel's xarray is: a dense prefix (``pages``, an
 array("q"), and ``types``) where EADD and EAUG append, grown only while it stays within
@@ -20,36 +20,16 @@ from array import array
 from collections.abc import Iterator
 from heapq import heapify, heappop, heappush
 
-from engine.sgx import SGX_PCMD_PER_PAGE, SGX_VA_SLOT_COUNT
+from engine.epcm import Modified
+from engine.sgx import SGX_VA_SLOT_COUNT
 
 ABSENT = -1
-SWAPPED = -2  # entries are <= SWAPPED
-OWNER_BITS = 24  # backing owners (memory cgroup, payer) pairs a host can have
-OWNER_MASK = (1 << OWNER_BITS) - 1
+SWAPPED = -2  # entries are <= SWAPPED: swap entries (engine.backing)
 VA_SHIFT = SGX_VA_SLOT_COUNT.bit_length() - 1  # slot id = VA ordinal << VA_SHIFT | slot
-PCMD_SHIFT = SGX_PCMD_PER_PAGE.bit_length() - 1  # index >> PCMD_SHIFT: its PCMD page
-PCMD_USERS_BITS = 6  # pcmd[n] = owner << PCMD_USERS_BITS | entries in use (<= 32)
-PCMD_USERS_MASK = (1 << PCMD_USERS_BITS) - 1
 KIND_BITS = 3  # sparse[i] = entry << KIND_BITS | PageKind
 KIND_MASK = (1 << KIND_BITS) - 1
 SPARSE_ABSENT = ABSENT << KIND_BITS  # a slot reserve() made for a page not placed yet
 DENSE_SLACK = SGX_VA_SLOT_COUNT  # the dense prefix may reach this far past twice the pages
-
-
-def swap_entry(slot_id: int, owner: int) -> int:
-    """The value stored for a page written out to VA slot ``slot_id``, its backing paid by ``owner``."""
-    return SWAPPED - (slot_id << OWNER_BITS | owner)
-
-
-def swap_fields(entry: int) -> tuple[int, int]:
-    """(VA slot id, backing owner) of a swap entry."""
-    payload = SWAPPED - entry
-    return payload >> OWNER_BITS, payload & OWNER_MASK
-
-
-def pcmd_fields(value: int) -> tuple[int, int]:
-    """(backing owner, entries in use) of a PCMD page."""
-    return value >> PCMD_USERS_BITS, value & PCMD_USERS_MASK
 
 
 class Enclave:
@@ -314,7 +294,10 @@ class Enclave:
         return ordinal << VA_SHIFT | slot
 
     def va_alloc_slots(self, count: int) -> list[int]:
-        """``count`` va_alloc_slot() calls at once: a range when the head page has them fresh."""
+        """``count`` va_alloc_slot() calls at once: a range when the head page has them fresh.
+
+        No kernel counterpart: N of sgx_alloc_va_slot() at once.
+        """
         ordinal = self.va_head
         fresh = self.va_fresh[ordinal]
         if self.va_freed[ordinal] or fresh + count >= SGX_VA_SLOT_COUNT:
@@ -372,66 +355,6 @@ class Enclave:
             self.va_tail = prev
         else:
             self.va_prev[nxt] = prev
-
-
-class Modified:
-    """The pages of one enclave in the EPCM's MODIFIED state: EMODT (MODIFY_TYPES) changed
-    their type and the enclave has not EACCEPTed them yet.
-
-    An enclave keeps one only while some page is MODIFIED: a byte per page of the dense
-    prefix as long as it was when a page was marked (``near``), a set for pages beyond
-    it (``far``), so marking a whole heap costs a byte a page and nothing stays after.
-    """
-
-    __slots__ = ("near", "far", "count", "accepting")
-
-    def __init__(self) -> None:
-        self.near = bytearray()
-        self.far: set[int] = set()
-        self.count = 0
-        self.accepting = False  # an access is EACCEPTing some of them (Host.access's own calls)
-
-    def __contains__(self, index: int) -> bool:
-        return (index < len(self.near) and self.near[index] == 1) or index in self.far
-
-    def add(self, index: int, dense_len: int) -> None:
-        """Mark page ``index``; ``dense_len`` is the length of the enclave's dense prefix.
-
-        After a MemoryError nothing changed.
-        """
-        if index in self:
-            return
-        if index < dense_len:
-            if index >= len(self.near):
-                self.near.extend(bytes(dense_len - len(self.near)))
-            self.near[index] = 1
-        else:
-            self.far.add(index)
-        self.count += 1
-
-    def next(self, first: int, end: int) -> int:
-        """The lowest marked index in first..end-1, or ``end`` when there is none."""
-        near = self.near
-        hit = near.find(1, first, min(end, len(near))) if first < len(near) else -1
-        best = end if hit < 0 else hit
-        for index in self.far:
-            if first <= index < best:
-                best = index
-        return best
-
-    def accept(self, first: int, end: int) -> None:
-        """Unmark pages first..end-1."""
-        near = self.near
-        if first < len(near):
-            stop = min(end, len(near))
-            marked = near.count(1, first, stop)
-            if marked:
-                near[first:stop] = bytes(stop - first)
-                self.count -= marked
-        if self.far:
-            gone = [index for index in self.far if first <= index < end]
-            self.far.difference_update(gone)
-            self.count -= len(gone)
 
 
 class Vepc:

@@ -50,10 +50,15 @@ class Lru:
 class Epc:
     """All EPC frames of the host: who holds each one, its flags and its LRU links."""
 
-    __slots__ = ("capacity_pages", "owner", "index", "cg", "flags", "prev", "next", "_free", "nr_free", "young_more")
+    __slots__ = (
+        "capacity_pages", "owner", "index", "cg", "flags", "prev", "next", "_free", "nr_free", "young_more", "fast",
+    )  # fmt: skip
 
-    def __init__(self, capacity_pages: int) -> None:
+    def __init__(self, capacity_pages: int, fast: bool = True) -> None:
+        """``fast=False``: the batch methods (take_run, put_many, lru_add_tail_many) go one frame
+        at a time through take(), put() and lru_add_tail(), for tests that compare the two."""
         self.capacity_pages = capacity_pages
+        self.fast = fast
         self.owner = array("i")  # enclave or vEPC id holding the frame
         self.index = array("i")  # page index in the owner (SECS: -1, VA: its ordinal)
         self.cg = array("i")  # id of the misc cgroup the frame is charged to
@@ -254,8 +259,11 @@ class Epc:
     def take_run(self, kind: PageKind, owner: int, first_index: int, cg: int, count: int) -> list[int]:
         """Take ``count`` free frames for pages first_index.. of ``owner``; returns them in order.
 
-        Any error leaves every table as it was, as take() does.
+        Any error leaves every table as it was, as take() does.  No kernel counterpart: N of
+        __sgx_alloc_epc_page() (take()) at once.
         """
+        if not self.fast:
+            return self._take_each(kind, owner, first_index, cg, count)
         free = self._free
         reuse = min(count, len(free))
         frames = free[len(free) - reuse :][::-1].tolist()  # as many pops
@@ -284,6 +292,18 @@ class Epc:
         self.nr_free -= count
         return frames
 
+    def _take_each(self, kind: PageKind, owner: int, first_index: int, cg: int, count: int) -> list[int]:
+        """take_run() one take() at a time; an error gives back the frames taken."""
+        frames: list[int] = []
+        try:
+            for index in range(first_index, first_index + count):
+                frames.append(self.take(kind, owner, index, cg))
+        except BaseException:
+            for frame in reversed(frames):
+                self.put(frame)
+            raise
+        return frames
+
     def _take_reused(self, frames: list[int], kind: PageKind, owner: int, first_index: int, cg: int) -> None:
         owners, indexes, cgs, flags = self.owner, self.index, self.cg, self.flags
         index = first_index
@@ -295,7 +315,14 @@ class Epc:
             index += 1
 
     def put_many(self, frames: list[int]) -> None:
-        """Return frames (already off every LRU) to the free stack, in order."""
+        """Return frames (already off every LRU) to the free stack, in order.
+
+        No kernel counterpart: N of put() at once.
+        """
+        if not self.fast:
+            for frame in frames:
+                self.put(frame)
+            return
         flags, owner = self.flags, self.owner
         if self.young_more:
             for frame in frames:
@@ -307,8 +334,15 @@ class Epc:
         self._free.extend(frames)
         self.nr_free += len(frames)
 
-    def lru_add_tail_many(self, lru: Lru, frames: list[int], flag: int = 0) -> None:
-        """Append ``frames`` to the tail of ``lru`` in order, or-ing ``flag`` into each."""
+    def lru_add_tail_many(self, lru: Lru, frames: list[int]) -> None:
+        """Append ``frames`` to the tail of ``lru`` in order.
+
+        No kernel counterpart: N of sgx_mark_page_reclaimable() (lru_add_tail()) at once.
+        """
+        if not self.fast:
+            for frame in frames:
+                self.lru_add_tail(lru, frame)
+            return
         if not frames:
             return
         prev, nxt, flags = self.prev, self.next, self.flags
@@ -319,7 +353,7 @@ class Epc:
             nxt[tail] = frames[0]
         for frame in frames:
             prev[frame] = tail
-            flags[frame] |= ON_LRU | flag
+            flags[frame] |= ON_LRU
             if tail != NIL:
                 nxt[tail] = frame
             tail = frame

@@ -9,32 +9,29 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from engine import memcg, misc
 from engine.cgroup import Cgroup, split_path, utf8_len
 from engine.sgx import PAGE_SIZE
+from engine.state import HostState
 
 ATOMIC_WRITE_LEN = PAGE_SIZE  # cgroup_kf_ops.atomic_write_len: bytes one write may carry
-
-if TYPE_CHECKING:
-    from engine.host import Host
 
 
 @dataclass(frozen=True, slots=True)
 class CgroupFile:
     name: str
-    show: Callable[[Host, Cgroup], str]
+    show: Callable[[HostState, Cgroup], str]
     where: str = "all"  # all | root | nonroot
     controller: str = ""  # "" (cgroup core), "misc" or "memory"
     writable: bool = False
 
 
-def _misc_line(host: Host, value: int | str, count: int = 0) -> str:
+def _misc_line(host: HostState, value: int | str, count: int = 0) -> str:
     return misc.format_line(str(value), host.capacity_bytes, shown_anyway=bool(count))
 
 
-def _procs(host: Host, cg: Cgroup) -> str:
+def _procs(host: HostState, cg: Cgroup) -> str:
     return "".join(f"{pid}\n" for pid in sorted(cg.procs))
 
 
@@ -98,7 +95,7 @@ def has_file(cg: Cgroup, f: CgroupFile) -> bool:
     return True
 
 
-def resolve(host: Host, path: str) -> tuple[Cgroup, CgroupFile]:
+def resolve(host: HostState, path: str) -> tuple[Cgroup, CgroupFile]:
     """The cgroup and file at ``path``; OSError(ENOENT) if either is missing, EISDIR for a cgroup."""
     names = split_path(path)
     if not names:
@@ -112,13 +109,13 @@ def resolve(host: Host, path: str) -> tuple[Cgroup, CgroupFile]:
     return cg, f
 
 
-def listdir(host: Host, path: str) -> list[str]:
+def listdir(host: HostState, path: str) -> list[str]:
     """The files and child cgroups of the cgroup at ``path``, sorted."""
     cg = host.tree.lookup(path)
     return sorted([name for name, f in FILES.items() if has_file(cg, f)] + list(cg.live_children))
 
 
-def write(host: Host, cg: Cgroup, f: CgroupFile, value: str, writer_pid: int | None) -> None:
+def write(host: HostState, cg: Cgroup, f: CgroupFile, value: str, writer_pid: int | None) -> None:
     """Apply a write to one cgroup file; OSError with the kernel's errno, nothing changed, on failure.
 
     E2BIG for more than PAGE_SIZE bytes in one write: cgroup files take a write whole
@@ -134,10 +131,10 @@ def write(host: Host, cg: Cgroup, f: CgroupFile, value: str, writer_pid: int | N
         cg.misc_max_pages = limit // PAGE_SIZE
     elif f.name == "memory.max":
         cg.mem_max_pages = memcg.parse_max_write(value)
-        if cg.mem_usage > cg.mem_max_pages:
-            host.memory_over_max(cg)
+        if cg.mem_usage > cg.mem_max_pages:  # backing cannot be reclaimed: memory_max_write() OOM-kills
+            memcg.out_of_memory(host, cg)
     elif f.name == "cgroup.procs":
-        host.move_task(parse_pid(value, writer_pid), cg)
+        host.tree.move_task(parse_pid(value, writer_pid), cg)
     elif f.name == "cgroup.subtree_control":
         host.tree.set_subtree_control(cg, value)
 

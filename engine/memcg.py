@@ -3,23 +3,18 @@
 Only swapped-out EPC pages and their PCMD pages are charged here (shmem pages of the
 enclave's backing file), to the memory cgroup the reference says pays.  Counters are
 in pages on each Cgroup; the files show bytes.  A charge above memory.max fails; the
-caller then runs the OOM killer (oom_kill_victim) as mem_cgroup_oom() would.
+caller then runs the OOM killer (out_of_memory()) as mem_cgroup_oom() would.
 """
 
 from __future__ import annotations
 
 import errno
 import re
-from typing import TYPE_CHECKING
 
+from engine.cgroup import MEMCG_EVENTS, MEMCG_MAX, MEMCG_OOM, MEMCG_OOM_KILL, Cgroup
+from engine.events import OomKill
 from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE
-
-if TYPE_CHECKING:
-    from engine.cgroup import Cgroup
-
-# memory.events keys, in the kernel's order; indexes into Cgroup.mem_events*.
-MEMCG_EVENTS = ("low", "high", "max", "oom", "oom_kill", "oom_group_kill")
-MEMCG_MAX, MEMCG_OOM, MEMCG_OOM_KILL = 2, 3, 4
+from engine.state import HostState
 
 _MEMPARSE_RE = re.compile(r"(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)([kKmMgGtTpPeE]?)")
 _SHIFTS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 60}
@@ -49,7 +44,10 @@ def try_charge(cg: Cgroup, pages: int) -> Cgroup | None:
 
 
 def room(cg: Cgroup) -> int:
-    """How many backing pages ``cg`` could be charged now before a memory.max refuses."""
+    """How many backing pages ``cg`` could be charged now before a memory.max refuses.
+
+    No kernel counterpart: the batch paths charge N pages that room() said fit at once.
+    """
     free = PAGE_COUNTER_MAX
     level: Cgroup | None = cg
     while level is not None:
@@ -59,7 +57,10 @@ def room(cg: Cgroup) -> int:
 
 
 def charge(cg: Cgroup, pages: int) -> None:
-    """Charge ``pages`` that room() said fit: the same counters and watermarks as one by one."""
+    """Charge ``pages`` that room() said fit: the same counters and watermarks as one by one.
+
+    No kernel counterpart: N of page_counter_try_charge() that room() said fit.
+    """
     level: Cgroup | None = cg
     while level is not None:
         new = level.mem_usage + pages
@@ -70,6 +71,7 @@ def charge(cg: Cgroup, pages: int) -> None:
 
 
 def uncharge(cg: Cgroup, pages: int) -> None:
+    """``pages`` off ``cg`` and every ancestor.  Mirrors page_counter_uncharge()."""
     level: Cgroup | None = cg
     while level is not None:
         level.mem_usage -= pages
@@ -83,6 +85,33 @@ def memory_event(cg: Cgroup, event: int) -> None:
     while level is not None and level.parent is not None:
         level.mem_events[event] += 1
         level = level.parent
+
+
+def out_of_memory(state: HostState, memcg_cg: Cgroup) -> None:
+    """The memory cgroup is full: kill the task in its subtree holding the most backing
+    (the highest pid among equals).
+
+    No new victim while an earlier one in the subtree is still exiting.  The victim gets a
+    fatal signal (SIGKILL) that the driver must deliver.  Runs for a refused backing charge
+    and for a memory.max written below the usage (memory_max_write()).  Mirrors
+    mem_cgroup_out_of_memory() as far as this host's memory goes.
+    """
+    memory_event(memcg_cg, MEMCG_OOM)
+    placed = state.tree.tasks
+    for pid in state.oom_victims:  # few, and asked first: a reclaim that spins asks for every page
+        cg = placed.get(pid)
+        while cg is not None and cg is not memcg_cg:
+            cg = cg.parent
+        if cg is not None:
+            return
+    tasks = [pid for cg in memcg_cg.walk() for pid in cg.procs]
+    if not tasks:
+        return  # "Out of memory and no killable processes": the charge just fails
+    pages, victim = max((state.task_mem.get(pid, 0), pid) for pid in tasks)
+    state.signals.add(victim)
+    state.oom_victims.add(victim)
+    memory_event(state.tree.task_cgroup(victim).memory_css(), MEMCG_OOM_KILL)
+    state.emit(OomKill(state.clock.now_ns(), memcg_cg.path, victim, pages * PAGE_SIZE))
 
 
 def parse_max_write(buf: str) -> int:

@@ -52,8 +52,21 @@ def try_charge(cg: Cgroup, capacity_pages: int) -> Cgroup | None:
     return None
 
 
+def refused_by(cg: Cgroup, capacity_pages: int) -> Cgroup:
+    """The level that try_charge() of one page to ``cg`` would find full (``cg`` when none is)."""
+    level: Cgroup | None = cg
+    while level is not None:
+        if level.misc_usage + 1 > min(level.misc_max_pages, capacity_pages):
+            return level
+        level = level.parent
+    return cg
+
+
 def room(cg: Cgroup, capacity_pages: int) -> int:
-    """How many pages ``cg`` could be charged now before any level (or the capacity) refuses."""
+    """How many pages ``cg`` could be charged now before any level (or the capacity) refuses.
+
+    No kernel counterpart: the batch paths charge N pages that room() said fit at once.
+    """
     free = capacity_pages
     level: Cgroup | None = cg
     while level is not None:
@@ -63,7 +76,10 @@ def room(cg: Cgroup, capacity_pages: int) -> int:
 
 
 def charge(cg: Cgroup, pages: int) -> None:
-    """Charge ``pages`` that room() said fit: the same counters and watermarks as one by one."""
+    """Charge ``pages`` that room() said fit: the same counters and watermarks as one by one.
+
+    No kernel counterpart: N of misc_cg_try_charge() that room() said fit.
+    """
     level: Cgroup | None = cg
     while level is not None:
         new = level.misc_usage + pages

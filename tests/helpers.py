@@ -23,6 +23,16 @@ def place(host: Host, pid: int, cgroup: str) -> None:
     host.write(f"{cgroup.rstrip('/')}/cgroup.procs", str(pid))
 
 
+def cgroups(host: Host, limits: dict[str, int], tasks: dict[int, str]) -> None:
+    """mkdir each cgroup of ``limits`` in order, its misc.max that many pages (0: max), then each task placed."""
+    for path, npages in limits.items():
+        host.mkdir(path)
+        if npages:
+            limit(host, path, npages)
+    for pid, path in tasks.items():
+        place(host, pid, path)
+
+
 def enclave(host: Host, pid: int, npages: int, *, init: bool = True, size_pages: int | None = None) -> int:
     """ECREATE (size: the next power of two above npages + 1), EADD npages REG pages, EINIT."""
     size = size_pages or 1 << max(1, npages.bit_length())

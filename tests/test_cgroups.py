@@ -154,3 +154,22 @@ def test_an_enclave_lives_while_any_task_still_maps_it() -> None:
     assert eid not in host.enclaves
     assert host.read("/misc.current") == "sgx_epc 0\n" and host.read("/cgroup.procs") == ""
     host.check()
+
+
+def test_the_tree_tells_a_task_a_write_placed_in_root_from_one_never_placed() -> None:
+    """Review bug B3: a task moved back to / by a cgroup.procs write is placed (its children
+    inherit root), one known only by its calls is not (its children inherit their parent's)."""
+    host = Host("1MiB")
+    host.mkdir("/a")
+    place(host, 10, "/a")
+    place(host, 10, "/")  # explicitly back in root
+    enclave(host, 11, 2)  # known only by its calls: in root, never placed
+    tree = host.tree
+    assert tree.placed(10) is tree.root
+    assert tree.placed(11) is None and host.task_cgroup(11) == "/" and 11 in tree.tasks
+    assert tree.placed(12) is None and host.task_cgroup(12) == "/"
+    place(host, 11, "/a")
+    assert tree.placed(11) is host.cgroup("/a")
+    host.exit_task(10)
+    assert tree.placed(10) is None
+    host.check()

@@ -494,9 +494,9 @@ def test_backing_owner_ids_are_reused_once_nothing_is_charged_under_them() -> No
 def test_when_every_backing_owner_id_is_taken_backing_fails_as_memory_max_would(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import engine.host
+    import engine.backing
 
-    monkeypatch.setattr(engine.host, "OWNER_MASK", 1)  # two ids
+    monkeypatch.setattr(engine.backing, "OWNER_MASK", 1)  # two ids
     host = Host("1MiB", inline_work=False)
     host.mkdir("/m")
     limit(host, "/m", 8)

@@ -11,7 +11,7 @@ from engine.events import ReclaimBatch
 from engine.reclaim import cgroup_reclaim_pages, reclaim_pages, should_reclaim
 from engine.sgx import SGX_VA_SLOT_COUNT, PageKind
 
-from .helpers import enclave, limit, pages, place, resident
+from .helpers import cgroups, enclave, limit, pages, place, resident
 
 
 def lru_pages(host: Host, path: str) -> list[int]:
@@ -245,4 +245,23 @@ def test_release_frees_and_uncharges_everything_backing_included() -> None:
     assert host.read("/a/misc.current") == "sgx_epc 0\n"
     assert host.read("/a/memory.current") == "0\n"
     assert host.epc.nr_free == host.capacity_pages
+    host.check()
+
+
+def test_each_cgroup_counts_the_pages_written_out_from_its_lru() -> None:
+    """Cgroup.reclaimed is the sum of its ReclaimBatch.written, in every context (sync, async,
+    ksgxd), so a snapshot need not add events up."""
+    host = Host("1MiB")
+    cgroups(host, {"/p": 100, "/p/a": 0, "/p/b": 0}, {10: "/p/a", 11: "/p/b", 12: "/p"})
+    own = enclave(host, 12, 2, size_pages=8)
+    enclave(host, 10, 80, size_pages=128)
+    enclave(host, 11, 60, size_pages=64)  # /p full: /p/b's EADD reclaims its own LRU (sync)
+    host.augment(12, own, 4)  # EAUG at /p's limit: /p's work item reclaims its whole subtree (async)
+    written: dict[str, int] = {}
+    for event in host.take_events():
+        if isinstance(event, ReclaimBatch):
+            written[event.cgroup] = written.get(event.cgroup, 0) + event.written
+    assert written["/p/a"] > 0 and written["/p/b"] > 0
+    assert {cg.path: cg.reclaimed for cg in host.tree.all() if cg.reclaimed} == written
+    assert sum(written.values()) == host.pages_reclaimed
     host.check()

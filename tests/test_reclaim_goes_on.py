@@ -9,7 +9,8 @@ import pytest
 
 from engine import PAGE_SIZE, Blocked, Host
 from engine.events import ReclaimBatch, WorkRun
-from engine.reclaim import oom, reclaim_pages
+from engine.memcg import out_of_memory as oom
+from engine.reclaim import reclaim_pages
 
 from .helpers import limit, pages, place, value
 
