@@ -138,14 +138,6 @@ class WorkloadExited(Event):
 
 
 @dataclass(slots=True)
-class MemoryMax(Event):
-    """A backing-store charge hit ``cgroup``'s memory.max."""
-
-    kind: ClassVar[str] = "memory_max"
-    cgroup: str
-
-
-@dataclass(slots=True)
 class OomKill(Event):
     """The memory-cgroup OOM killer of ``cgroup`` picked ``pid`` (SIGKILL)."""
 

@@ -9,17 +9,17 @@ that said hello over ipc (the kernel told us its pid) is a workload.
 from __future__ import annotations
 
 import errno
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from engine import Blocked, IoctlError
 from engine.check import check_steps
+from engine.fault import Touched
 from engine.files import parse_pid
 from engined.calls import MORE, WAIT, Caller, Handler, Step
 from engined.session import Session
 from engined.stats import Workload
-from wire.messages import Created, Faulted, Info, Opened
+from wire.messages import Created, Faulted, Info, Opened, Ranges
 
 CHECK_STEPS = 2  # check_steps() items per step of a `check` (each about a millisecond of work)
 
@@ -159,12 +159,10 @@ def einit(session: Session, caller: Caller, eid: int) -> None:
     session.host.einit(caller.pid, eid)
 
 
-def access(
-    session: Session, caller: Caller, eid: int, ranges: list[tuple[int, int]], write: bool = False
-) -> Faulted | Step:
+def access(session: Session, caller: Caller, eid: int, ranges: Ranges, write: bool = False) -> Faulted | Step:
     _own_enclave(session, caller.pid, eid)
     pid, host = caller.pid, session.host
-    return _touch(session, session.workload(pid), ranges, lambda at, n: host.access(pid, eid, at, n, write))
+    return _touch(session, session.workload(pid), ranges, lambda todo, limit: host.touch(pid, eid, todo, write, limit))
 
 
 def release(session: Session, caller: Caller, eid: int) -> None:
@@ -180,9 +178,8 @@ def remove_pages(session: Session, caller: Caller, eid: int, first: int, count: 
     host, pid = session.host, caller.pid
     _own_enclave(session, pid, eid)
     yield from _resumed(lambda at, n: host.modify_types(pid, eid, at, n, "TRIM"), first, count)
-    yield from _touch_steps(
-        session, session.workload(pid), [(first, count)], lambda at, n: host.access(pid, eid, at, n), 0
-    )
+    accept = lambda todo, limit: host.touch(pid, eid, todo, limit=limit)  # noqa: E731  (EACCEPT, page by page)
+    yield from _touch_steps(session, session.workload(pid), [(first, count)], accept, 0, waiting=False)
     yield from _resumed(lambda at, n: host.remove_trimmed(pid, eid, at, n), first, count)
     return {"removed": count}
 
@@ -216,10 +213,10 @@ def vepc_open(session: Session, caller: Caller, size: int) -> Opened:
     return {"vid": vid}
 
 
-def vepc_access(session: Session, caller: Caller, vid: int, ranges: list[tuple[int, int]]) -> Faulted | Step:
+def vepc_access(session: Session, caller: Caller, vid: int, ranges: Ranges) -> Faulted | Step:
     _own_vepc(session, caller.pid, vid)
     pid, host = caller.pid, session.host
-    return _touch(session, session.workload(pid), ranges, lambda first, count: host.vepc_access(pid, vid, first, count))
+    return _touch(session, session.workload(pid), ranges, lambda todo, limit: host.vepc_touch(pid, vid, todo, limit))
 
 
 def vepc_release(session: Session, caller: Caller, vid: int) -> None:
@@ -259,66 +256,48 @@ def _in_steps(session: Session, count: int, call: Callable[[int], int]) -> Step:
     return {"added": done}
 
 
-def _touch(
-    session: Session, workload: Workload, ranges: list[tuple[int, int]], touch: Callable[[int, int], int]
-) -> Faulted | Step:
-    """Fault a batch of page ranges: at once when it fits in a step and nothing blocks (most do),
-    else in steps."""
-    if sum(count for _, count in ranges) > session.chunk_pages:
-        return _touch_steps(session, workload, ranges, touch, 0)
-    faults = 0
-    for i, (first, count) in enumerate(ranges):
-        try:
-            faults += touch(first, count)
-        except Blocked as e:
-            workload.faults += faults + e.faults
-            rest = [(first + e.done, count - e.done), *ranges[i + 1 :]]
-            return _touch_steps(session, workload, rest, touch, faults + e.faults, waiting=True)
-        session.pages_stepped += count
-    workload.faults += faults
-    return {"faults": faults}
+Touch = Callable[[Ranges, int], Touched]
+"""``touch(ranges, limit)``: the core's Host.touch or vepc_touch of one caller's enclave or vEPC."""
+
+
+def _touch(session: Session, workload: Workload, ranges: Ranges, touch: Touch) -> Faulted | Step:
+    """Fault a batch of page ranges: at once when it fits in a step and nothing waits (most do),
+    else in steps of chunk_pages, parked while the core says it waits."""
+    done = touch(ranges, session.chunk_pages)
+    workload.faults += done.faults
+    session.pages_stepped += done.pages
+    if not done.waiting and done.pages == sum(count for _, count in ranges):
+        return {"faults": done.faults}
+    return _touch_steps(session, workload, _after(ranges, done.pages), touch, done.faults, waiting=done.waiting)
 
 
 def _touch_steps(
-    session: Session,
-    workload: Workload,
-    ranges: list[tuple[int, int]],
-    touch: Callable[[int, int], int],
-    faults: int,
-    *,
-    waiting: bool = False,
+    session: Session, workload: Workload, ranges: Ranges, touch: Touch, faults: int, *, waiting: bool
 ) -> Step:
-    """The rest of a batch of page ranges, chunk_pages a step; parked while the core says Blocked
-    (at once with ``waiting``: the direct try just got Blocked)."""
+    """The rest of a batch of page ranges, chunk_pages a step; parked while the core says it waits
+    (at once with ``waiting``: the try before this one stopped so)."""
     if waiting:
         yield WAIT
-    todo = deque(ranges)
-    budget = session.chunk_pages  # pages this step may still touch
-    while todo:
-        first, count = todo[0]
-        chunk = min(count, budget)
-        try:
-            served = touch(first, chunk)
-        except Blocked as e:
-            faults += e.faults
-            workload.faults += e.faults
-            session.pages_stepped += e.done
-            todo[0] = (first + e.done, count - e.done)
-            budget = session.chunk_pages
+    while ranges:
+        done = touch(ranges, session.chunk_pages)
+        faults += done.faults
+        workload.faults += done.faults
+        session.pages_stepped += done.pages
+        ranges = _after(ranges, done.pages)
+        if done.waiting:
             yield WAIT
-            continue
-        faults += served
-        workload.faults += served
-        session.pages_stepped += chunk
-        if chunk == count:
-            todo.popleft()
-        else:
-            todo[0] = (first + chunk, count - chunk)
-        budget -= chunk
-        if todo and not budget:
-            budget = session.chunk_pages
+        elif ranges:
             yield MORE  # a chunk's worth done: the others' turn
     return {"faults": faults}
+
+
+def _after(ranges: Ranges, pages: int) -> Ranges:
+    """What is left of ``ranges`` once their first ``pages`` pages are served."""
+    for i, (first, count) in enumerate(ranges):
+        if pages < count:
+            return [(first + pages, count - pages), *ranges[i + 1 :]]
+        pages -= count
+    return []
 
 
 def _edmm_steps(

@@ -31,7 +31,7 @@ from types import GeneratorType
 from typing import Any
 
 from engine import Blocked, Host, SigBus
-from engine.events import STALL_RETRY_HZ, Event, ReclaimBatch, Stalled, StallEnded, WorkloadExited, WorkloadStarted
+from engine.events import STALL_RETRY_HZ, Event, Stalled, StallEnded, WorkloadExited, WorkloadStarted
 from engined.calls import MORE, Caller, Handler, Processes, Reply, Step, again, error_reply, how
 from engined.liveness import inherited_cgroup
 from engined.stats import Stats, Workload
@@ -283,10 +283,6 @@ class Session:
             return
         events = self.events[:]
         self.events.clear()  # the same list: the host appends to it
-        reclaimed = self.stats.reclaimed
-        for event in events:
-            if isinstance(event, ReclaimBatch):
-                reclaimed[event.cgroup] = reclaimed.get(event.cgroup, 0) + event.written
         self._publish([event.to_dict() for event in events])
 
     def _publish(self, messages: list[dict[str, Any]]) -> None:
@@ -336,9 +332,9 @@ class Session:
         self._publish_now(WorkloadStarted(host.clock.now_ns(), pid, role, name, cgroup))
 
     def _placed(self, pid: int) -> str | None:
-        """The cgroup a cgroup.procs write put ``pid`` in (root cannot be told from "never placed")."""
-        cg = self.host.tree.tasks.get(pid)
-        return None if cg is None or cg is self.host.tree.root else cg.path
+        """The cgroup a cgroup.procs write put ``pid`` in, root included; None if none ever did."""
+        cg = self.host.tree.placed(pid)
+        return None if cg is None else cg.path
 
     def reap(self, pids: Iterable[int]) -> None:
         """Take the exits of these processes that already happened, before acting on their cgroups."""

@@ -46,10 +46,10 @@ def memory_bytes(max_pages: int) -> int | None:
     return None if max_pages >= PAGE_COUNTER_MAX else max_pages * PAGE_SIZE
 
 
-def _signature(cg: Cgroup, swapped: int, reclaimed: int) -> tuple[int, ...]:
+def _signature(cg: Cgroup, swapped: int) -> tuple[int, ...]:
     return (
         cg.misc_usage, cg.misc_max_bytes, cg.misc_peak, cg.misc_events, cg.misc_events_local,
-        cg.mem_usage, cg.mem_max_pages, *cg.mem_events, cg.lru.size, swapped, reclaimed, len(cg.procs),
+        cg.mem_usage, cg.mem_max_pages, *cg.mem_events, cg.lru.size, swapped, cg.reclaimed, len(cg.procs),
     )  # fmt: skip
 
 
@@ -59,7 +59,6 @@ class Stats:
     def __init__(self, host: Host, workloads: dict[int, Workload]) -> None:
         self.host = host
         self.workloads = workloads
-        self.reclaimed: dict[str, int] = {}  # cgroup path -> pages written out from its LRU, ever
         self.stats_seq = 0
         self._sent: dict[str, tuple[tuple[int, ...], frozenset[int]]] = {}  # path -> signature, procs
         self._sent_workloads: dict[int, dict[str, Any]] = {}
@@ -104,7 +103,7 @@ class Stats:
             path = cg.path
             paths.add(path)
             nr_swapped = swapped.get(path, 0)
-            sig = _signature(cg, nr_swapped, self.reclaimed.get(path, 0))
+            sig = _signature(cg, nr_swapped)
             sent = self._sent.get(path)
             refresh = (i - self._refresh_at) % nr_live < REFRESH_ROWS
             if sent is None or sent[0] != sig or sent[1] != cg.procs or refresh:
@@ -187,7 +186,7 @@ class Stats:
             "reclaimable": cg.lru.size,  # its own pages on its LRU
             "unreclaimable": own - cg.lru.size,  # its own VA, SECS and guest pages (and any isolated)
             "swapped": swapped,
-            "reclaimed": self.reclaimed.get(cg.path, 0),  # pages written out from its LRU, ever
+            "reclaimed": cg.reclaimed,  # pages written out from its LRU, ever
             "procs": sorted(cg.procs),
             "nr_procs": len(cg.procs),
         }

@@ -199,3 +199,16 @@ def test_exited_records_are_pruned_to_the_newest() -> None:
         rig.session.exited(pid)
     assert len(rig.session.workloads) == MAX_EXITED
     assert min(rig.session.workloads) == 11
+
+
+def test_a_parent_moved_back_to_root_gives_its_child_root_not_its_grandparents_cgroup() -> None:
+    """Review bug B3: "placed in root by a write" is a placement, unlike "known, never placed"."""
+    rig = Rig()
+    rig.ok(0, "mkdir", path="/a")
+    rig.processes.live |= {200, 201, 202}
+    rig.processes.parents = {202: 201, 201: 200}
+    rig.ok(0, "write", path="/a/cgroup.procs", value="200")
+    rig.ok(0, "write", path="/a/cgroup.procs", value="201")
+    rig.ok(0, "write", path="/cgroup.procs", value="201")  # back to root, explicitly
+    rig.ok(202, "hello", pid=202, role="vm")
+    assert rig.host.task_cgroup(202) == "/"

@@ -666,7 +666,6 @@ def _describe(event: dict[str, Any]) -> str:
         "secs_writeback": lambda e: f"enclave {e['enclave']}: SECS written out",
         "ecreate": lambda e: f"enclave {e['enclave']} created by pid {e['pid']}",
         "release": lambda e: f"enclave {e['enclave']} released: {e['pages_freed']} pages",
-        "memory_max": lambda e: f"{e['cgroup']}: memory.max hit",
         "rmdir": lambda e: f"rmdir {e['cgroup']}{' (dying)' if e['dying'] else ''}",
         "malformed": lambda e: f"a {e['topic']} message from the engine could not be read, skipped ({e['error']})",
     }.get(kind)
