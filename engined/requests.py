@@ -9,11 +9,12 @@ that said hello over ipc (the kernel told us its pid) is a workload.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from engine import Blocked, IoctlError
 from engine.check import check_steps
+from engine.enclave import Enclave, Vepc
 from engine.fault import Touched
 from engine.files import parse_pid
 from engined.calls import MORE, WAIT, Caller, Handler, Step
@@ -25,19 +26,21 @@ CHECK_STEPS = 2  # check_steps() items per step of a `check` (each about a milli
 
 
 def _own_enclave(session: Session, pid: int, eid: int) -> None:
-    encl = session.host.enclaves.get(eid)
-    if encl is None:
-        raise OSError(errno.EINVAL, f"no enclave {eid}")
-    if encl.pid != pid:
-        raise OSError(errno.EPERM, f"enclave {eid} is not yours")
+    _own(session.host.enclaves, eid, pid, "enclave")
 
 
 def _own_vepc(session: Session, pid: int, vid: int) -> None:
-    vepc = session.host.vepcs.get(vid)
-    if vepc is None:
-        raise OSError(errno.EINVAL, f"no vEPC {vid}")
-    if vepc.pid != pid:
-        raise OSError(errno.EPERM, f"vEPC {vid} is not yours")
+    _own(session.host.vepcs, vid, pid, "vEPC")
+
+
+def _own(table: Mapping[int, Enclave | Vepc], handle: int, pid: int, what: str) -> None:
+    """EINVAL if there is no such enclave or vEPC, EPERM if ``pid`` did not open it (as the
+    kernel's ioctls act only on the caller's own file)."""
+    opened = table.get(handle)
+    if opened is None:
+        raise OSError(errno.EINVAL, f"no {what} {handle}")
+    if opened.pid != pid:
+        raise OSError(errno.EPERM, f"{what} {handle} is not yours")
 
 
 # -- the engine and its clients ------------------------------------------------

@@ -51,6 +51,26 @@ class WorkloadSpec:
         return argv
 
 
+class CgroupFiles:
+    """mkdir, rmdir, read and write of cgroup files as the engine's ops, through the backend's
+    ``_call(op, **args)`` (EngineError with the errno name when the engine refuses)."""
+
+    def _call(self, op: str, **args: Any) -> Any:
+        raise NotImplementedError
+
+    def mkdir(self, path: str) -> None:
+        self._call("mkdir", path=path)
+
+    def rmdir(self, path: str) -> None:
+        self._call("rmdir", path=path)
+
+    def read(self, path: str) -> str:
+        return str(self._call("read", path=path))
+
+    def write(self, path: str, value: str) -> None:
+        self._call("write", path=path, value=value)
+
+
 class Backend(Protocol):
     capacity_bytes: int
     memory_bytes: int | None

@@ -27,7 +27,7 @@ from engine import PAGE_SIZE, Host, VirtualClock
 from engined.calls import NOBODY, Caller, Reply
 from engined.requests import HANDLERS
 from engined.session import Session
-from playground.scenario.backends.base import Tick, WorkloadSpec
+from playground.scenario.backends.base import CgroupFiles, Tick, WorkloadSpec
 from wire.protocol import EngineError, Outcome
 from workloads.enclave import EnclavePlan, enclave
 from workloads.program import Call, Program, Sleep, registered
@@ -92,7 +92,7 @@ class _Tasks:
         return 0  # the runner started them all: none inherits another's cgroup
 
 
-class InprocBackend:
+class InprocBackend(CgroupFiles):
     """A scenario's host in this process.  Deterministic: see the module docstring."""
 
     def __init__(self, capacity: int, memory: int | None, seed: int) -> None:
@@ -129,18 +129,6 @@ class InprocBackend:
         if reply.err:
             raise EngineError(reply.err, reply.msg)
         return reply.ok
-
-    def mkdir(self, path: str) -> None:
-        self._call("mkdir", path=path)
-
-    def rmdir(self, path: str) -> None:
-        self._call("rmdir", path=path)
-
-    def read(self, path: str) -> str:
-        return str(self._call("read", path=path))
-
-    def write(self, path: str, value: str) -> None:
-        self._call("write", path=path, value=value)
 
     def warnings(self) -> list[str]:
         return []

@@ -32,7 +32,7 @@ from typing import IO, Any
 
 from engined import runtime
 from playground.launch import drain_output, start_engine_process
-from playground.scenario.backends.base import BackendError, Tick, WorkloadSpec
+from playground.scenario.backends.base import BackendError, CgroupFiles, Tick, WorkloadSpec
 from playground.scenario.backends.stream import Subscriber
 from wire import protocol
 from wire.protocol import EngineError, Outcome
@@ -144,7 +144,7 @@ class Proc:
     last_error: str = ""  # a failed one's last non-empty line on stderr
 
 
-class RealBackend:
+class RealBackend(CgroupFiles):
     """A scenario's host as an engine process; workloads as processes.  ``close()`` stops what it started."""
 
     def __init__(self, client: EngineClient, engine: subprocess.Popen[str] | None, memory: int | None) -> None:
@@ -203,18 +203,6 @@ class RealBackend:
             return self.client.call(op, **args)
         except NoEngine as e:
             raise BackendError(str(e)) from None
-
-    def mkdir(self, path: str) -> None:
-        self._call("mkdir", path=path)
-
-    def rmdir(self, path: str) -> None:
-        self._call("rmdir", path=path)
-
-    def read(self, path: str) -> str:
-        return str(self._call("read", path=path))
-
-    def write(self, path: str, value: str) -> None:
-        self._call("write", path=path, value=value)
 
     def warnings(self) -> list[str]:
         stream = self.stream
