@@ -256,6 +256,7 @@ class Engine:
         """Session rounds with slices of reclaim work, for as long as there is work; never dies of an error."""
         session, clock = self.session, self.host.clock
         while not self.stopping.is_set():
+            self.kick.clear()  # before the round: a call that arrives during it or after sets it again
             try:
                 busy = session.round(_until(time.monotonic() + WORK_SLICE_S), between=self._drain)
                 self._events_due()
@@ -266,7 +267,6 @@ class Engine:
             if busy:
                 await asyncio.sleep(0)
                 continue
-            self.kick.clear()
             timeout = IDLE_WAIT_S
             retry_ns = session.next_retry_ns()
             if retry_ns is not None:

@@ -140,7 +140,7 @@ class Session:
         self._retry_stalled()
         if not self.ready and not self.work_due():
             self._expire_waiting()
-            return False
+            return bool(self.ready)  # the parked calls it woke go at once, not after the driver's idle wait
         for _ in range(len(self.ready)):
             if not self.ready:
                 break  # an exit taken in between dropped its calls
