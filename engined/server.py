@@ -258,7 +258,7 @@ class Engine:
         while not self.stopping.is_set():
             self.kick.clear()  # before the round: a call that arrives during it or after sets it again
             try:
-                busy = session.round(_until(time.monotonic() + WORK_SLICE_S), between=self._drain)
+                busy = session.round(_work_slice, between=self._drain)
                 self._events_due()
                 self._drain()
             except Exception:
@@ -349,8 +349,9 @@ class Engine:
                 log.exception("internal error sending stats (they go on)")
 
 
-def _until(deadline: float) -> Callable[[], bool]:
-    """True until ``deadline`` (time.monotonic()): a slice of reclaim work."""
+def _work_slice() -> Callable[[], bool]:
+    """True for WORK_SLICE_S from now: a slice of reclaim work."""
+    deadline = time.monotonic() + WORK_SLICE_S
     return lambda: time.monotonic() < deadline
 
 

@@ -120,11 +120,9 @@ class Session:
             self._answer(key, self._failed(request_id, caller.pid, e))
             return
         if type(result) is GeneratorType:  # (isinstance against the ABC costs a microsecond a call)
-            pending = Pending(key, request_id, caller.pid, result, op)
-            if self.ready:
-                self.ready.append(pending)  # behind the calls already waiting for their turn
-            else:
-                self._step(pending)  # most finish in their first step
+            # its first step now, before any reclaim work runs: a first WAIT then records the
+            # progress its failed attempt saw (else a retry after that work would look stalled)
+            self._step(Pending(key, request_id, caller.pid, result, op))
         else:
             self._answer(key, Reply(request_id, result))
 
@@ -134,9 +132,11 @@ class Session:
         host = self.host
         return bool(host.work) or host.work_in_flight is not None or host.ksgxd_woken
 
-    def round(self, more_work: Callable[[], bool], between: Callable[[], None] = lambda: None) -> bool:
+    def round(self, work_slice: Callable[[], Callable[[], bool]], between: Callable[[], None] = lambda: None) -> bool:
         """Every ready step once (``between`` after each, to let a newcomer in), then reclaim work
-        for as long as ``more_work()`` says; False when there was nothing to do."""
+        for as long as the predicate that ``work_slice()`` returns when the work starts says (the
+        engine's 2 ms slice counts from there, not from the round's start); False when there was
+        nothing to do."""
         self._retry_stalled()
         if not self.ready and not self.work_due():
             self._expire_waiting()
@@ -147,7 +147,7 @@ class Session:
             self.steps_run += 1
             self._step(self.ready.popleft())
             between()
-        self.run_work(more_work)
+        self.run_work(work_slice())
         self._deliver_oom_kills()
         self._expire_waiting()
         return True

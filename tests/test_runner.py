@@ -418,3 +418,31 @@ def test_a_wait_that_times_out_with_a_workload_still_running_fails_and_counts_th
     report = run_scenario(parse_scenario(text), InprocBackend(16 << 20, None, 0), observer)
     assert report.exit_code == 1
     assert observer.failures == ["wait for the workloads: 1 of 2 still ran after 1 s (1 more stalled)"]
+
+
+NESTED = """
+name = "nested limits"
+capacity = "16MiB"
+seed = 7
+[[step]]
+mkdir = "t/parent/child"
+[[step]]
+write = { path = "t/parent/misc.max", value = "sgx_epc {capacity/8}" }
+[[step]]
+spawn = { name = "big", cgroup = "t/parent/child", size = "capacity/4", count = 2, passes = 2 }
+[[step]]
+wait = { name = "big", timeout = "60s" }
+[[step]]
+expect = { name = "big", exited = "ok", all = true }
+"""
+
+
+def test_faults_that_reclaim_can_help_never_stall() -> None:
+    """Two enclaves over their parent's limit, each with plenty on its LRU: every EBUSY is helped
+    by the work it queued, so no call may be taken for stalled (it once was, when a call's first
+    step came after that work had run and so saw its progress as 'before')."""
+    events: list[dict[str, object]] = []
+    report = run_scenario(parse_scenario(NESTED), InprocBackend(16 << 20, None, 7), events=events.extend)
+    assert report.outcomes == {"big": ["ok", "ok"]}
+    assert not [e for e in events if e["kind"] in ("stall", "stall_end")]
+    assert sum(e["kind"] == "reclaim" for e in events) > 10

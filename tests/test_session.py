@@ -88,7 +88,7 @@ class Rig:
 
     def rounds(self, n: int = 50) -> None:
         for _ in range(n):
-            if not self.session.round(lambda: True):
+            if not self.session.round(lambda: lambda: True):
                 break
 
     def kinds(self) -> list[str]:

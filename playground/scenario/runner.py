@@ -4,7 +4,7 @@
 processes or sockets (the backend does) nor of output formats (the observers do), so
 the command line, the tests and a TUI can drive it alike::
 
-    backend = RealBackend.attach(endpoint)          # or RealBackend.start(...), InprocBackend(...)
+    backend = RealBackend.attach(endpoint, memory)  # or RealBackend.start(...), InprocBackend(...)
     report = run_scenario(load_scenario(path), backend, MyObserver(), events=sink)
     backend.close()
 

@@ -237,7 +237,7 @@ class InprocBackend(CgroupFiles):
             if task.outcome is None:
                 self._advance(task)
                 session.run_work(_always)
-        busy = session.round(_always, between=lambda: session.run_work(_always))
+        busy = session.round(lambda: _always, between=lambda: session.run_work(_always))
         self._take_endings()
         pages = session.pages_stepped - pages + self.host.pages_reclaimed - written
         clock.advance((session.steps_run - steps) * TURN_NS + pages * PAGE_NS)
