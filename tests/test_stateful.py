@@ -88,6 +88,7 @@ CG_MIN_FREE_PAGE, CG_LOW_LIMIT = 32, 128  # sgx_cgroup_should_reclaim()'s margin
 YOUNG = 0x08 | 0x20 | 0x40 | 0x80  # a frame's young bits: mm slots 0-2, and "some slot beyond" (epc.YOUNG)
 U64_MAX = (1 << 64) - 1
 RESERVED_NAMES = ("misc.max", "cgroup.procs", "memory.current")
+KIND_NAMES = {kind.value: kind.name for kind in PageKind}  # verify() names every page's kind: no enum call each
 
 # misc.max writes that must fail, with the errno misc_cg_max_write() gives.
 BAD_MISC_MAX = (
@@ -1236,10 +1237,12 @@ class Driver:
         for eid, m in self.enclaves.items():
             e = h.enclaves[eid]
             assert e.size_pages == m.size and e.initialized == m.initialized and e.pid == m.pid
-            assert self.exists(eid) == m.pages, f"enclave {eid}: host {sorted(self.exists(eid))} model {m.pages}"
-            kinds = {i: PageKind(e.kind(i)).name for i in m.pages}
+            entries = list(e.entries())
+            exists = {i for i, _ in entries}
+            assert exists == m.pages, f"enclave {eid}: host {sorted(exists)} model {m.pages}"
+            kinds = {i: KIND_NAMES[e.kind(i)] for i in m.pages}
             assert kinds == m.types, f"enclave {eid}: page types {kinds}, model {m.types}"
-            modified = {i for i in m.pages if e.is_modified(i)}
+            modified = {i for i in m.pages if e.is_modified(i)} if e.modified is not None else set()
             assert modified == m.modified, f"enclave {eid}: MODIFIED {sorted(modified)}, model {sorted(m.modified)}"
             assert (e.modified is None) == (not m.modified), "an enclave keeps MODIFIED state for no page"
             if m.modified:
@@ -1251,7 +1254,7 @@ class Driver:
             if len(m.mms) > 1:
                 self.outcomes["state: enclave with several mms"] += 1
             out = []
-            for i, frame in e.entries():
+            for i, frame in entries:
                 if frame >= 0:
                     resident[("page", eid, i)] = frame
                 elif frame <= SWAPPED:  # a swap entry
