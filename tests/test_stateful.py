@@ -60,7 +60,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, seed, settings
+from hypothesis import seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -1572,19 +1572,9 @@ class EpcMachine(RuleBasedStateMachine):
         self.driver.teardown()
 
 
-STATEFUL_SETTINGS = settings(
-    max_examples=150,
-    stateful_step_count=60,
-    deadline=None,
-    database=None,
-    print_blob=True,
-    report_multiple_bugs=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-
 def test_state_machine() -> None:
-    run_state_machine_as_test(EpcMachine, settings=STATEFUL_SETTINGS)
+    """As many examples and steps as the hypothesis profile says (tests/conftest.py: ci 150 x 60, dev 30 x 25)."""
+    run_state_machine_as_test(EpcMachine, settings=settings())
 
 
 # -- long deterministic runs --------------------------------------------------------------
