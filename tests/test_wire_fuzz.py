@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from engine import protocol
-from workloads.client import EngineClient
+from workloads.client import EngineClient, NoEngine
 
 from .puppet import Puppet
 
@@ -86,12 +86,26 @@ def fuzz_engine() -> Iterator[tuple[subprocess.Popen[str], str]]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def connect(endpoint: str, patience_s: float = 60.0) -> EngineClient:
+    """A client of the fuzz engine.  Its first ping may take longer than the client's 5 s while
+    the engine still deals with the last example's killed puppets on a loaded machine (seen with
+    three pytest workers on two shared cores): it is tried again, for up to ``patience_s``."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return EngineClient(endpoint, timeout_s=120)
+        except NoEngine:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 class WireMachine(RuleBasedStateMachine):
     endpoint = ""
 
     @initialize()
     def start(self) -> None:
-        self.client = EngineClient(self.endpoint, timeout_s=120)
+        self.client = connect(self.endpoint)
         self.puppets = [self._puppet() for _ in range(CLIENTS)]
         self.handles: dict[str, list[list[int]]] = {
             "eid": [[] for _ in range(CLIENTS)],
