@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +47,44 @@ settings.load_profile(HYPOTHESIS_PROFILE)
 
 def pytest_report_header() -> str:
     return f"hypothesis profile: {HYPOTHESIS_PROFILE} (HYPOTHESIS_PROFILE=ci|dev; ci by default where CI is set)"
+
+
+# tools/test runs the suite on every core (pytest-xdist, -n auto, --dist load: the first
+# tests go round-robin, one to each worker in turn).  The longest ones go first, so that no
+# worker is left running one of them alone at the end, in this order: the two runs of the
+# kernel selftest over real processes (1 GiB of EPC, many processes each) land on one worker,
+# one after the other, while the other runs the long single-process state-machine runs.
+# Everything else keeps its order.  Measured on 2 cores; a name not found here only runs later.
+LONGEST_FIRST = (
+    "tests/test_kselftest_script.py::",
+    "tests/test_stateful.py::test_long_random_sequence[5-",
+    "tests/test_runner_real.py::test_bundled_scenario_passes_with_real_processes[kselftest]",
+    "tests/test_stateful.py::test_long_random_sequence[2-",
+    "tests/test_bench_smoke.py::test_benchmark_runs_quick[tui.py]",
+    "tests/test_wire_fuzz.py::",
+    "tests/test_stateful.py::test_state_machine",
+    "tests/test_soak.py::",
+    "tests/test_stateful.py::test_long_random_sequence[3-",
+    "tests/test_engine_stall.py::test_a_fault_that_no_reclaim_can_help",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: the rest stay in file order
+
+
+@pytest.fixture
+def tmp_path(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """pytest's tmp_path under a shorter name (the test's first 16 characters, not 30).
+
+    Engines put their sockets in it, and a unix socket's path must fit in 107 bytes: under
+    pytest-xdist each worker's directory adds ``popen-gwN/``, which made the longest ones
+    (tmp_path/other/run/epc-playground/engine.sock) too long.
+    """
+    return tmp_path_factory.mktemp(re.sub(r"\W", "_", request.node.name)[:16], numbered=True)
 
 
 @pytest.fixture
