@@ -46,12 +46,15 @@ async def until(pilot: Pilot[Any], holds: Callable[[], object], what: str, timeo
 
 
 async def ready(pilot: Pilot[Any]) -> None:
-    """The app is up and follows the engine: the feed is there and the tree shows what it has."""
+    """The app is up and follows the engine: the feed is there, a stats message came over its
+    subscription (so events from now on reach it), and the tree shows what it has."""
     app = pilot.app
     assert isinstance(app, EpcApp)
     await until(pilot, lambda: app.feed is not None and app.feed.connected, "the feed")
-    assert app.feed is not None
-    await until(pilot, lambda: all(cg["path"] in app.nodes for cg in app.feed.snapshot["cgroups"]), "the tree")
+    feed = app.feed
+    assert feed is not None
+    await until(pilot, lambda: "/" in feed.usage, "the first stats message")
+    await until(pilot, lambda: all(cg["path"] in app.nodes for cg in feed.snapshot["cgroups"]), "the tree")
 
 
 class Notes(list[str]):
@@ -416,7 +419,7 @@ def test_a_stalled_workload_is_red_in_the_table_and_its_stall_is_in_the_event_lo
         while client.read("/p/a/misc.current") != f"sgx_epc {59 * 4096}\n":
             assert time.monotonic() < deadline, "the holder never filled /p"
             time.sleep(0.05)
-    staller = engine.spawn("enclave", "--size", "32KiB", "--cgroup", "/p/b", "--name", "staller")
+    started: list[subprocess.Popen[str]] = []
 
     async def scenario() -> tuple[Any, str, Any, list[str]]:
         app = EpcApp(engine.endpoint)
@@ -427,7 +430,8 @@ def test_a_stalled_workload_is_red_in_the_table_and_its_stall_is_in_the_event_lo
                 cells = [table.get_row_at(i) for i in range(table.row_count)]
                 return next((row[-1] for row in cells if str(row[3]) == "staller"), None)
 
-            await ready(pilot)
+            await ready(pilot)  # subscribed: the stall event, which comes once, reaches the log
+            started.append(engine.spawn("enclave", "--size", "32KiB", "--cgroup", "/p/b", "--name", "staller"))
             await until(pilot, lambda: str(staller_state()).startswith("stalled"), "the staller, stalled")
             stalled = staller_state()
             await until(pilot, lambda: "1 stalled" in str(app.query_one("#status", Static).render()), "the status")
@@ -442,9 +446,10 @@ def test_a_stalled_workload_is_red_in_the_table_and_its_stall_is_in_the_event_lo
 
     try:
         stalled, status, ended, lines = run(scenario())
+        [staller] = started
         assert staller.wait(timeout=30) == 0
     finally:
-        for process in (holder, staller):
+        for process in (holder, *started):
             if process.poll() is None:
                 process.kill()
                 process.wait()
