@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,3 +97,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.02)
     return bool(predicate())
+
+
+def free_port_pair() -> int:
+    """A port P with P and P + 1 free on 127.0.0.1 (a tcp engine's requests and events), from the
+    kernel rather than guessed: tests in parallel, and other programs, never get the same one."""
+    for _ in range(100):
+        with socket.socket() as a, socket.socket() as b:
+            a.bind(("127.0.0.1", 0))
+            port = int(a.getsockname()[1])
+            with contextlib.suppress(OSError):
+                b.bind(("127.0.0.1", port + 1))
+                return port
+    raise AssertionError("no two free ports in a row")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # about 40 s in all: CI runs them, the fast lane leaves them out
 
 
 @pytest.mark.parametrize("script", ["baseline.py", "core_rate.py", "core_memory.py", "e2e.py", "tui.py"])
@@ -23,4 +24,5 @@ def test_benchmark_runs_quick(script: str, tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert out.exists() and out.stat().st_size > 0
+    result = json.loads(out.read_text())  # the figures are not asserted; that they were written is
+    assert isinstance(result, dict) and result, result

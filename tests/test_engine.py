@@ -18,7 +18,7 @@ from engined import runtime
 from wire import protocol
 from workloads.client import EngineClient, EngineError, NoEngine
 
-from .engine_fixture import RunningEngine, start_engine, stop_engine, wait_for
+from .engine_fixture import RunningEngine, free_port_pair, start_engine, stop_engine, wait_for
 from .puppet import Puppet
 
 pytestmark = pytest.mark.slow
@@ -216,7 +216,7 @@ def test_the_engine_refuses_a_second_default_instance(engine: RunningEngine) -> 
 
 
 def test_engine_on_tcp_loopback(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    port = random.randrange(20000, 40000)
+    port = free_port_pair()
     running = start_engine(tmp_path, "--bind", f"tcp://127.0.0.1:{port}", "--capacity", "1MiB")
     monkeypatch.setenv("EPC_PLAYGROUND_KEYS", str(running.runtime_dir / "keys"))  # tcp is CURVE
     try:

@@ -2,7 +2,7 @@
 
 /p (64 pages) is full: a holder in /p/a keeps 59 pages resident; a staller in /p/b faults
 with pages on its own LRU (EBUSY) while its work item has nothing to do.  The engine shows
-it stalled (snapshot, events), retries it about STALL_RETRY_HZ times a second, and lets it
+it stalled (snapshot, events), retries it (each try a failed charge at /p), and lets it
 go on when the holder exits; a signal ends it as on a real host.
 """
 
@@ -100,17 +100,23 @@ def test_a_fault_that_no_reclaim_can_help_stalls_and_goes_on_when_the_sibling_ex
     engine.check()
 
 
-def test_a_stalled_fault_adds_about_ten_failed_charges_a_second(
+def test_a_stalled_fault_keeps_retrying_each_try_a_failed_charge_at_the_full_parent(
     stalled: tuple[EngineClient, subprocess.Popen[str], subprocess.Popen[str]],
 ) -> None:
-    """The kernel's task re-faults as fast as its CPU goes; the engine tries STALL_RETRY_HZ times a
-    second, each try one more failed charge at /p (where it used to spin through the scheduler)."""
-    client, _, _ = stalled
-    before = number(client, "/p/misc.events.local")
-    time.sleep(2.0)
-    added = number(client, "/p/misc.events.local") - before
-    assert STALL_RETRY_HZ <= added <= 2 * STALL_RETRY_HZ + 4, added
-    assert number(client, "/p/b/misc.events") == 0
+    """The kernel's task re-faults as fast as its CPU goes; the engine retries the stalled fault
+    (STALL_RETRY_HZ times a second), each try one more failed charge at /p, where the limit is.
+    The bounds are generous waits, not a rate: the rate is checked on the virtual clock
+    (test_runner.py, retries == stalled seconds x STALL_RETRY_HZ)."""
+    client, _, staller = stalled
+
+    def failed() -> int:
+        return number(client, "/p/misc.events.local")
+
+    for _ in range(3):  # it retries, and goes on retrying
+        before = failed()
+        assert wait_for(lambda before=before: failed() > before, 5.0), f"no retry within 5 s ({before} failed charges)"
+    assert staller.poll() is None and row(client, "staller")["state"] == "stalled"
+    assert number(client, "/p/b/misc.events") == 0  # /p/b's own limit never refused it
 
 
 def test_a_stalled_task_killed_by_sigkill_releases_everything(

@@ -38,9 +38,8 @@ def run_jobs(
     return [backend.outcome(pid) for pid in pids]
 
 
-@pytest.fixture(scope="module")
-def backend() -> InprocBackend:
-    """The selftest's tree and limits: small = C/512, large = 4 small, larger = C."""
+def selftest_backend() -> InprocBackend:
+    """A host with the selftest's tree and limits: small = C/512, large = 4 small, larger = C."""
     backend = InprocBackend(CAPACITY, None, 0)
     h = backend.host
     for path in (
@@ -62,9 +61,10 @@ def backend() -> InprocBackend:
     return backend
 
 
-@pytest.fixture(scope="module")
-def host(backend: InprocBackend) -> Host:
-    return backend.host
+@pytest.fixture
+def backend() -> InprocBackend:
+    """A fresh host for each case: the cases run alone, in any order (-k, xdist, random order)."""
+    return selftest_backend()
 
 
 SMALL = "/sgx_kselftest/sgx_test_small_parent/sgx_test_small"
@@ -72,47 +72,48 @@ LARGE = "/sgx_kselftest/sgx_test_large"
 LARGER = "/sgx_kselftest/sgx_test_larger"
 
 
-def test_1_small_limit_fails(backend: InprocBackend, host: Host) -> None:
+def case_1_small_limit_fails(backend: InprocBackend) -> None:
+    host = backend.host
     assert run_jobs(backend, SMALL, 1) == ["ENOMEM"]
     assert value(host, "/sgx_kselftest/sgx_test_small_parent/misc.events") > 0  # on the parent,
     assert host.read(SMALL + "/misc.events") == "sgx_epc.max 0\n"  # not on the child
 
 
-def test_2_large_positive_at_least_one_of_4_passes(backend: InprocBackend) -> None:
+def case_2_large_positive_at_least_one_of_4_passes(backend: InprocBackend) -> None:
     assert "ok" in run_jobs(backend, LARGE, 4)
 
 
-def test_3_large_negative_at_least_one_of_5_fails(backend: InprocBackend) -> None:
+def case_3_large_negative_at_least_one_of_5_fails(backend: InprocBackend) -> None:
     outcomes = run_jobs(backend, LARGE, 5)
     assert any(o != "ok" for o in outcomes)
     assert set(outcomes) <= {"ok", "ENOMEM"}
 
 
-def test_4_larger_all_8_pass(backend: InprocBackend) -> None:
+def case_4_larger_all_8_pass(backend: InprocBackend) -> None:
     assert run_jobs(backend, LARGER, 8) == ["ok"] * 8
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_5_larger_with_a_random_kill_the_others_pass(backend: InprocBackend, seed: int) -> None:
+def case_5_larger_with_a_random_kill_the_others_pass(backend: InprocBackend, seed: int) -> None:
     kill_after_ns = random.Random(seed).randrange(3, 30) * 10**6  # 3-30 ms: while the jobs still build
     outcomes = run_jobs(backend, LARGER, 8, kill_after_ns=kill_after_ns, seed=seed)
     assert outcomes.count("killed") == 1
     assert [o for o in outcomes if o != "killed"] == ["ok"] * 7
 
 
-def test_6_memcg_all_4_fail(backend: InprocBackend, host: Host) -> None:
+def case_6_memcg_all_4_fail(backend: InprocBackend) -> None:
+    host = backend.host
     capacity = host.capacity_bytes
     large = value(host, LARGE + "/misc.max")
     host.write(LARGE + "/memory.max", str(capacity - 2 * large))
     outcomes = run_jobs(backend, LARGE, 4)
     assert "ok" not in outcomes and "OOM" in outcomes
-    assert value(host, LARGE + "/memory.events") >= 0
     events = dict(line.split() for line in host.read(LARGE + "/memory.events").splitlines())
     assert int(events["oom_kill"]) >= 1
     host.write(LARGE + "/memory.max", "max")
 
 
-def test_7_leak_check_and_cleanup(host: Host) -> None:
+def leak_check_and_cleanup(host: Host) -> None:
+    """The selftest's last case: once the work queue ran dry nothing stays charged, and the tree goes."""
     host.run_pending_work()
     assert host.read("/sgx_kselftest/misc.current") == "sgx_epc 0\n"
     assert host.read("/sgx_kselftest/memory.current") == "0\n"
@@ -120,3 +121,46 @@ def test_7_leak_check_and_cleanup(host: Host) -> None:
         host.rmdir(path)
     assert host.cgroups() == ["/"] and host.tree.all() == [host.tree.root]
     host.check()
+
+
+def test_1_small_limit_fails(backend: InprocBackend) -> None:
+    case_1_small_limit_fails(backend)
+    leak_check_and_cleanup(backend.host)
+
+
+def test_2_large_positive_at_least_one_of_4_passes(backend: InprocBackend) -> None:
+    case_2_large_positive_at_least_one_of_4_passes(backend)
+    leak_check_and_cleanup(backend.host)
+
+
+def test_3_large_negative_at_least_one_of_5_fails(backend: InprocBackend) -> None:
+    case_3_large_negative_at_least_one_of_5_fails(backend)
+    leak_check_and_cleanup(backend.host)
+
+
+def test_4_larger_all_8_pass(backend: InprocBackend) -> None:
+    case_4_larger_all_8_pass(backend)
+    leak_check_and_cleanup(backend.host)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_5_larger_with_a_random_kill_the_others_pass(backend: InprocBackend, seed: int) -> None:
+    case_5_larger_with_a_random_kill_the_others_pass(backend, seed)
+    leak_check_and_cleanup(backend.host)
+
+
+def test_6_memcg_all_4_fail(backend: InprocBackend) -> None:
+    case_6_memcg_all_4_fail(backend)
+    leak_check_and_cleanup(backend.host)
+
+
+def test_7_leak_check_after_every_case_in_turn_on_one_host(backend: InprocBackend) -> None:
+    """What the script does: cases 1 to 6 one after the other on one tree, then the leak check."""
+    case_1_small_limit_fails(backend)
+    case_2_large_positive_at_least_one_of_4_passes(backend)
+    case_3_large_negative_at_least_one_of_5_fails(backend)
+    case_4_larger_all_8_pass(backend)
+    for seed in (1, 2):
+        case_5_larger_with_a_random_kill_the_others_pass(backend, seed)
+    case_6_memcg_all_4_fail(backend)
+    leak_check_and_cleanup(backend.host)

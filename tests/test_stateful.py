@@ -60,7 +60,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, seed, settings
+from hypothesis import seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -88,6 +88,7 @@ CG_MIN_FREE_PAGE, CG_LOW_LIMIT = 32, 128  # sgx_cgroup_should_reclaim()'s margin
 YOUNG = 0x08 | 0x20 | 0x40 | 0x80  # a frame's young bits: mm slots 0-2, and "some slot beyond" (epc.YOUNG)
 U64_MAX = (1 << 64) - 1
 RESERVED_NAMES = ("misc.max", "cgroup.procs", "memory.current")
+KIND_NAMES = {kind.value: kind.name for kind in PageKind}  # verify() names every page's kind: no enum call each
 
 # misc.max writes that must fail, with the errno misc_cg_max_write() gives.
 BAD_MISC_MAX = (
@@ -1236,10 +1237,12 @@ class Driver:
         for eid, m in self.enclaves.items():
             e = h.enclaves[eid]
             assert e.size_pages == m.size and e.initialized == m.initialized and e.pid == m.pid
-            assert self.exists(eid) == m.pages, f"enclave {eid}: host {sorted(self.exists(eid))} model {m.pages}"
-            kinds = {i: PageKind(e.kind(i)).name for i in m.pages}
+            entries = list(e.entries())
+            exists = {i for i, _ in entries}
+            assert exists == m.pages, f"enclave {eid}: host {sorted(exists)} model {m.pages}"
+            kinds = {i: KIND_NAMES[e.kind(i)] for i in m.pages}
             assert kinds == m.types, f"enclave {eid}: page types {kinds}, model {m.types}"
-            modified = {i for i in m.pages if e.is_modified(i)}
+            modified = {i for i in m.pages if e.is_modified(i)} if e.modified is not None else set()
             assert modified == m.modified, f"enclave {eid}: MODIFIED {sorted(modified)}, model {sorted(m.modified)}"
             assert (e.modified is None) == (not m.modified), "an enclave keeps MODIFIED state for no page"
             if m.modified:
@@ -1251,7 +1254,7 @@ class Driver:
             if len(m.mms) > 1:
                 self.outcomes["state: enclave with several mms"] += 1
             out = []
-            for i, frame in e.entries():
+            for i, frame in entries:
                 if frame >= 0:
                     resident[("page", eid, i)] = frame
                 elif frame <= SWAPPED:  # a swap entry
@@ -1569,19 +1572,9 @@ class EpcMachine(RuleBasedStateMachine):
         self.driver.teardown()
 
 
-STATEFUL_SETTINGS = settings(
-    max_examples=150,
-    stateful_step_count=60,
-    deadline=None,
-    database=None,
-    print_blob=True,
-    report_multiple_bugs=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-
 def test_state_machine() -> None:
-    run_state_machine_as_test(EpcMachine, settings=STATEFUL_SETTINGS)
+    """As many examples and steps as the hypothesis profile says (tests/conftest.py: ci 150 x 60, dev 30 x 25)."""
+    run_state_machine_as_test(EpcMachine, settings=settings())
 
 
 # -- long deterministic runs --------------------------------------------------------------

@@ -1,18 +1,30 @@
-"""The TUI driven with Pilot against a real engine process: actions change the engine, the screen shows it."""
+"""The TUI driven with Pilot against a real engine process: actions change the engine, the screen shows it.
+
+The tests wait on state (``until``: the tree has a node, a screen is up, the engine has a
+value), never for a fixed time: the 20 s bounds are generous, and a test that hits one
+says what it waited for.  Notifications are read through ``run_test``'s message hook.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from rich.text import Text
+from textual.command import CommandList, CommandPalette
+from textual.message import Message
+from textual.notifications import Notify
+from textual.pilot import Pilot
 from textual.widgets import DataTable, Log, Static
 
-from playground.tui.app import EpcApp, effective_limits, usage_bar
+from playground.tui.app import DISCONNECTED, EpcApp, effective_limits, usage_bar
+from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnScreen
 from workloads.client import EngineClient
 
 from .engine_fixture import RunningEngine
@@ -25,61 +37,93 @@ def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
 
 
-async def settle(pilot, seconds: float = 0.6) -> None:  # type: ignore[no-untyped-def]
-    await pilot.pause(seconds)
+async def until(pilot: Pilot[Any], holds: Callable[[], object], what: str, timeout: float = 20.0) -> None:
+    """Let the app run until ``holds()`` is true; after ``timeout`` seconds fail, saying what it waited for."""
+    deadline = time.monotonic() + timeout
+    while not holds():
+        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
+        await pilot.pause(0.05)
+
+
+async def ready(pilot: Pilot[Any]) -> None:
+    """The app is up and follows the engine: the feed is there, a stats message came over its
+    subscription (so events from now on reach it), and the tree shows what it has."""
+    app = pilot.app
+    assert isinstance(app, EpcApp)
+    await until(pilot, lambda: app.feed is not None and app.feed.connected, "the feed")
+    feed = app.feed
+    assert feed is not None
+    await until(pilot, lambda: "/" in feed.usage, "the first stats message")
+    await until(pilot, lambda: all(cg["path"] in app.nodes for cg in feed.snapshot["cgroups"]), "the tree")
+
+
+class Notes(list[str]):
+    """The message of every notification the app posts: a ``run_test(message_hook=...)``."""
+
+    def __call__(self, message: Message) -> None:
+        if isinstance(message, Notify):
+            self.append(str(message.notification.message))
 
 
 def labels(app: EpcApp) -> list[str]:
     return [str(node.label) for node in app.nodes.values()]
 
 
+def rows(app: EpcApp) -> list[list[str]]:
+    table = app.query_one("#workloads", DataTable)
+    return [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def log_lines(app: EpcApp) -> list[str]:
+    return [str(line) for line in app.query_one("#events", Log).lines]
+
+
 def test_new_cgroup_and_limits_through_keys(engine: RunningEngine) -> None:
-    async def scenario() -> None:
+    notes = Notes()
+
+    async def scenario(client: EngineClient) -> None:
         app = EpcApp(engine.endpoint)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
+        async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+            await ready(pilot)
             await pilot.press("n", *"pod", "enter")
-            await settle(pilot)
-            assert any(label.startswith("pod") for label in labels(app))
+            await until(pilot, lambda: "/pod" in app.nodes, "/pod in the tree")
             await pilot.press("down")  # select /pod
-            await settle(pilot, 0.2)
-            assert app.selected == "/pod"
+            await until(pilot, lambda: app.selected == "/pod", "/pod selected")
             await pilot.press("m", *"16M", "enter")
-            await settle(pilot)
+            await until(pilot, lambda: client.read("/pod/misc.max") == "sgx_epc 16777216\n", "misc.max written")
             await pilot.press("M", *"1G", "enter")
-            await settle(pilot)
+            await until(pilot, lambda: client.read("/pod/memory.max") == "1073741824\n", "memory.max written")
             await pilot.press("m", *"bogus", "enter")  # refused in the TUI, nothing sent
-            await settle(pilot)
-            assert "16 MiB" in next(label for label in labels(app) if label.startswith("pod"))
+            await until(pilot, lambda: any("bad size 'bogus'" in note for note in notes), "the refusal")
+            assert client.read("/pod/misc.max") == "sgx_epc 16777216\n"
+            await until(pilot, lambda: any(x.startswith("pod") and "16 MiB" in x for x in labels(app)), "the limit")
             await pilot.press("q")
 
-    run(scenario())
     with EngineClient(engine.endpoint) as client:
-        assert client.read("/pod/misc.max") == "sgx_epc 16777216\n"
-        assert client.read("/pod/memory.max") == "1073741824\n"
+        run(scenario(client))
 
 
 def test_engine_errors_are_notifications_not_crashes(engine: RunningEngine) -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    notes = Notes()
     try:
         with EngineClient(engine.endpoint) as client:
             client.mkdir("/busy")
             client.write("/busy/cgroup.procs", str(sleeper.pid))
 
-        async def scenario() -> list[str]:
+        async def scenario() -> None:
             app = EpcApp(engine.endpoint)
-            async with app.run_test(size=SIZE) as pilot:
-                await settle(pilot)
+            async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+                await ready(pilot)
                 await pilot.press("down")
-                await settle(pilot, 0.2)
+                await until(pilot, lambda: app.selected == "/busy", "/busy selected")
                 await pilot.press("x")  # rmdir of a cgroup with a task: EBUSY
-                await settle(pilot)
-                messages = [n.message for n in app._notifications]
+                await until(pilot, lambda: any("EBUSY" in note for note in notes), f"EBUSY among {notes}")
+                assert app.is_running  # the error did not take the app down
                 await pilot.press("q")
-                return messages
 
-        messages = run(scenario())
-        assert any("EBUSY" in m for m in messages), messages
+        run(scenario())
+        assert [note for note in notes if "EBUSY" in note] == ["rmdir /busy: /busy has tasks (EBUSY)"]
         with EngineClient(engine.endpoint) as client:
             assert "busy" in client.listdir("/")
     finally:
@@ -93,54 +137,57 @@ def test_spawned_enclaves_show_in_the_table_and_finish(engine: RunningEngine) ->
         client.write("/jobs/misc.max", "sgx_epc 4194304")
 
     async def scenario() -> tuple[list[list[str]], list[str]]:
-        log_lines: list[str] = []
         app = EpcApp(engine.endpoint)
         async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
+            await ready(pilot)
             await pilot.press("down")
-            await settle(pilot, 0.2)
+            await until(pilot, lambda: app.selected == "/jobs", "/jobs selected")
             await pilot.press("e")
-            await settle(pilot, 0.3)
+            await until(pilot, lambda: isinstance(app.screen, SpawnScreen), "the spawn form")
             await pilot.press("tab", *["backspace"] * 6, *"8MiB")
             for _ in range(3):
                 await pilot.press("tab")
             await pilot.press(*["backspace"] * 3, "2", "enter")  # count 2
-            deadline = time.monotonic() + 30
-            rows: list[list[str]] = []
-            while time.monotonic() < deadline:
-                await settle(pilot, 0.3)
-                table = app.query_one("#workloads", DataTable)
-                rows = [[str(c) for c in table.get_row_at(i)] for i in range(table.row_count)]
-                log_lines = list(app.query_one("#events", Log).lines)
-                logs_in = sum("exits: ok" in line for line in log_lines) == 2  # they arrive a tick later
-                if len(rows) == 2 and all(r[-1].startswith("exited") for r in rows) and logs_in:
-                    break
-            await pilot.press("q")
-            return rows, log_lines
 
-    rows, log_lines = run(scenario())
-    assert len(rows) == 2 and all(r[1] == "/jobs" and r[-1] == "exited: ok" for r in rows), rows
-    assert any("starts in /jobs" in line for line in log_lines)  # their logs reached the TUI
-    assert any(line.startswith("pressure") and "reclaim" in line for line in log_lines)
+            def done() -> bool:
+                table = rows(app)
+                exits = sum("exits: ok" in line for line in log_lines(app))  # their logs arrive a tick later
+                return len(table) == 2 and all(r[-1].startswith("exited") for r in table) and exits == 2
+
+            await until(pilot, done, "two enclaves that exited, and their logs", timeout=60)
+            await pilot.press("q")
+            return rows(app), log_lines(app)
+
+    table, lines = run(scenario())
+    assert all(r[1] == "/jobs" and r[-1] == "exited: ok" for r in table), table
+    assert any("starts in /jobs" in line for line in lines)  # their logs reached the TUI
+    assert any(line.startswith("pressure") and "reclaim" in line for line in lines)
 
 
 def test_pause_freezes_the_display_but_history_keeps_recording(engine: RunningEngine) -> None:
-    async def scenario() -> tuple[int, int]:
+    """While paused a new cgroup reaches the feed (and its history) but not the tree; p again shows it."""
+
+    async def scenario() -> None:
         app = EpcApp(engine.endpoint)
         async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
+            await ready(pilot)
+            feed = app.feed
+            assert feed is not None
             await pilot.press("p")
-            assert app.paused
-            assert app.feed is not None
-            before = len(app.feed.usage["/"])
-            await settle(pilot, 1.2)
-            after = len(app.feed.usage["/"])
+            assert app.paused and "paused" in app.sub_title
+            with EngineClient(engine.endpoint) as client:
+                client.mkdir("/while-paused")
+            await until(pilot, lambda: "/while-paused" in feed.usage, "the new cgroup's history in the feed")
+            assert "/while-paused" not in app.nodes  # the display stayed as it was
+            samples = len(feed.usage["/"])
+            await until(pilot, lambda: len(feed.usage["/"]) > samples, "more stats while paused")
+            assert "/while-paused" not in app.nodes
             await pilot.press("p")
+            assert not app.paused and app.sub_title == ""
+            await until(pilot, lambda: "/while-paused" in app.nodes, "the new cgroup in the tree")
             await pilot.press("q")
-            return before, after
 
-    before, after = run(scenario())
-    assert after >= before + 3  # stats at 4 Hz kept arriving while paused
+    run(scenario())
 
 
 def test_usage_bar_and_effective_limit() -> None:
@@ -158,33 +205,49 @@ def test_usage_bar_and_effective_limit() -> None:
     assert effective_limits(snap) == {"/": 1000, "/a": 300, "/a/b": 300, "/c": 1000}
 
 
+# The modules DESIGN section 1 names ("the headless runner and the cgroupfs mount never import
+# textual"), and below every other module of the three packages but the TUI's own.
+HEADLESS = (
+    "engine", "engined.server", "workloads.client", "workloads.enclave", "workloads.vm", "workloads.cli",
+    "playground.cli", "playground.feed", "playground.launch", "playground.tui.command", "playground.cgroupfs",
+    "playground.scenario.runner", "playground.scenario.backends.real", "playground.scenario.backends.inproc",
+)  # fmt: skip
+ALL_BUT_THE_TUI = """
+import importlib, pkgutil, sys
+packages = ("common", "engine", "wire", "engined", "workloads", "playground")
+names = [n for p in packages
+         for n in [p] + [m.name for m in pkgutil.walk_packages(importlib.import_module(p).__path__, p + ".")]
+         if not n.startswith("playground.tui") and not n.endswith(".__main__")]
+for name in sys.argv[1:] + names:
+    importlib.import_module(name)
+    assert "textual" not in sys.modules, name + " imports textual"
+print(len(names))
+"""
+
+
 def test_the_headless_parts_never_import_textual() -> None:
-    code = (
-        "import sys, engine, engined.server, workloads.client, workloads.enclave, workloads.cli, playground.cli, "
-        "playground.feed, playground.launch, playground.tui.command, playground.cgroupfs, playground.scenario.runner, "
-        "playground.scenario.backends.real, playground.scenario.backends.inproc; assert 'textual' not in sys.modules"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    done = subprocess.run([sys.executable, "-c", ALL_BUT_THE_TUI, *HEADLESS], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) > len(HEADLESS)  # the walk found the packages' modules
 
 
 def test_event_filter_shows_only_matching_lines(engine: RunningEngine) -> None:
-    async def scenario() -> list[str]:
+    async def scenario() -> tuple[list[str], list[str]]:
         app = EpcApp(engine.endpoint)
         async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
+            await ready(pilot)
             await pilot.press("slash", *"/keep", "enter")
-            await settle(pilot, 0.2)
+            await until(pilot, lambda: app.event_filter == "/keep", "the filter")
             with EngineClient(engine.endpoint) as client:
+                client.mkdir("/drop")  # first: by the time /keep shows, /drop has come and been filtered out
                 client.mkdir("/keep")
-                client.mkdir("/drop")
-            await settle(pilot)
-            lines = list(app.query_one("#events", Log).lines)
+            await until(pilot, lambda: any("mkdir /keep" in line for line in log_lines(app)), "mkdir /keep in the log")
             await pilot.press("q")
-            return lines
+            return log_lines(app), list(app.lines)
 
-    lines = run(scenario())
-    assert any("mkdir /keep" in line for line in lines)
-    assert not any("/drop" in line for line in lines)
+    shown, received = run(scenario())
+    assert any("mkdir /drop" in line for line in received)
+    assert not any("/drop" in line for line in shown)
 
 
 def test_a_lost_engine_shows_disconnected_and_r_starts_a_new_one(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -196,98 +259,89 @@ def test_a_lost_engine_shows_disconnected_and_r_starts_a_new_one(tmp_path, monke
     monkeypatch.delenv(runtime.ENDPOINT_ENV, raising=False)
     running = start_engine(tmp_path, "--capacity", "4MiB")
 
-    async def scenario() -> tuple[str, str, bool]:
+    async def scenario() -> None:
         app = EpcApp(running.endpoint)
         async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
+            await ready(pilot)
             running.process.kill()
             running.process.wait()
-            await settle(pilot, 1.0)
-            gone = app.sub_title
+            await until(pilot, lambda: app.sub_title == DISCONNECTED, "disconnected in the title")
             await pilot.press("r")
-            await settle(pilot, 1.0)
-            assert app.feed is not None
-            again = app.sub_title
-            alive = app.feed.connected and app.endpoint != running.endpoint
+            await until(pilot, lambda: app.feed is not None and app.feed.connected, "the new engine's feed")
+            assert app.sub_title == "" and app.endpoint != running.endpoint
             await pilot.press("q")
-            return gone, again, alive
 
-    gone, again, alive = run(scenario())
-    assert "disconnected" in gone and again == "" and alive
+    run(scenario())
     assert runtime.read_runtime_file(str(tmp_path / "mine" / "epc-playground")) is None  # quit stopped it
 
 
 def test_kill_with_a_chosen_signal_and_the_workload_columns(engine: RunningEngine) -> None:
     victim = engine.spawn("enclave", "--size", "1MiB", "--duration", "60", "--name", "victim")
-    with EngineClient(engine.endpoint) as client:
-        deadline = time.monotonic() + 20
-        while not any(w["name"] == "victim" for w in client.snapshot()["workloads"]):
-            assert time.monotonic() < deadline, "the workload never registered"
-            time.sleep(0.1)
 
     async def scenario() -> tuple[list[str], list[str]]:
         app = EpcApp(engine.endpoint)
         async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
-            table = app.query_one("#workloads", DataTable)
-            running = [str(c) for c in table.get_row_at(0)]
+            await ready(pilot)
+
+            def built() -> bool:  # 1 MiB of heap, the TCS and the code: over 256 pages resident
+                return bool(rows(app)) and rows(app)[0][3] == "victim" and int(rows(app)[0][5]) > 256
+
+            await until(pilot, built, "the victim's row, built")
+            running = rows(app)[0]
             await pilot.press("tab")  # the tree -> the workloads table
             await pilot.press("k")
-            await settle(pilot, 0.3)
+            await until(pilot, lambda: isinstance(app.screen, SignalScreen), "the signal list")
             await pilot.press("down", "enter")  # TERM [KILL]
-            victim.wait(10)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                await settle(pilot, 0.3)
-                ended = [str(c) for c in table.get_row_at(0)]
-                if ended[-1].startswith("exited"):
-                    break
+            await until(pilot, lambda: rows(app)[0][-1].startswith("exited"), "the victim's exit in the table")
             await pilot.press("q")
-            return running, ended
+            return running, rows(app)[0]
 
-    running, ended = run(scenario())
-    assert victim.returncode == -9
+    try:
+        running, ended = run(scenario())
+        assert victim.wait(10) == -9
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
     # pid cgroup kind name size resident swapped faults/s state
-    assert running[2:5] == ["enclave", "victim", "2 MiB"] and int(running[5]) > 256, running
-    assert float(running[7].replace(",", "")) >= 0 and running[8] == "running"
+    assert running[:5] == [str(victim.pid), "/", "enclave", "victim", "2 MiB"], running
+    assert re.fullmatch(r"\d[\d,]*", running[7]) and running[8] == "running", running
     assert ended[8] == "exited: killed" and ended[4] == "2 MiB", ended
 
 
 def test_find_help_and_the_command_palette(engine: RunningEngine) -> None:
-    from playground.tui.screens import HelpScreen
-
     with EngineClient(engine.endpoint) as client:
         for path in ("/a", "/a/b", "/a/db", "/z", "/z/db"):
             client.mkdir(path)
 
-    async def scenario() -> tuple[str, str, bool]:
+    async def scenario() -> None:
         app = EpcApp(engine.endpoint)
         async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
+            await ready(pilot)
             await pilot.press("f", *"DB", "enter")  # case does not matter
-            await settle(pilot, 0.2)
-            first = app.selected
+            await until(pilot, lambda: app.selected == "/a/db", "/a/db selected")
             await pilot.press("f", "enter")  # the same text again: the next match
-            await settle(pilot, 0.2)
-            second = app.selected
+            await until(pilot, lambda: app.selected == "/z/db", "/z/db selected")
             await pilot.press("question_mark")
-            await settle(pilot, 0.3)
-            helped = isinstance(app.screen, HelpScreen)
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen), "the help screen")
             await pilot.press("escape")
+            await until(pilot, lambda: app.screen is app.screen_stack[0], "the help screen gone")
             await pilot.press("ctrl+p")
-            await settle(pilot, 0.3)
+            await until(pilot, lambda: isinstance(app.screen, CommandPalette), "the command palette")
             await pilot.press(*"New cgroup")
-            await settle(pilot, 0.5)
-            await pilot.press("enter")
-            await settle(pilot, 0.3)
-            await pilot.press(*"viapalette", "enter")
-            await settle(pilot)
-            await pilot.press("q")
-            return first, second, helped
 
-    first, second, helped = run(scenario())
-    assert (first, second) == ("/a/db", "/z/db")
-    assert helped
+            def first_hit() -> str:
+                hits = app.screen.query_one(CommandList)
+                return str(hits.get_option_at_index(hits.highlighted).prompt) if hits.highlighted is not None else ""
+
+            await until(pilot, lambda: first_hit().startswith("New cgroup"), "New cgroup, found")
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, PromptScreen), "the prompt for the name")
+            await pilot.press(*"viapalette", "enter")
+            await until(pilot, lambda: "/z/db/viapalette" in app.nodes, "the new cgroup in the tree")
+            await pilot.press("q")
+
+    run(scenario())
     with EngineClient(engine.endpoint) as client:
         assert "viapalette" in client.listdir("/z/db")  # made under the cgroup found last
 
@@ -296,26 +350,25 @@ def test_the_event_log_keeps_up_past_its_history_and_filters_redraw_it(engine: R
     async def scenario() -> tuple[list[str], list[str], list[str]]:
         app = EpcApp(engine.endpoint)
         async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
+            await ready(pilot)
             with EngineClient(engine.endpoint) as client:
                 client.mkdir("/busy")
                 for i in range(2100):  # more events than the feed keeps (2,000)
                     client.write("/busy/misc.max", f"sgx_epc {4096 * (i + 1)}")
                 client.mkdir("/last")
-            await settle(pilot, 1.0)
-            log = app.query_one("#events", Log)
-            everything = list(log.lines)
+            await until(pilot, lambda: any("mkdir /last" in line for line in log_lines(app)), "mkdir /last")
+            everything = log_lines(app)
             await pilot.press("slash", *"/last", "enter")
-            await settle(pilot, 0.3)
-            filtered = list(log.lines)
+            await until(pilot, lambda: app.event_filter == "/last", "the filter")
+            filtered = log_lines(app)
             await pilot.press("slash", *["backspace"] * 5, "enter")
-            await settle(pilot, 0.3)
-            again = list(log.lines)
+            await until(pilot, lambda: app.event_filter == "", "no filter")
+            again = log_lines(app)
             await pilot.press("q")
             return everything, filtered, again
 
     everything, filtered, again = run(scenario())
-    assert any("mkdir /last" in line for line in everything)
+    assert len(everything) == 1000 and all("<- sgx_epc" in line for line in everything[:-1])  # the newest 1,000
     assert filtered and all("/last" in line for line in filtered)  # lines from before the filter too
     assert len(again) == len(everything) and again[-1] == everything[-1]
 
@@ -329,24 +382,21 @@ def test_a_guest_vm_spawned_over_its_limit_dies_by_sigbus_and_x_removes_an_empty
     async def scenario() -> tuple[list[str], list[str]]:
         app = EpcApp(engine.endpoint)
         async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
+            await ready(pilot)
             await pilot.press("down")  # /guests
-            await settle(pilot, 0.2)
+            await until(pilot, lambda: app.selected == "/guests", "/guests selected")
             await pilot.press("v")
-            await settle(pilot, 0.3)
+            await until(pilot, lambda: isinstance(app.screen, SpawnScreen), "the spawn form")
             await pilot.press("tab", *["backspace"] * 6, *"4MiB", "enter")
-            table = app.query_one("#workloads", DataTable)
-            deadline = time.monotonic() + 30
-            row: list[str] = []
-            while time.monotonic() < deadline and not (row and row[-1].startswith("exited")):
-                await settle(pilot, 0.3)
-                row = [str(c) for c in table.get_row_at(0)] if table.row_count else []
+            await until(pilot, lambda: bool(rows(app)) and rows(app)[0][-1].startswith("exited"), "the guest's exit")
+            row = rows(app)[0]
             await pilot.press("down")  # /spare
-            await settle(pilot, 0.2)
+            await until(pilot, lambda: app.selected == "/spare", "/spare selected")
             await pilot.press("x")
-            await settle(pilot)
+            await until(pilot, lambda: "/spare" not in app.nodes, "/spare gone from the tree")
+            await until(pilot, lambda: any(line.startswith("sigbus") for line in log_lines(app)), "the sigbus event")
             await pilot.press("q")
-            return row, [str(line) for line in app.query_one("#events", Log).lines]
+            return row, log_lines(app)
 
     row, lines = run(scenario())
     assert row[1:3] == ["/guests", "vm"] and row[-1] == "exited: SIGBUS", row
@@ -370,38 +420,37 @@ def test_a_stalled_workload_is_red_in_the_table_and_its_stall_is_in_the_event_lo
         while client.read("/p/a/misc.current") != f"sgx_epc {59 * 4096}\n":
             assert time.monotonic() < deadline, "the holder never filled /p"
             time.sleep(0.05)
-    staller = engine.spawn("enclave", "--size", "32KiB", "--cgroup", "/p/b", "--name", "staller")
+    started: list[subprocess.Popen[str]] = []
 
     async def scenario() -> tuple[Any, str, Any, list[str]]:
         app = EpcApp(engine.endpoint)
         async with app.run_test(size=SIZE) as pilot:
             table = app.query_one("#workloads", DataTable)
 
-            async def staller_state() -> Any:
-                await settle(pilot, 0.3)
-                rows = [table.get_row_at(i) for i in range(table.row_count)]
-                return next((row[-1] for row in rows if str(row[3]) == "staller"), None)
+            def staller_state() -> Any:
+                cells = [table.get_row_at(i) for i in range(table.row_count)]
+                return next((row[-1] for row in cells if str(row[3]) == "staller"), None)
 
-            deadline = time.monotonic() + 20
-            stalled = await staller_state()
-            while time.monotonic() < deadline and not str(stalled).startswith("stalled"):
-                stalled = await staller_state()
+            await ready(pilot)  # subscribed: the stall event, which comes once, reaches the log
+            started.append(engine.spawn("enclave", "--size", "32KiB", "--cgroup", "/p/b", "--name", "staller"))
+            await until(pilot, lambda: str(staller_state()).startswith("stalled"), "the staller, stalled")
+            stalled = staller_state()
+            await until(pilot, lambda: "1 stalled" in str(app.query_one("#status", Static).render()), "the status")
             status = str(app.query_one("#status", Static).render())
             holder.terminate()
-            deadline = time.monotonic() + 20
-            ended = await staller_state()
-            while time.monotonic() < deadline and not str(ended).startswith("exited"):
-                ended = await staller_state()
-            await settle(pilot, 0.6)
-            lines = [str(line) for line in app.query_one("#events", Log).lines]
+            await until(pilot, lambda: str(staller_state()).startswith("exited"), "the staller's exit")
+            ended = staller_state()
+            await until(pilot, lambda: any(x.startswith("stall_end") for x in log_lines(app)), "the stall's end")
+            lines = log_lines(app)
             await pilot.press("q")
             return stalled, status, ended, lines
 
     try:
         stalled, status, ended, lines = run(scenario())
+        [staller] = started
         assert staller.wait(timeout=30) == 0
     finally:
-        for process in (holder, staller):
+        for process in (holder, *started):
             if process.poll() is None:
                 process.kill()
                 process.wait()
@@ -436,40 +485,38 @@ sleep = "60s"
 def test_a_scenario_runs_from_the_tui_and_s_stops_it(engine: RunningEngine, tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "tui.toml"
     path.write_text(SCENARIO)
+    notes = Notes()
 
-    async def scenario() -> tuple[list[str], list[str], bool]:
+    async def scenario() -> tuple[list[str], bool]:
         app = EpcApp(engine.endpoint)
-        async with app.run_test(size=SIZE) as pilot:
-            await settle(pilot)
+        async with app.run_test(size=SIZE, message_hook=notes) as pilot:
+            await ready(pilot)
             await pilot.press("o")
-            await settle(pilot, 0.3)
+            await until(pilot, lambda: isinstance(app.screen, ScenarioScreen), "the scenario list")
             await pilot.press("tab", *str(path), "enter")  # past the bundled list, into the file field
-            deadline = time.monotonic() + 60
-            lines: list[str] = []
             in_tree = False  # the scenario's cgroups show in the tree as they come (a tick behind)
-            while time.monotonic() < deadline and not (
-                in_tree and any(line.startswith("ktap            ok 2") for line in lines)
-            ):
-                await settle(pilot, 0.3)
-                lines = [str(line) for line in app.query_one("#events", Log).lines]
-                in_tree = in_tree or "/tui/job" in app.nodes
-            await pilot.press("S")  # the 60 s sleep: stop it
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and app.scenario_stop is not None:
-                await settle(pilot, 0.3)
-            messages = [str(n.message) for n in app._notifications]
-            await pilot.press("q")
-            return lines, messages, in_tree
 
-    lines, messages, in_tree = run(scenario())
+            def both_expects_passed() -> bool:
+                nonlocal in_tree
+                in_tree = in_tree or "/tui/job" in app.nodes
+                return in_tree and any(line.startswith("ktap            ok 2") for line in log_lines(app))
+
+            await until(pilot, both_expects_passed, "both expects passed, /tui/job in the tree", timeout=60)
+            await pilot.press("S")  # the 60 s sleep: stop it
+            await until(pilot, lambda: app.scenario_stop is None, "the scenario's end", timeout=30)
+            await until(pilot, lambda: any("scenario from the TUI: stopped" in n for n in notes), "its notification")
+            await pilot.press("q")
+            return log_lines(app), in_tree
+
+    lines, in_tree = run(scenario())
     ktap = [line.split(maxsplit=1)[1] for line in lines if line.startswith("ktap")]
-    assert ktap == [
+    assert ktap[:5] == [
         "KTAP version 1",
         "# scenario: from the TUI",
         "1..2",
         "ok 1 - step 5: e: all 1 exited ok",
         "ok 2 - step 6: /tui/job/misc.events matches /sgx_epc\\.max [1-9]/",
     ], ktap
+    assert ktap[5] == "# cancelled at step 7: the rest does not run", ktap  # S stopped the 60 s sleep
     assert in_tree
-    assert any("scenario from the TUI: stopped" in m for m in messages), messages
     engine.check()
