@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from engine.events import STALL_RETRY_HZ
 from playground.scenario.backends.real import EventStream
 from workloads.client import EngineClient
 

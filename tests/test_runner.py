@@ -17,10 +17,10 @@ from engine import Blocked
 from engine.sgx import IoctlError
 from playground.cli import main
 from playground.scenario.backends.inproc import InprocBackend
-from playground.scenario.bundled import bundled
 from playground.scenario.ktap import KtapWriter, Progress, Result, RunObserver
 from playground.scenario.load import load_scenario, parse_scenario
 from playground.scenario.runner import SizeError, run_scenario
+from playground.scenarios import bundled
 
 ROOT = Path(__file__).resolve().parent.parent
 KTAP_LINE = re.compile(r"(KTAP version 1|1\.\.\d+|(not )?ok \d+ - [^#\n]+|# .*)")

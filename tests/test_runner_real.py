@@ -18,7 +18,7 @@ import zmq
 
 from playground.scenario.backends import real
 from playground.scenario.backends.base import BackendError, WorkloadSpec
-from playground.scenario.bundled import bundled
+from playground.scenarios import bundled
 from wire import protocol
 from workloads.client import NoEngine
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from playground.cli import main
-from playground.scenario.bundled import bundled, resolve
 from playground.scenario.expr import ExprError, parse_expr, parse_template
 from playground.scenario.load import ScenarioError, load_scenario, parse_duration, parse_scenario
 from playground.scenario.model import ExpectEvent, ExpectExited, ExpectFile, Kill, Mkdir, Sleep, Spawn, Wait, Write
+from playground.scenarios import bundled, resolve
 
 ENV = {"capacity": 32 << 20, "memory": None}
 

@@ -113,8 +113,8 @@ class JsonLines:
 
 
 def list_scenarios(out: TextIO) -> int:
-    from playground.scenario.bundled import bundled
     from playground.scenario.load import ScenarioError, load_scenario
+    from playground.scenarios import bundled
 
     for name, path in bundled().items():
         try:
@@ -126,8 +126,8 @@ def list_scenarios(out: TextIO) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from playground.scenario.bundled import resolve
     from playground.scenario.load import ScenarioError, load_scenario
+    from playground.scenarios import resolve
 
     if args.list:
         return list_scenarios(sys.stdout)

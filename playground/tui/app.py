@@ -471,8 +471,8 @@ class EpcApp(App[None]):
         self.notify(f"no cgroup path contains {text!r}", severity="warning")
 
     def action_run_scenario(self) -> None:
-        from playground.scenario.bundled import bundled, resolve
         from playground.scenario.load import ScenarioError, load_scenario
+        from playground.scenarios import bundled, resolve
 
         if self.scenario_stop is not None:
             self.notify("a scenario is running: S stops it", severity="warning")
