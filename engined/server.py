@@ -19,19 +19,16 @@ import contextlib
 import faulthandler
 import logging
 import os
-import signal
 import time
-from collections import Counter
 from collections.abc import Callable, Hashable
-from typing import Any
 
 import zmq
 
 from engine import Host
-from engine.clock import MonotonicClock
 from engined import curve, runtime
 from engined.calls import NOBODY, Caller, Reply
 from engined.liveness import Pidfds
+from engined.publisher import Publisher
 from engined.requests import HANDLERS
 from engined.session import Session
 from wire import protocol
@@ -45,30 +42,6 @@ STOP_DEADLINE_S = 5.0
 FLUSH_INTERVAL_S = 0.005  # buffered events go out at least this often...
 FLUSH_EVENTS = 256  # ...or when this many are waiting
 IDLE_WAIT_S = 0.1  # the scheduler looks again this often when nothing wakes it
-
-
-class Subscriptions:
-    """The topics PUB subscribers hold (XPUB_VERBOSER reports every subscribe and unsubscribe)."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[bytes] = Counter()
-        self._wants: dict[bytes, bool] = {}
-
-    def take(self, message: bytes) -> None:
-        topic = message[1:]
-        if message[:1] == b"\x01":
-            self.counts[topic] += 1
-        elif message[:1] == b"\x00" and self.counts[topic] > 0:
-            self.counts[topic] -= 1
-        self.counts = +self.counts  # drop zeros
-        self._wants.clear()
-
-    def wants(self, topic: bytes) -> bool:
-        """Whether any subscriber would receive ``topic``."""
-        wanted = self._wants.get(topic)
-        if wanted is None:
-            wanted = self._wants[topic] = any(topic.startswith(prefix) for prefix in self.counts)
-        return wanted
 
 
 class Engine:
@@ -89,24 +62,19 @@ class Engine:
         self.ipc = endpoint.startswith("ipc://")  # only ipc connections carry the peer's pid and uid
         self.ctx = zmq.Context()
         self.router = self.ctx.socket(zmq.ROUTER)
-        self.pub = self.ctx.socket(zmq.XPUB)  # a PUB that hears (un)subscriptions: see Subscriptions
-        for sock in (self.router, self.pub):
-            sock.linger = 0
+        self.router.linger = 0
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.maxmsgsize = protocol.MAX_FRAME  # libzmq drops the peer before buffering more
-        self.pub.setsockopt(zmq.XPUB_VERBOSER, 1)
-        # A subscriber that stalls keeps at most PUB_HWM messages of at most PUB_MAX_BYTES each;
-        # beyond that PUB drops for it (event and stats seq numbers show the gap).
-        self.pub.sndhwm = protocol.PUB_HWM
+        self.publisher = Publisher(self.ctx)
+        self.pub = self.publisher.sock
         self.auth = curve.serve(self.ctx, (self.router, self.pub), keys) if keys is not None else None
-        self.subscriptions = Subscriptions()
         self.processes = Pidfds(self._exited)
         self.session = Session(
             host,
             self.processes,
             HANDLERS,
             answer=self._reply,
-            publish=self._publish,
+            publish=self.publisher.events,
             wake=self._wake,
             engine_pid=os.getpid(),
             pub=pub_endpoint,
@@ -131,7 +99,7 @@ class Engine:
         router_fd = int(self.router.getsockopt(zmq.FD))
         loop.add_reader(router_fd, self._drain)
         pub_fd = int(self.pub.getsockopt(zmq.FD))
-        loop.add_reader(pub_fd, self._take_subscriptions)
+        loop.add_reader(pub_fd, self.publisher.take_subscriptions)
         tasks = [
             asyncio.create_task(self._schedule(), name="schedule"),
             asyncio.create_task(self._stats(), name="stats"),
@@ -173,8 +141,7 @@ class Engine:
     def _shutdown(self) -> None:
         self.session.shutdown()
         self._flush_events()
-        with contextlib.suppress(zmq.ZMQError):
-            self.pub.send_multipart([protocol.TOPIC_ENGINE, protocol.encode({"event": "shutdown"})], flags=zmq.NOBLOCK)
+        self.publisher.shutdown_notice()
         self.processes.close()
         self._close()
 
@@ -292,59 +259,20 @@ class Engine:
         except Exception:
             log.exception("internal error publishing events")
 
-    def _publish(self, messages: list[dict[str, Any]]) -> None:
-        """Numbered events, as lists of maps (far cheaper than a message each): each run of pressure
-        events (limit hits, reclaim) under TOPIC_EVENT_PRESSURE, each run of the others under
-        TOPIC_EVENT_OTHER, in order, so a display can leave the pressure out and read its sums from stats.
-        Runs nobody subscribes to are not sent; none is over PUB_MAX_BYTES."""
-        runs: list[tuple[bytes, list[dict[str, Any]]]] = []
-        for message in messages:
-            pressure = message["kind"] in protocol.PRESSURE_KINDS
-            topic = protocol.TOPIC_EVENT_PRESSURE if pressure else protocol.TOPIC_EVENT_OTHER
-            if runs and runs[-1][0] == topic:
-                runs[-1][1].append(message)
-            else:
-                runs.append((topic, [message]))
-        self._take_subscriptions()
-        for topic, run in runs:
-            if self.subscriptions.wants(topic):
-                self._send_events(topic, run)
-
-    def _send_events(self, topic: bytes, run: list[dict[str, Any]]) -> None:
-        payload = protocol.encode(run)
-        if len(payload) > protocol.PUB_MAX_BYTES and len(run) > 1:
-            half = len(run) // 2
-            self._send_events(topic, run[:half])
-            self._send_events(topic, run[half:])
-            return
-        with contextlib.suppress(zmq.ZMQError):
-            self.pub.send_multipart([topic, payload], flags=zmq.NOBLOCK)
-
-    def _take_subscriptions(self) -> None:
-        """Read what the XPUB heard: subscribers coming and going."""
-        while True:
-            try:
-                message = self.pub.recv(zmq.NOBLOCK)
-            except zmq.ZMQError:  # Again, or closed
-                return
-            self.subscriptions.take(message)
-
     async def _stats(self) -> None:
         """Every STATS_INTERVAL_S, what changed, when anyone subscribes to stats.  Never dies of an error."""
         session = self.session
         while not self.stopping.is_set():
             await asyncio.sleep(STATS_INTERVAL_S)
             try:
-                self._take_subscriptions()
-                if not self.subscriptions.wants(protocol.TOPIC_STATS):
+                if not self.publisher.wants(protocol.TOPIC_STATS):
                     continue
                 self._flush_events()  # the stats come after the events they include
-                ticks = session.stats.tick(
-                    self.pub_endpoint, os.getpid(), session.seq, protocol.PUB_STATS_ROWS, protocol.PUB_MAX_BYTES
+                self.publisher.stats(
+                    session.stats.tick(
+                        self.pub_endpoint, os.getpid(), session.seq, protocol.PUB_STATS_ROWS, protocol.PUB_MAX_BYTES
+                    )
                 )
-                for message in ticks:
-                    with contextlib.suppress(zmq.ZMQError):
-                        self.pub.send_multipart([protocol.TOPIC_STATS, protocol.encode(message)], flags=zmq.NOBLOCK)
             except Exception:
                 log.exception("internal error sending stats (they go on)")
 
@@ -353,57 +281,3 @@ def _work_slice() -> Callable[[], bool]:
     """True for WORK_SLICE_S from now: a slice of reclaim work."""
     deadline = time.monotonic() + WORK_SLICE_S
     return lambda: time.monotonic() < deadline
-
-
-# -- the engine as a process ----------------------------------------------------
-
-
-def _run(coroutine: Any) -> None:
-    """asyncio.run, on uvloop when it is installed (about 10 us less per request)."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coroutine)
-        return
-    uvloop.run(coroutine)
-
-
-def run_engine(
-    capacity: int | str,
-    memory: int | str | None,
-    endpoint: str | None,
-    *,
-    seed: int = 0,
-    ready: Callable[[str], None] | None = None,
-    allow_remote: bool = False,
-) -> int:
-    """Run an engine in this process until SIGTERM or SIGINT; returns the exit status.
-
-    Without ``endpoint`` it listens on ipc in the runtime directory and writes the
-    runtime file there.  tcp is CURVE, with keys made where missing, and loopback
-    unless ``allow_remote``.  runtime.Refused (one line) when it must not or cannot listen.
-    """
-    endpoints = runtime.choose_endpoints(endpoint, allow_remote=allow_remote)
-    keys = curve.server_keys() if endpoints.endpoint.startswith("tcp://") else None
-    host = Host(capacity, memory, seed, clock=MonotonicClock(), inline_work=False)
-    engine = Engine(host, endpoints.endpoint, endpoints.pub, keys=keys)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, engine.stop)
-        serving = asyncio.create_task(engine.serve())
-        await asyncio.sleep(0.05)
-        if serving.done():
-            await serving  # it could not listen: its Refused
-        runtime.write_runtime_file(endpoints, host.capacity_bytes)
-        if ready is not None:
-            ready(endpoints.endpoint)
-        await serving
-
-    try:
-        _run(main())
-        faulthandler.cancel_dump_traceback_later()
-    finally:
-        runtime.remove_runtime_files(endpoints)
-    return 0

@@ -49,7 +49,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def run_engine_command(args: argparse.Namespace) -> int:
-    from engined.server import run_engine
+    from engined.main import run_engine
 
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
