@@ -32,8 +32,10 @@ from zmq.utils.monitor import parse_monitor_message
 
 from bench import soak_frames as frames
 from bench.soak_requests import State
+from wire import protocol
 
 LOST_S = 30.0  # a reply not back by then is lost
+STALL_CHECK_S = 2.0  # a reply not back by then: is our call stalled?
 REPORT_EVERY = 200
 MAX_NOTES = 20  # failure descriptions kept per process
 SLOWEST = 3
@@ -83,6 +85,7 @@ class Connection:
     """One DEALER to the engine and its socket monitor (which tells when the engine drops us)."""
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> None:
+        self.ctx, self.endpoint = ctx, endpoint
         self.sock = ctx.socket(zmq.DEALER)
         self.sock.linger = 0
         self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
@@ -91,10 +94,12 @@ class Connection:
         self.poller.register(self.sock, zmq.POLLIN)
         self.poller.register(self.monitor, zmq.POLLIN)
 
-    def exchange(self, parts: list[bytes], timeout_s: float) -> bytes | None:
-        """Send one request and wait for one reply; None when the engine dropped the connection.
-        TimeoutError when neither came in time."""
+    def send(self, parts: list[bytes]) -> None:
         self.sock.send_multipart(parts)
+
+    def receive(self, timeout_s: float) -> bytes | None:
+        """The reply to the request sent; None when the engine dropped the connection.
+        TimeoutError when neither came in time."""
         deadline = time.monotonic() + timeout_s
         while True:
             ready = dict(self.poller.poll(max(0, int((deadline - time.monotonic()) * 1000))))
@@ -145,8 +150,14 @@ def _send(conn: Connection, frame: frames.Frame, state: State, tally: Tally) -> 
     """One frame and its reply, counted; the reply's code, or "lost", or "dropped" (make a new connection)."""
     tally.sent += 1
     start = time.monotonic()
+    conn.send(frame.parts)
     try:
-        reply = conn.exchange(frame.parts, LOST_S)
+        try:
+            reply = conn.receive(STALL_CHECK_S)
+        except TimeoutError:
+            if _unstall(conn, state):  # our own call stalls (our limits leave nothing reclaim can help)
+                tally.count(frame.category, "stalled")
+            reply = conn.receive(LOST_S - STALL_CHECK_S)
         tally.timed(time.monotonic() - start, frame)
     except TimeoutError:
         tally.count(frame.category, "lost")
@@ -158,6 +169,33 @@ def _send(conn: Connection, frame: frames.Frame, state: State, tally: Tally) -> 
             tally.fail("disconnected", f"{frame.category} {frame.describe()}: the engine dropped the connection")
         return "dropped"
     return _take_reply(frame, reply, state, tally)
+
+
+def _unstall(conn: Connection, state: State) -> bool:
+    """Whether the engine shows our call as stalled, as the kernel's task would re-fault for as
+    long as nothing frees its cgroup (the hostile limits we write can make it so); if so, lift
+    the limits an operator would (misc.max of our cgroup and its ancestors up to /f) so that it goes on.  A
+    second connection: ours waits for its reply."""
+    side = conn.ctx.socket(zmq.DEALER)
+    side.linger = 0
+    side.rcvtimeo = 5000
+    side.connect(conn.endpoint)
+    try:
+        side.send(protocol.request("snapshot", 1))
+        rows = protocol.decode_reply(side.recv()).get("ok", {}).get("workloads", [])
+        if not any(row["pid"] == state.pid and row["state"] == "stalled" for row in rows):
+            return False
+        side.send(protocol.request("hello", 2, pid=state.pid, role="client"))
+        path = str(protocol.decode_reply(side.recv()).get("ok", {}).get("cgroup", state.home))
+        while path.startswith("/f"):  # from the cgroup we are in now up to /f: every limit of ours
+            side.send(protocol.request("write", 3, path=f"{path}/misc.max", value="sgx_epc max"))
+            side.recv()
+            path = path.rpartition("/")[0]
+        return True
+    except zmq.Again:
+        return False
+    finally:
+        side.close(linger=0)
 
 
 def _take_reply(frame: frames.Frame, reply: bytes, state: State, tally: Tally) -> str:

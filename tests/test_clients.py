@@ -25,7 +25,7 @@ from common.units import format_size
 from engined.curve import KEYS_ENV
 from wire.protocol import MAX_SIZE
 
-from .engine_fixture import CLI, ROOT, RunningEngine, private_env, start_engine, stop_engine
+from .engine_fixture import CLI, ROOT, RunningEngine, free_port_pair, private_env, start_engine, stop_engine
 
 pytestmark = pytest.mark.slow
 
@@ -45,18 +45,6 @@ capacity = "16MiB"
 sleep = "60s"
 """
 CG_LOOP = 'while :; do "$@" cg read /misc.current >/dev/null 2>"$ERR" || { s=$?; cat "$ERR" >&2; exit $s; }; done'
-
-
-def _free_port() -> int:
-    """A port P with P and P + 1 free on 127.0.0.1 (the engine's requests and events)."""
-    for _ in range(100):
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("127.0.0.1", 0))
-            port = int(a.getsockname()[1])
-            with contextlib.suppress(OSError):
-                b.bind(("127.0.0.1", port + 1))
-                return port
-    raise AssertionError("no two free ports in a row")
 
 
 def _stale_socket(path: Path) -> None:
@@ -184,7 +172,7 @@ def test_a_run_with_workloads_over_tcp_is_refused_before_anything_runs(
 
 def _tcp_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunningEngine:
     """An engine on tcp; its clients here and in its env use the CURVE keys it made in its runtime directory."""
-    engine = start_engine(tmp_path, "--bind", f"tcp://127.0.0.1:{_free_port()}", "--capacity", "16MiB")
+    engine = start_engine(tmp_path, "--bind", f"tcp://127.0.0.1:{free_port_pair()}", "--capacity", "16MiB")
     monkeypatch.setenv(KEYS_ENV, str(engine.runtime_dir / "keys"))
     return engine
 
@@ -319,7 +307,7 @@ def test_a_handshake_cut_off_by_a_dying_engine_says_it_is_gone(tmp_path: Path, s
 def test_a_first_ping_to_a_tcp_port_nobody_listens_on_says_no_engine_listens(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), KEYS_ENV: str(tmp_path / "keys")}
     assert _cli("keys", env=env).returncode == 0
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_port_pair()}"
     done = _cli("cg", "--connect", endpoint, "tree", env=env)
     assert (done.returncode, done.stderr) == (
         2,

@@ -22,7 +22,7 @@ from playground.scenario.backends.real import EventStream
 from wire import protocol
 from workloads.client import EngineClient, EngineError, NoEngine
 
-from .engine_fixture import CLI, ROOT, RunningEngine, running_engine, start_engine, stop_engine
+from .engine_fixture import CLI, ROOT, RunningEngine, free_port_pair, running_engine, start_engine, stop_engine
 
 pytestmark = pytest.mark.slow
 
@@ -58,18 +58,6 @@ def _one_line(done: subprocess.CompletedProcess[str], *words: str) -> None:
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
     for word in words:
         assert word in done.stderr, done.stderr
-
-
-def _free_port() -> int:
-    """A port P with P and P + 1 free on 127.0.0.1 (the engine's requests and events)."""
-    for _ in range(100):
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            with contextlib.suppress(OSError):
-                b.bind(("127.0.0.1", port + 1))
-                return int(port)
-    raise AssertionError("no two free ports in a row")
 
 
 def _stale_socket(path: Path) -> None:
@@ -222,7 +210,7 @@ def test_a_client_of_an_explicit_stale_ipc_socket_says_no_engine_listens(tmp_pat
 
 @pytest.mark.parametrize("taken", [0, 1], ids=["request-port", "events-port"])
 def test_a_taken_tcp_port_exits_2_with_one_line(tmp_path: Path, taken: int) -> None:
-    port = _free_port()
+    port = free_port_pair()
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port + taken))
         squatter.listen()
@@ -239,8 +227,8 @@ def test_a_tcp_port_out_of_range_exits_2_with_one_line(tmp_path: Path) -> None:
 
 
 def test_a_non_loopback_tcp_bind_needs_allow_remote(tmp_path: Path) -> None:
-    _one_line(_engine_refused(_env(tmp_path), "--bind", f"tcp://0.0.0.0:{_free_port()}"), "--allow-remote")
-    _one_line(_engine_refused(_env(tmp_path), "--bind", f"tcp://example.invalid:{_free_port()}"), "--allow-remote")
+    _one_line(_engine_refused(_env(tmp_path), "--bind", f"tcp://0.0.0.0:{free_port_pair()}"), "--allow-remote")
+    _one_line(_engine_refused(_env(tmp_path), "--bind", f"tcp://example.invalid:{free_port_pair()}"), "--allow-remote")
 
 
 def test_an_abstract_ipc_socket_is_refused(tmp_path: Path) -> None:
@@ -262,7 +250,7 @@ def test_keys_are_made_once_private_and_say_where_they_are(tmp_path: Path) -> No
 
 
 def test_tcp_with_keys_serves_requests_writes_and_events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    port = _free_port()
+    port = free_port_pair()
     with running_engine(tmp_path, "--bind", f"tcp://127.0.0.1:{port}", "--capacity", "1MiB") as running:
         keys = running.runtime_dir / "keys"
         assert _mode(keys) == 0o700 and {_mode(keys / name) for name in os.listdir(keys)} == {0o600}
@@ -295,7 +283,7 @@ def _eventually(condition: object, tries: int = 200) -> bool:
 
 
 def test_tcp_clients_without_keys_or_with_wrong_keys_get_no_service(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port_pair()
     with running_engine(tmp_path, "--bind", f"tcp://127.0.0.1:{port}", "--capacity", "1MiB") as running:
         endpoint = running.endpoint
         none = _env(tmp_path, **{curve.KEYS_ENV: str(tmp_path / "empty")})
