@@ -83,6 +83,7 @@ FILES: dict[str, CgroupFile] = {
     )
 }
 FILE_NAMES = frozenset(FILES)
+WRITABLE_NAMES = frozenset(f.name for f in FILES.values() if f.writable)  # the files with a write handler
 
 
 def has_file(cg: Cgroup, f: CgroupFile) -> bool:

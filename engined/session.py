@@ -32,6 +32,7 @@ from typing import Any
 
 from engine import Blocked, Host, SigBus
 from engine.events import STALL_RETRY_HZ, Event, Stalled, StallEnded, WorkloadExited, WorkloadStarted
+from engine.files import WRITABLE_NAMES
 from engined.calls import MORE, Caller, Handler, Processes, Reply, Step, again, error_reply, how
 from engined.liveness import inherited_cgroup
 from engined.stats import Stats, Workload
@@ -89,7 +90,12 @@ class Session:
         self.answer = answer
         self.publish = publish
         self.wake = wake
-        self.info: Info = {"engine_pid": engine_pid, "pub": pub, "capacity": host.capacity_bytes}
+        self.info: Info = {
+            "engine_pid": engine_pid,
+            "pub": pub,
+            "capacity": host.capacity_bytes,
+            "writable": sorted(WRITABLE_NAMES),
+        }
         self.uid = uid
         self.chunk_pages = chunk_pages
         self.workloads: dict[int, Workload] = {}

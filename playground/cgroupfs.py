@@ -47,8 +47,6 @@ EXIT_USAGE = 2  # also: the engine went away (DESIGN.md section 3's connection e
 WATCH_S = 0.2  # the watcher looks at the engine's connection this often
 FUSE_DEVICE = "/dev/fuse"
 FSNAME = "epc-playground"  # the mount's source in /proc/mounts (type fuse.cgroup)
-# The files with a write handler in the kernel; the others are read-only (mode 0444).
-WRITABLE = frozenset({"cgroup.procs", "cgroup.subtree_control", "misc.max", "memory.max"})
 T = TypeVar("T")
 
 
@@ -59,6 +57,7 @@ class CgroupFs:
 
     def __init__(self, client: EngineClient, ready: Callable[[], None] = lambda: None) -> None:
         self.client = client
+        self.writable = client.writable  # the files with a write handler, as the engine says; the others 0444
         self.ready = ready
         self.texts: dict[int, bytes | None] = {}  # open file handle -> the text its first read saw
         self.next_fh = 1
@@ -118,7 +117,7 @@ class CgroupFs:
         if self._is_cgroup(path):
             mode = stat.S_IFDIR | 0o755
         else:
-            mode = stat.S_IFREG | (0o644 if os.path.basename(path) in WRITABLE else 0o444)
+            mode = stat.S_IFREG | (0o644 if os.path.basename(path) in self.writable else 0o444)
         t = self.mounted_ns
         return {
             "st_mode": mode,
@@ -154,7 +153,7 @@ class CgroupFs:
     def open(self, path: str, flags: int) -> int:
         if self._is_cgroup(path):
             raise OSError(errno.EISDIR, path)
-        if flags & os.O_ACCMODE != os.O_RDONLY and os.path.basename(path) not in WRITABLE:
+        if flags & os.O_ACCMODE != os.O_RDONLY and os.path.basename(path) not in self.writable:
             raise OSError(errno.EACCES, f"{path} is read-only")  # mirrors kernfs_fop_open()
         fh, self.next_fh = self.next_fh, self.next_fh + 1
         self.texts[fh] = None
@@ -165,7 +164,7 @@ class CgroupFs:
 
     def truncate(self, path: str, length: int, fh: int | None = None) -> None:
         """``echo > file`` truncates first: nothing to do for a cgroup file."""
-        if os.path.basename(path) not in WRITABLE:
+        if os.path.basename(path) not in self.writable:
             raise OSError(errno.EACCES, f"{path} is read-only")
 
     def read(self, path: str, size: int, offset: int, fh: int) -> bytes:

@@ -212,3 +212,12 @@ def test_a_parent_moved_back_to_root_gives_its_child_root_not_its_grandparents_c
     rig.ok(0, "write", path="/cgroup.procs", value="201")  # back to root, explicitly
     rig.ok(202, "hello", pid=202, role="vm")
     assert rig.host.task_cgroup(202) == "/"
+
+
+def test_ping_says_which_cgroup_files_are_writable_as_the_core_has_them() -> None:
+    """One home for which files take writes: the core's file table; the mount learns it from ping."""
+    from engine.files import FILES
+
+    info = Rig().ok(0, "ping")
+    assert info["writable"] == sorted(name for name, f in FILES.items() if f.writable)
+    assert info["writable"] == ["cgroup.procs", "cgroup.subtree_control", "memory.max", "misc.max"]

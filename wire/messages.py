@@ -133,6 +133,7 @@ class Info(TypedDict):
     engine_pid: int
     pub: str  # the PUB endpoint
     capacity: int  # bytes of EPC
+    writable: list[str]  # the cgroup files with a write handler (mode 0644; the others 0444)
     cgroup: NotRequired[str]  # hello: the cgroup the process starts in
 
 

@@ -89,6 +89,7 @@ class EngineClient:
         self.engine_pid = int(info["engine_pid"])
         self.pub_endpoint = str(info["pub"])
         self.capacity = int(info["capacity"])
+        self.writable = frozenset(info.get("writable", ()))  # the cgroup files with a write handler
 
     def _watch_connection(self) -> zmq.Socket[bytes]:
         """The DEALER's socket monitor (set up before connect, so it sees the first connection); tcp heartbeats."""
