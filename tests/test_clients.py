@@ -398,3 +398,22 @@ def test_cg_refuses_what_the_wire_cannot_carry_with_the_kernels_errno(engine: Ru
     long = engine.cli("cg", "read", "/t/" + "x" * 5000)
     assert long.returncode == 1 and long.stderr.count("\n") == 1 and "File name too long (ENAMETOOLONG)" in long.stderr
     assert len(long.stderr) < 300  # the path is not echoed whole
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["cg", "--connect", "bogus", "read", "/misc.current"],
+        ["tui", "--connect", "bogus"],
+        ["tui", "--connect", "ipc:///nowhere/engine.sock"],
+    ],
+)
+def test_a_bad_or_empty_endpoint_is_one_line_and_exit_2_before_any_screen(args: list[str], tmp_path: Path) -> None:
+    """Newcomer report: `tui --connect BAD` opened a screen (or crashed with a traceback and 0)."""
+    done = subprocess.run(
+        [*CLI, *args], env=private_env(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+    assert done.stderr.startswith(f"epc-playground {args[0]}: "), done.stderr

@@ -81,6 +81,10 @@ class EngineClient:
         except runtime.Refused as e:
             self.close()
             raise NoEngine(str(e)) from None
+        except zmq.ZMQError as e:  # not an endpoint at all (libzmq: EINVAL, EPROTONOSUPPORT, ...)
+            self.close()
+            why = os.strerror(e.errno or errno.EINVAL)
+            raise NoEngine(f"{found!r} is not an endpoint ({why}): give ipc://PATH or tcp://HOST:PORT") from None
         try:
             info = self.call("ping", _timeout_s=min(timeout_s or FIRST_PING_S, FIRST_PING_S))
         except BaseException:

@@ -31,10 +31,17 @@ def run(args: argparse.Namespace) -> int:
     from engined import runtime
     from playground.launch import drain_output, start_engine_process
     from playground.tui.app import EpcApp
+    from workloads.client import EngineClient, NoEngine
 
     engine = None
     endpoint = args.connect
-    if endpoint is None:
+    if endpoint is not None:  # an engine we attach to must be there before the screen opens
+        try:
+            EngineClient(endpoint, timeout_s=5).close()
+        except NoEngine as e:
+            print(f"epc-playground tui: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
         try:
             running = runtime.read_runtime_file()
         except runtime.Refused as e:
