@@ -11,7 +11,7 @@ import math
 
 from common.units import parse_size, shown
 
-EXIT_USAGE = 2  # a usage error, as argparse exits on one; a command also says no engine with it (DESIGN.md section 3)
+EXIT_USAGE = 2  # a usage error, as argparse exits on one; a command also says no engine with it
 
 
 def size(text: str) -> int:

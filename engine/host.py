@@ -1,8 +1,8 @@
 """The emulated SGX host: its driver API (ioctls, faults, cgroup files) over the core.
 
 ``Host`` is HostState (engine.state: every piece of state, the kernel's globals) plus the
-calls a process would make of a kernel with the SGX EPC cgroup series V17 (DESIGN.md
-section 4).  Each call is a thin delegation to the module that mirrors the kernel's file:
+calls a process would make of a kernel with the SGX EPC cgroup series V17 (the README's
+"The core in a few lines").  Each call is a thin delegation to the module that mirrors the kernel's file:
 ioctl (sgx/ioctl.c), fault (sgx/encl.c), vepc (sgx/virt.c), work (ksgxd and the cgroup
 work items), files (the cgroup files), check (the invariants).
 """

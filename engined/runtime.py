@@ -1,4 +1,4 @@
-"""Discovery and runtime files: where an engine listens and how a client finds it (DESIGN.md section 3).
+"""Discovery and runtime files: where an engine listens and how a client finds it (docs/protocol.md).
 
 The default engine listens on ipc sockets in a 0700 runtime directory and writes
 ``engine.json`` (0600) there; a client takes ``--connect``, else $EPC_PLAYGROUND_ENDPOINT,

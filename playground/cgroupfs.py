@@ -1,7 +1,7 @@
 """The engine's cgroup tree as a cgroup-v2-like filesystem (FUSE), so shell tools and kernel scripts run on it.
 
-``epc-playground mount DIR`` (DESIGN.md section 7): a directory per cgroup, the files
-of DESIGN.md section 4 in each, with the kernel's names, modes and formats; ``cat``,
+``epc-playground mount DIR`` (docs/cgroupfs.md): a directory per cgroup, the files
+of the core (README, "The core in a few lines") in each, with the kernel's names, modes and formats; ``cat``,
 ``echo VALUE > file``, ``mkdir``, ``rmdir``, ``find``, ``grep``, ``awk`` and ``watch``
 work on it, and a failed write fails with the kernel's errno (EngineError.errno).
 
@@ -37,13 +37,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from common.options import EXIT_USAGE  # also: the engine went away
 from engined.liveness import inherited_cgroup, live_parents
 from wire.protocol import EngineError
 from wire.snapshot import Snapshot
 from workloads.client import EngineClient, NoEngine
 
 PROG = "epc-playground mount"
-EXIT_USAGE = 2  # also: the engine went away (DESIGN.md section 3's connection error)
 WATCH_S = 0.2  # the watcher looks at the engine's connection this often
 FUSE_DEVICE = "/dev/fuse"
 FSNAME = "epc-playground"  # the mount's source in /proc/mounts (type fuse.cgroup)

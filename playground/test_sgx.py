@@ -1,10 +1,10 @@
-"""A stand-in for the kernel selftest binary ``test_sgx`` (DESIGN.md section 8), as cgroups see it.
+"""A stand-in for the kernel selftest binary ``test_sgx`` (README, "cgroupfs mount and test_sgx"), as cgroups see it.
 
 ``test_sgx -t unclobbered_vdso_oversubscribed``: one enclave whose heap is the whole
 EPC capacity (plus the test's TCS and code/data pages), built in the caller's cgroup
 (ECREATE, ADD_PAGES, EINIT), entered, released; ``..._remove`` also trims and removes
 the heap first.  Output is the kselftest harness's TAP; the exit status is the
-workload's (DESIGN.md section 3): 0 ok, 1 an ioctl error such as ENOMEM, killed by
+workload's: 0 ok, 1 an ioctl error such as ENOMEM, killed by
 SIGBUS on a fault the host cannot serve or by SIGKILL from the OOM killer, 2 for an
 unknown test name, no engine or an engine that went away.
 """

@@ -50,7 +50,7 @@ PUB_STATS_ROWS = 128
 
 
 class Outcome(StrEnum):
-    """How a workload ended, as the scenario runner and the TUI name it (DESIGN.md sections 3 and 6).
+    """How a workload ended, as the scenario runner and the TUI name it (docs/scenarios.md, Outcomes).
 
     An errno name (ENOMEM, EINTR, ...) is an outcome too, and stays a plain string.
     """

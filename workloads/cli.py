@@ -1,8 +1,8 @@
 """The workloads' command line: ``python -m workloads enclave|vm ...``, also ``epc-playground enclave|vm``.
 
 ``add_parsers(sub)`` adds the two commands, each with its handler, to a parser's
-subcommands (``epc-playground``'s, or ``main``'s own).  Exit status as DESIGN.md
-section 3 gives it (``workloads/process.py``): 0 ok, 1 an errno, killed by SIGBUS or by
+subcommands (``epc-playground``'s, or ``main``'s own).  Exit status as the README
+gives it (``workloads/process.py``): 0 ok, 1 an errno, killed by SIGBUS or by
 the OOM killer's SIGKILL, 2 usage or connection errors.
 """
 

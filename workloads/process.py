@@ -1,4 +1,4 @@
-"""How a workload process ends: exit codes as DESIGN.md section 3 gives them.
+"""How a workload process ends: exit codes as the README gives them.
 
 0 success; 1 an ioctl-like error, its errno name on stderr; killed by SIGBUS when a
 fault cannot be served (the process really dies by the signal); killed by SIGKILL

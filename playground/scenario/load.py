@@ -1,4 +1,4 @@
-"""Scenario files v1 (DESIGN.md section 6): TOML in, typed steps out, every mistake found before a run.
+"""Scenario files v1 (docs/scenarios.md): TOML in, typed steps out, every mistake found before a run.
 
 ``load_scenario(path)`` parses and validates a whole file into a ``Scenario`` of frozen
 step records.  Anything wrong (an unknown key, a bad size or expression, a step with

@@ -13,7 +13,7 @@ time, and a stalled call tries again STALL_RETRY_HZ times a virtual second.  No 
 clock, no unordered iteration: the same scenario and seed give the same events, byte
 for byte.
 
-DESIGN.md section 1 allows the in-process scenario mode to drive the core directly.
+It is the one front-end module that imports the core (docs/architecture.md, the import rules).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Each workload is ``python -m workloads enclave|vm --hold --cgroup PATH --name NA
 --connect EP ...`` (``WorkloadSpec.to_argv``): ``--hold`` stops it right after its
 ``hello``, when it sits registered in its cgroup, until every workload of the step is
 there; then they go one by one, as a shell loop's background jobs start on a real
-host (``spawn``).  Its end maps to an outcome as DESIGN.md
-section 3 gives the exit codes: 0 ok; 1 with an errno name on stderr, that errno
+host (``spawn``).  Its end maps to an outcome as the workload
+commands' exit codes say (README, docs/scenarios.md): 0 ok; 1 with an errno name on stderr, that errno
 (else failed); killed by SIGBUS, SIGBUS; by SIGKILL after the OOM killer chose it,
 OOM; by any other signal (ours, or a SIGKILL of someone else), killed; else failed.
 While it runs, its outcome reads ``stalled`` between the engine's ``stall`` and
@@ -304,7 +304,7 @@ class RealBackend(CgroupFiles):
         return outcome
 
     def _outcome(self, proc: Proc, status: int) -> Outcome | str:
-        """Its exit status as an outcome (DESIGN.md section 3's exit codes): an errno name for 1 with one."""
+        """Its exit status as an outcome (the workload commands' exit codes): an errno name for 1 with one."""
         if status == 0:
             return Outcome.OK
         if status == 1:
