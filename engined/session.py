@@ -115,7 +115,7 @@ class Session:
     # -- taking requests ------------------------------------------------------
 
     def submit(self, key: Hashable, caller: Caller, request_id: int, op: str, args: dict[str, Any]) -> None:
-        """Take one checked request: answered at once, or run in steps from the next round on."""
+        """Take one checked request: answered at once, or its first step now and the rest in rounds."""
         self.steps_run += 1
         handler = self.handlers[op]
         try:
