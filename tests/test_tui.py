@@ -23,7 +23,8 @@ from textual.notifications import Notify
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Log, Static
 
-from playground.tui.app import DISCONNECTED, EpcApp, effective_limits, usage_bar
+from playground.tui.app import DISCONNECTED, EpcApp
+from playground.tui.bars import effective_limits, usage_bar
 from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnScreen
 from workloads.client import EngineClient
 
@@ -54,7 +55,7 @@ async def ready(pilot: Pilot[Any]) -> None:
     feed = app.feed
     assert feed is not None
     await until(pilot, lambda: "/" in feed.usage, "the first stats message")
-    await until(pilot, lambda: all(cg["path"] in app.nodes for cg in feed.snapshot["cgroups"]), "the tree")
+    await until(pilot, lambda: all(cg["path"] in app.cgroup_tree.nodes for cg in feed.snapshot["cgroups"]), "the tree")
 
 
 class Notes(list[str]):
@@ -66,7 +67,7 @@ class Notes(list[str]):
 
 
 def labels(app: EpcApp) -> list[str]:
-    return [str(node.label) for node in app.nodes.values()]
+    return [str(node.label) for node in app.cgroup_tree.nodes.values()]
 
 
 def rows(app: EpcApp) -> list[list[str]]:
@@ -86,7 +87,7 @@ def test_new_cgroup_and_limits_through_keys(engine: RunningEngine) -> None:
         async with app.run_test(size=SIZE, message_hook=notes) as pilot:
             await ready(pilot)
             await pilot.press("n", *"pod", "enter")
-            await until(pilot, lambda: "/pod" in app.nodes, "/pod in the tree")
+            await until(pilot, lambda: "/pod" in app.cgroup_tree.nodes, "/pod in the tree")
             await pilot.press("down")  # select /pod
             await until(pilot, lambda: app.selected == "/pod", "/pod selected")
             await pilot.press("m", *"16M", "enter")
@@ -178,13 +179,13 @@ def test_pause_freezes_the_display_but_history_keeps_recording(engine: RunningEn
             with EngineClient(engine.endpoint) as client:
                 client.mkdir("/while-paused")
             await until(pilot, lambda: "/while-paused" in feed.usage, "the new cgroup's history in the feed")
-            assert "/while-paused" not in app.nodes  # the display stayed as it was
+            assert "/while-paused" not in app.cgroup_tree.nodes  # the display stayed as it was
             samples = len(feed.usage["/"])
             await until(pilot, lambda: len(feed.usage["/"]) > samples, "more stats while paused")
-            assert "/while-paused" not in app.nodes
+            assert "/while-paused" not in app.cgroup_tree.nodes
             await pilot.press("p")
             assert not app.paused and app.sub_title == ""
-            await until(pilot, lambda: "/while-paused" in app.nodes, "the new cgroup in the tree")
+            await until(pilot, lambda: "/while-paused" in app.cgroup_tree.nodes, "the new cgroup in the tree")
             await pilot.press("q")
 
     run(scenario())
@@ -243,7 +244,7 @@ def test_event_filter_shows_only_matching_lines(engine: RunningEngine) -> None:
                 client.mkdir("/keep")
             await until(pilot, lambda: any("mkdir /keep" in line for line in log_lines(app)), "mkdir /keep in the log")
             await pilot.press("q")
-            return log_lines(app), list(app.lines)
+            return log_lines(app), list(app.event_log.kept)
 
     shown, received = run(scenario())
     assert any("mkdir /drop" in line for line in received)
@@ -338,7 +339,7 @@ def test_find_help_and_the_command_palette(engine: RunningEngine) -> None:
             await pilot.press("enter")
             await until(pilot, lambda: isinstance(app.screen, PromptScreen), "the prompt for the name")
             await pilot.press(*"viapalette", "enter")
-            await until(pilot, lambda: "/z/db/viapalette" in app.nodes, "the new cgroup in the tree")
+            await until(pilot, lambda: "/z/db/viapalette" in app.cgroup_tree.nodes, "the new cgroup in the tree")
             await pilot.press("q")
 
     run(scenario())
@@ -393,7 +394,7 @@ def test_a_guest_vm_spawned_over_its_limit_dies_by_sigbus_and_x_removes_an_empty
             await pilot.press("down")  # /spare
             await until(pilot, lambda: app.selected == "/spare", "/spare selected")
             await pilot.press("x")
-            await until(pilot, lambda: "/spare" not in app.nodes, "/spare gone from the tree")
+            await until(pilot, lambda: "/spare" not in app.cgroup_tree.nodes, "/spare gone from the tree")
             await until(pilot, lambda: any(line.startswith("sigbus") for line in log_lines(app)), "the sigbus event")
             await pilot.press("q")
             return row, log_lines(app)
@@ -498,7 +499,7 @@ def test_a_scenario_runs_from_the_tui_and_s_stops_it(engine: RunningEngine, tmp_
 
             def both_expects_passed() -> bool:
                 nonlocal in_tree
-                in_tree = in_tree or "/tui/job" in app.nodes
+                in_tree = in_tree or "/tui/job" in app.cgroup_tree.nodes
                 return in_tree and any(line.startswith("ktap            ok 2") for line in log_lines(app))
 
             await until(pilot, both_expects_passed, "both expects passed, /tui/job in the tree", timeout=60)

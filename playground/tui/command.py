@@ -11,7 +11,7 @@ import sys
 from typing import Any
 
 from common.options import EXIT_USAGE, size
-from common.units import parse_size
+from common.units import format_size, parse_size
 
 
 def add_parser(sub: Any) -> None:
@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
 
     engine = None
     endpoint = args.connect
+    attached = ""
     if endpoint is not None:  # an engine we attach to must be there before the screen opens
         try:
             EngineClient(endpoint, timeout_s=5).close()
@@ -49,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         if running is not None:
             endpoint = str(running["endpoint"])
+            attached = (
+                f"attached to the engine already running at {endpoint} (pid {running['pid']}, EPC "
+                f"{format_size(int(running['capacity']))}): --capacity applies only to an engine this TUI "
+                "starts, and q leaves this one running"
+            )
         else:
             try:
                 engine, endpoint = start_engine_process(["--capacity", str(args.capacity)], dict(os.environ))
@@ -56,12 +62,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"epc-playground: {e}", file=sys.stderr)
                 return EXIT_USAGE
             drain_output(engine)  # nobody reads its pipes while the TUI runs: it must never block on them
-    app = EpcApp(endpoint, owns_engine=engine)
+    app = EpcApp(endpoint, owns_engine=engine, attached=attached)
     app.capacity = str(args.capacity)
     try:
         app.run()
     finally:
-        if engine is not None and engine.poll() is None:
-            engine.terminate()
-            engine.wait(10)
-    return 0
+        app.stop_everything()  # after a crash too: nothing this TUI started outlives it
+    return app.return_code or 0
