@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pyte
 import pytest
 from textual.message import Message
 from textual.notifications import Notify
@@ -241,7 +242,8 @@ def test_screenshots_go_to_the_current_directory_and_say_where(tmp_path: Path, m
 
 
 class Terminal:
-    """A TUI process on a pseudo-terminal of 120x35; everything it draws is kept in ``screen``."""
+    """A TUI process on a pseudo-terminal of 120x35; what it draws is kept (``output``) and
+    read through a terminal emulator (``text()``: the screen as a person sees it)."""
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         master, slave = pty.openpty()
@@ -253,6 +255,9 @@ class Terminal:
         os.close(slave)
         self.master = master
         self.output = bytearray()
+        self.screen = pyte.Screen(120, 35)
+        self.stream = pyte.ByteStream(self.screen)
+        self.lock = threading.Lock()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
@@ -264,20 +269,28 @@ class Terminal:
                 return
             if not chunk:
                 return
-            self.output.extend(chunk)
+            with self.lock:
+                self.output.extend(chunk)
+                self.stream.feed(chunk)
 
-    def wait_for(self, text: bytes, timeout: float = 30) -> None:
+    def text(self) -> str:
+        with self.lock:
+            return "\n".join(self.screen.display)
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        """Until ``text`` is on the screen (one line of it)."""
         deadline = time.monotonic() + timeout
-        while text not in self.output:
+        while text not in self.text():
             assert self.process.poll() is None, f"the TUI exited ({self.process.returncode}) before {text!r}"
-            assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {text!r} on the terminal"
+            assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {text!r}; the screen:\n{self.text()}"
             time.sleep(0.05)
 
     def type(self, keys: bytes) -> None:
-        """One key at a time, as a person types."""
+        """One key at a time, as a person types.  (Textual drops keys that come in a burst: a read
+        of several keys can lose some, so a test types at a person's pace.)"""
         for key in keys:
             os.write(self.master, bytes([key]))
-            time.sleep(0.02)
+            time.sleep(0.1)
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -323,10 +336,12 @@ def test_sigterm_or_sighup_to_the_tui_stops_its_engine_and_workloads_and_restore
     env = private_env(tmp_path)
     with terminal(["tui", "--capacity", "64MiB"], env) as term:
         engine = engine_info(env)
-        term.wait_for(b"workloads running")
+        term.wait_for("workloads running")
         term.type(b"e")
-        term.wait_for(b"Spawn into")
-        term.type(b"\t\t\t" + b"\x7f" * 3 + b"100000\r")  # passes 100000: it runs until stopped
+        term.wait_for("Cancel")  # the spawn form, drawn to its last button
+        term.type(b"\t\t\t" + b"\x7f" * 3 + b"100000")  # passes 100000: it runs until stopped
+        term.wait_for("100000")
+        term.type(b"\r")
         with EngineClient(str(engine["endpoint"])) as client:
             deadline = time.monotonic() + 30
             while not [w for w in client.snapshot()["workloads"] if w["state"] == "running"]:
@@ -353,8 +368,8 @@ def test_a_tui_that_attaches_to_a_running_engine_says_so_and_that_capacity_does_
     try:
         info = engine_info(env)
         with terminal(["tui", "--capacity", "1GiB"], env) as term:
-            term.wait_for(b"attached to the engine")
-            term.wait_for(b"--capacity")
+            term.wait_for("attached to the engine")
+            term.wait_for("--capacity")
             term.type(b"q")
             assert term.process.wait(20) == 0
         assert engine.poll() is None and int(info["pid"]) == engine.pid  # q left the engine it did not start
