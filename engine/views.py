@@ -75,7 +75,9 @@ def lru_view(state: HostState, path: str, offset: int, limit: int, unreclaimable
     cg = state.tree.lookup(path)
     epc = state.epc
     frames = _lru_slice(epc, cg, offset, limit)
-    first_batch = _lru_slice(epc, cg, 0, SGX_NR_TO_SCAN) if offset else frames[:SGX_NR_TO_SCAN]
+    first_batch = (
+        frames[:SGX_NR_TO_SCAN] if offset == 0 and limit >= SGX_NR_TO_SCAN else _lru_slice(epc, cg, 0, SGX_NR_TO_SCAN)
+    )
     marks = [_mark(state, frame) for frame in first_batch]
     flags, owners, indexes = epc.flags, epc.owner, epc.index
     pages = []

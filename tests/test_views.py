@@ -71,6 +71,15 @@ def test_a_faulted_page_goes_to_the_tail_young_and_the_next_batch_would_rotate_i
     assert view.batch == {"rotate": 2, "write": 3}
 
 
+def test_a_short_page_of_the_lru_still_says_what_the_whole_next_batch_does() -> None:
+    host, eid = lru_host(40)
+    host.access(10, eid, 2, 1)
+    host.access(10, eid, 12, 1)
+    for count in (1, 4, 15, 16, 17):
+        view = host.lru_view("/a", 0, count)
+        assert len(view.pages) == count and view.batch == {"rotate": 2, "write": 14}, count
+
+
 def test_the_marks_are_what_the_next_batch_then_does() -> None:
     host, eid = lru_host(40)
     host.access(10, eid, 2, 1)
