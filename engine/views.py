@@ -9,8 +9,9 @@ counts, no event goes out.  Each costs what it lists, not what the host holds:
   pages come from its enclaves' SECS and VA pages (O(enclaves + VA pages), a VA page per
   512 enclave pages) and the guests that hold pages charged to it (``Vepc.charged``; a
   guest all of whose pages are charged there is skipped to ``offset`` at C speed).
-- ``frame_map`` reads the frame tables a slice at a time: per cell a few C-level passes
-  (bytes.count, array.count) and Python work only where a cell mixes owners.
+- ``frame_map`` reads the frame tables a step of STEP_FRAMES at a time: per cell a few
+  C-level passes (bytes compared and counted), and a tally in Python only where a cell's
+  used frames are charged to more than one cgroup.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from engine.state import HostState
 
 KIND_NAMES = tuple(kind.name for kind in PageKind)  # by PageKind value: FREE, SECS, REG, TCS, TRIM, VA, VEPC
 _KINDS = bytes(b & KIND_MASK for b in range(256))  # flags.translate(_KINDS): each frame's PageKind
-_USED = bytes(1 if b & KIND_MASK else 0 for b in range(256))  # ... 1 for a frame in use
 _LOW_YOUNG = tuple(sum(1 << slot for slot, bit in enumerate(YOUNG_BITS) if b & bit) for b in range(256))
 
 # What the next reclaim batch does with a page it isolates (reclaim._age_and_get_backing()).
