@@ -90,7 +90,7 @@ class Snapshot:
     free: array[int]
     young_more: dict[int, int]
     enclaves: list[EnclaveCopy]
-    vepcs: list[tuple[int, dict[int, int], int]]  # id, page index -> frame, nr_present
+    vepcs: list[tuple[int, dict[int, int], int, dict[int, int]]]  # id, page index -> frame, nr_present, charged
     cgroups: list[CgroupCopy]  # by id order: a parent before its children
     live: bytearray  # 1 for every cgroup id still registered
     nr_cgroups: int
@@ -125,7 +125,7 @@ def _copy_host(host: HostState) -> Snapshot:
         epc.capacity_pages, epc.nr_free, epc.owner[:], epc.index[:], epc.cg[:], bytes(epc.flags),
         epc.prev[:], epc.next[:], epc._free[:], dict(epc.young_more),
         [_copy_enclave(e) for e in host.enclaves.values()],
-        [(v.id, dict(v.pages), v.nr_present) for v in host.vepcs.values()],
+        [(v.id, dict(v.pages), v.nr_present, dict(v.charged)) for v in host.vepcs.values()],
         [_copy_cgroup(cg, tree.by_id[cg.next_cg.id] is cg.next_cg) for cg in tree.all()],
         live, tree.nr_cgroups, {pid: cg.id for pid, cg in tree.tasks.items()}, frozenset(tree.moved),
         frozenset(host.work),

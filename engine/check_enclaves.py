@@ -235,12 +235,16 @@ def _check_slots(e: EnclaveCopy, walk: _Pages) -> None:
 
 
 def check_vepcs(snap: Snapshot, tally: Tally) -> Iterator[None]:
-    for vid, pages, nr_present in snap.vepcs:
+    for vid, pages, nr_present, charged in snap.vepcs:
         require(nr_present == len(pages), f"vEPC {vid}: present count drifted")
         items = list(pages.items())
+        by_cgroup: dict[int, int] = {}
         for start in range(0, len(items), STEP):
             for index, frame in items[start : start + STEP]:
                 frame_of(snap, frame, vid, index, _VEPC, f"page {index} of vEPC {vid}")
-                tally.own[snap.cg[frame]] += 1
+                cg_id = snap.cg[frame]
+                tally.own[cg_id] += 1
+                by_cgroup[cg_id] = by_cgroup.get(cg_id, 0) + 1
             yield
         tally.referenced += len(pages)
+        require(by_cgroup == charged, f"vEPC {vid}: its pages per cgroup are {by_cgroup}, it counts {charged}")

@@ -360,7 +360,7 @@ class Enclave:
 class Vepc:
     """A guest's virtual EPC (/dev/sgx_vepc mapping): pages charged on first touch, never reclaimed."""
 
-    __slots__ = ("id", "pid", "size_pages", "pages", "nr_present")
+    __slots__ = ("id", "pid", "size_pages", "pages", "nr_present", "charged")
 
     def __init__(self, vepc_id: int, pid: int, size_pages: int) -> None:
         self.id = vepc_id
@@ -368,3 +368,6 @@ class Vepc:
         self.size_pages = size_pages
         self.pages: dict[int, int] = {}  # page index -> frame, for touched pages
         self.nr_present = 0
+        # cgroup id -> present pages charged to it (the faulting task's, which may move): lets a
+        # cgroup's listing of its unreclaimable pages (engine.views) pass over other cgroups' guests
+        self.charged: dict[int, int] = {}

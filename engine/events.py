@@ -37,11 +37,17 @@ class LimitHit(Event):
 
 @dataclass(slots=True)
 class ReclaimBatch(Event):
-    """One sgx_reclaim_pages() call on ``cgroup``'s LRU.
+    """One sgx_reclaim_pages() call on ``cgroup``'s LRU, one turn of a reclaim walk.
 
     ``scanned`` pages were isolated, ``rotated`` were young and went back to the tail,
     ``backing_failed`` could not get backing RAM, ``written`` were EWB'd and freed.
-    ``context`` is sync, async, direct, global or ksgxd.
+    ``context`` is sync, async, direct, global or ksgxd.  The walk
+    (sgx_cgroup_reclaim_pages()) is rooted at ``walk_root``: the cgroup whose charge, work
+    item or direct reclaim started it, "/" for ksgxd and global reclaim.  ``next_cg`` is
+    the walk root's cursor after this batch: where its next walk, or this one's next
+    batch, starts.  ``stop`` says why the walk ends after this batch: ``nr_to_scan`` (it
+    scanned what it was asked to), ``lru_empty`` (its subtree's LRUs are empty, so
+    sgx_cgroup_lru_empty()), or "" (it goes on with the cgroup at ``next_cg``).
     """
 
     kind: ClassVar[str] = "reclaim"
@@ -51,6 +57,9 @@ class ReclaimBatch(Event):
     rotated: int
     backing_failed: int
     written: int
+    walk_root: str
+    next_cg: str
+    stop: str
 
 
 @dataclass(slots=True)

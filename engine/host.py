@@ -9,13 +9,14 @@ work items), files (the cgroup files), check (the invariants).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 
-from engine import check, fault, files, ioctl, vepc, work
+from engine import check, fault, files, ioctl, vepc, views, work
 from engine.cgroup import Cgroup
 from engine.events import CgroupCreated, CgroupRemoved, FileWritten
 from engine.fault import Touched
 from engine.state import HostState
+from engine.views import FrameMap, LruView
 
 
 class Host(HostState):
@@ -217,6 +218,22 @@ class Host(HostState):
     def run_pending_work(self) -> int:
         """Run queued cgroup work items and ksgxd until idle; returns the batches run."""
         return work.run_pending_work(self)
+
+    # -- views (engine.views): read-only, for displays ------------------------
+
+    def lru_view(self, path: str, offset: int = 0, limit: int = 256, unreclaimable_offset: int = 0) -> LruView:
+        """The cgroup's LRU from ``offset`` (head: scanned next), ``limit`` pages, each marked with what
+        the next reclaim batch would do with it, and its unreclaimable pages.  See views.lru_view()."""
+        return views.lru_view(self, path, offset, limit, unreclaimable_offset)
+
+    def frame_map(self, first: int = 0, count: int = 4096, group: int = 1) -> FrameMap:
+        """``count`` cells of ``group`` EPC frames from ``first``: free frames, main owner and kind.
+        See views.frame_map()."""
+        return views.frame_map(self, first, count, group)
+
+    def frame_map_steps(self, first: int, count: int, group: int) -> Generator[None, None, FrameMap]:
+        """frame_map() in steps of views.STEP_FRAMES frames; the FrameMap is the generator's value."""
+        return views.frame_map_steps(self, first, count, group)
 
     # -- invariants -----------------------------------------------------------
 

@@ -27,7 +27,7 @@ def cgroup_reclaim_pages(state: HostState, root: Cgroup, charge_pid: int | None,
     """
     scanned = 0
     while root.nonempty_lrus and scanned < nr_to_scan:
-        scanned += reclaim_pages(state, next_get(root), charge_pid, context)
+        scanned += reclaim_pages(state, next_get(root), charge_pid, context, root, nr_to_scan - scanned)
     return scanned
 
 
@@ -45,13 +45,21 @@ class _Batch:
         self.owners: list[int] = []
 
 
-def reclaim_pages(state: HostState, cg: Cgroup, charge_pid: int | None, context: str) -> int:
+def reclaim_pages(
+    state: HostState,
+    cg: Cgroup,
+    charge_pid: int | None,
+    context: str,
+    root: Cgroup | None = None,
+    to_scan: int = SGX_NR_TO_SCAN,
+) -> int:
     """One reclaim batch on ``cg``'s LRU; returns the pages isolated (not counting dropped ones).
 
     Isolate up to SGX_NR_TO_SCAN from the head; age them and get backing for the old ones
     (_age_and_get_backing()); write those out (_write_pages()).  ``charge_pid`` picks the
-    memory cgroup that pays for backing; None means the enclave's first live mm.  Mirrors
-    sgx_reclaim_pages().
+    memory cgroup that pays for backing; None means the enclave's first live mm.  ``root``
+    (``cg`` itself when None) and ``to_scan``, the pages its walk still has to scan, only
+    go into the ReclaimBatch event.  Mirrors sgx_reclaim_pages().
     """
     scanned = state.epc.lru_isolate(cg.lru, SGX_NR_TO_SCAN)
     if not scanned:
@@ -68,9 +76,10 @@ def reclaim_pages(state: HostState, cg: Cgroup, charge_pid: int | None, context:
         _note_failed(state, cg, batch.backing_failed)
     state.pages_reclaimed += written
     cg.reclaimed += written
-    state.emit(
-        ReclaimBatch(state.clock.now_ns(), cg.path, context, isolated, batch.young, batch.backing_failed, written)
-    )
+    walk = cg if root is None else root
+    stop = "lru_empty" if not walk.nonempty_lrus else "nr_to_scan" if isolated >= to_scan else ""
+    now, young, failed, cursor = state.clock.now_ns(), batch.young, batch.backing_failed, walk.next_cg.path
+    state.emit(ReclaimBatch(now, cg.path, context, isolated, young, failed, written, walk.path, cursor, stop))
     return isolated
 
 

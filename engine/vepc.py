@@ -44,26 +44,30 @@ def vepc_touch(state: HostState, pid: int, vid: int, ranges: Ranges, limit: int 
     cg = state.get_current_cg(pid)
     present = vepc.pages
     pages = faults = 0
-    for first, count in ranges if limit is None else cut(ranges, limit):
-        for index in range(first, first + count):
-            if index in present:
-                continue
+    try:
+        for first, count in ranges if limit is None else cut(ranges, limit):
+            for index in range(first, first + count):
+                if index in present:
+                    continue
 
-            def alloc(index: int = index) -> int:
-                return alloc_epc_page(state, cg, PageKind.VEPC, vid, index, NO_RECLAIM, pid, "vEPC fault")
+                def alloc(index: int = index) -> int:
+                    return alloc_epc_page(state, cg, PageKind.VEPC, vid, index, NO_RECLAIM, pid, "vEPC fault")
 
-            frame = serve_fault(state, alloc, pid, "vEPC fault")
-            if frame < 0:
-                return pages + index - first, faults, True
-            try:
-                present[index] = frame
-            except BaseException:
-                state.free_epc_page(frame)
-                raise
-            vepc.nr_present += 1
-            faults += 1
-        pages += count
-    return pages, faults, False
+                frame = serve_fault(state, alloc, pid, "vEPC fault")
+                if frame < 0:
+                    return pages + index - first, faults, True
+                try:
+                    present[index] = frame
+                except BaseException:
+                    state.free_epc_page(frame)
+                    raise
+                vepc.nr_present += 1
+                faults += 1
+            pages += count
+        return pages, faults, False
+    finally:
+        if faults:  # every page this call faulted in is charged to cg, also when a later one got SIGBUS
+            vepc.charged[cg.id] = vepc.charged.get(cg.id, 0) + faults
 
 
 def vepc_release(state: HostState, vid: int) -> None:

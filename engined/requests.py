@@ -9,7 +9,7 @@ that said hello over ipc (the kernel told us its pid) is a workload.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from engine import Blocked, IoctlError
@@ -17,10 +17,12 @@ from engine.check import check_steps
 from engine.enclave import Enclave, Vepc
 from engine.fault import Touched
 from engine.files import parse_pid
+from engine.sgx import SGX_NR_TO_SCAN
+from engine.views import KIND_NAMES, FrameMap
 from engined.calls import MORE, WAIT, Caller, Handler, Step
 from engined.session import Session
 from engined.stats import Workload
-from wire.messages import Created, Faulted, Info, Opened, Ranges
+from wire.messages import Created, Faulted, FrameCells, Info, LruListing, Opened, Ranges
 
 CHECK_STEPS = 2  # check_steps() items per step of a `check` (each about a millisecond of work)
 
@@ -91,6 +93,51 @@ def check(session: Session, caller: Caller) -> Step:
 
 def snapshot(session: Session, caller: Caller) -> dict[str, Any]:
     return session.snapshot()
+
+
+# -- the kernel's views (engine.views): read-only, open to every client, as snapshot is -----
+
+
+def lru(
+    session: Session, caller: Caller, cgroup: str, offset: int = 0, limit: int = 256, unreclaimable_offset: int = 0
+) -> LruListing:
+    """A page of the cgroup's LRU, head first, marked with what the next reclaim batch would do,
+    and of its unreclaimable pages.  ENOENT for no such cgroup.  Changes nothing."""
+    view = session.host.lru_view(cgroup, offset, limit, unreclaimable_offset)
+    return {
+        "cgroup": view.cgroup,
+        "size": view.size,
+        "offset": view.offset,
+        "pages": view.pages,
+        "nr_to_scan": SGX_NR_TO_SCAN,
+        "batch": view.batch,
+        "mms": view.mms,
+        "next_cg": view.next_cg,
+        "nr_unreclaimable": view.nr_unreclaimable,
+        "unreclaimable_offset": view.unreclaimable_offset,
+        "unreclaimable": view.unreclaimable,
+    }
+
+
+def frames(session: Session, caller: Caller, count: int, first: int = 0, group: int = 1) -> Step:
+    """The EPC frame map: ``count`` cells of ``group`` frames from ``first``, built in steps of
+    65,536 frames between other requests.  EINVAL for ``first`` past the EPC."""
+    steps = session.host.frame_map_steps(first, count, group)  # EINVAL now, before any step
+    return _frame_steps(steps)
+
+
+def _frame_steps(steps: Generator[None, None, FrameMap]) -> Step:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            cells: FrameMap = done.value
+            return FrameCells(
+                first=cells.first, group=cells.group, count=cells.count, frames=cells.frames,
+                capacity=cells.capacity, kinds=list(KIND_NAMES), cgroups=cells.cgroups, dying=cells.dying,
+                owner=cells.owner, kind=cells.kind, free=cells.free, counts=cells.counts,
+            )  # fmt: skip
+        yield MORE
 
 
 # -- the cgroup filesystem -----------------------------------------------------
@@ -353,6 +400,8 @@ HANDLERS: dict[str, Handler] = {
     "bye": bye,
     "check": check,
     "snapshot": snapshot,
+    "lru": lru,
+    "frames": frames,
     "read": read,
     "listdir": listdir,
     "mkdir": mkdir,

@@ -265,3 +265,64 @@ def test_each_cgroup_counts_the_pages_written_out_from_its_lru() -> None:
     assert {cg.path: cg.reclaimed for cg in host.tree.all() if cg.reclaimed} == written
     assert sum(written.values()) == host.pages_reclaimed
     host.check()
+
+
+# -- the reclaim trace: where each walk started, where its cursor moved, why it stopped ------
+
+
+def batches(host: Host) -> list[ReclaimBatch]:
+    return [e for e in host.take_events() if isinstance(e, ReclaimBatch)]
+
+
+def test_each_batch_names_its_walk_root_and_the_cursor_after_it() -> None:
+    """sgx_cgroup_reclaim_pages(/p, 64): /p (empty, no batch), x, y, z, /p (empty), x; root->next_cg moves on."""
+    host = Host("4MiB")
+    for path in ("/p", "/p/x", "/p/y", "/p/z"):
+        host.mkdir(path)
+    for pid, path in ((10, "/p/x"), (11, "/p/y"), (12, "/p/z")):
+        place(host, pid, path)
+        enclave(host, pid, 100, size_pages=512)
+    host.take_events()
+    cgroup_reclaim_pages(host, host.cgroup("/p"), None, 16 * 4, "test")
+    trace = [(e.cgroup, e.walk_root, e.next_cg, e.stop) for e in batches(host)]
+    assert trace == [
+        ("/p/x", "/p", "/p/y", ""),
+        ("/p/y", "/p", "/p/z", ""),
+        ("/p/z", "/p", "/p", ""),  # past the subtree's last cgroup: back to the root
+        ("/p/x", "/p", "/p/y", "nr_to_scan"),  # 64 pages scanned: the walk is done
+    ]
+    assert host.cgroup("/p").next_cg.path == "/p/y"
+
+
+def test_a_walk_that_empties_its_subtree_says_so() -> None:
+    host = Host("1MiB")
+    host.mkdir("/a")
+    place(host, 10, "/a")
+    enclave(host, 10, 20)
+    host.take_events()
+    cgroup_reclaim_pages(host, host.cgroup("/a"), None, 1024, "test")
+    assert [(e.written, e.stop) for e in batches(host)] == [(16, ""), (4, "lru_empty")]
+
+
+def test_the_walk_root_is_the_charging_cgroup_for_sync_and_async_and_slash_for_ksgxd() -> None:
+    host = Host(256 * PAGE_SIZE, inline_work=False)
+    cgroups(host, {"/p": 40, "/p/c": 0}, {10: "/p/c"})
+    eid = enclave(host, 10, 60, size_pages=128)  # ADD_PAGES past /p's limit: sync walks rooted at /p/c
+    sync = batches(host)
+    assert sync and {(e.context, e.walk_root, e.stop) for e in sync} == {("sync", "/p/c", "nr_to_scan")}
+    touched = host.touch(10, eid, [(0, 60)])  # faults: NO_RECLAIM, /p/c's work item queued
+    assert touched.waiting
+    host.take_events()
+    host.run_pending_work()
+    work = batches(host)
+    assert work and {(e.context, e.walk_root, e.cgroup) for e in work} == {("async", "/p/c", "/p/c")}
+    host.write("/p/misc.max", "sgx_epc max")
+    host.write("/cgroup.procs", "10")
+    other = host.ecreate(11, 256 * PAGE_SIZE)
+    host.add_pages(11, other, host.epc.nr_free - 20)  # few free frames: ksgxd woken
+    assert host.ksgxd_woken
+    host.take_events()
+    host.run_pending_work()
+    global_walk = batches(host)
+    assert global_walk and {(e.context, e.walk_root) for e in global_walk} == {("ksgxd", "/")}
+    host.check()

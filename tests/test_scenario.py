@@ -212,6 +212,15 @@ def test_event_expects_take_fields_to_match() -> None:
     assert isinstance(step, ExpectEvent) and step.where == (("cgroup", "/t/a"),) and step.count == 1
 
 
+def test_every_cgroup_field_of_an_event_expect_is_a_path_written_as_elsewhere() -> None:
+    """reclaim's walk_root and next_cg, and limit_hit's requester, are cgroup paths like cgroup."""
+    where = 'where = { walk_root = "t/p", next_cg = "t/p/a", requester = "t/p/b", context = "sync" }'
+    scenario = parse_scenario(HEAD + f'[[step]]\nexpect = {{ event = "reclaim", {where}, at_least = 1 }}\n')
+    (step,) = scenario.steps
+    assert isinstance(step, ExpectEvent)
+    assert dict(step.where) == {"walk_root": "/t/p", "next_cg": "/t/p/a", "requester": "/t/p/b", "context": "sync"}
+
+
 def test_a_file_that_is_not_utf8_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "latin1.toml"
     bad.write_bytes(HEAD.encode() + b'description = "caf\xe9"\n')

@@ -221,3 +221,23 @@ def test_ping_says_which_cgroup_files_are_writable_as_the_core_has_them() -> Non
     info = Rig().ok(0, "ping")
     assert info["writable"] == sorted(name for name, f in FILES.items() if f.writable)
     assert info["writable"] == ["cgroup.procs", "cgroup.subtree_control", "memory.max", "misc.max"]
+
+
+def test_a_frame_map_of_a_big_epc_is_built_in_steps_between_other_requests() -> None:
+    """4 GiB of EPC is 16 steps of 65,536 frames: a ping sent meanwhile is answered first."""
+    rig = Rig("4GiB")
+    rig.ok(0, "mkdir", path="/a")
+    rig.start(10, "/a")
+    eid = rig.ok(10, "ecreate", size=1024 * PAGE_SIZE)["eid"]
+    rig.ok(10, "add_pages", eid=eid, count=700)
+    key = rig.call(0, "frames", count=4096, group=256)
+    assert key not in rig.replies  # its first step only
+    assert rig.ok(0, "ping")["engine_pid"] == 1
+    steps = 0
+    while key not in rig.replies:
+        rig.session.round(lambda: lambda: True)
+        steps += 1
+    cells = rig.replies.pop(key).ok
+    assert steps == 15 and cells["count"] == 4096 and cells["frames"] == 1 << 20
+    assert cells["cgroups"] == ["/a"] and sum(cells["free"]) == (1 << 20) - 703  # 700 pages, the SECS and 2 VA pages
+    assert rig.replies.pop(rig.call(0, "frames", count=3, first=(1 << 20) - 3)).ok["free"] == [1, 1, 1]  # at once

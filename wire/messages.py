@@ -93,6 +93,24 @@ class NoArgs(TypedDict):
     """snapshot, check, ping."""
 
 
+class Lru(TypedDict):
+    """A page of a cgroup's LRU (offset 0: its head, the next page reclaim scans) and of its
+    unreclaimable pages (unreclaimable_offset), at most limit (default 256, at most 4096) of each."""
+
+    cgroup: str
+    offset: NotRequired[int]
+    limit: NotRequired[int]
+    unreclaimable_offset: NotRequired[int]
+
+
+class Frames(TypedDict):
+    """count cells of group frames each (default 1, at most 65536), from frame first (default 0)."""
+
+    first: NotRequired[int]
+    count: int
+    group: NotRequired[int]
+
+
 class Bye(TypedDict):
     reason: NotRequired[str]
 
@@ -119,6 +137,8 @@ REQUESTS: dict[str, type] = {
     "listdir": Path,
     "snapshot": NoArgs,
     "check": NoArgs,
+    "lru": Lru,
+    "frames": Frames,
     "ping": NoArgs,
     "bye": Bye,
 }
@@ -172,3 +192,46 @@ class Failed(TypedDict):
 
     err: str
     msg: str
+
+
+LruPage = tuple[int, int, int, str, int, str]
+"""A page on an LRU: frame, enclave id, page index, kind (REG, TCS, TRIM), young (bit n: young in the
+mm of slot n), mark (what the next reclaim batch on this LRU does with it: "rotate", "write",
+"drop", or "" past that batch)."""
+
+PinnedPage = tuple[int, int, int, str]
+"""A page no LRU holds: frame, enclave or vEPC id, page index (a VA page's ordinal, -1 for the
+SECS), kind (SECS, VA, VEPC)."""
+
+
+class LruListing(TypedDict):
+    """lru's answer."""
+
+    cgroup: str
+    size: int  # pages on its LRU
+    offset: int
+    pages: list[LruPage]
+    nr_to_scan: int  # pages a reclaim batch isolates from the head (SGX_NR_TO_SCAN)
+    batch: dict[str, int]  # what the next batch would do: {"rotate": n, "write": n}
+    mms: list[tuple[int, list[tuple[int, int]]]]  # [enclave, [[pid, slot], ...] newest mm first] of the listed pages
+    next_cg: str  # its reclaim cursor: the next turn of a walk rooted at it
+    nr_unreclaimable: int
+    unreclaimable_offset: int
+    unreclaimable: list[PinnedPage]
+
+
+class FrameCells(TypedDict):
+    """frames' answer: per cell, columns of small ints."""
+
+    first: int
+    group: int
+    count: int  # cells
+    frames: int  # frames covered (clipped at the end of the EPC)
+    capacity: int  # frames of the EPC
+    kinds: list[str]  # PageKind names by value: FREE, SECS, REG, TCS, TRIM, VA, VEPC
+    cgroups: list[str]  # the paths that ``owner`` names
+    dying: list[int]  # indexes in ``cgroups`` of removed cgroups that still hold frames
+    owner: list[int]  # per cell: the cgroup most of its used frames are charged to, -1 when all are free
+    kind: list[int]  # per cell: the kind most of its used frames hold, 0 (FREE) when all are free
+    free: list[int]  # per cell: free frames
+    counts: list[tuple[int, ...]]  # per cell, group > 1 only: used frames per kind, [SECS, REG, TCS, TRIM, VA, VEPC]

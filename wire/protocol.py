@@ -31,6 +31,8 @@ MAX_PATH = 4096
 MAX_VALUE = 65536  # a longer write is refused here; the core answers E2BIG above 4096 bytes, as kernfs
 MAX_PID = 0x3FFFFFFF
 MAX_ID = (1 << 63) - 1
+MAX_LRU_LIMIT = 4096  # pages one `lru` reply lists (of each list)
+MAX_CELLS = 65536  # cells one `frames` reply holds, and frames one cell sums up
 
 PATTERNS = ("sequential", "random", "hotcold", "shifting")  # an enclave's access patterns (workloads/patterns.py)
 SIGNALS = ("TERM", "KILL", "INT", "HUP")  # what a scenario's kill step sends, as SIG + name
@@ -177,6 +179,14 @@ SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "listdir": {"path": (PATH, True)},
     "snapshot": {},
     "check": {},
+    # the kernel's views, read-only: a cgroup's LRU a page at a time, the EPC frame map
+    "lru": {
+        "cgroup": (PATH, True),
+        "offset": (INDEX, False),
+        "limit": (_int(1, MAX_LRU_LIMIT), False),
+        "unreclaimable_offset": (INDEX, False),
+    },
+    "frames": {"first": (INDEX, False), "count": (_int(1, MAX_CELLS), True), "group": (_int(1, MAX_CELLS), False)},
     "ping": {},
     "bye": {"reason": (_str(32), False)},
 }

@@ -21,13 +21,15 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from common.units import shown
 from engined import curve, liveness, runtime
 from wire import protocol
+from wire.messages import FrameCells, LruListing
 from wire.protocol import EngineError as EngineError  # re-exported: the clients' name for it
 
 POLL_SLICE_MS = 250  # a wait for a reply looks at the connection this often
@@ -224,6 +226,32 @@ class EngineClient:
     def hello(self, role: str, name: str = "", pid: int | None = None) -> dict[str, Any]:
         """Register this process (or ``pid``) with the engine; returns its cgroup and the EPC size."""
         return dict(self.call("hello", pid=pid or os.getpid(), role=role, name=name))
+
+    # -- the kernel's views (docs/protocol.md, "The views") -------------------------
+
+    def lru(self, cgroup: str, offset: int = 0, limit: int = 256, unreclaimable_offset: int = 0) -> LruListing:
+        """``limit`` pages of the cgroup's LRU from ``offset`` (0: the head, scanned next), each marked
+        with what the next reclaim batch would do with it, and of its unreclaimable pages from
+        ``unreclaimable_offset``.  EngineError: EINVAL for an argument out of range (nothing sent),
+        ENOENT for no such cgroup."""
+        args = _checked("lru", cgroup=cgroup, offset=offset, limit=limit, unreclaimable_offset=unreclaimable_offset)
+        return cast(LruListing, self.call("lru", **args))
+
+    def frames(self, count: int, first: int = 0, group: int = 1) -> FrameCells:
+        """The EPC frame map: ``count`` cells of ``group`` frames from frame ``first``.  EngineError:
+        EINVAL for an argument out of range (nothing sent) or ``first`` past the EPC."""
+        return cast(FrameCells, self.call("frames", **_checked("frames", count=count, first=first, group=group)))
+
+
+def _checked(op: str, **args: Any) -> dict[str, Any]:
+    """``args`` checked as the engine will check them; EngineError(EINVAL), one line, for a bad one."""
+    schema = protocol.SCHEMAS[op]
+    for name, value in args.items():
+        try:
+            schema[name][0](value)
+        except ValueError as e:
+            raise EngineError("EINVAL", f"{op}: {name} must be {e}, not {shown(value)}") from None
+    return args
 
 
 def _path(path: str) -> str:

@@ -41,6 +41,7 @@ WORKLOAD_KINDS = ("enclave", "vm")
 OUTCOMES = (Outcome.OK, "ENOMEM", Outcome.SIGBUS, Outcome.OOM, Outcome.KILLED, Outcome.FAILED, Outcome.STALLED)
 OUTCOME_ERRNOS = frozenset(errno.errorcode.values()) | {"ERESTARTSYS"}
 DEFAULT_WAIT_NS = 60 * 10**9
+CGROUP_FIELDS = frozenset({"cgroup", "requester", "walk_root", "next_cg"})  # event fields that hold a cgroup path
 MAX_DURATION_NS = 24 * 3600 * 10**9  # one day: the longest sleep, duration or timeout
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|us|ns)?\s*")
 _DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, None: 10**9, "m": 60 * 10**9}
@@ -277,7 +278,7 @@ class _Validator:
         for key, value in sorted(where.items()):
             if isinstance(value, bool) or not isinstance(value, str | int):
                 raise self.fail(f"key 'where': field {key!r} = {value!r} is not a string or a whole number")
-            if key == "cgroup" and isinstance(value, str):
+            if key in CGROUP_FIELDS and isinstance(value, str):
                 value = self.path(value, "where")
             fields.append((key, value))
         condition = self.one_of(t, ("at_least", "at_most"))
