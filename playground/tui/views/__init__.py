@@ -1,0 +1,1 @@
+"""What the kernel keeps and shows nowhere, as screens: a cgroup's LRU and the EPC frame map."""
