@@ -1,0 +1,141 @@
+"""The engine's bounded history (engined/history.py) and the history op, on a virtual clock."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from engine import PAGE_SIZE, Host, VirtualClock
+from engined import history
+from engined.history import History
+
+from .helpers import enclave, limit, place
+from .test_session import Rig
+
+
+def test_each_live_cgroup_gets_a_sample_a_tick_of_its_usage_and_of_the_pages_reclaimed_since() -> None:
+    host = Host("1MiB", clock=VirtualClock(), inline_work=True)
+    kept = History(samples=8)
+    host.mkdir("/a")
+    limit(host, "/a", 16)
+    place(host, 5, "/a")
+    kept.sample(host)
+    enclave(host, 5, 24)  # 24 pages through 16: reclaim, synchronously
+    host.clock.advance(history.INTERVAL_NS)
+    kept.sample(host)
+    page = kept.samples_page(0)
+    rows = {row["path"]: row for row in page["cgroups"]}
+    reclaimed = host.tree.lookup("/a").reclaimed
+    assert reclaimed > 0 and page["tick"] == 2 and page["t_ns"] == [0, history.INTERVAL_NS]
+    assert rows["/a"]["usage_pages"] == [0, host.tree.lookup("/a").misc_usage]
+    assert rows["/a"]["reclaimed_pages"] == [0, reclaimed]
+    [pressure] = kept.pressure_page(0)["entries"]
+    assert pressure == {"kind": "pressure", "t_ns": history.INTERVAL_NS, "cgroup": "/a", "hits": pressure["hits"],
+                        "reclaimed": reclaimed}  # fmt: skip
+    assert pressure["hits"] == host.tree.lookup("/a").misc_events_local > 0
+
+
+def test_a_cgroups_samples_keep_the_newest_in_order_once_the_ring_is_full() -> None:
+    host = Host("1MiB", clock=VirtualClock())
+    kept = History(samples=4)
+    host.mkdir("/a")
+    for n in range(6):
+        place(host, 100 + n, "/a")  # not a page: usage stays 0
+        host.clock.advance(1)
+        kept.sample(host)
+    page = kept.samples_page(0)
+    assert page["t_ns"] == [3, 4, 5, 6] and page["tick"] == 6
+    assert all(len(row["usage_pages"]) == 4 for row in page["cgroups"])
+
+
+def test_a_removed_cgroup_loses_its_history_and_a_new_one_of_its_id_starts_afresh() -> None:
+    host = Host("1MiB", clock=VirtualClock())
+    kept = History(samples=8)
+    host.mkdir("/gone")
+    kept.sample(host)
+    kept.sample(host)
+    host.rmdir("/gone")
+    kept.sample(host)
+    assert [row["path"] for row in kept.samples_page(0)["cgroups"]] == ["/"]
+    host.mkdir("/new")  # takes the freed id
+    kept.sample(host)
+    rows = {row["path"]: row for row in kept.samples_page(0)["cgroups"]}
+    assert set(rows) == {"/", "/new"} and len(rows["/new"]["usage_pages"]) == 1
+
+
+def test_history_is_kept_for_at_most_max_cgroups_and_the_rest_are_counted() -> None:
+    host = Host("1MiB", clock=VirtualClock())
+    kept = History(samples=4, max_cgroups=3)
+    for n in range(5):
+        host.mkdir(f"/c{n}")
+    kept.sample(host)
+    page = kept.samples_page(0)
+    assert len(page["cgroups"]) == 3 and page["untracked"] == 3
+    assert len(kept.series) == 3
+
+
+def test_samples_come_in_pages_of_a_bounded_size_that_a_cursor_walks_through() -> None:
+    host = Host("1MiB", clock=VirtualClock(), max_cgroups=100)
+    kept = History()
+    for n in range(40):
+        host.mkdir(f"/c{n:02}")
+    for _ in range(history.SAMPLES + 10):
+        kept.sample(host)
+    seen: list[str] = []
+    after: int | None = 0
+    while after is not None:
+        page = kept.samples_page(after)
+        assert len(page["cgroups"]) <= history.PAGE_CGROUPS
+        assert len(msgpack.packb(page)) < 1 << 20
+        seen += [row["path"] for row in page["cgroups"]]
+        after = page["next"]
+    assert sorted(seen) == sorted(cg.path for cg in host.tree.live())
+    assert len(page["t_ns"]) == history.SAMPLES
+
+
+def test_the_event_history_keeps_the_last_events_of_event_other_and_pages_them_by_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(history, "PAGE_BYTES", 8 << 10)
+    rig = Rig()
+    rig.session.history = History(events=50)
+    for n in range(60):
+        rig.ok(0, "mkdir", path=f"/{'x' * 200}{n}")
+    rig.session.flush_events()
+    first = rig.ok(0, "history", what="events")
+    assert first["total"] == 60 and first["entries"][0]["cgroup"].endswith("x10")
+    assert first["next"] is not None and len(msgpack.packb(first)) <= history.PAGE_BYTES
+    entries, after = list(first["entries"]), first["next"]
+    while after is not None:
+        page = rig.ok(0, "history", what="events", after=after)
+        entries += page["entries"]
+        after = page["next"]
+    assert [e["seq"] for e in entries] == list(range(11, 61))  # the last 50, in order, each once
+
+
+def test_pressure_events_are_not_kept_as_events_but_summed_per_sample() -> None:
+    rig = Rig()
+    rig.ok(0, "mkdir", path="/a")
+    limit(rig.host, "/a", 16)
+    rig.session.sample_history()
+    rig.start(10, "/a")
+    eid = rig.ok(10, "ecreate", size=64 * PAGE_SIZE)["eid"]
+    rig.ok(10, "add_pages", eid=eid, count=40)
+    rig.session.flush_events()
+    rig.session.sample_history()
+    kinds = {e["kind"] for e in rig.ok(0, "history", what="events")["entries"]}
+    assert "reclaim" in rig.kinds() and not kinds & {"limit_hit", "reclaim", "work_queued", "work_run"}
+    assert {"mkdir", "workload_start", "ecreate"} <= kinds
+    [sums] = rig.ok(0, "history", what="pressure")["entries"]
+    assert sums["cgroup"] == "/a" and sums["reclaimed"] == rig.host.tree.lookup("/a").reclaimed
+
+
+def test_what_history_costs_for_1000_cgroups_is_bounded() -> None:
+    """The figure the module docstring gives: 19.2 MB of samples for 1,000 cgroups."""
+    host = Host("1MiB", clock=VirtualClock(), max_cgroups=2000)
+    for n in range(999):
+        host.mkdir(f"/c{n}")
+    kept = History()
+    kept.sample(host)
+    sizes = sum(s.usage.itemsize * len(s.usage) + s.reclaimed.itemsize * len(s.reclaimed) for s in kept.series.values())
+    assert len(kept.series) == 1000 and sizes == 1000 * 2 * 4 * history.SAMPLES
