@@ -205,8 +205,8 @@ class Session:
             self._expire_waiting()
             return bool(self.ready)  # the parked calls it woke go at once, not after the driver's idle wait
         for _ in range(len(self.ready)):
-            if not self.ready:
-                break  # an exit taken in between dropped its calls
+            if not self.ready or self.frozen is not None:
+                break  # an exit taken in between dropped its calls, or a freeze stops the round
             self.steps_run += 1
             self._step(self.ready.popleft())
             between()

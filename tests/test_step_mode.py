@@ -220,3 +220,17 @@ def test_the_step_mode_and_history_ops_round_trip() -> None:
         4, "history", {"what": "pressure", "after": 7}
     )  # fmt: skip
     assert decode_request(request("freeze", 5)) == (5, "freeze", {})
+
+
+def test_a_freeze_taken_between_the_steps_of_a_round_stops_the_round_there() -> None:
+    rig = Rig()
+    rig.session.chunk_pages = 4
+    rig.start(10)
+    rig.start(11)
+    for pid in (10, 11):
+        eid = rig.ok(pid, "ecreate", size=64 * PAGE_SIZE)["eid"]
+        rig.call(pid, "add_pages", eid=eid, count=40)  # 4 pages now, then a step a round
+    tui = Holder(rig)
+    added = rig.host.epc.nr_used
+    rig.session.round(lambda: lambda: True, between=lambda: tui("freeze"))
+    assert rig.host.epc.nr_used == added + 4  # one step, then frozen
