@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from playground.feed import EngineFeed
-from workloads.client import EngineClient
+from workloads.client import EngineClient, NoEngine
 
 from .engine_fixture import RunningEngine, wait_for
 
@@ -93,7 +93,7 @@ def test_a_frozen_engine_moves_a_workload_only_by_steps_and_thaw_lets_it_run(pre
 
 HOLDER = """
 import sys, time
-from workloads.client import EngineClient
+from workloads.client import EngineClient, NoEngine
 client = EngineClient(sys.argv[1])
 client.freeze()
 print("frozen", flush=True)
@@ -158,3 +158,12 @@ def test_a_client_attaching_after_three_seconds_starts_with_what_happened_before
         assert len(seqs) == len(set(seqs))  # what the history gave is not taken again from PUB
     finally:
         feed.close()
+
+
+def test_a_client_that_gives_up_on_a_frozen_engine_is_told_it_is_frozen(engine: RunningEngine) -> None:
+    with engine.client() as holder, EngineClient(engine.endpoint, timeout_s=1) as client:
+        holder.freeze()
+        with pytest.raises(NoEngine) as gave_up:
+            client.mkdir("/queued")
+        assert "is frozen (step mode)" in str(gave_up.value) and "mkdir waits" in str(gave_up.value)
+        assert client.read("/misc.capacity")  # reads are answered

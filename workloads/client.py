@@ -184,7 +184,8 @@ class EngineClient:
                 waited_ms += POLL_SLICE_MS
                 self.check_engine()
                 if timeout is not None and waited_ms >= timeout * 1000:
-                    raise NoEngine(f"the engine at {self.endpoint} did not answer {op} within {timeout:g} s") from None
+                    why = f"the engine at {self.endpoint} did not answer {op} within {timeout:g} s"
+                    raise NoEngine(why + self._frozen(op)) from None
                 continue
             if reply["id"] != request_id:
                 continue  # a late answer to a request we gave up on
@@ -194,6 +195,16 @@ class EngineClient:
             if "err" in reply:
                 raise EngineError(str(reply["err"]), str(reply.get("msg", "")))
             return reply.get("ok")
+
+    def _frozen(self, op: str) -> str:
+        """After a call timed out: why, when the engine is frozen (it answers ping); else nothing."""
+        if op == "ping":
+            return ""
+        try:
+            frozen = self.call("ping", _timeout_s=POLL_SLICE_MS / 1000).get("frozen")
+        except (NoEngine, EngineError):
+            return ""
+        return f": it is frozen (step mode), and your {op} waits in its queue for a step or the thaw" if frozen else ""
 
     # -- the cgroup files -----------------------------------------------------
 
