@@ -12,7 +12,6 @@ from __future__ import annotations
 from array import array
 from collections import deque
 from collections.abc import Iterator
-from itertools import chain
 from typing import Any, cast
 
 import zmq
@@ -53,15 +52,25 @@ class Samples:
             self._start = (self._start + 1) % self.maxlen
 
     def extend_units(self, units: list[int]) -> None:
-        for value in units[-self.maxlen :]:
+        units = units[-self.maxlen :]
+        if not self._ring:
+            try:
+                self._ring = array("I", units)  # the engine's history: 4-byte counts already
+                return
+            except (OverflowError, TypeError):
+                pass
+        for value in units:
             self.append_units(value)
 
     def __len__(self) -> int:
         return len(self._ring)
 
     def __iter__(self) -> Iterator[int]:
-        ring, start, unit = self._ring, self._start, self.unit
-        return (value * unit for value in chain(ring[start:], ring[:start]))
+        ring, start = self._ring, self._start
+        values = ring[start:].tolist() + ring[:start].tolist() if start else ring.tolist()
+        if self.unit != 1:
+            values = [value * self.unit for value in values]
+        return iter(values)
 
 
 class FeedState:
