@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import msgpack
 import pytest
 
 from engine import PAGE_SIZE, Host, VirtualClock
 from engined import history
 from engined.history import History
+from playground import feed as feed_module
+from playground.feed import FeedState
+from wire.snapshot import Snapshot
 
 from .helpers import enclave, limit, place
 from .test_session import Rig
@@ -139,3 +144,30 @@ def test_what_history_costs_for_1000_cgroups_is_bounded() -> None:
     kept.sample(host)
     sizes = sum(s.usage.itemsize * len(s.usage) + s.reclaimed.itemsize * len(s.reclaimed) for s in kept.series.values())
     assert len(kept.series) == 1000 and sizes == 1000 * 2 * 4 * history.SAMPLES
+
+
+def _snapshot(t_ns: int, usage: dict[str, int]) -> Snapshot:
+    rows = [
+        {"path": path, "misc_current": current, "misc_events_local": 0, "reclaimed": 0}
+        for path, current in usage.items()
+    ]
+    return cast(Snapshot, {"t_ns": t_ns, "cgroups": rows, "workloads": []})
+
+
+def test_the_feed_keeps_ten_minutes_per_cgroup_newest_last_and_forgets_removed_cgroups() -> None:
+    feed = FeedState(_snapshot(0, {"/": 0, "/a": 0}))
+    for n in range(1, feed_module.HISTORY + 6):
+        feed.take_stats(_snapshot(n, {"/": 0, "/a": n * PAGE_SIZE}))
+    kept = list(feed.usage["/a"])
+    assert feed_module.HISTORY == 2400 and len(kept) == 2400
+    assert kept[0] == 6 * PAGE_SIZE and kept[-1] == 2405 * PAGE_SIZE
+    feed.take_stats(_snapshot(9999, {"/": 0}))
+    assert "/a" not in feed.usage and "/a" not in feed.reclaim
+
+
+def test_the_feed_starts_with_the_engines_history_before_its_own_samples() -> None:
+    feed = FeedState(_snapshot(0, {"/": 0}))
+    feed.take_history({"/": ([1, 2, 3], [0, 5, 0])}, [{"kind": "mkdir", "cgroup": "/a", "seq": 4, "t_ns": 1}])
+    feed.take_stats(_snapshot(1, {"/": 4 * PAGE_SIZE}))
+    assert list(feed.usage["/"]) == [n * PAGE_SIZE for n in (1, 2, 3, 4)] and list(feed.reclaim["/"]) == [0, 5, 0, 0]
+    assert feed.received == 1 and feed.events[0]["kind"] == "mkdir"
