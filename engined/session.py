@@ -75,6 +75,7 @@ class Pending:
     retries: int = 0  # tries since it stalled
     retry_ns: int = 0  # the host clock of its next try while it stalls
     reads: bool = False  # an op that changes nothing (check): it goes on while the engine is frozen
+    queued: bool = False  # taken while frozen: its process may be a new one of an exited workload's pid
 
 
 @dataclass(slots=True)
@@ -151,7 +152,7 @@ class Session:
         (its holder's excepted: it drives), whole, for a step or the thaw."""
         frozen = self.frozen
         if frozen is not None and key != frozen.key and _may_change_host(op, args):
-            self.ready.append(Pending(key, request_id, caller.pid, self._deferred(caller, op, args), op))
+            self.ready.append(Pending(key, request_id, caller.pid, self._deferred(caller, op, args), op, queued=True))
             return
         self.steps_run += 1
         self.asking = key
@@ -235,7 +236,7 @@ class Session:
     def _step(self, pending: Pending) -> str:
         """Run one step of ``pending``; how it ended: done, failed, more, waiting, stalled or dropped."""
         workload = self.workloads.get(pending.pid)
-        if workload is not None and workload.state != "running":
+        if workload is not None and workload.state != "running" and not pending.queued:
             pending.steps.close()  # its process is gone: nobody to answer
             self._end_stall(pending, "exited")
             return "dropped"

@@ -234,3 +234,17 @@ def test_a_freeze_taken_between_the_steps_of_a_round_stops_the_round_there() -> 
     added = rig.host.epc.nr_used
     rig.session.round(lambda: lambda: True, between=lambda: tui("freeze"))
     assert rig.host.epc.nr_used == added + 4  # one step, then frozen
+
+
+def test_a_hello_queued_while_frozen_from_a_reused_pid_registers_when_stepped() -> None:
+    rig = Rig()
+    rig.start(10)
+    rig.processes.live.discard(10)
+    rig.session.exited(10)  # its record stays, exited
+    tui = Holder(rig)
+    tui("freeze")
+    rig.processes.live.add(10)  # a new process of the same pid
+    key = rig.call(10, "hello", pid=10, role="vm")
+    step = tui("step", what="request")
+    assert (step["op"], step["status"]) == ("hello", "done") and not rig.replies[key].err
+    assert rig.session.workloads[10].state == "running" and rig.session.workloads[10].role == "vm"
