@@ -6,11 +6,12 @@ last SAMPLES of them (10 minutes); beside them the last EVENTS events of the ``e
 topic and the last PRESSURE pressure sums (a cgroup's limit hits and pages reclaimed in one
 sample, where there were any), as a display's event log shows them.
 
-Memory is bounded and flat: a cgroup's samples are two preallocated arrays of 4-byte
-counts (2 x 4 x 2,400 = 19,200 bytes), at most MAX_CGROUPS cgroups have them (live cgroups
-beyond that have none, and ``untracked`` says how many), and a removed cgroup's go at the
-next sample.  For 1,000 cgroups that is 19.2 MB, with about 1 MB of events.  A sample
-costs O(cgroups) (no page is walked); the replies are paged, each at most about 700 KiB.
+Memory is bounded and flat: a cgroup's samples are two arrays of 4-byte counts that grow
+to 2,400 each (2 x 4 x 2,400 = 19,200 bytes, and a few percent of slack) and then turn
+into rings; at most MAX_CGROUPS cgroups have them (live cgroups beyond that have none, and
+``untracked`` says how many), and a removed cgroup's go at the next sample.  For 1,000
+cgroups that is 19.2 MB after 10 minutes, with about 1 MB of events.  A sample costs
+O(cgroups) (no page is walked); the replies are paged, each at most about 400 KiB.
 """
 
 from __future__ import annotations
@@ -41,11 +42,11 @@ class Series:
 
     __slots__ = ("cg", "taken", "usage", "reclaimed", "last_reclaimed", "last_hits")
 
-    def __init__(self, cg: Cgroup, size: int) -> None:
+    def __init__(self, cg: Cgroup) -> None:
         self.cg = cg  # ids are reused: the series is this cgroup's only while by_id holds it
         self.taken = 0
-        self.usage = array("I", bytes(4 * size))  # misc.current, pages
-        self.reclaimed = array("I", bytes(4 * size))  # pages reclaimed since the sample before
+        self.usage = array("I")  # misc.current, pages (grows to SAMPLES, then a ring)
+        self.reclaimed = array("I")  # pages reclaimed since the sample before
         self.last_reclaimed = cg.reclaimed
         self.last_hits = cg.misc_events_local
 
@@ -97,14 +98,18 @@ class History:
                 if s is None and len(series) >= self.max_cgroups:
                     untracked += 1
                     continue
-                s = series[cg.id] = Series(cg, size)
+                s = series[cg.id] = Series(cg)
             tracked += 1
-            at = s.taken % size
-            s.taken += 1
-            s.usage[at] = cg.misc_usage
             reclaimed = cg.reclaimed - s.last_reclaimed
             hits = cg.misc_events_local - s.last_hits
-            s.reclaimed[at] = min(max(reclaimed, 0), COUNT_MAX)
+            if s.taken < size:
+                s.usage.append(cg.misc_usage)
+                s.reclaimed.append(min(max(reclaimed, 0), COUNT_MAX))
+            else:
+                at = s.taken % size
+                s.usage[at] = cg.misc_usage
+                s.reclaimed[at] = min(max(reclaimed, 0), COUNT_MAX)
+            s.taken += 1
             if reclaimed > 0 or hits > 0:
                 s.last_reclaimed, s.last_hits = cg.reclaimed, cg.misc_events_local
                 self.pressure.append(
