@@ -242,4 +242,42 @@ class EnclaveReleased(Event):
     backing_bytes: int
 
 
+# -- step mode: the engine's Session freezes, steps and thaws its driving of the host ----------
+
+
+@dataclass(slots=True)
+class Frozen(Event):
+    """The engine froze (step mode): nothing runs by itself until it thaws; ``pid`` holds it."""
+
+    kind: ClassVar[str] = "freeze"
+    pid: int
+
+
+@dataclass(slots=True)
+class Stepped(Event):
+    """One step of a frozen engine, ``what`` = ``request`` (``op`` of ``pid``, ending ``status``)
+    or ``reclaim`` (a round of ``worker``'s work, ``written`` pages); it caused ``events``."""
+
+    kind: ClassVar[str] = "step"
+    what: str
+    op: str
+    pid: int
+    status: str
+    worker: str
+    written: int
+    events: int
+
+
+@dataclass(slots=True)
+class Thawed(Event):
+    """The engine thawed after ``frozen_ns`` and ``steps`` steps.  ``how``: ``asked`` (its holder
+    thawed it), ``disconnected`` (the holder's connection went) or ``exited`` (its process did)."""
+
+    kind: ClassVar[str] = "thaw"
+    pid: int
+    how: str
+    frozen_ns: int
+    steps: int
+
+
 EventSink = Callable[[Event], None]

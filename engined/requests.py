@@ -22,7 +22,19 @@ from engine.views import KIND_NAMES, FrameMap
 from engined.calls import MORE, WAIT, Caller, Handler, Step
 from engined.session import Session
 from engined.stats import Workload
-from wire.messages import Created, Faulted, FrameCells, Info, LruListing, Opened, Ranges
+from wire.messages import (
+    Created,
+    Faulted,
+    FrameCells,
+    FreezeState,
+    HistoryLog,
+    HistorySamples,
+    Info,
+    LruListing,
+    Opened,
+    Ranges,
+    StepResult,
+)
 
 CHECK_STEPS = 2  # check_steps() items per step of a `check` (each about a millisecond of work)
 
@@ -394,6 +406,43 @@ def _resumed(ioctl: Callable[[int, int], object], first: int, count: int) -> Ste
             yield WAIT
 
 
+# -- step mode and history ----------------------------------------------------
+
+
+def _may_freeze(session: Session, caller: Caller) -> None:
+    """Step mode is for clients of the engine's own uid over ipc (the kernel told us who they are)."""
+    if not caller.pid:
+        raise OSError(errno.EPERM, "step mode needs an ipc connection, where the kernel tells the engine who asks")
+    if caller.uid != session.uid:
+        raise OSError(errno.EPERM, f"only the engine's user (uid {session.uid}) may freeze it, not uid {caller.uid}")
+
+
+def freeze(session: Session, caller: Caller) -> FreezeState:
+    """Step mode: the engine runs nothing by itself until this connection thaws it, steps it,
+    disconnects or its process exits."""
+    _may_freeze(session, caller)
+    return session.freeze(session.asking, caller.pid)
+
+
+def step(session: Session, caller: Caller, what: str) -> StepResult:
+    _may_freeze(session, caller)
+    return session.step(session.asking, what)
+
+
+def thaw(session: Session, caller: Caller) -> FreezeState:
+    _may_freeze(session, caller)
+    return session.thaw("asked", session.asking)
+
+
+def history(session: Session, caller: Caller, what: str, after: int = 0) -> HistorySamples | HistoryLog:
+    """A page of the engine's history: samples, events or pressure sums, from cursor ``after``."""
+    if what == "samples":
+        return session.history.samples_page(after)
+    if what == "events":
+        return session.history.events_page(after)
+    return session.history.pressure_page(after)
+
+
 HANDLERS: dict[str, Handler] = {
     "ping": ping,
     "hello": hello,
@@ -420,4 +469,9 @@ HANDLERS: dict[str, Handler] = {
     "vepc_open": vepc_open,
     "vepc_access": vepc_access,
     "vepc_release": vepc_release,
+    # step mode and history
+    "freeze": freeze,
+    "step": step,
+    "thaw": thaw,
+    "history": history,
 }

@@ -42,6 +42,7 @@ STOP_DEADLINE_S = 5.0
 FLUSH_INTERVAL_S = 0.005  # buffered events go out at least this often...
 FLUSH_EVENTS = 256  # ...or when this many are waiting
 IDLE_WAIT_S = 0.1  # the scheduler looks again this often when nothing wakes it
+PROBE_TICKS = 4  # while frozen, the holder's connection is checked every this many stats ticks (1 s)
 
 
 class Engine:
@@ -162,7 +163,7 @@ class Engine:
                 self._accept(frames)
             except Exception:  # never lose the loop to one request
                 log.exception("internal error taking a request")
-        if self.session.ready or self.session.work_due():
+        if self.session.busy():
             self.kick.set()
 
     def _accept(self, frames: list[zmq.Frame]) -> None:
@@ -217,6 +218,19 @@ class Engine:
     def _wake(self) -> None:
         self.kick.set()
 
+    def _probe_holder(self) -> None:
+        """Whether the connection holding the freeze is still there: a reply of id PROBE_ID (its
+        client drops it), which ROUTER_MANDATORY refuses (EHOSTUNREACH) once the peer is gone."""
+        key = self.session.holder()
+        if not isinstance(key, bytes):
+            return
+        try:
+            self.router.send_multipart([key, protocol.reply_ok(protocol.PROBE_ID, None)], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as e:
+            if e.errno == zmq.EHOSTUNREACH:
+                self.session.disconnected(key)
+                self._events_due()
+
     # -- scheduling -----------------------------------------------------------
 
     async def _schedule(self) -> None:
@@ -260,11 +274,18 @@ class Engine:
             log.exception("internal error publishing events")
 
     async def _stats(self) -> None:
-        """Every STATS_INTERVAL_S, what changed, when anyone subscribes to stats.  Never dies of an error."""
+        """Every STATS_INTERVAL_S a history sample, whoever listens, and what changed, when anyone
+        subscribes to stats; while frozen, now and then, whether the holder is still connected.
+        Never dies of an error."""
         session = self.session
+        ticks = 0
         while not self.stopping.is_set():
             await asyncio.sleep(STATS_INTERVAL_S)
+            ticks += 1
             try:
+                session.sample_history()
+                if ticks % PROBE_TICKS == 0:
+                    self._probe_holder()
                 if not self.publisher.wants(protocol.TOPIC_STATS):
                     continue
                 self._flush_events()  # the stats come after the events they include

@@ -31,12 +31,25 @@ from types import GeneratorType
 from typing import Any
 
 from engine import Blocked, Host, SigBus
-from engine.events import STALL_RETRY_HZ, Event, Stalled, StallEnded, WorkloadExited, WorkloadStarted
+from engine.events import (
+    STALL_RETRY_HZ,
+    Event,
+    Frozen,
+    ReclaimBatch,
+    Stalled,
+    StallEnded,
+    Stepped,
+    Thawed,
+    WorkloadExited,
+    WorkloadStarted,
+)
 from engine.files import WRITABLE_NAMES
 from engined.calls import MORE, Caller, Handler, Processes, Reply, Step, again, error_reply, how
+from engined.history import History
 from engined.liveness import inherited_cgroup
 from engined.stats import Stats, Workload
-from wire.messages import Info
+from wire.messages import FreezeState, Info, StepResult
+from wire.protocol import PRESSURE_KINDS, READ_OPS, STEP_OPS
 
 log = logging.getLogger("epc.engine")
 
@@ -44,6 +57,7 @@ CHUNK_PAGES = 1024  # pages per step of a long request (about 3 ms of work under
 MAX_OPEN_PER_PID = 1024  # enclaves and vEPCs one process may hold open (the kernel: RLIMIT_NOFILE, EMFILE)
 MAX_EXITED = 256  # exited workload records kept for displays; older ones are pruned
 STALL_RETRY_NS = 10**9 // STALL_RETRY_HZ
+STEP_EVENTS = 64  # events a step's answer lists (it counts them all)
 
 
 @dataclass(slots=True)
@@ -60,6 +74,18 @@ class Pending:
     stalled_ns: int | None = None  # the host clock when it started to stall (None: it does not)
     retries: int = 0  # tries since it stalled
     retry_ns: int = 0  # the host clock of its next try while it stalls
+    reads: bool = False  # an op that changes nothing (check): it goes on while the engine is frozen
+    queued: bool = False  # taken while frozen: its process may be a new one of an exited workload's pid
+
+
+@dataclass(slots=True)
+class Freeze:
+    """Step mode: who holds it (the transport's name for its connection, and its pid) and since when."""
+
+    key: Hashable
+    pid: int
+    since_ns: int
+    steps: int = 0
 
 
 class Session:
@@ -95,6 +121,7 @@ class Session:
             "pub": pub,
             "capacity": host.capacity_bytes,
             "writable": sorted(WRITABLE_NAMES),
+            "frozen": False,
         }
         self.uid = uid
         self.chunk_pages = chunk_pages
@@ -110,13 +137,25 @@ class Session:
         self.steps_run = 0  # requests taken and steps run, ever (a virtual clock's measure)
         self.pages_stepped = 0  # pages the steps asked the core for, ever (another)
         self.handlers = handlers
+        self.history = History()
+        self.frozen: Freeze | None = None  # step mode (see the "step mode" section below)
+        self.asking: Hashable = None  # the connection whose request a handler is serving
+        self.answered: Reply | None = None  # the last reply sent (what a step reports)
+        self._recording: list[dict[str, Any]] | None = None  # the events a step causes
         host.emit = self.events.append
 
     # -- taking requests ------------------------------------------------------
 
     def submit(self, key: Hashable, caller: Caller, request_id: int, op: str, args: dict[str, Any]) -> None:
-        """Take one checked request: answered at once, or its first step now and the rest in rounds."""
+        """Take one checked request: answered at once, or its first step now and the rest in rounds.
+        While the engine is frozen, a request that may change the host waits in the ready queue
+        (its holder's excepted: it drives), whole, for a step or the thaw."""
+        frozen = self.frozen
+        if frozen is not None and key != frozen.key and _may_change_host(op, args):
+            self.ready.append(Pending(key, request_id, caller.pid, self._deferred(caller, op, args), op, queued=True))
+            return
         self.steps_run += 1
+        self.asking = key
         handler = self.handlers[op]
         try:
             result = handler(self, caller, **args)
@@ -128,9 +167,20 @@ class Session:
         if type(result) is GeneratorType:  # (isinstance against the ABC costs a microsecond a call)
             # its first step now, before any reclaim work runs: a first WAIT then records the
             # progress its failed attempt saw (else a retry after that work would look stalled)
-            self._step(Pending(key, request_id, caller.pid, result, op))
+            self._step(Pending(key, request_id, caller.pid, result, op, reads=op in READ_OPS))
         else:
             self._answer(key, Reply(request_id, result))
+
+    def _deferred(self, caller: Caller, op: str, args: dict[str, Any]) -> Step:
+        """A request taken while frozen, as steps: its first does what submit would have done."""
+        handler = self.handlers[op]
+        try:
+            result = handler(self, caller, **args)
+        except Blocked:
+            result = again(lambda: handler(self, caller, **args))
+        if type(result) is GeneratorType:
+            result = yield from result
+        return result
 
     # -- rounds ---------------------------------------------------------------
 
@@ -138,18 +188,26 @@ class Session:
         host = self.host
         return bool(host.work) or host.work_in_flight is not None or host.ksgxd_woken
 
+    def busy(self) -> bool:
+        """Whether a round has something to do now (frozen: only the steps of ops that read)."""
+        if self.frozen is not None:
+            return any(p.reads for p in self.ready)
+        return bool(self.ready) or self.work_due()
+
     def round(self, work_slice: Callable[[], Callable[[], bool]], between: Callable[[], None] = lambda: None) -> bool:
         """Every ready step once (``between`` after each, to let a newcomer in), then reclaim work
         for as long as the predicate that ``work_slice()`` returns when the work starts says (the
         engine's 2 ms slice counts from there, not from the round's start); False when there was
-        nothing to do."""
+        nothing to do.  Frozen, a round runs only the steps of ops that read (check)."""
+        if self.frozen is not None:
+            return self._frozen_round(between)
         self._retry_stalled()
         if not self.ready and not self.work_due():
             self._expire_waiting()
             return bool(self.ready)  # the parked calls it woke go at once, not after the driver's idle wait
         for _ in range(len(self.ready)):
-            if not self.ready:
-                break  # an exit taken in between dropped its calls
+            if not self.ready or self.frozen is not None:
+                break  # an exit taken in between dropped its calls, or a freeze stops the round
             self.steps_run += 1
             self._step(self.ready.popleft())
             between()
@@ -162,7 +220,7 @@ class Session:
         """The async reclaim work (cgroup work items, ksgxd) for as long as ``more_work()`` says;
         the parked calls wake when it moved something."""
         host = self.host
-        if self.work_due():
+        if self.work_due() and self.frozen is None:
             progress = host.progress
             while host.run_work_step() and more_work():
                 pass
@@ -170,37 +228,43 @@ class Session:
                 self._wake_waiting()
 
     def next_retry_ns(self) -> int | None:
-        """The host clock when the next stalled call tries again; None when none stalls."""
+        """The host clock when the next stalled call tries again; None when none stalls (or frozen)."""
+        if self.frozen is not None:
+            return None
         return min((p.retry_ns for p in self.stalled), default=None)
 
-    def _step(self, pending: Pending) -> None:
+    def _step(self, pending: Pending) -> str:
+        """Run one step of ``pending``; how it ended: done, failed, more, waiting, stalled or dropped."""
         workload = self.workloads.get(pending.pid)
-        if workload is not None and workload.state != "running":
+        if workload is not None and workload.state != "running" and not pending.queued:
             pending.steps.close()  # its process is gone: nobody to answer
             self._end_stall(pending, "exited")
-            return
+            return "dropped"
         try:
             status = next(pending.steps)
         except StopIteration as done:
             self._end_stall(pending, "resumed")
             self._answer(pending.key, Reply(pending.request_id, done.value))
-            return
+            return "done"
         except Exception as e:
             self._end_stall(pending, how(e))
             self._answer(pending.key, self._failed(pending.request_id, pending.pid, e))
-            return
+            return "failed"
         if status is MORE:
             self._end_stall(pending, "resumed")
             self.ready.append(pending)
-        elif pending.stalled_ns is not None:
+            return "more"
+        if pending.stalled_ns is not None:
             pending.retries += 1
             self._park_stalled(pending)
-        elif pending.idle_seen and pending.progress_seen == self.host.progress:
+            return "stalled"
+        if pending.idle_seen and pending.progress_seen == self.host.progress:
             self._start_stall(pending)  # the work it waited for ran dry and moved nothing
-        else:
-            pending.idle_seen = False
-            pending.progress_seen = self.host.progress
-            self.waiting.append(pending)
+            return "stalled"
+        pending.idle_seen = False
+        pending.progress_seen = self.host.progress
+        self.waiting.append(pending)
+        return "waiting"
 
     def _wake_waiting(self) -> None:
         self.ready.extend(self.waiting)
@@ -276,6 +340,7 @@ class Session:
 
     def _answer(self, key: Hashable, reply: Reply) -> None:
         self._deliver_oom_kills()  # first: an OOM kill lands before the call returns, as in the kernel
+        self.answered = reply
         self.answer(key, reply)
 
     def _failed(self, request_id: int, pid: int, error: BaseException) -> Reply:
@@ -292,9 +357,14 @@ class Session:
         self._publish([event.to_dict() for event in events])
 
     def _publish(self, messages: list[dict[str, Any]]) -> None:
+        keep = self.history.event
         for message in messages:
             self.seq += 1
             message["seq"] = self.seq
+            if message["kind"] not in PRESSURE_KINDS:
+                keep(message)
+        if self._recording is not None:
+            self._recording.extend(messages)
         self.publish(messages)
 
     def _publish_now(self, event: Event) -> None:
@@ -316,6 +386,190 @@ class Session:
         self.waiting.clear()
         self.stalled.clear()
         self.flush_events()
+
+    # -- step mode ------------------------------------------------------------
+    #
+    # Frozen, the Session runs nothing by itself: no request steps (new requests that may change
+    # the host wait in the ready queue, whole), no reclaim work, no stall retries.  Ops that only
+    # read are answered as ever, and a check goes on in rounds.  ``step`` runs one request step
+    # or one round of reclaim work; ``thaw`` (or the holder's connection or process going) resumes.
+    # Exits are not requests: a process that dies while frozen is released at once.
+
+    def freeze(self, key: Hashable, pid: int) -> FreezeState:
+        """Freeze for the connection ``key`` of process ``pid`` (0: none, in-process); EBUSY when
+        another holds it.  Its process's exit (watched) or its connection's loss thaws."""
+        frozen = self.frozen
+        if frozen is not None:
+            if frozen.key != key:
+                raise OSError(errno.EBUSY, f"the engine is frozen by pid {frozen.pid}: only its holder steps or thaws")
+            return self.freeze_state()
+        if pid:
+            self.processes.watch(pid)  # ESRCH if it is gone already
+        now = self.host.clock.now_ns()
+        self.frozen = Freeze(key, pid, now)
+        self.info["frozen"] = True
+        self.stats.frozen, self.stats.frozen_ns = True, now
+        log.info("frozen by pid %d (step mode)", pid)
+        self._publish_now(Frozen(now, pid))
+        return self.freeze_state()
+
+    def thaw(self, how: str = "asked", key: Hashable = None) -> FreezeState:
+        """Resume: ``how`` is asked (by ``key``: EPERM unless it holds the freeze), disconnected
+        or exited.  A stall's time frozen does not count: its start moves on by that much."""
+        frozen = self.frozen
+        if frozen is None:
+            return self.freeze_state()
+        if how == "asked" and key != frozen.key:
+            raise OSError(errno.EPERM, f"the engine is frozen by pid {frozen.pid}: only its holder thaws it")
+        now = self.host.clock.now_ns()
+        self._unfreeze_stalls(frozen.since_ns, now)
+        self.frozen = None
+        self.info["frozen"] = False
+        self.stats.frozen, self.stats.frozen_ns = False, 0
+        log.info("thawed (%s) after %d steps", how, frozen.steps)
+        self._publish_now(Thawed(now, frozen.pid, how, now - frozen.since_ns, frozen.steps))
+        self.wake()
+        return self.freeze_state()
+
+    def disconnected(self, key: Hashable) -> None:
+        """The transport lost connection ``key``: if it held the freeze, the engine thaws."""
+        if self.frozen is not None and self.frozen.key == key:
+            self.thaw("disconnected")
+
+    def holder(self) -> Hashable:
+        """The connection that holds the freeze (None: not frozen)."""
+        return None if self.frozen is None else self.frozen.key
+
+    def freeze_state(self) -> FreezeState:
+        frozen, host = self.frozen, self.host
+        return {
+            "frozen": frozen is not None,
+            "pid": frozen.pid if frozen is not None else 0,
+            "since_ns": frozen.since_ns if frozen is not None else 0,
+            "steps": frozen.steps if frozen is not None else 0,
+            "ready": sum(1 for p in self.ready if not p.reads),
+            "waiting": len(self.waiting),
+            "stalled": len(self.stalled),
+            "work": len(host.work) + (host.work_in_flight is not None),
+            "ksgxd": host.ksgxd_woken,
+        }
+
+    def _unfreeze_stalls(self, since_ns: int, now: int) -> None:
+        """Move each stall's start on by the time it spent frozen (to ``now`` if it began frozen)."""
+        frozen_ns = now - since_ns
+        for pending in self.stalled + [p for p in self.ready if p.stalled_ns is not None]:
+            assert pending.stalled_ns is not None
+            pending.stalled_ns = min(pending.stalled_ns + frozen_ns, now)
+        for workload in self.workloads.values():
+            if workload.stalled_calls:
+                workload.stalled_ns = min(workload.stalled_ns + frozen_ns, now)
+
+    def _frozen_round(self, between: Callable[[], None]) -> bool:
+        """A frozen round: the steps of ops that read, nothing else; False when there were none."""
+        reads = [p for p in self.ready if p.reads]
+        if not reads:
+            return False
+        self.ready = deque(p for p in self.ready if not p.reads)
+        for pending in reads:
+            self._step(pending)
+            between()
+        return True
+
+    def step(self, key: Hashable, what: str) -> StepResult:
+        """One step of a frozen engine by its holder ``key``: ``request`` (the oldest ready
+        request's next step; with none ready, the stalled call due first tries again) or
+        ``reclaim`` (one round of the reclaim work in flight or queued next, usually one batch).
+        EINVAL when not frozen, EPERM for another connection."""
+        frozen = self.frozen
+        if frozen is None:
+            raise OSError(errno.EINVAL, "the engine is not frozen: freeze it first, then step")
+        if key != frozen.key:
+            raise OSError(errno.EPERM, f"the engine is frozen by pid {frozen.pid}: only its holder steps")
+        self.flush_events()  # what happened before is not this step's
+        recording: list[dict[str, Any]] = []
+        self._recording = recording
+        try:
+            result = self._step_request() if what == "request" else self._step_reclaim()
+            self._deliver_oom_kills()
+            self._expire_waiting()  # as a round ends: calls nothing can help any more try again
+            self.flush_events()
+        finally:
+            self._recording = None
+        kinds: dict[str, int] = {}
+        for message in recording:
+            kinds[message["kind"]] = kinds.get(message["kind"], 0) + 1
+        result |= {"nr_events": len(recording), "kinds": kinds, "events": recording[:STEP_EVENTS]}
+        if result["ran"]:
+            frozen.steps += 1
+            now = self.host.clock.now_ns()
+            r = result
+            stepped = Stepped(now, what, r["op"], r["pid"], r["status"], r["worker"], r["written"], len(recording))
+            self._publish_now(stepped)
+        result["state"] = self.freeze_state()
+        return result
+
+    def _step_request(self) -> StepResult:
+        pending = None
+        for i, ready in enumerate(self.ready):
+            if not ready.reads:
+                pending = ready
+                del self.ready[i]
+                break
+        if pending is None and self.stalled:
+            pending = min(self.stalled, key=lambda p: p.retry_ns)
+            self.stalled.remove(pending)
+        result = _step_result("request", self.freeze_state())
+        if pending is None:
+            parked = f"{len(self.waiting)} wait for reclaim work: step reclaim" if self.waiting else "nothing waits"
+            result["note"] = f"no request is ready to step ({parked})"
+            return result
+        self.steps_run += 1
+        self.answered = None
+        status = self._step(pending)
+        err = self.answered.err if self.answered is not None and status in ("done", "failed") else ""
+        result |= {"ran": True, "op": pending.op, "pid": pending.pid, "status": status, "err": err}
+        result["note"] = f"{pending.op} of pid {pending.pid}: {status}" + (f" ({err})" if err else "")
+        return result
+
+    def _step_reclaim(self) -> StepResult:
+        host = self.host
+        result = _step_result("reclaim", self.freeze_state())
+        if not self.work_due():
+            result["note"] = "no reclaim work is queued"
+            return result
+        progress, written, worker = host.progress, host.pages_reclaimed, ""
+        while not worker and self.work_due():  # (a queued item of a cgroup freed since runs nothing)
+            work = host.work_in_flight
+            if work is None and host.work:
+                queued = host.tree.by_id[next(iter(host.work))]
+                worker = "" if queued is None else queued.path
+            else:
+                worker = "ksgxd" if work is None or work.cg is None else work.cg.path
+            host.run_work_step()
+        if not worker:
+            result["note"] = "no reclaim work is queued (the cgroups it was queued for are gone)"
+            return result
+        batches = [e for e in self.events if isinstance(e, ReclaimBatch)]
+        stopped = host.work_in_flight is None
+        result |= {
+            "ran": True,
+            "status": "stopped" if stopped else "more",
+            "worker": worker,
+            "scanned": sum(e.scanned for e in batches),
+            "rotated": sum(e.rotated for e in batches),
+            "written": host.pages_reclaimed - written,
+            "stopped": stopped,
+        }
+        result["note"] = f"{worker}: {len(batches)} batch(es), {result['written']} pages written" + (
+            ", and it stopped" if stopped else ""
+        )
+        if host.progress != progress:
+            self._wake_waiting()
+        return result
+
+    def sample_history(self) -> None:
+        """A history sample of every cgroup (the engine's 4 Hz tick, whoever listens)."""
+        self.history.sample(self.host)
 
     # -- processes ------------------------------------------------------------
 
@@ -353,7 +607,10 @@ class Session:
 
     def exited(self, pid: int, reason: str = "") -> None:
         """``pid`` is gone, however it went: release what it held, without its help.  ``reason``:
-        how it ended, when the driver knows better than the workload said (killed, failed, ...)."""
+        how it ended, when the driver knows better than the workload said (killed, failed, ...).
+        Frozen or not: an exit is not a request (and the freeze of a holder that exits ends)."""
+        if self.frozen is not None and self.frozen.pid == pid:
+            self.thaw("exited")
         try:
             self._release_process(pid, reason)
         except Exception:
@@ -439,3 +696,32 @@ class Session:
     def may_open(self, workload: Workload) -> None:
         if len(workload.eids) + len(workload.vids) >= MAX_OPEN_PER_PID:
             raise OSError(errno.EMFILE, f"pid {workload.pid} has {MAX_OPEN_PER_PID} enclaves and vEPCs open")
+
+
+def _step_result(what: str, state: FreezeState) -> StepResult:
+    return {
+        "what": "request" if what == "request" else "reclaim",
+        "ran": False,
+        "note": "",
+        "op": "",
+        "pid": 0,
+        "status": "",
+        "err": "",
+        "worker": "",
+        "scanned": 0,
+        "rotated": 0,
+        "written": 0,
+        "stopped": False,
+        "nr_events": 0,
+        "kinds": {},
+        "events": [],
+        "state": state,
+    }
+
+
+def _may_change_host(op: str, args: dict[str, Any]) -> bool:
+    """Whether a frozen engine queues this request: everything but reads, the step mode's own ops
+    and a client's hello."""
+    if op in READ_OPS or op in STEP_OPS:
+        return False
+    return op != "hello" or args.get("role") != "client"

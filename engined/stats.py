@@ -65,6 +65,8 @@ class Stats:
         self._shown: set[str] = set()  # paths and pids a full snapshot showed since the last tick:
         self._shown_pids: set[int] = set()  # their removal must be said even if no tick sent them
         self._refresh_at = 0
+        self.frozen = False  # step mode, as the Session sets it...
+        self.frozen_ns = 0  # ...and since when (0 when not frozen)
 
     def header(self, pub: str, engine_pid: int, seq: int) -> dict[str, Any]:
         host = self.host
@@ -76,6 +78,8 @@ class Stats:
             "memory": memory_bytes(host.tree.root.mem_max_pages),  # host RAM for backing (None: unlimited)
             "free": host.epc.nr_free * PAGE_SIZE,
             "ksgxd": host.ksgxd_woken,
+            "frozen": self.frozen,
+            "frozen_ns": self.frozen_ns,
             "pub": pub,
             "engine_pid": engine_pid,
         }

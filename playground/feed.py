@@ -2,24 +2,75 @@
 
 Subscribes to the engine's PUB socket, keeps the newest stats snapshot, a bounded log
 of events and, per cgroup, a history of usage and reclaim; it keeps recording whatever
-the display does with it (pause included).  No textual here: the TUI draws from it.
+the display does with it (pause included).  On connect it reads the engine's own history
+(the ``history`` op), so a display that attaches late starts with the last 10 minutes.
+No textual here: the TUI draws from it.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
+from collections.abc import Iterator
 from typing import Any, cast
 
 import zmq
 
+from common.limits import PAGE_SIZE
 from engined import liveness
 from playground.scenario.backends.stream import Subscriber
 from wire import protocol
 from wire.snapshot import Snapshot, StatsDelta, merge_stats
-from workloads.client import EngineClient
+from workloads.client import EngineClient, EngineError
 
-HISTORY = 240  # samples per cgroup: a minute at 4 Hz
+HISTORY = 2400  # samples per cgroup: 10 minutes at 4 Hz (9.6 KB a series: 19.2 MB for 1,000 cgroups)
 EVENTS = 2000
+
+
+class Samples:
+    """The last ``maxlen`` samples of a count, oldest first, in a flat ring of 4-byte units
+    (``unit``: 4096 keeps bytes as pages); what a deque of ints would be, at 4 bytes a sample."""
+
+    __slots__ = ("_ring", "_start", "maxlen", "unit")
+
+    def __init__(self, maxlen: int = HISTORY, unit: int = 1) -> None:
+        self._ring = array("I")
+        self._start = 0  # once full: where the oldest is
+        self.maxlen = maxlen
+        self.unit = unit
+
+    def append(self, value: int) -> None:
+        self.append_units(value // self.unit)
+
+    def append_units(self, units: int) -> None:
+        units = min(max(units, 0), 0xFFFFFFFF)
+        ring = self._ring
+        if len(ring) < self.maxlen:
+            ring.append(units)
+        else:
+            ring[self._start] = units
+            self._start = (self._start + 1) % self.maxlen
+
+    def extend_units(self, units: list[int]) -> None:
+        units = units[-self.maxlen :]
+        if not self._ring:
+            try:
+                self._ring = array("I", units)  # the engine's history: 4-byte counts already
+                return
+            except (OverflowError, TypeError):
+                pass
+        for value in units:
+            self.append_units(value)
+
+    def __len__(self) -> int:
+        return len(self._ring)
+
+    def __iter__(self) -> Iterator[int]:
+        ring, start = self._ring, self._start
+        values = ring[start:].tolist() + ring[:start].tolist() if start else ring.tolist()
+        if self.unit != 1:
+            values = [value * self.unit for value in values]
+        return iter(values)
 
 
 class FeedState:
@@ -36,8 +87,8 @@ class FeedState:
         self.snapshot = snapshot
         self.events: deque[dict[str, Any]] = deque(maxlen=EVENTS)
         self.received = 0  # entries ever taken: a display shows the last ``received - shown`` of ``events``
-        self.usage: dict[str, deque[int]] = {}  # misc.current per cgroup, one sample per stats message
-        self.reclaim: dict[str, deque[int]] = {}  # pages reclaimed per cgroup between stats messages
+        self.usage: dict[str, Samples] = {}  # misc.current per cgroup (bytes), one sample per stats message
+        self.reclaim: dict[str, Samples] = {}  # pages reclaimed per cgroup between stats messages
         self.fault_rate: dict[int, float] = {}  # faults per second of each workload, between the last two stats
 
     def take_events(self, events: list[dict[str, Any]]) -> None:
@@ -61,10 +112,29 @@ class FeedState:
             reclaimed = cg["reclaimed"] - was["reclaimed"]
             if hits > 0 or reclaimed > 0:
                 pressure.append({"kind": "pressure", "cgroup": path, "hits": max(hits, 0), "reclaimed": reclaimed})
-            self.usage.setdefault(path, deque(maxlen=HISTORY)).append(int(cg["misc_current"]))
-            self.reclaim.setdefault(path, deque(maxlen=HISTORY)).append(max(reclaimed, 0))
+            usage = self.usage.get(path)
+            if usage is None:
+                usage = self.usage[path] = Samples(HISTORY, PAGE_SIZE)
+                self.reclaim[path] = Samples(HISTORY)
+            usage.append(int(cg["misc_current"]))
+            self.reclaim[path].append(max(reclaimed, 0))
+        if len(self.usage) > len(snapshot["cgroups"]):  # removed cgroups' history goes
+            live = {cg["path"] for cg in snapshot["cgroups"]}
+            for path in [path for path in self.usage if path not in live]:
+                del self.usage[path]
+                self.reclaim.pop(path, None)
         self.snapshot = snapshot
         self.take_events(pressure)
+
+    def take_history(self, samples: dict[str, tuple[list[int], list[int]]], log: list[dict[str, Any]]) -> None:
+        """The engine's history, before anything else: per cgroup, misc.current and pages
+        reclaimed per sample (pages, oldest first); and its last events and pressure sums."""
+        for path, (usage, reclaimed) in samples.items():
+            self.usage[path] = Samples(HISTORY, PAGE_SIZE)
+            self.usage[path].extend_units(usage)
+            self.reclaim[path] = Samples(HISTORY)
+            self.reclaim[path].extend_units(reclaimed)
+        self.take_events(log)
 
     def poll(self) -> bool:
         """Take what arrived; True when the snapshot changed (nothing arrives by itself here)."""
@@ -87,7 +157,21 @@ class EngineFeed(FeedState):
         super().__init__(snapshot)
         self._merged = snapshot
         self._stats_seq = int(snapshot["stats_seq"])
+        self._history_seq = 0  # events up to this seq came with the history: skip them on PUB
         self.connected = True
+        self._read_history()
+
+    def _read_history(self) -> None:
+        """The engine's history, what happened before we attached (an engine without it: none)."""
+        try:
+            samples = self.client.history_samples()[1]
+            events = self.client.history_log("events")
+            pressure = self.client.history_log("pressure")
+        except EngineError:
+            return
+        self._history_seq = max((int(e.get("seq", 0)) for e in events), default=0)
+        log = sorted(events + pressure, key=lambda e: int(e.get("t_ns", 0)))  # stable: events first
+        self.take_history(samples, log)
 
     def poll(self) -> bool:
         changed: list[bool] = []
@@ -113,6 +197,10 @@ class EngineFeed(FeedState):
         if topic == protocol.TOPIC_EVENT_OTHER:
             if not isinstance(message, list) or not all(isinstance(e, dict) for e in message):
                 raise TypeError(f"an event batch is a list of maps, not {type(message).__name__}")
+            if self._history_seq:  # the first batches may hold events the history gave already
+                message = [e for e in message if int(e.get("seq", 0)) > self._history_seq]
+                if message:
+                    self._history_seq = 0
             self.take_events(message)
         elif topic == protocol.TOPIC_ENGINE:
             self.connected = False

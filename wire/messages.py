@@ -115,6 +115,18 @@ class Bye(TypedDict):
     reason: NotRequired[str]
 
 
+# step mode and history
+
+
+class Step(TypedDict):
+    what: Literal["request", "reclaim"]
+
+
+class History(TypedDict):
+    what: Literal["samples", "events", "pressure"]
+    after: NotRequired[int]  # the cursor: the previous page's ``next`` (0: from the oldest)
+
+
 REQUESTS: dict[str, type] = {
     "hello": Hello,
     "ecreate": Ecreate,
@@ -141,6 +153,10 @@ REQUESTS: dict[str, type] = {
     "frames": Frames,
     "ping": NoArgs,
     "bye": Bye,
+    "freeze": NoArgs,
+    "step": Step,
+    "thaw": NoArgs,
+    "history": History,
 }
 
 
@@ -154,6 +170,7 @@ class Info(TypedDict):
     pub: str  # the PUB endpoint
     capacity: int  # bytes of EPC
     writable: list[str]  # the cgroup files with a write handler (mode 0644; the others 0444)
+    frozen: bool  # step mode: the engine runs nothing by itself (docs/protocol.md, "Step mode")
     cgroup: NotRequired[str]  # hello: the cgroup the process starts in
 
 
@@ -235,3 +252,75 @@ class FrameCells(TypedDict):
     kind: list[int]  # per cell: the kind most of its used frames hold, 0 (FREE) when all are free
     free: list[int]  # per cell: free frames
     counts: list[tuple[int, ...]]  # per cell, group > 1 only: used frames per kind, [SECS, REG, TCS, TRIM, VA, VEPC]
+
+
+# -- step mode and history --------------------------------------------------------------
+
+
+class FreezeState(TypedDict):
+    """freeze's and thaw's answer, and a step's ``state``: the engine's step mode and what waits."""
+
+    frozen: bool
+    pid: int  # the holder's pid (0: not frozen)
+    since_ns: int  # when it froze, on the engine's clock (0: not frozen)
+    steps: int  # steps run since it froze
+    ready: int  # requests ready to step (new ones queued while frozen among them)
+    waiting: int  # requests parked until reclaim work moves a page
+    stalled: int  # requests that stall (step request retries the one due first when none is ready)
+    work: int  # reclaim work items queued or in flight
+    ksgxd: bool  # ksgxd is woken
+
+
+class StepResult(TypedDict):
+    """What one ``step`` ran (``ran`` false: nothing was there to run, ``note`` says why)."""
+
+    what: Literal["request", "reclaim"]
+    ran: bool
+    note: str  # a sentence: what ran, or why nothing did
+    # request: the request, its pid, and how its step ended: done (answered), failed (answered
+    # ``err``), more (it goes on at its next step), waiting (parked for reclaim work), stalled,
+    # dropped (its process is gone)
+    op: str
+    pid: int
+    status: str
+    err: str
+    # reclaim: the worker (a cgroup's path for its work item, or ksgxd), its batches' sums, and
+    # whether it stopped (its work item ran out of work)
+    worker: str
+    scanned: int
+    rotated: int
+    written: int
+    stopped: bool
+    nr_events: int  # the events the step caused
+    kinds: dict[str, int]  # their counts by kind
+    events: list[dict[str, object]]  # the first 64 of them, with their seq
+    state: FreezeState
+
+
+class CgroupHistory(TypedDict):
+    """One cgroup's samples, oldest first, the newest at the page's ``tick``."""
+
+    path: str
+    id: int
+    usage_pages: list[int]  # misc.current in pages
+    reclaimed_pages: list[int]  # pages written out from its LRU since the sample before
+
+
+class HistorySamples(TypedDict):
+    """history what=samples: a page of cgroups' samples (4 a second, the last 10 minutes)."""
+
+    tick: int  # samples taken since the engine started
+    interval_ns: int
+    t_ns: list[int]  # the time of each sample kept, oldest first; a cgroup's series ends with it
+    cgroups: list[CgroupHistory]
+    untracked: int  # live cgroups beyond the cap, with no history
+    next: int | None  # the cursor for the next page; None: this was the last
+
+
+class HistoryLog(TypedDict):
+    """history what=events (the last events of event/other) or what=pressure (limit hits and pages
+    reclaimed per cgroup per sample, where there were any), oldest first."""
+
+    entries: list[dict[str, object]]
+    total: int  # entries ever kept (the cursor counts on it)
+    next: int | None

@@ -190,6 +190,23 @@ SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "ping": {},
     "bye": {"reason": (_str(32), False)},
 }
+
+# -- step mode and history (docs/protocol.md, "Step mode" and "History") ------------------
+STEP_WHAT = ("request", "reclaim")  # what one `step` runs: a request's step, or a round of reclaim work
+HISTORY_WHAT = ("samples", "events", "pressure")  # the parts of the engine's history, each paged
+SCHEMAS |= {
+    "freeze": {},
+    "step": {"what": (_choice(*STEP_WHAT), True)},
+    "thaw": {},
+    "history": {"what": (_choice(*HISTORY_WHAT), True), "after": (_int(0, MAX_ID), False)},
+}
+# The ops a frozen engine still answers at once, from anyone: they change nothing on the host
+# (lru and frames too, where the engine has them), and the step mode's own.  Every other
+# request waits in the queue until a step runs it, or the engine thaws.
+READ_OPS = frozenset({"ping", "snapshot", "read", "listdir", "check", "history", "lru", "frames"})
+STEP_OPS = frozenset({"freeze", "step", "thaw"})
+PROBE_ID = 0  # while frozen, the engine checks the holder's connection with a reply of this id (ok: nil)
+
 OPS = frozenset(SCHEMAS)
 _ALLOWED = {op: frozenset(schema) | {"v", "op", "id"} for op, schema in SCHEMAS.items()}
 

@@ -24,6 +24,8 @@ class Header(TypedDict):
     memory: int | None  # host RAM for backing store (None: unlimited)
     free: int  # free EPC bytes
     ksgxd: bool  # global reclaim is running
+    frozen: bool  # step mode: the engine runs nothing by itself (docs/protocol.md, "Step mode")
+    frozen_ns: int  # since when, on t_ns's clock (0: not frozen)
     pub: str  # the engine's PUB endpoint
     engine_pid: int
 

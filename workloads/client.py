@@ -29,13 +29,14 @@ from zmq.utils.monitor import parse_monitor_message
 from common.units import shown
 from engined import curve, liveness, runtime
 from wire import protocol
-from wire.messages import FrameCells, LruListing
+from wire.messages import FrameCells, FreezeState, HistoryLog, HistorySamples, LruListing, StepResult
 from wire.protocol import EngineError as EngineError  # re-exported: the clients' name for it
 
 POLL_SLICE_MS = 250  # a wait for a reply looks at the connection this often
 HEARTBEAT_IVL_MS = 1000  # tcp: a ZMTP PING after a second without traffic
 HEARTBEAT_TIMEOUT_MS = 3000  # tcp: no answer to it for this long drops the connection
 FIRST_PING_S = 5.0  # a live engine that does not answer ping within this (it is stuck)
+HISTORY_PAGES = 128  # pages of history read at most (the engine keeps 64 of samples, 4 of events)
 WATCHED = (
     zmq.EVENT_CONNECTED
     | zmq.EVENT_CONNECT_RETRIED
@@ -184,7 +185,8 @@ class EngineClient:
                 waited_ms += POLL_SLICE_MS
                 self.check_engine()
                 if timeout is not None and waited_ms >= timeout * 1000:
-                    raise NoEngine(f"the engine at {self.endpoint} did not answer {op} within {timeout:g} s") from None
+                    why = f"the engine at {self.endpoint} did not answer {op} within {timeout:g} s"
+                    raise NoEngine(why + self._frozen(op)) from None
                 continue
             if reply["id"] != request_id:
                 continue  # a late answer to a request we gave up on
@@ -194,6 +196,16 @@ class EngineClient:
             if "err" in reply:
                 raise EngineError(str(reply["err"]), str(reply.get("msg", "")))
             return reply.get("ok")
+
+    def _frozen(self, op: str) -> str:
+        """After a call timed out: why, when the engine is frozen (it answers ping); else nothing."""
+        if op == "ping":
+            return ""
+        try:
+            frozen = self.call("ping", _timeout_s=POLL_SLICE_MS / 1000).get("frozen")
+        except (NoEngine, EngineError):
+            return ""
+        return f": it is frozen (step mode), and your {op} waits in its queue for a step or the thaw" if frozen else ""
 
     # -- the cgroup files -----------------------------------------------------
 
@@ -241,6 +253,55 @@ class EngineClient:
         """The EPC frame map: ``count`` cells of ``group`` frames from frame ``first``.  EngineError:
         EINVAL for an argument out of range (nothing sent) or ``first`` past the EPC."""
         return cast(FrameCells, self.call("frames", **_checked("frames", count=count, first=first, group=group)))
+
+    # -- step mode and history ------------------------------------------------
+
+    def freeze(self) -> FreezeState:
+        """Step mode: the engine runs nothing by itself until thaw(), or until this client closes or
+        its process exits (either thaws it).  Only over ipc, as the engine's user."""
+        return cast(FreezeState, self.call("freeze"))
+
+    def step(self, what: str = "request") -> StepResult:
+        """One step of the frozen engine: ``request`` (the oldest ready request's next step) or
+        ``reclaim`` (a round of the reclaim work); what it ran and the events it caused."""
+        return cast(StepResult, self.call("step", what=what))
+
+    def thaw(self) -> FreezeState:
+        return cast(FreezeState, self.call("thaw"))
+
+    def history_samples(self) -> tuple[list[int], dict[str, tuple[list[int], list[int]]]]:
+        """The engine's samples, every page read: the sample times and, per cgroup, misc.current
+        and pages reclaimed per sample (pages), oldest first, each ending at the first page's
+        newest sample (pages read later are cut to it)."""
+        first = cast(HistorySamples, self.call("history", what="samples"))
+        tick, times = first["tick"], first["t_ns"]
+        series: dict[str, tuple[list[int], list[int]]] = {}
+        page, pages = first, 1
+        while True:
+            late = page["tick"] - tick  # samples taken since the first page: not ours
+            for row in page["cgroups"]:
+                usage, reclaimed = row["usage_pages"], row["reclaimed_pages"]
+                kept = max(len(usage) - late, 0)
+                series[row["path"]] = (usage[:kept], reclaimed[:kept])
+            after = page["next"]
+            if after is None or pages >= HISTORY_PAGES:
+                return times, series
+            page = cast(HistorySamples, self.call("history", what="samples", after=after))
+            pages += 1
+
+    def history_log(self, what: str = "events") -> list[dict[str, Any]]:
+        """The engine's last ``events`` (of event/other) or ``pressure`` sums, oldest first, every
+        page read (up to the entries there were at the first page)."""
+        page = cast(HistoryLog, self.call("history", what=what))
+        total = page["total"]
+        entries = list(page["entries"])
+        for _ in range(HISTORY_PAGES):
+            after = page["next"]
+            if after is None or after >= total:
+                break
+            page = cast(HistoryLog, self.call("history", what=what, after=after))
+            entries += page["entries"]
+        return entries
 
 
 def _checked(op: str, **args: Any) -> dict[str, Any]:

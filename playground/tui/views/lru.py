@@ -71,7 +71,7 @@ frees. `PgDn`/`PgUp` page, `Home` back to the head, `Esc` back.
         super().__init__()
         self.source = source
         self.cgroup = cgroup
-        self.offset = 0
+        self.start = 0
         self.listing: LruListing | None = None
         self.error = ""
 
@@ -92,7 +92,7 @@ frees. `PgDn`/`PgUp` page, `Home` back to the head, `Esc` back.
 
     def load(self) -> None:
         try:
-            listing = self.source.lru(self.cgroup, self.offset, PAGE)
+            listing = self.source.lru(self.cgroup, self.start, PAGE)
         except EngineError as e:
             self._say(f"{self.cgroup}: {e.message} ({e.code})")
             return
@@ -132,9 +132,9 @@ frees. `PgDn`/`PgUp` page, `Home` back to the head, `Esc` back.
 
     def action_page(self, direction: int) -> None:
         size = self.listing["size"] if self.listing is not None else 0
-        self.offset = max(0, min(self.offset + direction * PAGE, max(0, size - 1)))
+        self.start = max(0, min(self.start + direction * PAGE, max(0, size - 1)))
         self.load()
 
     def action_first(self) -> None:
-        self.offset = 0
+        self.start = 0
         self.load()
