@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -338,3 +340,62 @@ def test_a_run_whose_reader_goes_away_stops_quietly() -> None:
         run.stdout.close()  # the reader goes away after the first line
         stderr = run.stderr.read()
     assert run.returncode == 141 and stderr == b"", stderr.decode()
+
+
+def _problems(text: str) -> tuple[str, ...]:
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario(text, "bad.toml")
+    return tuple(str(error.value).splitlines())
+
+
+def test_an_event_kind_that_no_event_has_is_a_load_time_error_naming_the_nearest_kind() -> None:
+    (problem,) = _problems(HEAD + '[[step]]\nexpect = { event = "enomen", at_most = 0 }\n')
+    assert problem == "bad.toml: step 1 (expect): key 'event': no event is of kind 'enomen'; did you mean enomem?"
+    (problem,) = _problems(HEAD + '[[step]]\nexpect = { event = "zzz", at_most = 0 }\n')
+    assert "known: " in problem and "limit_hit" in problem and "workload_exit" in problem, problem
+
+
+def test_a_where_field_that_the_events_kind_lacks_is_a_load_time_error_naming_the_nearest_field() -> None:
+    text = HEAD + '[[step]]\nexpect = { event = "enomem", where = { cgruop = "/a" }, at_most = 0 }\n'
+    (problem,) = _problems(text)
+    assert (
+        problem == "bad.toml: step 1 (expect): key 'where': enomem events have no field 'cgruop'; did you mean cgroup?"
+    )
+    (problem,) = _problems(text.replace('"enomem"', '"ksgxd_wake"'))  # a field of other kinds, not of this one
+    assert "ksgxd_wake events have no field 'cgruop'" in problem and "known: t_ns, free_pages, seq" in problem
+
+
+def test_a_where_value_of_the_wrong_type_or_a_boolean_field_is_refused() -> None:
+    (problem,) = _problems(HEAD + '[[step]]\nexpect = { event = "reclaim", where = { scanned = "16" }, at_most = 0 }\n')
+    assert "field 'scanned' of reclaim events is a whole number, not '16'" in problem
+    (problem,) = _problems(HEAD + '[[step]]\nexpect = { event = "rmdir", where = { dying = 1 }, at_most = 0 }\n')
+    assert "field 'dying' is true or false, which where cannot match" in problem
+    ok = '[[step]]\nexpect = { event = "reclaim", where = { scanned = 16, seq = 3, context = "sync" }, at_most = 9 }\n'
+    assert parse_scenario(HEAD + ok).steps  # the wire's seq counts as a field of every event
+
+
+def test_the_event_kinds_and_fields_come_from_the_cores_event_classes() -> None:
+    """engine/events.py is their one home: a kind added there is one a scenario may expect, with its fields."""
+    from dataclasses import dataclass
+
+    from engine.events import Event
+    from playground.scenario.load import event_fields
+
+    @dataclass(slots=True)
+    class Probe(Event):
+        kind: ClassVar[str] = "probe_for_a_test"
+        cgroup: str
+        pages: int
+
+    event_fields.cache_clear()
+    try:
+        assert event_fields()["probe_for_a_test"] == {"t_ns": "int", "cgroup": "str", "pages": "int", "seq": "int"}
+        step = parse_scenario(
+            HEAD + '[[step]]\nexpect = { event = "probe_for_a_test", where = { pages = 2 }, at_least = 1 }\n'
+        ).steps[0]
+        assert isinstance(step, ExpectEvent) and step.where == (("pages", 2),)
+    finally:
+        del Probe
+        gc.collect()  # the class goes from Event.__subclasses__()
+        event_fields.cache_clear()
+    assert "probe_for_a_test" not in event_fields()

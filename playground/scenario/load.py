@@ -2,15 +2,19 @@
 
 ``load_scenario(path)`` parses and validates a whole file into a ``Scenario`` of frozen
 step records.  Anything wrong (an unknown key, a bad size or expression, a step with
-no kind or two, an expect with two conditions, a workload name never spawned) raises
-ScenarioError with one line naming the file, the step number and the key; nothing has
-run by then.  Sizes are kept as expressions (``Expr``) and evaluated by the runner
-against the engine's real capacity, so ``--connect`` to another engine still works.
+no kind or two, an expect with two conditions, a workload name never spawned, an event
+kind or field that no event has) raises ScenarioError with one line naming the file, the
+step number and the key; nothing has run by then.  Sizes are kept as expressions
+(``Expr``) and evaluated by the runner against the engine's real capacity, so
+``--connect`` to another engine still works.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import errno
+import functools
 import math
 import re
 import tomllib
@@ -45,10 +49,37 @@ MAX_DURATION_NS = 24 * 3600 * 10**9  # one day: the longest sleep, duration or t
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|us|ns)?\s*")
 _DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, None: 10**9, "m": 60 * 10**9}
 _TOP_KEYS = ("name", "description", "capacity", "memory", "seed", "step")
+WIRE_EVENT_FIELDS = {"seq": "int"}  # what the engine adds to every event it publishes (docs/protocol.md)
 
 
 class ScenarioError(ValueError):
     """A scenario file that cannot run: one line saying where and what."""
+
+
+@functools.cache
+def event_fields() -> dict[str, dict[str, str]]:
+    """Every event kind the engine publishes, with its fields and their types (``int``, ``str``, ``bool``).
+
+    Derived from the core's own records, engine/events.py, the one place they are defined
+    (imported when a file first has an event expect: all the scenario files take from the
+    core), plus what the wire adds to each event (``seq``).
+    """
+    from engine.events import Event
+
+    found: dict[str, dict[str, str]] = {}
+    todo: list[type[Event]] = [Event]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls is not Event:
+            found[cls.kind] = {f.name: str(f.type) for f in dataclasses.fields(cls)} | WIRE_EVENT_FIELDS
+    return dict(sorted(found.items()))
+
+
+def suggest(word: str, known: list[str]) -> str:
+    """``did you mean X?`` with the nearest of ``known`` (difflib), else the whole list."""
+    nearest = difflib.get_close_matches(word, known, n=1)
+    return f"did you mean {nearest[0]}?" if nearest else f"known: {', '.join(known)}"
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -270,13 +301,23 @@ class _Validator:
     def expect_event(self, number: int, t: dict[str, Any], title: str) -> ExpectEvent:
         self.keys(t, ("event", "where", "at_least", "at_most", "title"), required=("event",))
         kind = self.string(t, "event")
+        schema = event_fields()
+        if kind not in schema:
+            raise self.fail(f"key 'event': no event is of kind {kind!r}; {suggest(kind, list(schema))}")
         where = t.get("where", {})
         if not isinstance(where, dict):
             raise self.fail("key 'where': give a table of event fields, e.g. where = { cgroup = \"t/a\" }")
         fields: list[tuple[str, str | int]] = []
         for key, value in sorted(where.items()):
-            if isinstance(value, bool) or not isinstance(value, str | int):
-                raise self.fail(f"key 'where': field {key!r} = {value!r} is not a string or a whole number")
+            if key not in schema[kind]:
+                known = [name for name in schema[kind] if schema[kind][name] != "bool"]
+                raise self.fail(f"key 'where': {kind} events have no field {key!r}; {suggest(key, known)}")
+            wanted = schema[kind][key]
+            if wanted == "bool":
+                raise self.fail(f"key 'where': field {key!r} is true or false, which where cannot match")
+            if isinstance(value, bool) or type(value).__name__ != wanted:
+                what = "a whole number" if wanted == "int" else "a string"
+                raise self.fail(f"key 'where': field {key!r} of {kind} events is {what}, not {value!r}")
             if key == "cgroup" and isinstance(value, str):
                 value = self.path(value, "where")
             fields.append((key, value))
