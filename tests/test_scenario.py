@@ -399,3 +399,56 @@ def test_the_event_kinds_and_fields_come_from_the_cores_event_classes() -> None:
         gc.collect()  # the class goes from Event.__subclasses__()
         event_fields.cache_clear()
     assert "probe_for_a_test" not in event_fields()
+
+
+def test_every_problem_of_a_file_is_one_line_then_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'name = "x"\ncapacity = "16MiB"\nseed = -1\n'
+        '[[step]]\nspwan = { name = "a", size = 4096 }\n'  # the name 'a' is not spawned: step 4 says so too
+        '[[step]]\nspawn = { name = "b", size = "capacity/0" }\n'
+        '[[step]]\nexpect = { event = "enomen", at_most = 0 }\n'
+        '[[step]]\nwait = { name = "a" }\n'
+        '[[step]]\nwait = { name = "b" }\n'  # b's spawn step has a problem, but b is spawned: no second one
+    )
+    assert main(["run", "--inproc", str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert [line.split(": ")[2] for line in lines] == [
+        "the top level",
+        "step 1",
+        "step 2 (spawn)",
+        "step 3 (expect)",
+        "step 4 (wait)",
+    ], err
+    assert all(line.startswith(f"epc-playground run: {bad}: ") for line in lines)
+    assert "'seed'" in lines[0] and "'spwan'" in lines[1] and "division by zero" in lines[2] and "'a'" in lines[4]
+
+
+def test_a_bad_capacity_stops_the_steps_being_checked_against_it_not_the_top_levels() -> None:
+    text = 'name = "x"\ncapacity = "lots"\nseed = -1\n[[step]]\nspawn = { name = "a", size = "capacity/2" }\n'
+    problems = _problems(text)
+    assert len(problems) == 2 and "'capacity'" in problems[0] and "'seed'" in problems[1], problems
+
+
+def test_a_file_with_very_many_problems_says_how_many_it_leaves_out() -> None:
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario(HEAD + '[[step]]\nsleep = "soon"\n' * 150, "bad.toml")
+    problems = error.value.problems
+    assert len(problems) == 101 and problems[-1] == "bad.toml: and 50 more problems"
+
+
+def test_an_unterminated_string_gets_its_own_hint_not_the_inline_tables() -> None:
+    (problem,) = _problems('name = "abc\ncapacity = "16MiB"\n')
+    assert "Illegal character" in problem and "a quoted string must end on the line it starts" in problem
+    assert "inline table" not in problem
+    (problem,) = _problems(HEAD + '[[step]]\nspawn = { name = "a", }\n')  # a trailing comma: no line end involved
+    assert "(" not in problem.split("(at line")[1].removeprefix(" 2, column 23)"), problem
+
+
+def test_a_name_near_a_bundled_scenarios_is_suggested(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--inproc", "nested"]) == 2
+    assert capsys.readouterr().err.endswith("no bundled scenario has that name (did you mean nested-limits?)\n")
+    with pytest.raises(ScenarioError, match=r"did you mean kselftest\?"):
+        resolve("kselftset")

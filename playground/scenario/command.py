@@ -137,7 +137,8 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         scenario = load_scenario(resolve(args.file))
     except ScenarioError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        for problem in e.problems:  # every problem of the file, one line each
+            print(f"{PROG}: {problem}", file=sys.stderr)
         return EXIT_INVALID
     if args.seed is not None:
         scenario = _with_seed(scenario, args.seed)
