@@ -26,7 +26,8 @@ PROG = "epc-playground run"
 EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 RUN_DESCRIPTION = """\
 Run a scenario file (TOML, the format below and in README) step by step and print KTAP: one
-result per expect, `#` lines saying what was read and what was expected. Exit 0 when
+result per expect, `#` lines saying what was read and what was expected, and a last one
+for the other steps and the host's invariant check. Exit 0 when
 all pass, 1 when anything fails (an expect, a step, the host's invariant check), 2
 for a file that does not validate (nothing runs), no engine, or an engine that went
 away during the run (one line: the engine (pid N) is gone).

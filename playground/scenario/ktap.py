@@ -3,8 +3,11 @@
 One result per ``expect``: ``ok N - description`` or ``not ok N - description``, then
 ``#`` lines saying what was read and what was expected.  Failures of other steps (a
 write that had to fail with an errno, a wait that timed out) and a broken invariant
-are ``# FAIL step N ...`` diagnostics; the run then exits 1 all the same.  The last
-line is kselftest's ``# Totals: pass:P fail:F error:E``.
+are ``# FAIL step N ...`` diagnostics as they happen, and one more result after the
+expects' covers them all (``not ok N - the other steps and the host's invariants``,
+then ``# failed: step 3 (write), ...``), so the plan counts it and a KTAP parser that
+reads only the results sees the run fail.  The last line is kselftest's
+``# Totals: pass:P fail:F error:E`` (E: the other steps that failed).
 """
 
 from __future__ import annotations
