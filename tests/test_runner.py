@@ -82,7 +82,7 @@ def test_bundled_scenario_passes_in_process(name: str, capsys: pytest.CaptureFix
 
 
 def test_ktap_output_has_a_plan_one_result_per_expect_one_for_the_other_steps_and_totals(tmp_path: Path) -> None:
-    status, out, err = run_text(tmp_path, PASSING)
+    status, out, err = run_text(tmp_path, PASSING, "--quiet")
     assert status == 0, out + err
     lines = out.splitlines()
     assert lines[0] == "KTAP version 1"
@@ -170,6 +170,26 @@ def test_list_names_every_bundled_scenario(capsys: pytest.CaptureFixture[str]) -
 def test_a_short_run_shows_no_progress_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     _, _, err = run_text(tmp_path, PASSING)
     assert "step" not in err
+
+
+def test_progress_is_a_line_every_few_seconds_where_stderr_is_not_a_terminal_unless_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A long run in a pipe or a CI log shows it is alive: a whole line each LINE_EVERY_S (here 0, each tick)."""
+    from playground.scenario import ktap
+
+    path = tmp_path / "scenario.toml"
+    path.write_text(PASSING)
+    monkeypatch.setattr(ktap, "LINE_EVERY_S", 0.0)
+    assert main(["run", "--inproc", str(path)]) == 0
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert lines and all(
+        re.fullmatch(r"epc-playground run: step \d+/12 \(\w+\), \d+ workloads? alive, [\d.]+ s", line) for line in lines
+    ), err
+    assert "\r" not in err and "\x1b" not in err
+    assert main(["run", "--inproc", "--quiet", str(path)]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_a_failed_read_keeps_the_expected_value_in_the_title(tmp_path: Path) -> None:
@@ -469,3 +489,15 @@ def test_faults_that_reclaim_can_help_never_stall() -> None:
     assert report.outcomes == {"big": ["ok", "ok"]}
     assert not [e for e in events if e["kind"] in ("stall", "stall_end")]
     assert sum(e["kind"] == "reclaim" for e in events) > 10
+
+
+def test_an_in_process_run_ticks_by_wall_time_not_every_so_many_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round can take milliseconds (kselftest's waited 10 s between ticks): progress and a stop request
+    come every TICK_S of wall time (here 0: every round)."""
+    from playground.scenario.backends import inproc
+
+    monkeypatch.setattr(inproc, "TICK_S", 0.0)
+    scenario = parse_scenario(PASSING)
+    recorder = Recorder()
+    run_scenario(scenario, InprocBackend(scenario.capacity, scenario.memory, scenario.seed), recorder)
+    assert sum(p.kind == "wait" for p in recorder.progress_seen) > 10

@@ -99,6 +99,9 @@ def add_parser(sub: Any) -> None:
     run.add_argument(
         "--inproc", action="store_true", help="the in-process host on a virtual clock: fast, byte-for-byte repeatable"
     )
+    run.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress on stderr (a line every 5 s where it is no terminal)"
+    )
     run.set_defaults(handler=run_command)
 
 
@@ -165,7 +168,7 @@ def _start_and_run(args: argparse.Namespace, scenario: Scenario, events_file: Te
             print(f"{PROG}: {e}", file=sys.stderr)
             return EXIT_INVALID
         try:
-            return _run(scenario, backend, events_file)
+            return _run(scenario, backend, events_file, args.quiet)
         except BackendError as e:  # also SizeError: the file's sizes do not fit this engine (nothing ran)
             print(f"{PROG}: {e}", file=sys.stderr)
             return EXIT_INVALID
@@ -209,13 +212,13 @@ def _backend(args: argparse.Namespace, scenario: Scenario, runtime_dir: str) -> 
     return RealBackend.start(scenario.capacity, scenario.memory, scenario.seed, runtime_dir)
 
 
-def _run(scenario: Scenario, backend: Backend, events_file: TextIO | None) -> int:
+def _run(scenario: Scenario, backend: Backend, events_file: TextIO | None, quiet: bool) -> int:
     from playground.scenario.ktap import KtapWriter, Observers, ProgressLine, RunObserver
     from playground.scenario.runner import run_scenario
 
-    progress = ProgressLine(sys.stderr)
+    progress = ProgressLine(sys.stderr, terminal=sys.stderr.isatty(), prefix=f"{PROG}: ")
     observers: list[RunObserver] = [KtapWriter(sys.stdout, before_write=progress.clear)]
-    if sys.stderr.isatty():
+    if not quiet:
         observers.append(progress)
     sink = JsonLines(events_file) if events_file is not None else None
     report = run_scenario(scenario, backend, Observers(*observers), events=sink)
