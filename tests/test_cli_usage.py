@@ -1,4 +1,4 @@
-"""The command line's usage errors that need no engine: each is exit 2 before anything starts or connects.
+"""The command line without an engine: usage errors, each exit 2 before anything starts or connects; cg tree's rows.
 
 (The newcomer review's bug 14.)  Where an engine would be reached, the environment has
 none, so a check that came after connecting would say "no engine" instead.
@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from common.limits import U64_MAX
 from playground.cli import main
+from wire.snapshot import NAME_COLUMN, Snapshot, format_tree
 from workloads.cli import main as workloads_main
 
 from .engine_fixture import CLI, ROOT, private_env
@@ -92,3 +95,20 @@ def test_mount_on_a_file_says_so_with_advice_that_can_work(tmp_path: Path, capsy
     )
     assert main(["mount", str(tmp_path / "missing")]) == 2
     assert "create it first (mkdir " in capsys.readouterr().err
+
+
+def _snapshot(*paths: str) -> Snapshot:
+    row = {"misc_max": U64_MAX, "misc_current": 0, "misc_peak": 0, "misc_events": 0, "memory_current": 0, "procs": []}
+    cgroups = [{**row, "path": path} for path in ("/", *paths)]
+    return cast(Snapshot, {"cgroups": cgroups, "capacity": 16 << 20, "free": 16 << 20, "ksgxd": False})
+
+
+def test_cg_tree_cuts_long_names_in_the_middle_instead_of_padding_every_row_to_them() -> None:
+    """A 255-byte name made every row of `cg tree` over 255 columns wide (newcomer review bug 13)."""
+    pod = "kubepods-burstable-pod3f9c1b2e_8a4d_4c1e_9b7a_2d6e5f4a3c21.slice"
+    lines = format_tree(_snapshot("/k", f"/k/{pod}", "/" + "y" * 255)).splitlines()
+    assert max(len(line) for line in lines) < 110
+    assert lines[3].startswith("  kubepods-burstable-pod3…b7a_2d6e5f4a3c21.slice ")  # its start and its end
+    assert len(lines[3].split()[0]) == NAME_COLUMN - 2 and lines[4].startswith("y" * 24 + "…" + "y" * 23 + " ")
+    wide = format_tree(_snapshot("/k", f"/k/{pod}"), name_column=None).splitlines()  # cg tree --wide
+    assert wide[3].split()[0] == pod
