@@ -23,8 +23,8 @@ from .engine_fixture import CLI, ROOT, private_env
 @pytest.mark.parametrize(
     ("argv", "usage"),
     [
-        (["cg", "tree", "/pod", "extra"], "usage: epc-playground cg tree [-h]\n"),
-        (["cg", "tree", "/pod"], "usage: epc-playground cg tree [-h]\n"),
+        (["cg", "tree", "/pod", "extra"], "usage: epc-playground cg tree [-h] [--wide]\n"),
+        (["cg", "tree", "/pod"], "usage: epc-playground cg tree [-h] [--wide]\n"),
         (["cg", "mkdir", "/a", "/b"], "usage: epc-playground cg mkdir [-h] path\n"),
         (["cg", "write", "/p/misc.max", "sgx_epc 1", "extra"], "usage: epc-playground cg write [-h] PATH VALUE\n"),
         (["run", "--inproc", "sgx2", "extra"], "usage: epc-playground run [-h]"),
