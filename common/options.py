@@ -8,10 +8,29 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 
+from common.limits import MAX_SIZE, PAGE_SIZE
 from common.units import parse_size, shown
 
 EXIT_USAGE = 2  # a usage error, as argparse exits on one; a command also says no engine with it
+
+
+class SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that refuses arguments it does not take itself, with its own usage.
+
+    argparse leaves them to the top-level parser, whose usage (``epc-playground [-h]
+    [--version] COMMAND ...``) says nothing of ``cg tree``'s.  Give it as
+    ``add_subparsers(parser_class=SubcommandParser)``; nested subcommands inherit it.
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {shown(' '.join(extras))}")
+        return parsed, extras
 
 
 def size(text: str) -> int:
@@ -20,6 +39,16 @@ def size(text: str) -> int:
         return parse_size(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def capacity(text: str) -> int:
+    """An EPC size: whole 4 KiB pages, at least one and at most MAX_SIZE (8 TiB), as a host can hold."""
+    nbytes = size(text)
+    if nbytes < PAGE_SIZE or nbytes % PAGE_SIZE or nbytes > MAX_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"{shown(text)} is not an EPC size: whole 4 KiB pages, from {PAGE_SIZE} bytes to {MAX_SIZE} (8 TiB)"
+        )
+    return nbytes
 
 
 def whole(text: str, low: int, high: int | None = None) -> int:

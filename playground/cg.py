@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from common.options import EXIT_USAGE
 from wire.protocol import EngineError
-from wire.snapshot import Snapshot, format_tree
+from wire.snapshot import NAME_COLUMN, Snapshot, format_tree
 
 
 class _OneValue(argparse.Action):
@@ -47,7 +47,14 @@ def add_parser(sub: Any) -> None:
     write.add_argument("value", nargs=argparse.REMAINDER, action=_OneValue, metavar="VALUE")
     cg_sub.add_parser("mkdir", help="create a cgroup").add_argument("path")
     cg_sub.add_parser("rmdir", help="remove a cgroup").add_argument("path")
-    cg_sub.add_parser("tree", help="the cgroups with their usage and limits")
+    tree = cg_sub.add_parser(
+        "tree",
+        help="the cgroups with their usage and limits",
+        description="The cgroups with their usage and limits, and the workloads whose call stalls. A name "
+        f"longer than the name column ({NAME_COLUMN} characters with its indentation) is cut in the middle "
+        "(kubepods-burst…4a3c21.slice); --wide shows every name whole.",
+    )
+    tree.add_argument("--wide", action="store_true", help="never cut a name")
     cg.set_defaults(handler=run)
 
 
@@ -68,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
             elif args.action == "rmdir":
                 client.rmdir(args.path)
             else:
-                sys.stdout.write(format_tree(cast(Snapshot, client.snapshot())))
+                snapshot = cast(Snapshot, client.snapshot())
+                sys.stdout.write(format_tree(snapshot, None if args.wide else NAME_COLUMN))
     except EngineError as e:
         strerror = os.strerror(e.errno) if e.errno else e.message
         path = getattr(args, "path", "")

@@ -295,6 +295,13 @@ def fuse_problem() -> str | None:
 
 def mount(directory: str, connect: str | None = None) -> int:
     """Serve the engine's cgroup tree at ``directory`` until unmounted, SIGTERM or SIGINT; the exit status."""
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        print(
+            f"{PROG}: {directory} exists and is not a directory: mount on a directory (mkdir /tmp/cg, then "
+            f"{PROG} /tmp/cg)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     if not os.path.isdir(directory):
         print(f"{PROG}: {directory} is not a directory: create it first (mkdir {directory})", file=sys.stderr)
         return EXIT_USAGE

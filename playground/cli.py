@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 
+from common.options import SubcommandParser
 from playground import cg, mount, serve, test_sgx
 from playground.scenario import command as run
 from playground.tui import command as tui
@@ -52,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="epc-playground", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=SubcommandParser)
     tui.add_parser(sub)
     serve.add_parsers(sub)  # engine, keys
     workloads.add_parsers(sub)  # enclave, vm: python -m workloads

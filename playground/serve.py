@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any
 
-from common.options import EXIT_USAGE, size
+from common.options import EXIT_USAGE, capacity, size
 from common.units import format_size, parse_size
 
 
@@ -24,7 +24,9 @@ def add_parsers(sub: Any) -> None:
         "clients cannot register processes. It exits 2 with one line when it cannot listen: "
         "another engine on the socket, a port in use, a runtime directory that is not yours.",
     )
-    engine.add_argument("--capacity", type=size, default=parse_size("128MiB"), metavar="SIZE", help="EPC size (128MiB)")
+    engine.add_argument(
+        "--capacity", type=capacity, default=parse_size("128MiB"), metavar="SIZE", help="EPC size (128MiB)"
+    )
     engine.add_argument("--memory", type=size, metavar="SIZE", help="host RAM for backing store (default: unlimited)")
     engine.add_argument(
         "--bind", metavar="EP", help="ipc://PATH or tcp://HOST:PORT (tcp: a loopback address unless --allow-remote)"

@@ -90,6 +90,13 @@ def test_mkdir_and_rmdir_with_ebusy_and_eexist(mnt: Mount) -> None:
     assert not (mnt.path / "a").exists()
 
 
+def test_a_cgroup_name_over_255_bytes_is_enametoolong_through_the_mount_as_on_the_vfs(mnt: Mount) -> None:
+    long = mnt.sh(f"mkdir {'x' * 256}")
+    assert long.returncode != 0 and "File name too long" in long.stderr
+    assert mnt.sh(f"mkdir {'y' * 255}").returncode == 0
+    assert sorted(os.listdir(mnt.path / ("y" * 255)))[:1] == ["cgroup.controllers"]
+
+
 def test_mv_of_a_cgroup_or_a_file_is_not_permitted(mnt: Mount) -> None:
     assert mnt.sh("mkdir a").returncode == 0
     for what in ("a b", "a/misc.max a/misc.old"):

@@ -17,12 +17,13 @@ from engine import Blocked
 from engine.sgx import IoctlError
 from playground.cli import main
 from playground.scenario.backends.inproc import InprocBackend
-from playground.scenario.ktap import KtapWriter, Progress, Result, RunObserver
+from playground.scenario.ktap import KtapWriter, Observers, Progress, Result, RunObserver
 from playground.scenario.load import load_scenario, parse_scenario
 from playground.scenario.runner import SizeError, run_scenario
 from playground.scenarios import bundled
 
 ROOT = Path(__file__).resolve().parent.parent
+KTAP_RESULT = re.compile(r"(not )?ok \d+ - ")
 KTAP_LINE = re.compile(r"(KTAP version 1|1\.\.\d+|(not )?ok \d+ - [^#\n]+|# .*)")
 
 PASSING = """
@@ -80,15 +81,16 @@ def test_bundled_scenario_passes_in_process(name: str, capsys: pytest.CaptureFix
     assert "not ok" not in out and "# FAIL" not in out
 
 
-def test_ktap_output_has_a_plan_one_result_per_expect_and_totals(tmp_path: Path) -> None:
-    status, out, err = run_text(tmp_path, PASSING)
+def test_ktap_output_has_a_plan_one_result_per_expect_one_for_the_other_steps_and_totals(tmp_path: Path) -> None:
+    status, out, err = run_text(tmp_path, PASSING, "--quiet")
     assert status == 0, out + err
     lines = out.splitlines()
     assert lines[0] == "KTAP version 1"
     assert lines[1] == "# scenario: passing"
-    assert "1..5" in lines
-    assert [line.split(" - ")[0] for line in lines if line.startswith("ok ")] == [f"ok {n}" for n in range(1, 6)]
-    assert lines[-1] == "# Totals: pass:5 fail:0 error:0"
+    assert "1..6" in lines
+    assert [line.split(" - ")[0] for line in lines if line.startswith("ok ")] == [f"ok {n}" for n in range(1, 7)]
+    assert lines[-2] == "ok 6 - the other steps and the host's invariants"
+    assert lines[-1] == "# Totals: pass:6 fail:0 error:0"
     assert all(KTAP_LINE.fullmatch(line) for line in lines), [line for line in lines if not KTAP_LINE.fullmatch(line)]
     assert err == ""
 
@@ -99,7 +101,7 @@ def test_a_failing_expect_is_not_ok_with_what_was_read_and_expected_and_exits_1(
     assert status == 1
     assert "not ok 5 - step 12: /t/misc.current equals 'sgx_epc 4096'" in out
     assert "# step 12: read: 'sgx_epc 0'" in out and "# step 12: expected: 'sgx_epc 4096'" in out
-    assert out.splitlines()[-1] == "# Totals: pass:4 fail:1 error:0"
+    assert out.splitlines()[-1] == "# Totals: pass:5 fail:1 error:0"
 
 
 def test_a_workload_expect_that_fails_tallies_the_outcomes(tmp_path: Path) -> None:
@@ -109,14 +111,20 @@ def test_a_workload_expect_that_fails_tallies_the_outcomes(tmp_path: Path) -> No
     assert "# step 8: e (2): 2 ok" in out
 
 
-def test_other_steps_that_fail_are_diagnostics_and_exit_1(tmp_path: Path) -> None:
+def test_other_steps_that_fail_are_diagnostics_then_a_not_ok_result_the_plan_counts_and_exit_1(tmp_path: Path) -> None:
+    """A KTAP or kunit parser that reads only the plan and the results sees the run fail."""
     text = PASSING.replace('value = "sgx_epc lots", errno = "EINVAL"', 'value = "sgx_epc max", errno = "EINVAL"')
     text = text.replace('wait = { name = "e", timeout = "30s" }', 'wait = { name = "e", timeout = "1ms" }')
     status, out, _ = run_text(tmp_path, text)
     assert status == 1
     assert "# FAIL step 3: write 'sgx_epc max' to /t/a/misc.max succeeded; it should fail with EINVAL" in out
     assert "# FAIL step 6: wait for e: 2 of 2 still ran after 0.001 s" in out
-    assert out.splitlines()[-1].endswith("error:2")
+    lines = out.splitlines()
+    results = [line for line in lines if KTAP_RESULT.match(line)]
+    assert "1..6" in lines and len(results) == 6
+    assert results[-1] == "not ok 6 - the other steps and the host's invariants"
+    assert lines[lines.index(results[-1]) + 1] == "# failed: step 3 (write), step 6 (wait)"
+    assert lines[-1] == "# Totals: pass:1 fail:5 error:2"  # e still ran: 4 expects fail, then the steps' result
 
 
 def test_events_are_json_lines_with_sorted_keys_and_sequence_numbers(tmp_path: Path) -> None:
@@ -159,9 +167,37 @@ def test_list_names_every_bundled_scenario(capsys: pytest.CaptureFixture[str]) -
         assert name in out
 
 
-def test_no_progress_line_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+def test_a_short_run_shows_no_progress_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
     _, _, err = run_text(tmp_path, PASSING)
     assert "step" not in err
+
+
+def test_progress_is_a_line_every_few_seconds_where_stderr_is_not_a_terminal_unless_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A long run in a pipe or a CI log shows it is alive: a whole line each LINE_EVERY_S (here 0, each tick)."""
+    from playground.scenario import ktap
+
+    path = tmp_path / "scenario.toml"
+    path.write_text(PASSING)
+    monkeypatch.setattr(ktap, "LINE_EVERY_S", 0.0)
+    assert main(["run", "--inproc", str(path)]) == 0
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert lines and all(
+        re.fullmatch(r"epc-playground run: step \d+/12 \(\w+\), \d+ workloads? alive, [\d.]+ s", line) for line in lines
+    ), err
+    assert "\r" not in err and "\x1b" not in err
+    assert main(["run", "--inproc", "--quiet", str(path)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_failed_read_keeps_the_expected_value_in_the_title(tmp_path: Path) -> None:
+    text = PASSING.replace('path = "t/misc.current", equals', 'path = "t/misc.nonexistent", equals')
+    status, out, _ = run_text(tmp_path, text)
+    assert status == 1
+    assert "not ok 5 - step 12: /t/misc.nonexistent equals 'sgx_epc 0'" in out
+    assert "# step 12: expected: 'sgx_epc 0'" in out
 
 
 class Recorder(RunObserver):
@@ -184,7 +220,7 @@ def test_run_scenario_can_be_driven_by_another_program() -> None:
     out = io.StringIO()
     events: list[dict[str, object]] = []
     report = run_scenario(scenario, backend, recorder, events=events.extend)
-    assert report.exit_code == 0 and [r.ok for r in recorder.results] == [True] * 5
+    assert report.exit_code == 0 and [r.ok for r in recorder.results] == [True] * 6  # the 5 expects, the other steps
     assert report.outcomes == {"e": ["ok", "ok"], "v": ["killed"]}
     assert {p.step for p in recorder.progress_seen} >= set(range(1, len(scenario.steps) + 1))
     assert events and events[0]["seq"] == 1
@@ -233,7 +269,11 @@ def test_a_broken_invariant_at_the_end_fails_the_run() -> None:
     assert report.exit_code == 1 and report.failed == 0
     broken = "invariant broken: free + in-use frames != capacity"
     assert f"# FAIL end: the host's invariant check: {broken}" in out.getvalue()
-    assert out.getvalue().splitlines()[-1] == "# Totals: pass:5 fail:0 error:1"
+    assert out.getvalue().splitlines()[-3:] == [
+        "not ok 6 - the other steps and the host's invariants",
+        "# failed: the host's invariant check",
+        "# Totals: pass:5 fail:1 error:1",
+    ]
 
 
 def test_a_run_can_be_stopped_from_outside() -> None:
@@ -247,8 +287,11 @@ def test_a_run_can_be_stopped_from_outside() -> None:
                 stop.set()
 
     backend = InprocBackend(scenario.capacity, None, 0)
-    report = run_scenario(scenario, backend, StopAtKill(), stop=stop)
+    recorder = Recorder()
+    report = run_scenario(scenario, backend, Observers(StopAtKill(), recorder), stop=stop)
     assert report.cancelled and report.exit_code == 1 and report.results == []
+    (steps,) = recorder.results  # the expects did not run; the other steps' result says why
+    assert not steps.ok and steps.diagnostics == ["failed: cancelled at step 8"]
     assert report.outcomes["v"] == ["killed"] and backend.alive() == 0
 
 
@@ -446,3 +489,15 @@ def test_faults_that_reclaim_can_help_never_stall() -> None:
     assert report.outcomes == {"big": ["ok", "ok"]}
     assert not [e for e in events if e["kind"] in ("stall", "stall_end")]
     assert sum(e["kind"] == "reclaim" for e in events) > 10
+
+
+def test_an_in_process_run_ticks_by_wall_time_not_every_so_many_rounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round can take milliseconds (kselftest's waited 10 s between ticks): progress and a stop request
+    come every TICK_S of wall time (here 0: every round)."""
+    from playground.scenario.backends import inproc
+
+    monkeypatch.setattr(inproc, "TICK_S", 0.0)
+    scenario = parse_scenario(PASSING)
+    recorder = Recorder()
+    run_scenario(scenario, InprocBackend(scenario.capacity, scenario.memory, scenario.seed), recorder)
+    assert sum(p.kind == "wait" for p in recorder.progress_seen) > 10

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -214,11 +216,17 @@ def test_event_expects_take_fields_to_match() -> None:
 
 def test_every_cgroup_field_of_an_event_expect_is_a_path_written_as_elsewhere() -> None:
     """reclaim's walk_root and next_cg, and limit_hit's requester, are cgroup paths like cgroup."""
-    where = 'where = { walk_root = "t/p", next_cg = "t/p/a", requester = "t/p/b", context = "sync" }'
-    scenario = parse_scenario(HEAD + f'[[step]]\nexpect = {{ event = "reclaim", {where}, at_least = 1 }}\n')
-    (step,) = scenario.steps
-    assert isinstance(step, ExpectEvent)
-    assert dict(step.where) == {"walk_root": "/t/p", "next_cg": "/t/p/a", "requester": "/t/p/b", "context": "sync"}
+    reclaim = 'where = { walk_root = "t/p", next_cg = "t/p/a", context = "sync" }'
+    limit_hit = 'where = { cgroup = "t/p", requester = "t/p/b" }'
+    scenario = parse_scenario(
+        HEAD
+        + f'[[step]]\nexpect = {{ event = "reclaim", {reclaim}, at_least = 1 }}\n'
+        + f'[[step]]\nexpect = {{ event = "limit_hit", {limit_hit}, at_least = 1 }}\n'
+    )
+    first, second = scenario.steps
+    assert isinstance(first, ExpectEvent) and isinstance(second, ExpectEvent)
+    assert dict(first.where) == {"walk_root": "/t/p", "next_cg": "/t/p/a", "context": "sync"}
+    assert dict(second.where) == {"cgroup": "/t/p", "requester": "/t/p/b"}
 
 
 def test_a_file_that_is_not_utf8_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -347,3 +355,115 @@ def test_a_run_whose_reader_goes_away_stops_quietly() -> None:
         run.stdout.close()  # the reader goes away after the first line
         stderr = run.stderr.read()
     assert run.returncode == 141 and stderr == b"", stderr.decode()
+
+
+def _problems(text: str) -> tuple[str, ...]:
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario(text, "bad.toml")
+    return tuple(str(error.value).splitlines())
+
+
+def test_an_event_kind_that_no_event_has_is_a_load_time_error_naming_the_nearest_kind() -> None:
+    (problem,) = _problems(HEAD + '[[step]]\nexpect = { event = "enomen", at_most = 0 }\n')
+    assert problem == "bad.toml: step 1 (expect): key 'event': no event is of kind 'enomen'; did you mean enomem?"
+    (problem,) = _problems(HEAD + '[[step]]\nexpect = { event = "zzz", at_most = 0 }\n')
+    assert "known: " in problem and "limit_hit" in problem and "workload_exit" in problem, problem
+
+
+def test_a_where_field_that_the_events_kind_lacks_is_a_load_time_error_naming_the_nearest_field() -> None:
+    text = HEAD + '[[step]]\nexpect = { event = "enomem", where = { cgruop = "/a" }, at_most = 0 }\n'
+    (problem,) = _problems(text)
+    assert (
+        problem == "bad.toml: step 1 (expect): key 'where': enomem events have no field 'cgruop'; did you mean cgroup?"
+    )
+    (problem,) = _problems(text.replace('"enomem"', '"ksgxd_wake"'))  # a field of other kinds, not of this one
+    assert "ksgxd_wake events have no field 'cgruop'" in problem and "known: t_ns, free_pages, seq" in problem
+
+
+def test_a_where_value_of_the_wrong_type_or_a_boolean_field_is_refused() -> None:
+    (problem,) = _problems(HEAD + '[[step]]\nexpect = { event = "reclaim", where = { scanned = "16" }, at_most = 0 }\n')
+    assert "field 'scanned' of reclaim events is a whole number, not '16'" in problem
+    (problem,) = _problems(HEAD + '[[step]]\nexpect = { event = "rmdir", where = { dying = 1 }, at_most = 0 }\n')
+    assert "field 'dying' is true or false, which where cannot match" in problem
+    ok = '[[step]]\nexpect = { event = "reclaim", where = { scanned = 16, seq = 3, context = "sync" }, at_most = 9 }\n'
+    assert parse_scenario(HEAD + ok).steps  # the wire's seq counts as a field of every event
+
+
+def test_the_event_kinds_and_fields_come_from_the_cores_event_classes() -> None:
+    """engine/events.py is their one home: a kind added there is one a scenario may expect, with its fields."""
+    from dataclasses import dataclass
+
+    from engine.events import Event
+    from playground.scenario.load import event_fields
+
+    @dataclass(slots=True)
+    class Probe(Event):
+        kind: ClassVar[str] = "probe_for_a_test"
+        cgroup: str
+        pages: int
+
+    event_fields.cache_clear()
+    try:
+        assert event_fields()["probe_for_a_test"] == {"t_ns": "int", "cgroup": "str", "pages": "int", "seq": "int"}
+        step = parse_scenario(
+            HEAD + '[[step]]\nexpect = { event = "probe_for_a_test", where = { pages = 2 }, at_least = 1 }\n'
+        ).steps[0]
+        assert isinstance(step, ExpectEvent) and step.where == (("pages", 2),)
+    finally:
+        del Probe
+        gc.collect()  # the class goes from Event.__subclasses__()
+        event_fields.cache_clear()
+    assert "probe_for_a_test" not in event_fields()
+
+
+def test_every_problem_of_a_file_is_one_line_then_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        'name = "x"\ncapacity = "16MiB"\nseed = -1\n'
+        '[[step]]\nspwan = { name = "a", size = 4096 }\n'  # the name 'a' is not spawned: step 4 says so too
+        '[[step]]\nspawn = { name = "b", size = "capacity/0" }\n'
+        '[[step]]\nexpect = { event = "enomen", at_most = 0 }\n'
+        '[[step]]\nwait = { name = "a" }\n'
+        '[[step]]\nwait = { name = "b" }\n'  # b's spawn step has a problem, but b is spawned: no second one
+    )
+    assert main(["run", "--inproc", str(bad)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert [line.split(": ")[2] for line in lines] == [
+        "the top level",
+        "step 1",
+        "step 2 (spawn)",
+        "step 3 (expect)",
+        "step 4 (wait)",
+    ], err
+    assert all(line.startswith(f"epc-playground run: {bad}: ") for line in lines)
+    assert "'seed'" in lines[0] and "'spwan'" in lines[1] and "division by zero" in lines[2] and "'a'" in lines[4]
+
+
+def test_a_bad_capacity_stops_the_steps_being_checked_against_it_not_the_top_levels() -> None:
+    text = 'name = "x"\ncapacity = "lots"\nseed = -1\n[[step]]\nspawn = { name = "a", size = "capacity/2" }\n'
+    problems = _problems(text)
+    assert len(problems) == 2 and "'capacity'" in problems[0] and "'seed'" in problems[1], problems
+
+
+def test_a_file_with_very_many_problems_says_how_many_it_leaves_out() -> None:
+    with pytest.raises(ScenarioError) as error:
+        parse_scenario(HEAD + '[[step]]\nsleep = "soon"\n' * 150, "bad.toml")
+    problems = error.value.problems
+    assert len(problems) == 101 and problems[-1] == "bad.toml: and 50 more problems"
+
+
+def test_an_unterminated_string_gets_its_own_hint_not_the_inline_tables() -> None:
+    (problem,) = _problems('name = "abc\ncapacity = "16MiB"\n')
+    assert "Illegal character" in problem and "a quoted string must end on the line it starts" in problem
+    assert "inline table" not in problem
+    (problem,) = _problems(HEAD + '[[step]]\nspawn = { name = "a", }\n')  # a trailing comma: no line end involved
+    assert "(" not in problem.split("(at line")[1].removeprefix(" 2, column 23)"), problem
+
+
+def test_a_name_near_a_bundled_scenarios_is_suggested(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--inproc", "nested"]) == 2
+    assert capsys.readouterr().err.endswith("no bundled scenario has that name (did you mean nested-limits?)\n")
+    with pytest.raises(ScenarioError, match=r"did you mean kselftest\?"):
+        resolve("kselftset")

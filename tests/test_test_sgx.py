@@ -38,11 +38,15 @@ def test_list_names_the_tests_as_the_harness_does() -> None:
     assert result.stdout.split() == [f"enclave.{TEST}", f"enclave.{TEST}_remove"]
 
 
-def test_no_engine_is_one_line_and_exit_2(tmp_path: object) -> None:
+@pytest.mark.parametrize("command", [["test_sgx"], ["epc-playground", "test-sgx"]], ids=["test_sgx", "test-sgx"])
+def test_no_engine_is_one_line_naming_the_command_no_tap_and_exit_2(tmp_path: object, command: list[str]) -> None:
     result = subprocess.run(
-        [f"{VENV_BIN}/test_sgx", "-t", TEST, "--connect", f"ipc://{tmp_path}/none.sock"], capture_output=True, text=True
+        [f"{VENV_BIN}/{command[0]}", *command[1:], "-t", TEST, "--connect", f"ipc://{tmp_path}/none.sock"],
+        capture_output=True,
+        text=True,
     )
-    assert result.returncode == 2 and "no engine" in result.stderr
+    assert result.returncode == 2 and result.stdout == ""  # no TAP header of a test that never ran
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"{' '.join(command)}: no engine"), result.stderr
 
 
 @pytest.mark.slow

@@ -114,14 +114,34 @@ def merge_stats(snapshot: Snapshot, delta: StatsDelta) -> Snapshot:
     return cast(Snapshot, out)
 
 
-def format_tree(snapshot: Snapshot) -> str:
+NAME_COLUMN = 48  # characters of ``cg tree``'s name column, indentation included, before names are cut
+
+
+def cut_middle(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters: its start and its end with ``…`` between, when longer.
+
+    The end stays because that is where cgroup names differ (``...-pod<uid>.slice``)."""
+    if len(text) <= width:
+        return text
+    head = width // 2
+    return f"{text[:head]}…{text[len(text) - (width - 1 - head) :]}"
+
+
+def format_tree(snapshot: Snapshot, name_column: int | None = NAME_COLUMN) -> str:
     """The cgroup tree with sgx_epc usage, limit and events, and backing memory; then the workloads
-    whose call stalls (a fault that no reclaim can help), one line each (``epc-playground cg tree``)."""
+    whose call stalls (a fault that no reclaim can help), one line each (``epc-playground cg tree``).
+
+    Names longer than ``name_column`` with their indentation are cut in the middle (None:
+    never), so one long name does not pad every row (a cgroup name may have 255 bytes)."""
     rows = [("cgroup", "misc.current", "misc.max", "peak", "events", "memory", "tasks")]
     for cg in snapshot["cgroups"]:
         path, misc_max = cg["path"], cg["misc_max"]
         depth = path.count("/") if path != "/" else 0
-        name = "/ (all EPC)" if path == "/" else "  " * (depth - 1) + path.rsplit("/", 1)[-1]
+        indent = "  " * (depth - 1)
+        name = path.rsplit("/", 1)[-1]
+        if name_column is not None:
+            name = cut_middle(name, max(8, name_column - len(indent)))
+        name = "/ (all EPC)" if path == "/" else indent + name
         limit = "-" if misc_max is None else "max" if misc_max >= U64_MAX else format_size(misc_max)
         rows.append(
             (

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from common.options import EXIT_USAGE, count, positive, seconds, size, whole
+from common.options import EXIT_USAGE, SubcommandParser, count, positive, seconds, size, whole
 from common.units import format_size, shown
 from wire import protocol
 
@@ -86,7 +86,9 @@ def add_parsers(sub: Any) -> None:
     enclave.add_argument("--seed", type=count, default=0, help="seed of the random patterns (0)")
     enclave.add_argument("--batch", type=_batch, default=256, help="pages per access request (256, at most 4096)")
     enclave.add_argument("--grow", type=size, default=0, metavar="SIZE", help="SGX2: grow by EAUG after EINIT")
-    enclave.add_argument("--trim", type=size, default=0, metavar="SIZE", help="SGX2: trim and remove at the end")
+    enclave.add_argument(
+        "--trim", type=size, default=0, metavar="SIZE", help="SGX2: trim and remove this much of the heap at the end"
+    )
     _workload_options(enclave)
     enclave.set_defaults(handler=run_enclave_command)
 
@@ -113,6 +115,13 @@ def run_enclave_command(args: argparse.Namespace) -> int:
     if problem is not None:
         grow = f" --grow {format_size(args.grow)}" if args.grow else ""
         print(f"epc-playground enclave: --size {format_size(args.size)}{grow}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if plan.trim_pages > plan.heap_pages:
+        print(
+            f"epc-playground enclave: --trim {format_size(args.trim)}: more than the heap it trims, "
+            f"--size {format_size(args.size)}; give at most that",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     return _run_workload(args, "enclave", lambda client: run_enclave(client, plan))
 
@@ -144,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m workloads", description="One enclave or guest-VM workload of epc-playground."
     )
-    add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    add_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=SubcommandParser))
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     return handler(args)

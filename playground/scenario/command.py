@@ -26,7 +26,8 @@ PROG = "epc-playground run"
 EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 RUN_DESCRIPTION = """\
 Run a scenario file (TOML, the format below and in README) step by step and print KTAP: one
-result per expect, `#` lines saying what was read and what was expected. Exit 0 when
+result per expect, `#` lines saying what was read and what was expected, and a last one
+for the other steps and the host's invariant check. Exit 0 when
 all pass, 1 when anything fails (an expect, a step, the host's invariant check), 2
 for a file that does not validate (nothing runs), no engine, or an engine that went
 away during the run (one line: the engine (pid N) is gone).
@@ -98,6 +99,9 @@ def add_parser(sub: Any) -> None:
     run.add_argument(
         "--inproc", action="store_true", help="the in-process host on a virtual clock: fast, byte-for-byte repeatable"
     )
+    run.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress on stderr (a line every 5 s where it is no terminal)"
+    )
     run.set_defaults(handler=run_command)
 
 
@@ -137,7 +141,8 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         scenario = load_scenario(resolve(args.file))
     except ScenarioError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        for problem in e.problems:  # every problem of the file, one line each
+            print(f"{PROG}: {problem}", file=sys.stderr)
         return EXIT_INVALID
     if args.seed is not None:
         scenario = _with_seed(scenario, args.seed)
@@ -163,7 +168,7 @@ def _start_and_run(args: argparse.Namespace, scenario: Scenario, events_file: Te
             print(f"{PROG}: {e}", file=sys.stderr)
             return EXIT_INVALID
         try:
-            return _run(scenario, backend, events_file)
+            return _run(scenario, backend, events_file, args.quiet)
         except BackendError as e:  # also SizeError: the file's sizes do not fit this engine (nothing ran)
             print(f"{PROG}: {e}", file=sys.stderr)
             return EXIT_INVALID
@@ -207,13 +212,13 @@ def _backend(args: argparse.Namespace, scenario: Scenario, runtime_dir: str) -> 
     return RealBackend.start(scenario.capacity, scenario.memory, scenario.seed, runtime_dir)
 
 
-def _run(scenario: Scenario, backend: Backend, events_file: TextIO | None) -> int:
+def _run(scenario: Scenario, backend: Backend, events_file: TextIO | None, quiet: bool) -> int:
     from playground.scenario.ktap import KtapWriter, Observers, ProgressLine, RunObserver
     from playground.scenario.runner import run_scenario
 
-    progress = ProgressLine(sys.stderr)
+    progress = ProgressLine(sys.stderr, terminal=sys.stderr.isatty(), prefix=f"{PROG}: ")
     observers: list[RunObserver] = [KtapWriter(sys.stdout, before_write=progress.clear)]
-    if sys.stderr.isatty():
+    if not quiet:
         observers.append(progress)
     sink = JsonLines(events_file) if events_file is not None else None
     report = run_scenario(scenario, backend, Observers(*observers), events=sink)

@@ -3,8 +3,11 @@
 One result per ``expect``: ``ok N - description`` or ``not ok N - description``, then
 ``#`` lines saying what was read and what was expected.  Failures of other steps (a
 write that had to fail with an errno, a wait that timed out) and a broken invariant
-are ``# FAIL step N ...`` diagnostics; the run then exits 1 all the same.  The last
-line is kselftest's ``# Totals: pass:P fail:F error:E``.
+are ``# FAIL step N ...`` diagnostics as they happen, and one more result after the
+expects' covers them all (``not ok N - the other steps and the host's invariants``,
+then ``# failed: step 3 (write), ...``), so the plan counts it and a KTAP parser that
+reads only the results sees the run fail.  The last line is kselftest's
+``# Totals: pass:P fail:F error:E`` (E: the other steps that failed).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
 from playground.scenario.model import Scenario
+
+LINE_EVERY_S = 5.0  # how often a run's progress is a line of its own when stderr is no terminal
 
 
 class TextOut(Protocol):
@@ -139,13 +144,28 @@ class KtapWriter(RunObserver):
 
 
 class ProgressLine(RunObserver):
-    """``step 3/12 (wait), 4 workloads alive, 2.1 s`` on a terminal, redrawn in place, once a run
-    has taken longer than ``after_s``; wiped before any other output and at the end."""
+    """Where a run is, on stderr: ``step 3/12 (wait), 4 workloads alive, 2.1 s``, once it has taken ``after_s``.
 
-    def __init__(self, err: TextIO, after_s: float = 1.0, interval_s: float = 0.1) -> None:
+    On a terminal the line is redrawn in place every ``interval_s`` (after 1 s, every
+    0.1 s), and wiped before any other output and at the end.  Elsewhere (a pipe, a CI
+    log) it is a line of its own, ``PREFIX: step ...``, every LINE_EVERY_S: a long run
+    shows it is alive, without a line per step.
+    """
+
+    def __init__(
+        self,
+        err: TextIO,
+        *,
+        terminal: bool,
+        prefix: str = "",
+        after_s: float | None = None,
+        interval_s: float | None = None,
+    ) -> None:
         self.err = err
-        self.after_s = after_s
-        self.interval_s = interval_s
+        self.terminal = terminal
+        self.prefix = prefix
+        self.after_s = after_s if after_s is not None else 1.0 if terminal else LINE_EVERY_S
+        self.interval_s = interval_s if interval_s is not None else 0.1 if terminal else LINE_EVERY_S
         self.started = time.monotonic()
         self.drawn_at = 0.0
         self.shown = False
@@ -157,9 +177,12 @@ class ProgressLine(RunObserver):
         self.drawn_at = now
         alive = f"{progress.alive} workload{'s' if progress.alive != 1 else ''} alive"
         text = f"step {progress.step}/{progress.total} ({progress.kind}), {alive}, {now - self.started:.1f} s"
-        self.err.write(f"\r\x1b[K{text}")
+        if self.terminal:
+            self.err.write(f"\r\x1b[K{text}")
+            self.shown = True
+        else:
+            self.err.write(f"{self.prefix}{text}\n")
         self.err.flush()
-        self.shown = True
 
     def clear(self) -> None:
         if self.shown:

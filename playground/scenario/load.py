@@ -2,20 +2,25 @@
 
 ``load_scenario(path)`` parses and validates a whole file into a ``Scenario`` of frozen
 step records.  Anything wrong (an unknown key, a bad size or expression, a step with
-no kind or two, an expect with two conditions, a workload name never spawned) raises
-ScenarioError with one line naming the file, the step number and the key; nothing has
-run by then.  Sizes are kept as expressions (``Expr``) and evaluated by the runner
-against the engine's real capacity, so ``--connect`` to another engine still works.
+no kind or two, an expect with two conditions, a workload name never spawned, an event
+kind or field that no event has) raises ScenarioError with one line per problem, each
+naming the file, the step number and the key; nothing has run by then.  Sizes are kept
+as expressions (``Expr``) and evaluated by the runner against the engine's real
+capacity, so ``--connect`` to another engine still works.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import errno
+import functools
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from common.units import format_size, parse_size
 from playground.scenario.expr import Expr, ExprError, Template, parse_expr, parse_template
@@ -45,11 +50,47 @@ CGROUP_FIELDS = frozenset({"cgroup", "requester", "walk_root", "next_cg"})  # ev
 MAX_DURATION_NS = 24 * 3600 * 10**9  # one day: the longest sleep, duration or timeout
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|us|ns)?\s*")
 _DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, None: 10**9, "m": 60 * 10**9}
+_T = TypeVar("_T")
 _TOP_KEYS = ("name", "description", "capacity", "memory", "seed", "step")
+MAX_PROBLEMS = 100  # lines of one ScenarioError; a file with more says how many it leaves out
+_TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)$")
+WIRE_EVENT_FIELDS = {"seq": "int"}  # what the engine adds to every event it publishes (docs/protocol.md)
+_INLINE_TABLE_HINT = "an inline table { ... } must fit on one line; write a long one as [step.spawn] under its [[step]]"
+_STRING_HINT = 'a quoted string must end on the line it starts: close its quote, or write """...""" for several lines'
 
 
 class ScenarioError(ValueError):
-    """A scenario file that cannot run: one line saying where and what."""
+    """A scenario file that cannot run: one line per problem (``problems``), each saying where and what."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems: tuple[str, ...] = problems
+
+
+@functools.cache
+def event_fields() -> dict[str, dict[str, str]]:
+    """Every event kind the engine publishes, with its fields and their types (``int``, ``str``, ``bool``).
+
+    Derived from the core's own records, engine/events.py, the one place they are defined
+    (imported when a file first has an event expect: all the scenario files take from the
+    core), plus what the wire adds to each event (``seq``).
+    """
+    from engine.events import Event
+
+    found: dict[str, dict[str, str]] = {}
+    todo: list[type[Event]] = [Event]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls is not Event:
+            found[cls.kind] = {f.name: str(f.type) for f in dataclasses.fields(cls)} | WIRE_EVENT_FIELDS
+    return dict(sorted(found.items()))
+
+
+def suggest(word: str, known: list[str]) -> str:
+    """``did you mean X?`` with the nearest of ``known`` (difflib), else the whole list."""
+    nearest = difflib.get_close_matches(word, known, n=1)
+    return f"did you mean {nearest[0]}?" if nearest else f"known: {', '.join(known)}"
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -69,11 +110,26 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        hint = "an inline table { ... } must fit on one line; write a long one as [step.spawn] under its [[step]]"
-        raise ScenarioError(f"{source}: not valid TOML: {e} ({hint})") from None
+        hint = _toml_hint(text, str(e))
+        raise ScenarioError(f"{source}: not valid TOML: {e}{f' ({hint})' if hint else ''}") from None
     except RecursionError:  # tomllib parses nested arrays and inline tables recursively
         raise ScenarioError(f"{source}: arrays or inline tables nested too deeply to read") from None
     return _Validator(source).scenario(data)
+
+
+def _toml_hint(text: str, message: str) -> str | None:
+    """What to do about a TOML error where a line's end cut a quoted string or an inline table
+    (TOML 1.0 keeps each on one line); None for any other error: its message says it."""
+    at = _TOML_AT.search(message)
+    lines = text.split("\n")
+    if at is None or not 1 <= int(at.group(1)) <= len(lines):
+        return None
+    line, column = lines[int(at.group(1)) - 1], int(at.group(2))
+    if column <= len(line.rstrip("\r")):  # not at the line's end
+        return None
+    if message.startswith("Illegal character '\\n'"):
+        return _STRING_HINT
+    return _INLINE_TABLE_HINT if line.count("{") > line.count("}") else None
 
 
 def parse_duration(value: object) -> int:
@@ -116,27 +172,59 @@ class _Validator:
         self.where = "the top level"
         self.env: dict[str, int | None] = {}
         self.spawned: set[str] = set()
+        self.problems: list[str] = []
 
     def fail(self, message: str) -> ScenarioError:
         return ScenarioError(f"{self.source}: {self.where}: {message}")
 
+    def noted(self, check: Callable[[], _T]) -> _T | None:
+        """``check()``, or None when it raised ScenarioError: its problem is noted and the checking goes on."""
+        try:
+            return check()
+        except ScenarioError as e:
+            self.problems.extend(e.problems)
+            return None
+
     def scenario(self, data: dict[str, Any]) -> Scenario:
-        self.keys(data, _TOP_KEYS, required=("name", "capacity"))
-        name = self.string(data, "name")
-        description = self.string(data, "description", "")
-        capacity = self.size_literal(data, "capacity")
-        if capacity <= 0 or capacity % PAGE_SIZE:
-            raise self.fail(f"key 'capacity': {capacity} bytes is not a positive whole number of 4 KiB pages")
-        memory = self.size_literal(data, "memory") if "memory" in data else None
-        seed = data.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise self.fail(f"key 'seed': {seed!r} is not a whole number >= 0")
+        """The whole file: every problem of the top level, then the first of each step, one line each.
+
+        The steps are not checked when ``capacity`` or ``memory`` is wrong: their sizes are
+        expressions of those, and each would fail for that one reason.
+        """
+        self.noted(lambda: self.keys(data, _TOP_KEYS, required=("name", "capacity")))
+        name = self.noted(lambda: self.string(data, "name")) if "name" in data else None
+        description = self.noted(lambda: self.string(data, "description", ""))
+        capacity = self.noted(lambda: self.capacity(data)) if "capacity" in data else None
+        memory = self.noted(lambda: self.size_literal(data, "memory")) if "memory" in data else None
+        seed = self.noted(lambda: self.seed(data))
         self.env = {"capacity": capacity, "memory": memory}
         raw_steps = data.get("step", [])
         if not isinstance(raw_steps, list) or not all(isinstance(s, dict) for s in raw_steps):
-            raise self.fail("key 'step': write each step as a [[step]] table")
-        steps = tuple(self.step(number, raw) for number, raw in enumerate(raw_steps, 1))
-        return Scenario(name, description, capacity, memory, seed, steps, self.source)
+            self.problems.append(str(self.fail("key 'step': write each step as a [[step]] table")))
+            raw_steps = []
+        if capacity is None or ("memory" in data and memory is None):
+            raw_steps = []
+        steps = [self.noted(functools.partial(self.step, number, raw)) for number, raw in enumerate(raw_steps, 1)]
+        if self.problems:
+            problems = self.problems[:MAX_PROBLEMS]
+            if len(self.problems) > MAX_PROBLEMS:
+                problems.append(f"{self.source}: and {len(self.problems) - MAX_PROBLEMS} more problems")
+            raise ScenarioError(*problems)
+        assert name is not None and description is not None and capacity is not None and seed is not None
+        checked = tuple(step for step in steps if step is not None)
+        return Scenario(name, description, capacity, memory, seed, checked, self.source)
+
+    def capacity(self, data: dict[str, Any]) -> int:
+        capacity = self.size_literal(data, "capacity")
+        if capacity <= 0 or capacity % PAGE_SIZE:
+            raise self.fail(f"key 'capacity': {capacity} bytes is not a positive whole number of 4 KiB pages")
+        return capacity
+
+    def seed(self, data: dict[str, Any]) -> int:
+        seed = data.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise self.fail(f"key 'seed': {seed!r} is not a whole number >= 0")
+        return seed
 
     # -- steps ------------------------------------------------------------------
 
@@ -185,12 +273,15 @@ class _Validator:
 
     def spawn(self, number: int, t: dict[str, Any]) -> Spawn:
         keys = ("name", "cgroup", "kind", "size", "count", "pattern", "passes", "duration", "grow", "trim")
+        name = t.get("name")
+        if isinstance(name, str) and name in self.spawned:
+            raise self.fail(f"key 'name': {name!r} is spawned by an earlier step already; give this one another name")
+        if isinstance(name, str):  # first: later steps that name it are no more problems when this one has one
+            self.spawned.add(name)
         self.keys(t, keys, required=("name", "size"))
         name = self.string(t, "name")
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,47}", name):
             raise self.fail(f"key 'name': {name!r}: use letters, digits, '_' and '-' (at most 48)")
-        if name in self.spawned:
-            raise self.fail(f"key 'name': {name!r} is spawned by an earlier step already; give this one another name")
         kind = self.choice(t, "kind", WORKLOAD_KINDS, "enclave")
         count = self.integer(t, "count", 1, low=1, high=256)
         size = self.size(t, "size", positive=True)
@@ -200,7 +291,6 @@ class _Validator:
         if kind == "vm" and any(k in t for k in ("pattern", "grow", "trim")):
             bad = next(k for k in ("pattern", "grow", "trim") if k in t)
             raise self.fail(f"key {bad!r}: only an enclave takes it, not a vm")
-        self.spawned.add(name)
         return Spawn(
             number,
             name,
@@ -271,13 +361,23 @@ class _Validator:
     def expect_event(self, number: int, t: dict[str, Any], title: str) -> ExpectEvent:
         self.keys(t, ("event", "where", "at_least", "at_most", "title"), required=("event",))
         kind = self.string(t, "event")
+        schema = event_fields()
+        if kind not in schema:
+            raise self.fail(f"key 'event': no event is of kind {kind!r}; {suggest(kind, list(schema))}")
         where = t.get("where", {})
         if not isinstance(where, dict):
             raise self.fail("key 'where': give a table of event fields, e.g. where = { cgroup = \"t/a\" }")
         fields: list[tuple[str, str | int]] = []
         for key, value in sorted(where.items()):
-            if isinstance(value, bool) or not isinstance(value, str | int):
-                raise self.fail(f"key 'where': field {key!r} = {value!r} is not a string or a whole number")
+            if key not in schema[kind]:
+                known = [name for name in schema[kind] if schema[kind][name] != "bool"]
+                raise self.fail(f"key 'where': {kind} events have no field {key!r}; {suggest(key, known)}")
+            wanted = schema[kind][key]
+            if wanted == "bool":
+                raise self.fail(f"key 'where': field {key!r} is true or false, which where cannot match")
+            if isinstance(value, bool) or type(value).__name__ != wanted:
+                what = "a whole number" if wanted == "int" else "a string"
+                raise self.fail(f"key 'where': field {key!r} of {kind} events is {what}, not {value!r}")
             if key in CGROUP_FIELDS and isinstance(value, str):
                 value = self.path(value, "where")
             fields.append((key, value))

@@ -1,4 +1,4 @@
-"""Run a scenario against a backend: steps in order, one KTAP result per expect, the invariant check last.
+"""Run a scenario against a backend: steps in order, a KTAP result per expect, one for the other steps last.
 
 ``run_scenario(scenario, backend, observer)`` is the whole runner; it knows nothing of
 processes or sockets (the backend does) nor of output formats (the observers do), so
@@ -48,6 +48,7 @@ from wire.protocol import MAX_SIZE, EngineError, Outcome
 
 EXIT_PASS, EXIT_FAIL, EXIT_INVALID = 0, 1, EXIT_USAGE  # invalid: a file that does not validate, no engine
 EventSink = Callable[[list[dict[str, Any]]], None]
+STEPS_TITLE = "the other steps and the host's invariants"  # the last KTAP result: see _Run.run
 _NUMBER = re.compile(r"-?\d+")
 
 
@@ -57,6 +58,7 @@ class RunReport:
     step_failures: list[str] = field(default_factory=list)  # including a broken invariant
     outcomes: dict[str, list[str | None]] = field(default_factory=dict)  # workload name -> per instance
     cancelled: bool = False
+    steps: Result | None = None  # the KTAP result after the expects': every other step, and the invariants
 
     @property
     def passed(self) -> int:
@@ -105,6 +107,7 @@ class _Run:
         self.current = 0
         self.current_kind = ""
         self.seen: list[dict[str, Any]] = []  # every event so far, for event expects
+        self.failed_steps: list[str] = []  # what the last result names: "step 3 (write)", ...
 
     def tick(self) -> None:
         if self.stop is not None and self.stop.is_set() and self.current_kind != "end":
@@ -122,6 +125,7 @@ class _Run:
 
     def fail(self, step: Step, text: str) -> None:
         self.report.step_failures.append(f"step {step.number}: {text}")
+        self.failed_steps.append(f"step {step.number} ({step.kind_name})")
         self.observer.step_failed(step.number, text)
 
     def check_sizes(self) -> None:
@@ -153,7 +157,7 @@ class _Run:
     def run(self) -> RunReport:
         scenario = self.scenario
         self.check_sizes()
-        self.observer.begin(scenario, scenario.expects)
+        self.observer.begin(scenario, scenario.expects + 1)  # the expects, then the other steps as one more
         if self.backend.capacity_bytes != scenario.capacity:
             self.observer.note(
                 f"the engine has {self.backend.capacity_bytes} bytes of EPC, the file says {scenario.capacity}: "
@@ -166,6 +170,7 @@ class _Run:
                 self.do(step)
         except Cancelled:
             self.report.cancelled = True
+            self.failed_steps.append(f"cancelled at step {self.current}")
             self.observer.note(f"cancelled at step {self.current}: the rest does not run")
         self.current, self.current_kind = len(scenario.steps), "end"
         killed = self.backend.finish(self.tick)
@@ -180,7 +185,15 @@ class _Run:
             self.report.step_failures.append(f"end: {broken}")
             self.observer.step_failed(0, f"the host's invariant check: {broken}")
         self.flush_events(sync=True)  # the last events too (real mode: they lag the replies)
-        self.observer.end(self.report.passed, self.report.failed, len(self.report.step_failures))
+        if broken is not None:
+            self.failed_steps.append("the host's invariant check")
+        steps = Result(len(self.report.results) + 1, 0, not self.failed_steps, STEPS_TITLE)
+        if self.failed_steps:
+            steps.diagnostics = [f"failed: {', '.join(self.failed_steps)}"]
+        self.report.steps = steps
+        self.observer.result(steps)
+        passed, failed = self.report.passed + steps.ok, self.report.failed + (not steps.ok)
+        self.observer.end(passed, failed, len(self.report.step_failures))
         return self.report
 
     def do(self, step: Step) -> None:
@@ -301,28 +314,31 @@ class _Run:
         self.observer.result(result)
 
     def expect_file(self, step: ExpectFile) -> tuple[bool, str, list[str]]:
-        try:
-            raw = self.backend.read(step.path)
-        except EngineError as e:
-            return False, f"{step.path} {step.condition}", [f"read {step.path}: {e.code} ({e.message})"]
-        text = raw.removesuffix("\n")
         if step.condition == "equals":
             assert step.text is not None
             wanted = step.text.render(self.env)
             description = f"{step.path} equals {wanted!r}"
-            return text == wanted, description, [f"read: {text!r}", f"expected: {wanted!r}"]
-        if step.condition == "matches":
+            expected = f"expected: {wanted!r}"
+        elif step.condition == "matches":
             assert step.regex is not None
             description = f"{step.path} matches /{step.regex.pattern}/"
-            return (
-                step.regex.search(text) is not None,
-                description,
-                [f"read: {text!r}", f"expected to match: /{step.regex.pattern}/"],
-            )
-        assert step.bound is not None
-        bound = step.bound.evaluate(self.env)
-        relation = "<=" if step.condition == "at_most" else ">="
-        description = f"{step.path} {relation} {bound} ({step.bound.source})"
+            expected = f"expected to match: /{step.regex.pattern}/"
+        else:
+            assert step.bound is not None
+            bound = step.bound.evaluate(self.env)
+            relation = "<=" if step.condition == "at_most" else ">="
+            description = f"{step.path} {relation} {bound} ({step.bound.source})"
+            expected = f"expected: its last number {relation} {bound}"
+        try:
+            raw = self.backend.read(step.path)
+        except EngineError as e:
+            return False, description, [f"read {step.path}: {e.code} ({e.message})", expected]
+        text = raw.removesuffix("\n")
+        if step.condition == "equals":
+            return text == wanted, description, [f"read: {text!r}", expected]
+        if step.condition == "matches":
+            assert step.regex is not None
+            return step.regex.search(text) is not None, description, [f"read: {text!r}", expected]
         numbers = _NUMBER.findall(text)
         if not numbers:
             return (
@@ -332,7 +348,7 @@ class _Run:
             )
         value = int(numbers[-1])
         ok = value <= bound if step.condition == "at_most" else value >= bound
-        return ok, description, [f"read: {text!r}", f"expected: its last number {relation} {bound}"]
+        return ok, description, [f"read: {text!r}", expected]
 
     def expect_exited(self, step: ExpectExited) -> tuple[bool, str, list[str]]:
         outcomes = [self.backend.outcome(pid) for pid in self.pids.get(step.name, [])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
 
@@ -20,7 +21,8 @@ def resolve(name_or_path: str) -> Path:
 
     A directory named like a bundled scenario (``tests/kselftest``) does not hide it.
     Something that looks like a path (a ``/`` in it or a ``.toml`` suffix) is returned
-    as it is, so that reading it says what is wrong with it.
+    as it is, so that reading it says what is wrong with it.  A name that is neither gets
+    the bundled names it starts, else the nearest by difflib.
     """
     path = Path(name_or_path)
     if path.is_file():
@@ -30,4 +32,8 @@ def resolve(name_or_path: str) -> Path:
         return found
     if path.suffix == ".toml" or "/" in name_or_path:
         return path
-    raise ScenarioError(f"{name_or_path}: no such file, and no bundled scenario has that name (--list shows them)")
+    names = list(bundled())
+    near = [name for name in names if name.startswith(name_or_path)] if name_or_path else []
+    near = near or difflib.get_close_matches(name_or_path, names, n=3)
+    hint = f"did you mean {' or '.join(near)}?" if near else "--list shows them"
+    raise ScenarioError(f"{name_or_path}: no such file, and no bundled scenario has that name ({hint})")

@@ -10,15 +10,16 @@ async reclaim work runs until it is idle, as if on CPUs of its own (the engine r
 costs TURN_NS, each page a step asked for or reclaim wrote costs PAGE_NS, a task that
 sleeps (a VM holding its EPC) is runnable again when the clock reaches its wake-up
 time, and a stalled call tries again STALL_RETRY_HZ times a virtual second.  No wall
-clock, no unordered iteration: the same scenario and seed give the same events, byte
-for byte.
+clock in the run (only the progress ticks read it, every TICK_S), no unordered
+iteration: the same scenario and seed give the same events, byte for byte.
 
-It is the one front-end module that imports the core (docs/architecture.md, the import rules).
+It is the one front-end module that runs the core (docs/architecture.md, the import rules).
 """
 
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +39,7 @@ TURN_NS = 20_000  # one request step: its round trip and the engine's bookkeepin
 PAGE_NS = 2_000  # one page added, faulted or reclaimed (the engine does about 500k a second)
 FIRST_PID = 1000
 PID_STRIDE = 7  # pids as a real host would hand them out: not consecutive
-TICK_ROUNDS = 2000  # rounds between progress ticks
+TICK_S = 0.1  # wall time between progress ticks (a round can take milliseconds: a tick is not per round)
 RUNNER = "runner"  # the Session's name for the scenario runner's own calls (cgroup files)
 
 
@@ -244,15 +245,17 @@ class InprocBackend(CgroupFiles):
         return bool(runnable) or busy
 
     def _run_until(self, deadline_ns: int, done: Iterator[bool] | None, tick: Tick) -> bool:
-        rounds = 0
+        """Rounds until the virtual deadline or ``done``; ``tick()`` every TICK_S of wall time (progress and
+        a stop request: the virtual run does not depend on when they come)."""
+        next_tick = time.monotonic() + TICK_S
         while self.clock.now_ns() < deadline_ns:
             if done is not None and next(done):
                 return True
             if not self._round():
                 self.clock.advance(max(0, self._next_wake(deadline_ns) - self.clock.now_ns()))
-            rounds += 1
-            if rounds % TICK_ROUNDS == 0:
+            if time.monotonic() >= next_tick:
                 tick()
+                next_tick = time.monotonic() + TICK_S
         return done is not None and next(done)
 
     def _next_wake(self, deadline_ns: int) -> int:
