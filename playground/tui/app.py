@@ -33,6 +33,9 @@ from playground.scenario.backends.base import WorkloadSpec
 from playground.tui.describe import describe
 from playground.tui.scenario_worker import run_scenario_thread
 from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnRequest, SpawnScreen
+from playground.tui.step_mode import frozen_status, step_note, waiting
+from playground.tui.views.frames import FrameMapScreen
+from playground.tui.views.lru import LruScreen
 from playground.tui.widgets.cgroup_tree import CgroupTree
 from playground.tui.widgets.details import Details
 from playground.tui.widgets.event_log import EventLog
@@ -80,6 +83,11 @@ class EpcApp(App[None]):
         Binding("o", "run_scenario", "Scenario"),
         Binding("S", "stop_scenario", "Stop scenario", show=False),
         Binding("r", "restart_engine", "New engine", show=False),
+        Binding("L", "lru", "LRU"),
+        Binding("F", "frame_map", "Frames"),
+        Binding("z", "freeze", "Freeze"),
+        Binding("full_stop", "step('request')", "Step request", show=False),
+        Binding("comma", "step('reclaim')", "Step reclaim", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
@@ -99,6 +107,11 @@ class EpcApp(App[None]):
         ("Run scenario", "a bundled scenario or a TOML file on this engine, KTAP in the log (o)", "run_scenario"),
         ("Stop scenario", "stop the scenario that is running: its workloads are killed (S)", "stop_scenario"),
         ("New engine", "start an engine of our own after ours went away (r)", "restart_engine"),
+        ("LRU view", "the selected cgroup's LRU, head first, and what the next reclaim batch does (L)", "lru"),
+        ("EPC frame map", "every frame of the EPC, by cgroup or by kind (F)", "frame_map"),
+        ("Freeze / thaw", "step mode: the engine runs nothing until you step it (z)", "freeze"),
+        ("Step a request", "while frozen: one step of the oldest ready request (.)", "step('request')"),
+        ("Step reclaim", "while frozen: one batch of the pending reclaim work (,)", "step('reclaim')"),
         ("Help", "what the screen shows and every key (?)", "help"),
     ]
 
@@ -124,6 +137,7 @@ class EpcApp(App[None]):
         self.screenshot_dir = "."  # where screenshots go
         self.refresh_failed = ""  # the last refresh error said, so a repeating one is said once
         self.stopped = False  # stop_everything ran
+        self.frozen = False  # this TUI froze the engine (step mode)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -211,7 +225,7 @@ class EpcApp(App[None]):
         snap = self.feed.snapshot
         running = sum(1 for w in snap["workloads"] if w["state"] != "exited")
         stalled = sum(1 for w in snap["workloads"] if w["state"] == "stalled")
-        self._show_status(status_line(snap, running, stalled) + self.scenario_status)
+        self._show_status(status_line(snap, running, stalled) + frozen_status(snap) + self.scenario_status)
         self.cgroup_tree.show(snap)
         self._show_details()
         self.workload_table.show(snap, self.feed.fault_rate)
@@ -350,6 +364,55 @@ class EpcApp(App[None]):
             self.notify(f"pid {pid} is already gone", severity="warning")
             return
         self.notify(f"SIG{name} sent to pid {pid}")
+
+    def action_lru(self) -> None:
+        if isinstance(self.feed, EngineFeed):
+            self.push_screen(LruScreen(self.feed.client, self.selected))
+        else:
+            self.notify("no engine", severity="error")
+
+    def action_frame_map(self) -> None:
+        if isinstance(self.feed, EngineFeed):
+            self.push_screen(FrameMapScreen(self.feed.client, int(self.feed.snapshot["capacity"])))
+        else:
+            self.notify("no engine", severity="error")
+
+    def action_freeze(self) -> None:
+        """Freeze the engine (step mode), or thaw it when this TUI froze it."""
+        if not isinstance(self.feed, EngineFeed):
+            self.notify("no engine", severity="error")
+            return
+        client = self.feed.client
+        try:
+            if self.frozen:
+                client.thaw()
+                self.frozen = False
+                self.notify("thawed: the engine runs by itself again")
+            else:
+                state = client.freeze()
+                self.frozen = True
+                self.notify(f"frozen. Waiting: {waiting(state)}.  . steps a request, , a reclaim batch", timeout=8)
+        except EngineError as e:
+            self.notify(f"{'thaw' if self.frozen else 'freeze'}: {e.message} ({e.code})", severity="error")
+        except NoEngine as e:
+            self.notify(str(e), severity="error")
+
+    def action_step(self, what: str) -> None:
+        if not isinstance(self.feed, EngineFeed):
+            self.notify("no engine", severity="error")
+            return
+        if not self.frozen:
+            self.notify("not frozen: z freezes the engine, then . and , step it", severity="warning")
+            return
+        try:
+            result = self.feed.client.step(what)
+        except EngineError as e:
+            self.notify(f"step {what}: {e.message} ({e.code})", severity="error")
+            return
+        except NoEngine as e:
+            self.notify(str(e), severity="error")
+            return
+        self.notify(step_note(result), title=f"step {what}", timeout=8)
 
     def action_filter(self) -> None:
         def set_filter(text: str | None) -> None:
