@@ -95,6 +95,8 @@ def legend(cells: FrameCells, by_kind: bool) -> Text:
 class FrameMap(Widget):
     """The map itself: one character per cell, as many cells as the widget has room for."""
 
+    DEFAULT_CSS = "FrameMap { height: 1fr; }"
+
     def __init__(self) -> None:
         super().__init__(id="frame-map")
         self.cells: FrameCells | None = None
@@ -113,6 +115,10 @@ class FrameMapScreen(Screen[None]):
         Binding("escape", "app.pop_screen", "Back"),
         Binding("k", "by_kind", "By kind / by cgroup"),
     ]
+    DEFAULT_CSS = """
+    FrameMapScreen #frame-title { height: auto; padding: 0 1; background: $boost; }
+    FrameMapScreen #frame-legend { height: auto; padding: 0 1; background: $boost; }
+    """
     HELP = """\
 ## EPC frame map
 

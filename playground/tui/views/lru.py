@@ -49,6 +49,13 @@ def summary(listing: LruListing) -> str:
 class LruScreen(Screen[None]):
     """The selected cgroup's LRU, refreshed every second; PgDn/PgUp page through it."""
 
+    DEFAULT_CSS = """
+    LruScreen #lru-summary { height: auto; padding: 0 1; background: $boost; }
+    LruScreen #lru-pages { height: 1fr; }
+    LruScreen #lru-pinned-title { height: 1; padding: 0 1; background: $boost; }
+    LruScreen #lru-pinned { height: 7; }
+    """
+
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("pagedown", "page(1)", "Next page"),
