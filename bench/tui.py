@@ -2,9 +2,9 @@
 
 1. Key-press latency (a cursor move in the cgroup tree, from the key event to the
    screen update that shows it) with 1,000 cgroups and 200 workloads, against the same
-   TUI on a small engine (20 cgroups).  Target: drawn within 100 ms.
+   TUI on a small engine (20 cgroups).  Target: p95 drawn within 50 ms.
 2. Engine throughput (faults that reclaim, from 2 workload processes, for some seconds)
-   with a TUI attached, against none before and after.  Target: at most 5% lost.
+   with a TUI attached, against none before and after.  Target: at most 2% lost.
 
 The 200 workloads are cheap stand-ins (bench/standins.py): forked processes that register
 themselves with the engine, each owning a small enclave, so the tables and stats carry 200 rows.
@@ -34,6 +34,7 @@ from playground.launch import start_engine_process
 from workloads.client import EngineClient
 
 PAGE = 4096
+ROUNDS = 3  # attached windows, each between two alone ones
 
 
 def populate(endpoint: str, cgroups: int, workloads: int) -> subprocess.Popen[str] | None:
@@ -136,31 +137,33 @@ def main() -> None:
                     [f"{cgroups} cgroups, {workloads} workloads", statistics.median(busy) * 1e3, p95_busy * 1e3],
                 ],
             )
-            verdict = "ok" if p95_busy <= 0.1 else "MISSED"
-            print(
-                f"  p95 {p95_busy * 1e3:.0f} ms = {p95_busy / p95_base:.2f}x the small engine's; <= 100 ms: {verdict}"
-            )
+            verdict = "ok" if p95_busy <= 0.05 else "MISSED"
+            print(f"  p95 {p95_busy * 1e3:.0f} ms = {p95_busy / p95_base:.2f}x the small engine's; <= 50 ms: {verdict}")
             results["keys"] = {"small_s": base, "busy_s": busy}
 
-            # Sustained faults that reclaim (events flowing), alone / attached / alone again.
-            before = batched_fault_rate(endpoint, 2, heap, True, seconds)["pages_per_s"]
-            tui = multiprocessing.get_context("spawn").Process(target=_attached_tui, args=(endpoint, seconds * 4 + 30))
-            tui.start()
-            time.sleep(3)
-            attached = batched_fault_rate(endpoint, 2, heap, True, seconds)["pages_per_s"]
-            tui.terminate()
-            tui.join(30)
-            after = batched_fault_rate(endpoint, 2, heap, True, seconds)["pages_per_s"]
-            alone = (before + after) / 2
-            loss = 1 - attached / alone
+            # Sustained faults that reclaim (events flowing): alone and attached in turn, each attached
+            # window between two alone ones, so a drift of the machine's speed cancels out.
+            alone_rates, attached_rates = [batched_fault_rate(endpoint, 2, heap, True, seconds)["pages_per_s"]], []
+            for _ in range(ROUNDS):
+                tui = multiprocessing.get_context("spawn").Process(target=_attached_tui, args=(endpoint, seconds + 30))
+                tui.start()
+                time.sleep(3)  # started, subscribed, drawing
+                attached_rates.append(batched_fault_rate(endpoint, 2, heap, True, seconds)["pages_per_s"])
+                tui.terminate()
+                tui.join(30)
+                alone_rates.append(batched_fault_rate(endpoint, 2, heap, True, seconds)["pages_per_s"])
+            losses = [1 - rate / ((alone_rates[i] + alone_rates[i + 1]) / 2) for i, rate in enumerate(attached_rates)]
+            loss = statistics.median(losses)
+            before, attached, after = alone_rates[0], statistics.median(attached_rates), alone_rates[-1]
             print(
                 f"-- 2. faults that reclaim, {seconds:g} s from 2 workload processes, with and without a TUI attached"
             )
-            _common.print_table(
-                ["", "pages/s"], [["no TUI (before)", before], ["TUI attached", attached], ["no TUI (after)", after]]
-            )
-            print(f"  throughput lost: {loss * 100:.1f}%  (target <= 5%): {'ok' if loss <= 0.05 else 'MISSED'}")
-            results["throughput"] = {"before": before, "after": after, "attached": attached, "loss": loss}
+            rows = [["no TUI (first)", before], ["TUI attached (median)", attached], ["no TUI (last)", after]]
+            _common.print_table(["", "pages/s"], rows)
+            shown = ", ".join(f"{x * 100:.1f}%" for x in losses)
+            verdict = "ok" if loss <= 0.02 else "MISSED"
+            print(f"  throughput lost: {loss * 100:.1f}% (median of {shown})  (target <= 2%): {verdict}")
+            results["throughput"] = {"alone": alone_rates, "attached": attached_rates, "losses": losses, "loss": loss}
         finally:
             if stand_ins is not None:
                 standins.stop(stand_ins)
