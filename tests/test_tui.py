@@ -12,14 +12,11 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from rich.text import Text
 from textual.command import CommandList, CommandPalette
-from textual.message import Message
-from textual.notifications import Notify
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Log, Static
 
@@ -29,6 +26,7 @@ from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, Sig
 from workloads.client import EngineClient
 
 from .engine_fixture import RunningEngine
+from .tui_helpers import Notes, until
 
 pytestmark = pytest.mark.slow
 SIZE = (150, 40)
@@ -36,14 +34,6 @@ SIZE = (150, 40)
 
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
-
-
-async def until(pilot: Pilot[Any], holds: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    """Let the app run until ``holds()`` is true; after ``timeout`` seconds fail, saying what it waited for."""
-    deadline = time.monotonic() + timeout
-    while not holds():
-        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
-        await pilot.pause(0.05)
 
 
 async def ready(pilot: Pilot[Any]) -> None:
@@ -56,14 +46,6 @@ async def ready(pilot: Pilot[Any]) -> None:
     assert feed is not None
     await until(pilot, lambda: "/" in feed.usage, "the first stats message")
     await until(pilot, lambda: all(cg["path"] in app.cgroup_tree.nodes for cg in feed.snapshot["cgroups"]), "the tree")
-
-
-class Notes(list[str]):
-    """The message of every notification the app posts: a ``run_test(message_hook=...)``."""
-
-    def __call__(self, message: Message) -> None:
-        if isinstance(message, Notify):
-            self.append(str(message.notification.message))
 
 
 def labels(app: EpcApp) -> list[str]:

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from textual.message import Message
-from textual.notifications import Notify
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -20,22 +17,10 @@ from playground.tui.views.lru import LruScreen
 from workloads.client import EngineClient
 
 from .engine_fixture import RunningEngine
+from .tui_helpers import Notes, until
 
 pytestmark = pytest.mark.slow
 SIZE = (150, 40)
-
-
-async def until(pilot: Pilot[Any], holds: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not holds():
-        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
-        await pilot.pause(0.05)
-
-
-class Notes(list[str]):
-    def __call__(self, message: Message) -> None:
-        if isinstance(message, Notify):
-            self.append(str(message.notification.message))
 
 
 def holder(engine: RunningEngine, client: EngineClient, size: str = "256KiB") -> Any:

@@ -18,15 +18,12 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyte
 import pytest
-from textual.message import Message
-from textual.notifications import Notify
-from textual.pilot import Pilot
 from textual.widgets import Tree
 
 from playground.tui.app import DISCONNECTED, EpcApp
@@ -34,21 +31,9 @@ from workloads.client import EngineClient
 
 from .engine_fixture import ROOT, RunningEngine, private_env, start_engine
 from .test_tui_snapshots import fixed_feed
+from .tui_helpers import Notes, until
 
 SIZE = (150, 40)
-
-
-async def until(pilot: Pilot[Any], holds: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not holds():
-        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
-        await pilot.pause(0.05)
-
-
-class Notes(list[str]):
-    def __call__(self, message: Message) -> None:
-        if isinstance(message, Notify):
-            self.append(str(message.notification.message))
 
 
 def tree_paths(app: EpcApp) -> set[str]:
@@ -340,7 +325,7 @@ def test_sigterm_or_sighup_to_the_tui_stops_its_engine_and_workloads_and_restore
         term.type(b"e")
         term.wait_for("Cancel")  # the spawn form, drawn to its last button
         term.type(b"\t\t\t" + b"\x7f" * 3 + b"100000")  # passes 100000: it runs until stopped
-        term.wait_for("100000")
+        term.wait_for("1000")  # (Textual may lose a key even at this pace: 10000 passes would do as well)
         term.type(b"\r")
         with EngineClient(str(engine["endpoint"])) as client:
             deadline = time.monotonic() + 30
