@@ -20,6 +20,7 @@ from workloads.client import EngineClient
 
 HISTORY = 240  # samples per cgroup: a minute at 4 Hz
 EVENTS = 2000
+TRACE = 20000  # reclaim batches kept while a display shows the reclaim trace (a second or two under pressure)
 
 
 class FeedState:
@@ -39,6 +40,12 @@ class FeedState:
         self.usage: dict[str, deque[int]] = {}  # misc.current per cgroup, one sample per stats message
         self.reclaim: dict[str, deque[int]] = {}  # pages reclaimed per cgroup between stats messages
         self.fault_rate: dict[int, float] = {}  # faults per second of each workload, between the last two stats
+        # pages reclaimed from each cgroup's subtree (its own LRU and its descendants') between stats messages
+        self.reclaim_subtree: dict[str, deque[int]] = {}
+        # The reclaim trace: the engine's reclaim events, one per batch, received only while wanted (want_trace).
+        self.tracing = False
+        self.trace: deque[dict[str, Any]] = deque(maxlen=TRACE)
+        self.trace_received = 0  # batches ever taken: a display takes the last ``trace_received - taken``
 
     def take_events(self, events: list[dict[str, Any]]) -> None:
         self.received += len(events)
@@ -60,11 +67,45 @@ class FeedState:
             hits = cg["misc_events_local"] - was["misc_events_local"]
             reclaimed = cg["reclaimed"] - was["reclaimed"]
             if hits > 0 or reclaimed > 0:
-                pressure.append({"kind": "pressure", "cgroup": path, "hits": max(hits, 0), "reclaimed": reclaimed})
+                pressure.append({"kind": "pressure", "t_ns": snapshot["t_ns"], "cgroup": path,
+                                 "hits": max(hits, 0), "reclaimed": reclaimed})  # fmt: skip
             self.usage.setdefault(path, deque(maxlen=HISTORY)).append(int(cg["misc_current"]))
             self.reclaim.setdefault(path, deque(maxlen=HISTORY)).append(max(reclaimed, 0))
+        self._take_subtree_reclaim(before, snapshot)
         self.snapshot = snapshot
         self.take_events(pressure)
+
+    def _take_subtree_reclaim(self, before: Snapshot, snapshot: Snapshot) -> None:
+        """One sample of pages reclaimed in each cgroup's subtree: each cgroup's own count goes to
+        it and to every ancestor, walked only for the cgroups that reclaimed (cheap per tick)."""
+        earlier = {cg["path"]: cg["reclaimed"] for cg in before["cgroups"]}
+        sums: dict[str, int] = {}
+        for cg in snapshot["cgroups"]:
+            path = cg["path"]
+            reclaimed = cg["reclaimed"] - earlier.get(path, cg["reclaimed"])
+            while reclaimed > 0:
+                sums[path] = sums.get(path, 0) + reclaimed
+                if path == "/":
+                    break
+                path = path.rsplit("/", 1)[0] or "/"
+        subtree = self.reclaim_subtree
+        for cg in snapshot["cgroups"]:
+            subtree.setdefault(cg["path"], deque(maxlen=HISTORY)).append(sums.get(cg["path"], 0))
+        if len(subtree) > len(snapshot["cgroups"]):  # removed cgroups go
+            live = {cg["path"] for cg in snapshot["cgroups"]}
+            for path in [path for path in subtree if path not in live]:
+                del subtree[path]
+
+    def want_trace(self, on: bool) -> None:
+        """Receive the engine's reclaim events (a batch each, thousands a second under pressure) or
+        stop: a display asks for them only while it shows them."""
+        self.tracing = on
+
+    def take_trace(self, events: list[dict[str, Any]]) -> None:
+        """Reclaim events for the trace (the other pressure events, limit hits, are in the stats' sums)."""
+        batches = [e for e in events if e.get("kind") == "reclaim"]
+        self.trace_received += len(batches)
+        self.trace.extend(batches)
 
     def poll(self) -> bool:
         """Take what arrived; True when the snapshot changed (nothing arrives by itself here)."""
@@ -99,6 +140,14 @@ class EngineFeed(FeedState):
             self.connected = False
         return any(changed)
 
+    def want_trace(self, on: bool) -> None:
+        """Subscribe to the pressure topic while a display shows the reclaim trace, and only then:
+        the engine sends nobody's batches while nobody subscribes."""
+        if on != self.tracing:
+            option = zmq.SUBSCRIBE if on else zmq.UNSUBSCRIBE
+            self.subscriber.socket.setsockopt(option, protocol.TOPIC_EVENT_PRESSURE)
+        super().want_trace(on)
+
     def _skipped(self, topic: bytes, why: str) -> None:
         """A message we cannot read is skipped and said in the log, never a crash; after a bad stats
         message the next one finds a gap and asks for the whole snapshot."""
@@ -114,6 +163,11 @@ class EngineFeed(FeedState):
             if not isinstance(message, list) or not all(isinstance(e, dict) for e in message):
                 raise TypeError(f"an event batch is a list of maps, not {type(message).__name__}")
             self.take_events(message)
+        elif topic == protocol.TOPIC_EVENT_PRESSURE:
+            if not isinstance(message, list) or not all(isinstance(e, dict) for e in message):
+                raise TypeError(f"an event batch is a list of maps, not {type(message).__name__}")
+            if self.tracing:  # not what came after we stopped wanting them
+                self.take_trace(message)
         elif topic == protocol.TOPIC_ENGINE:
             self.connected = False
         return False
