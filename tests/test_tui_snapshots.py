@@ -101,6 +101,7 @@ def fixed_feed() -> FeedState:
     for path in ("/", "/pods", "/pods/web", "/pods/db"):
         feed.usage[path] = deque(range(0, 24 * MiB, MiB))
         feed.reclaim[path] = deque([0, 16, 32, 0, 48] * 6)
+        feed.reclaim_subtree[path] = deque([0, 16, 32, 0, 48] * 6)
     return feed
 
 

@@ -73,6 +73,7 @@ class EpcApp(App[None]):
         Binding("k", "kill", "Kill"),
         Binding("K", "signal('KILL')", "Kill -9", show=False),
         Binding("p", "pause", "Pause"),
+        Binding("u", "toggle_units", "Units", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("f", "find", "Find"),
         Binding("o", "run_scenario", "Scenario"),
@@ -92,6 +93,7 @@ class EpcApp(App[None]):
         ("Kill workload", "send a signal of your choice to the selected workload (k)", "kill"),
         ("Kill workload with SIGKILL", "kill -9 the selected workload (K)", "signal('KILL')"),
         ("Pause display", "freeze the screen; history keeps recording (p)", "pause"),
+        ("Toggle units", "the details in human units or as the kernel's raw text (u)", "toggle_units"),
         ("Filter events", "show only event lines containing a text (case ignored; a,b: either) (/)", "filter"),
         ("Find cgroup", "move to the next cgroup whose path contains a text (f)", "find"),
         ("Run scenario", "a bundled scenario or a TOML file on this engine, KTAP in the log (o)", "run_scenario"),
@@ -221,9 +223,13 @@ class EpcApp(App[None]):
 
     def _show_details(self) -> None:
         assert self.feed is not None
-        usage, reclaimed = self.feed.usage.get(self.selected, ()), self.feed.reclaim.get(self.selected, ())
-        if not self.query_one(Details).show(self.feed.snapshot, self.selected, usage, reclaimed):
+        if not self.query_one(Details).show(self.feed, self.selected):
             self.selected = "/"  # removed: the root until the tree's cursor says otherwise
+
+    def action_toggle_units(self) -> None:
+        self.query_one(Details).toggle_units()
+        if self.feed is not None:
+            self._show_details()
 
     def _take_events(self) -> None:
         assert self.feed is not None

@@ -147,6 +147,7 @@ controller, page for page as the SGX EPC cgroup series (V17).
 | `e` / `v` | spawn enclaves / guest VMs into the selected cgroup |
 | `k` / `K` | send a signal to the selected workload / `SIGKILL` it |
 | `/` | filter the event log as you type (case ignored; `a,b`: either); `n`/`N` in the log: next/previous match |
+| `u` | the details in human units or as the kernel's raw text |
 | `f` | find the next cgroup whose path contains a text |
 | `o` / `S` | run a scenario (bundled, or a TOML file) on this engine, its KTAP in the log / stop it |
 | `p` | pause the display (history keeps recording) |
