@@ -154,6 +154,28 @@ def test_tab_reaches_the_log_and_its_keys_move_the_cursor_end_follows_again() ->
     run(scenario())
 
 
+def test_a_log_scrolled_up_by_the_mouse_stays_there_as_lines_come() -> None:
+    feed = fixed_feed()
+    feed.take_events([{"kind": "mkdir", "cgroup": f"/c{i}", "seq": 10 + i, "t_ns": 7 * S} for i in range(40)])
+
+    async def scenario() -> tuple[int, int, bool, list[str]]:
+        app = EpcApp("ipc:///nowhere", feed=feed)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: len(lines_of(app).entries) >= 46, "the lines")
+            lines = lines_of(app)
+            await pilot.pause(0.1)
+            assert lines.follow and lines.is_vertical_scroll_end
+            lines.scroll_to(y=3, animate=False, immediate=True)  # as the wheel or the scrollbar does
+            feed.take_events([{"kind": "mkdir", "cgroup": "/late", "seq": 99, "t_ns": 8 * S}])
+            await until(pilot, lambda: "/late" in lines.shown[-1].text, "the new line")
+            await pilot.pause(0.3)  # a few refreshes: none may scroll it back
+            return lines.scroll_offset.y, lines.max_scroll_y, lines.follow, drawn(app)
+
+    y, bottom, follow, rows = run(scenario())
+    assert (y, follow) == (3, False) and bottom > 3
+    assert not any("/late" in row for row in rows)
+
+
 def test_long_lines_wrap_in_their_column_and_nothing_scrolls_sideways() -> None:
     feed = fixed_feed()
     value = "sgx_epc " + "9" * 19

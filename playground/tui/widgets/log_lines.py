@@ -135,6 +135,7 @@ class LogLines(ScrollView, can_focus=True):
         self.follow = True  # the cursor stays on the newest line
         self._tops: list[int] = []  # the first row of each shown entry
         self._laid_out = False
+        self._end_y = 0  # where following last scrolled to: a view above it was scrolled up by hand
 
     # -- content ----------------------------------------------------------------
 
@@ -170,9 +171,13 @@ class LogLines(ScrollView, can_focus=True):
             self._laid_out = False
 
     def commit(self) -> None:
-        """Lay out and draw what changed since the last time."""
+        """Lay out and draw what changed since the last time.  A view scrolled away from the end
+        (the mouse wheel, the scrollbar) stops following; one not following stays where it is."""
         if not self._laid_out:
-            self._relayout()
+            # scrolled up since we went to the end (a view that grew was only moved up to its new end)
+            if self.follow and self.scroll_offset.y < self._end_y and not self.is_vertical_scroll_end:
+                self.follow = False
+            self._relayout(scroll=self.follow)
 
     def set_filter(self, pattern: str) -> None:
         """Show only the lines matching ``pattern`` (all for an empty one), these and those to come;
@@ -212,13 +217,15 @@ class LogLines(ScrollView, can_focus=True):
     def _width(self) -> int:
         return max(self.scrollable_content_region.width, 1)
 
-    def _relayout(self) -> None:
+    def _relayout(self, scroll: bool = True) -> None:
+        """Lay out again; with ``scroll``, show the newest line when following, else the cursor's."""
         self._laid_out = False
         self._layout()
         self.refresh()
-        if self.follow:
+        if scroll and self.follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
-        else:
+            self._end_y = self.scroll_offset.y
+        elif scroll:
             self._show_cursor()
         self.moved()
 
@@ -340,11 +347,12 @@ class LogLines(ScrollView, can_focus=True):
         if not self.shown:
             return
         self.cursor = min(max(index, 0), len(self.shown) - 1)
-        self.follow = follow or False
+        self.follow = follow
         self._layout()
         self.refresh()
         if follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
+            self._end_y = self.scroll_offset.y
         else:
             self._show_cursor()
         self.moved()
