@@ -232,7 +232,7 @@ def test_pressure_is_one_line_per_cgroup_per_second_with_the_sums() -> None:
 def test_enter_opens_a_pressure_lines_reclaim_trace_and_the_feed_receives_batches_only_meanwhile() -> None:
     feed = fixed_feed()
 
-    async def scenario() -> tuple[list[str], list[str], bool, bool]:
+    async def scenario() -> tuple[list[str], list[str], tuple[bool, int], list[str], bool, bool]:
         app = EpcApp("ipc:///nowhere", feed=feed)
         async with app.run_test(size=(150, 60)) as pilot:  # room for the trace under the line
             await until(pilot, lambda: len(lines_of(app).entries) >= 6, "the fixed events")
@@ -240,29 +240,38 @@ def test_enter_opens_a_pressure_lines_reclaim_trace_and_the_feed_receives_batche
             tick(feed, 7 * S)  # the engine's clock is in the next second: /pods/db's line of 6 s is over
             await until(pilot, lambda: app.event_log.now_ns() >= 7 * S, "the clock at 7 s")
             await focus_log(pilot)
+            lines = lines_of(app)
             select(app, "/pods/db: 32 pages")
             await pilot.press("enter")
             opened_tracing = feed.tracing
             old = drawn(app)
             feed.take_trace([batch(7 * S + 100), batch(7 * S + 200, written=12), batch(7 * S + 300, "/pods/web")])
             tick(feed, 7 * S + S // 4, reclaimed={"/pods/db": 28})
-            await until(pilot, lambda: "28 pages" in lines_of(app).shown[-1].text, "the next second's line")
+            await until(pilot, lambda: "28 pages" in lines.shown[-1].text, "the next second's line")
             await pilot.press("end")
-            await pilot.press("enter")  # open the new line's trace: its batches are there
             await pilot.pause(0.1)
-            rows = drawn(app)
-            await pilot.press("enter")
-            select(app, "/pods/db: 32 pages")
-            await pilot.press("enter")  # both closed
-            return old, rows, opened_tracing, feed.tracing
+            rows = drawn(app)  # it opened by itself, with its batches
+            feed.take_trace([batch(8 * S + 100)])
+            tick(feed, 8 * S + S // 4, reclaimed={"/pods/db": 16})
+            await until(pilot, lambda: "16 pages" in lines.shown[-1].text, "a later line")
+            later = lines.shown[-1]
+            later_state = (later.expanded, later.trace.count if later.trace else -1)
+            await pilot.pause(0.1)
+            later_rows = drawn(app)
+            for text in ("28 pages", "/pods/db: 32 pages"):  # close both
+                select(app, text)
+                await pilot.press("enter")
+            return old, rows, later_state, later_rows, opened_tracing, feed.tracing
 
-    old, rows, opened_tracing, tracing_at_end = run(scenario())
+    old, rows, later_state, later_rows, opened_tracing, tracing_at_end = run(scenario())
     assert opened_tracing and not tracing_at_end
     assert any("no trace of this second" in row for row in old), old  # a second before the trace was asked for
     trace = [row for row in logical(rows) if "├ reclaim" in row or "└ reclaim" in row]
     assert len(trace) == 2, rows  # /pods/db's two batches; /pods/web's are not on its LRU
     assert "/pods/db's LRU, sync walk from /pods: scanned 16, rotated 4, written 12; next /pods/web" in trace[1]
     assert any("▾ /pods/db: 28 pages reclaimed" in row for row in rows), rows
+    assert later_state == (False, 1)  # later lines have their batches, closed: ▸
+    assert any("▸ /pods/db: 16 pages reclaimed" in row for row in later_rows), later_rows
 
 
 # -- lines: no duplicates, names, failures ---------------------------------------------------

@@ -52,8 +52,8 @@ did there and the function it mirrors. Moving the cursor stops the log following
 either); `enter` keeps the filter, `esc` clears it, and `n`/`N` then find its lines among all.
 
 The TUI receives the engine's reclaim batches only while a trace is open (they come by the
-thousand a second): a line of a second before that has none to show, and the pressure lines
-from then on have theirs (`▸`).
+thousand a second): a line of a second before that has none to show, so the cgroup's next
+line opens with its batches, and the pressure lines from then on have theirs (`▸`).
 """
 
 
@@ -95,6 +95,7 @@ class EventLog(Vertical):
         self._pressure_line: dict[str, Entry] = {}  # the newest pressure line of each cgroup
         self._pending: dict[str, deque[dict[str, Any]]] = {}  # reclaim batches awaiting their pressure line
         self._expanded: set[Entry] = set()
+        self._open_next: set[str] = set()  # cgroups whose next pressure line opens with its trace
         self._tracing_since: int | None = None  # engine time the trace was asked for
         self._clock = (0, 0.0)  # the engine's newest t_ns and our monotonic time then: stamps for log lines
         self._explained = ""
@@ -182,6 +183,10 @@ class EventLog(Vertical):
                 started = self._tracing_since
                 partial = started is not None and second is not None and started > second * 10**9
                 line.trace = Trace(since_ns=started if partial else None)
+                if cgroup in self._open_next:  # opened on a line of its cgroup with no trace: this one shows it
+                    self._open_next.discard(cgroup)
+                    line.expanded = True
+                    self._expanded.add(line)
         assert line.event is not None
         line.event["hits"] += int(event.get("hits", 0))
         line.event["reclaimed"] += int(event.get("reclaimed", 0))
@@ -226,15 +231,20 @@ class EventLog(Vertical):
         """Open or close a pressure line's reclaim trace; the feed receives batches while any is open."""
         if entry.kind != "pressure" or entry.event is None:
             return
+        cgroup = str(entry.event["cgroup"])
         entry.expanded = not entry.expanded
         if entry.expanded:
             self._expanded.add(entry)
             now = self.now_ns()
-            newest = entry is self._pressure_line.get(str(entry.event["cgroup"]))
+            newest = entry is self._pressure_line.get(cgroup)
             if entry.trace is None and newest and entry.second == now // 10**9:
                 entry.trace = Trace(since_ns=now)  # its second still runs: the batches from now on go under it
+            elif entry.trace is None:
+                self._open_next.add(cgroup)  # none for this second: the cgroup's next line opens with its batches
         else:
             self._expanded.discard(entry)
+            if not any(str(e.event and e.event["cgroup"]) == cgroup and e.trace is None for e in self._expanded):
+                self._open_next.discard(cgroup)
         self._want_trace()
         self.lines.redraw(entry)
         self.lines.commit()
@@ -251,6 +261,7 @@ class EventLog(Vertical):
         if not tracing:
             self._tracing_since = None
             self._pending.clear()
+            self._open_next.clear()
 
     def _forget_gone(self) -> None:
         for cgroup in [c for c, line in self._pressure_line.items() if line.gone]:

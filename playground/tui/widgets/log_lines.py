@@ -434,7 +434,7 @@ def trace_rows(entry: Entry) -> list[tuple[int | None, str, str]]:
                 None,
                 "  └",
                 "no trace of this second: the TUI receives reclaim batches only while a trace is open;"
-                " the pressure lines from now on have theirs (▸)",
+                " the cgroup's next line opens with its batches, and later ones have theirs (▸)",
             )
         ]
     rows: list[tuple[int | None, str, str]] = []
