@@ -25,6 +25,7 @@ from workloads.client import EngineClient, EngineError
 
 HISTORY = 2400  # samples per cgroup: 10 minutes at 4 Hz (9.6 KB a series: 19.2 MB for 1,000 cgroups)
 EVENTS = 2000
+TRACE = 20000  # reclaim batches kept while a display shows the reclaim trace (a second or two under pressure)
 
 
 class Samples:
@@ -90,6 +91,12 @@ class FeedState:
         self.usage: dict[str, Samples] = {}  # misc.current per cgroup (bytes), one sample per stats message
         self.reclaim: dict[str, Samples] = {}  # pages reclaimed per cgroup between stats messages
         self.fault_rate: dict[int, float] = {}  # faults per second of each workload, between the last two stats
+        # pages reclaimed from each cgroup's subtree (its own LRU and its descendants') between stats messages
+        self.reclaim_subtree: dict[str, Samples] = {}
+        # The reclaim trace: the engine's reclaim events, one per batch, received only while wanted (want_trace).
+        self.tracing = False
+        self.trace: deque[dict[str, Any]] = deque(maxlen=TRACE)
+        self.trace_received = 0  # batches ever taken: a display takes the last ``trace_received - taken``
 
     def take_events(self, events: list[dict[str, Any]]) -> None:
         self.received += len(events)
@@ -111,7 +118,8 @@ class FeedState:
             hits = cg["misc_events_local"] - was["misc_events_local"]
             reclaimed = cg["reclaimed"] - was["reclaimed"]
             if hits > 0 or reclaimed > 0:
-                pressure.append({"kind": "pressure", "cgroup": path, "hits": max(hits, 0), "reclaimed": reclaimed})
+                pressure.append({"kind": "pressure", "t_ns": snapshot["t_ns"], "cgroup": path,
+                                 "hits": max(hits, 0), "reclaimed": reclaimed})  # fmt: skip
             usage = self.usage.get(path)
             if usage is None:
                 usage = self.usage[path] = Samples(HISTORY, PAGE_SIZE)
@@ -123,6 +131,7 @@ class FeedState:
             for path in [path for path in self.usage if path not in live]:
                 del self.usage[path]
                 self.reclaim.pop(path, None)
+        self._take_subtree_reclaim(before, snapshot)
         self.snapshot = snapshot
         self.take_events(pressure)
 
@@ -134,7 +143,56 @@ class FeedState:
             self.usage[path].extend_units(usage)
             self.reclaim[path] = Samples(HISTORY)
             self.reclaim[path].extend_units(reclaimed)
+        subtree: dict[str, list[int]] = {}  # each series added into its ancestors', aligned at the newest sample
+        for path, (_, reclaimed) in samples.items():
+            if not any(reclaimed):
+                continue  # most series: nothing to add anywhere
+            while True:
+                into = subtree.setdefault(path, [])
+                if len(into) < len(reclaimed):
+                    into[:0] = [0] * (len(reclaimed) - len(into))
+                offset = len(into) - len(reclaimed)
+                for i, value in enumerate(reclaimed):
+                    into[offset + i] += value
+                if path == "/":
+                    break
+                path = path.rsplit("/", 1)[0] or "/"
+        for path, series in subtree.items():
+            self.reclaim_subtree[path] = Samples(HISTORY)
+            self.reclaim_subtree[path].extend_units(series)
         self.take_events(log)
+
+    def _take_subtree_reclaim(self, before: Snapshot, snapshot: Snapshot) -> None:
+        """One sample of pages reclaimed in each cgroup's subtree: each cgroup's own count goes to
+        it and to every ancestor, walked only for the cgroups that reclaimed (cheap per tick)."""
+        earlier = {cg["path"]: cg["reclaimed"] for cg in before["cgroups"]}
+        sums: dict[str, int] = {}
+        for cg in snapshot["cgroups"]:
+            path = cg["path"]
+            reclaimed = cg["reclaimed"] - earlier.get(path, cg["reclaimed"])
+            while reclaimed > 0:
+                sums[path] = sums.get(path, 0) + reclaimed
+                if path == "/":
+                    break
+                path = path.rsplit("/", 1)[0] or "/"
+        subtree = self.reclaim_subtree
+        for cg in snapshot["cgroups"]:
+            subtree.setdefault(cg["path"], Samples(HISTORY)).append(sums.get(cg["path"], 0))
+        if len(subtree) > len(snapshot["cgroups"]):  # removed cgroups go
+            live = {cg["path"] for cg in snapshot["cgroups"]}
+            for path in [path for path in subtree if path not in live]:
+                del subtree[path]
+
+    def want_trace(self, on: bool) -> None:
+        """Receive the engine's reclaim events (a batch each, thousands a second under pressure) or
+        stop: a display asks for them only while it shows them."""
+        self.tracing = on
+
+    def take_trace(self, events: list[dict[str, Any]]) -> None:
+        """Reclaim events for the trace (the other pressure events, limit hits, are in the stats' sums)."""
+        batches = [e for e in events if e.get("kind") == "reclaim"]
+        self.trace_received += len(batches)
+        self.trace.extend(batches)
 
     def poll(self) -> bool:
         """Take what arrived; True when the snapshot changed (nothing arrives by itself here)."""
@@ -183,6 +241,14 @@ class EngineFeed(FeedState):
             self.connected = False
         return any(changed)
 
+    def want_trace(self, on: bool) -> None:
+        """Subscribe to the pressure topic while a display shows the reclaim trace, and only then:
+        the engine sends nobody's batches while nobody subscribes."""
+        if on != self.tracing:
+            option = zmq.SUBSCRIBE if on else zmq.UNSUBSCRIBE
+            self.subscriber.socket.setsockopt(option, protocol.TOPIC_EVENT_PRESSURE)
+        super().want_trace(on)
+
     def _skipped(self, topic: bytes, why: str) -> None:
         """A message we cannot read is skipped and said in the log, never a crash; after a bad stats
         message the next one finds a gap and asks for the whole snapshot."""
@@ -202,6 +268,11 @@ class EngineFeed(FeedState):
                 if message:
                     self._history_seq = 0
             self.take_events(message)
+        elif topic == protocol.TOPIC_EVENT_PRESSURE:
+            if not isinstance(message, list) or not all(isinstance(e, dict) for e in message):
+                raise TypeError(f"an event batch is a list of maps, not {type(message).__name__}")
+            if self.tracing:  # not what came after we stopped wanting them
+                self.take_trace(message)
         elif topic == protocol.TOPIC_ENGINE:
             self.connected = False
         return False

@@ -80,18 +80,28 @@ def fixed_feed() -> FeedState:
         w | {"faults": w["faults"] + rate} for w, rate in zip(snapshot["workloads"], (1200, 35000, 0, 0), strict=True)
     ]
     feed.take_stats(later)
+    ms = 10**6
     feed.take_events(
         [
-            {"kind": "mkdir", "cgroup": "/pods", "seq": 1},
-            {"kind": "write", "path": "/pods/misc.max", "value": "sgx_epc 25165824", "seq": 2},
-            {"kind": "sigbus", "pid": 4103, "cgroup": "/guests", "errno": "ENOMEM", "seq": 6},
-            {"kind": "workload_exit", "pid": 4103, "name": "guest", "reason": "SIGBUS", "seq": 7},
-            {"kind": "stall", "pid": 4104, "name": "batch", "cgroup": "/pods/db", "op": "access", "seq": 8},
+            {"kind": "mkdir", "cgroup": "/pods", "seq": 1, "t_ns": 120 * ms},
+            {"kind": "write", "path": "/pods/misc.max", "value": "sgx_epc 25165824", "seq": 2, "t_ns": 130 * ms},
+            {"kind": "sigbus", "pid": 4103, "cgroup": "/guests", "errno": "ENOMEM", "seq": 6, "t_ns": 4_250 * ms},
+            {"kind": "workload_exit", "pid": 4103, "name": "guest", "reason": "SIGBUS", "seq": 7, "t_ns": 4_251 * ms},
+            {
+                "kind": "stall",
+                "pid": 4104,
+                "name": "batch",
+                "cgroup": "/pods/db",
+                "op": "access",
+                "seq": 8,
+                "t_ns": 5900 * ms,
+            },
         ]
     )
     for path in ("/", "/pods", "/pods/web", "/pods/db"):
         feed.usage[path] = deque(range(0, 24 * MiB, MiB))
         feed.reclaim[path] = deque([0, 16, 32, 0, 48] * 6)
+        feed.reclaim_subtree[path] = deque([0, 16, 32, 0, 48] * 6)
     return feed
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import logging
 import os
 import signal
@@ -30,7 +29,6 @@ from common.units import format_size, parse_size
 from playground.feed import EngineFeed, FeedState
 from playground.launch import LogHub
 from playground.scenario.backends.base import WorkloadSpec
-from playground.tui.describe import describe
 from playground.tui.scenario_worker import run_scenario_thread
 from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnRequest, SpawnScreen
 from playground.tui.step_mode import frozen_status, step_note, waiting
@@ -78,6 +76,7 @@ class EpcApp(App[None]):
         Binding("k", "kill", "Kill"),
         Binding("K", "signal('KILL')", "Kill -9", show=False),
         Binding("p", "pause", "Pause"),
+        Binding("u", "toggle_units", "Units", show=False),
         Binding("slash", "filter", "Filter"),
         Binding("f", "find", "Find"),
         Binding("o", "run_scenario", "Scenario"),
@@ -102,7 +101,8 @@ class EpcApp(App[None]):
         ("Kill workload", "send a signal of your choice to the selected workload (k)", "kill"),
         ("Kill workload with SIGKILL", "kill -9 the selected workload (K)", "signal('KILL')"),
         ("Pause display", "freeze the screen; history keeps recording (p)", "pause"),
-        ("Filter events", "show only event lines containing a text: a cgroup, a kind, a pid (/)", "filter"),
+        ("Toggle units", "the details in human units or as the kernel's raw text (u)", "toggle_units"),
+        ("Filter events", "show only event lines containing a text (case ignored; a,b: either) (/)", "filter"),
         ("Find cgroup", "move to the next cgroup whose path contains a text (f)", "find"),
         ("Run scenario", "a bundled scenario or a TOML file on this engine, KTAP in the log (o)", "run_scenario"),
         ("Stop scenario", "stop the scenario that is running: its workloads are killed (S)", "stop_scenario"),
@@ -128,7 +128,6 @@ class EpcApp(App[None]):
         self.logs = _Lines()
         self.hub = LogHub(self.logs)
         self.children_spawned: list[Any] = []
-        self._events_seen = 0  # feed.received when the log was last brought up to date
         self.search = ""
         self.scenario_stop: threading.Event | None = None  # set: the running scenario stops
         self.scenario_status = ""  # shown in the status line while a scenario runs
@@ -238,16 +237,17 @@ class EpcApp(App[None]):
 
     def _show_details(self) -> None:
         assert self.feed is not None
-        usage, reclaimed = self.feed.usage.get(self.selected, ()), self.feed.reclaim.get(self.selected, ())
-        if not self.query_one(Details).show(self.feed.snapshot, self.selected, usage, reclaimed):
+        if not self.query_one(Details).show(self.feed, self.selected):
             self.selected = "/"  # removed: the root until the tree's cursor says otherwise
+
+    def action_toggle_units(self) -> None:
+        self.query_one(Details).toggle_units()
+        if self.feed is not None:
+            self._show_details()
 
     def _take_events(self) -> None:
         assert self.feed is not None
-        new = min(self.feed.received - self._events_seen, len(self.feed.events))
-        self._events_seen = self.feed.received
-        fresh = itertools.islice(self.feed.events, len(self.feed.events) - new, None)
-        self.event_log.add([describe(e) for e in fresh] + self.logs.take())
+        self.event_log.take(self.feed, self.logs.take())
 
     # -- actions --------------------------------------------------------------
 
@@ -415,14 +415,7 @@ class EpcApp(App[None]):
         self.notify(step_note(result), title=f"step {what}", timeout=8)
 
     def action_filter(self) -> None:
-        def set_filter(text: str | None) -> None:
-            if text is not None:
-                self.event_log.set_filter(text)
-
-        self.push_screen(
-            PromptScreen("Show events containing (empty: all)", "/pods/db, reclaim, 1234", self.event_log.filter),
-            set_filter,
-        )
+        self.event_log.open_filter()
 
     @property
     def event_filter(self) -> str:
@@ -478,7 +471,7 @@ class EpcApp(App[None]):
         self.push_screen(ScenarioScreen(listed), chosen)
 
     def scenario_line(self, line: str) -> None:
-        self.event_log.add([f"{'ktap':<15} {line}"])
+        self.event_log.add_line("ktap", line)
 
     def scenario_progress(self, text: str) -> None:
         self.scenario_status = text
@@ -540,7 +533,6 @@ class EpcApp(App[None]):
             self.feed = None
             self.notify(str(e), severity="error", timeout=10)
             return
-        self._events_seen = 0
         self.sub_title = ""
         self.notify(f"a new engine serves {endpoint}")
 
@@ -583,11 +575,11 @@ class _Lines(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.lines: list[str] = []
+        self.lines: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"log  {record.processName}[{record.process}] {record.getMessage()}")
+        self.lines.append(record)
 
-    def take(self) -> list[str]:
+    def take(self) -> list[logging.LogRecord]:
         out, self.lines = self.lines, []
         return out

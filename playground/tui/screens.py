@@ -133,8 +133,10 @@ controller, page for page as the SGX EPC cgroup series (V17).
   (reclaimable), its tasks, and a minute of usage and of pages reclaimed per tick.
 - **workloads**: enclaves and guest VMs; size, resident and swapped pages, faults per
   second, and how each one ended (ok, ENOMEM, SIGBUS, OOM, killed).
-- **events**: limit hits, reclaim, ENOMEM, SIGBUS, OOM kills, workloads coming and going;
-  runs of the same event on the same cgroup are counted (`x12`).
+- **events**: limit hits, reclaim, ENOMEM, SIGBUS, OOM kills, workloads coming and going,
+  stamped with the engine's clock (`[   83.456]`: seconds since it started, as dmesg);
+  pressure summed per cgroup per second. `tab` to it: the pane under it explains the selected
+  event and the kernel function it mirrors; `enter` on a pressure line shows its reclaim batches.
 
 ## Keys
 
@@ -144,7 +146,8 @@ controller, page for page as the SGX EPC cgroup series (V17).
 | `m` / `M` | set `misc.max` / `memory.max` of the selected cgroup (`64M`, `1G`, `max`) |
 | `e` / `v` | spawn enclaves / guest VMs into the selected cgroup |
 | `k` / `K` | send a signal to the selected workload / `SIGKILL` it |
-| `/` | filter the event log by a text (a cgroup, a kind such as `sigbus`, a pid) |
+| `/` | filter the event log as you type (case ignored; `a,b`: either); `n`/`N` in the log: next/previous match |
+| `u` | the details in human units or as the kernel's raw text |
 | `f` | find the next cgroup whose path contains a text |
 | `o` / `S` | run a scenario (bundled, or a TOML file) on this engine, its KTAP in the log / stop it |
 | `p` | pause the display (history keeps recording) |
