@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
@@ -31,6 +31,7 @@ from playground.feed import EngineFeed, FeedState
 from playground.launch import LogHub
 from playground.scenario.backends.base import WorkloadSpec
 from playground.tui.describe import describe
+from playground.tui.keys import InOrderKeys
 from playground.tui.scenario_worker import run_scenario_thread
 from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnRequest, SpawnScreen
 from playground.tui.widgets.cgroup_tree import CgroupTree
@@ -60,7 +61,7 @@ def status_line(snap: Snapshot, running: int, stalled: int = 0) -> str:
     )
 
 
-class EpcApp(App[None]):
+class EpcApp(InOrderKeys):
     """Watch and steer an emulated SGX host."""
 
     TITLE = "epc-playground"
