@@ -5,9 +5,13 @@ which lets a printable key overtake a bound one (Textualize/textual#6605)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textual import events
@@ -16,11 +20,11 @@ from textual.widgets import Input
 
 from playground.tui.app import EpcApp
 from playground.tui.keys import InOrderKeys
-from playground.tui.screens import PromptScreen
+from playground.tui.screens.prompt import PromptScreen
 from workloads.client import EngineClient
 
 from .engine_fixture import private_env
-from .test_tui_robust import engine_info, terminal, until
+from .test_tui_robust import engine_info, gone, terminal, until
 from .test_tui_snapshots import fixed_feed
 
 
@@ -117,8 +121,7 @@ def test_in_order_keys_do_not_hold_up_keys_when_a_widget_goes_away() -> None:
 def test_a_real_tui_on_a_terminal_takes_a_burst_of_keys_in_order(tmp_path: Path) -> None:
     """What tmux send-keys does: n, a name with two backspaces in it, and Enter in one write."""
     env = private_env(tmp_path)
-    with terminal(["tui", "--capacity", "16MiB"], env) as term:
-        info = engine_info(env)
+    with terminal(["tui", "--capacity", "16MiB"], env) as term, engine_stopped(env) as info:
         term.wait_for("workloads running")
         os.write(term.master, b"nburst\x7f\x7fxy\r")
         with EngineClient(str(info["endpoint"])) as client:
@@ -131,3 +134,17 @@ def test_a_real_tui_on_a_terminal_takes_a_burst_of_keys_in_order(tmp_path: Path)
         term.type(b"q")
         assert term.process.wait(20) == 0
     assert names == ["burxy"]
+
+
+@contextlib.contextmanager
+def engine_stopped(env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """The engine a TUI process on a terminal started (its runtime file); stopped after the
+    block if the TUI did not stop it (a failed test kills the TUI, which cannot)."""
+    info = engine_info(env)
+    try:
+        yield info
+    finally:
+        pid = int(info["pid"])
+        if not gone(pid, timeout=0):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)

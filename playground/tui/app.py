@@ -2,8 +2,9 @@
 
 A client of the engine through the protocol only (EngineFeed for what it shows,
 EngineClient for what it does).  The screen refreshes on a 4 Hz timer from the feed,
-which keeps recording while the display is paused.  The panels are widgets of their own
-(``playground/tui/widgets``); this module composes them and holds the actions.
+which keeps recording while the display is paused.  The panels
+are widgets of their own (``playground/tui/widgets``), the dialogs screens of their own
+(``playground/tui/screens``); this module composes them and holds the actions.
 """
 
 from __future__ import annotations
@@ -19,21 +20,27 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from textual import events
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, HelpPanel, Static
 
 from common.limits import PAGE_SIZE
-from common.units import format_size, parse_size
+from common.units import format_size, parse_size, shown
 from playground.feed import EngineFeed, FeedState
 from playground.launch import LogHub
 from playground.scenario.backends.base import WorkloadSpec
 from playground.tui.describe import describe
+from playground.tui.footer import ShellFooter
 from playground.tui.keys import InOrderKeys
 from playground.tui.scenario_worker import run_scenario_thread
-from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnRequest, SpawnScreen
+from playground.tui.screens.help import HelpScreen, help_sections
+from playground.tui.screens.prompt import LIMIT_WORDS, PromptScreen, size_error, size_text
+from playground.tui.screens.scenario import ScenarioScreen
+from playground.tui.screens.signal import SignalScreen
+from playground.tui.screens.spawn import SpawnRequest, SpawnScreen
 from playground.tui.widgets.cgroup_tree import CgroupTree
 from playground.tui.widgets.details import Details
 from playground.tui.widgets.event_log import EventLog
@@ -47,7 +54,7 @@ from workloads.client import NoEngine
 log = logging.getLogger(__name__)
 
 DISCONNECTED = "engine disconnected: r starts a new one"
-VM_HOLD_NS = 30 * 10**9  # a guest VM spawned here holds its EPC this long
+NARROW, SHORT = 120, 36  # below these columns / rows the screen is laid out tighter (app.tcss: -narrow, -short)
 SIGNALS = (*protocol.SIGNALS, "STOP", "CONT", "USR1")  # what k offers: a scenario's, and a few more
 
 
@@ -66,29 +73,31 @@ class EpcApp(InOrderKeys):
 
     TITLE = "epc-playground"
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses elsewhere find it too
+    # Short footer labels (the footer puts ? and q first); the tooltip is the help's longer text.
     BINDINGS = [
-        Binding("n", "new_cgroup", "New cgroup"),
-        Binding("x", "remove_cgroup", "Remove"),
-        Binding("m", "set_misc_max", "misc.max"),
-        Binding("M", "set_memory_max", "memory.max"),
-        Binding("e", "spawn('enclave')", "Enclave"),
-        Binding("v", "spawn('vm')", "VM"),
-        Binding("k", "kill", "Kill"),
-        Binding("K", "signal('KILL')", "Kill -9", show=False),
-        Binding("p", "pause", "Pause"),
-        Binding("slash", "filter", "Filter"),
-        Binding("f", "find", "Find"),
-        Binding("o", "run_scenario", "Scenario"),
-        Binding("S", "stop_scenario", "Stop scenario", show=False),
-        Binding("r", "restart_engine", "New engine", show=False),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", tooltip="this help: the focused panel's keys first"),
+        Binding("q", "quit", "Quit", tooltip="quit (stops the engine and workloads this TUI started)"),
+        Binding("n", "new_cgroup", "New", tooltip="new cgroup under the selected one"),
+        Binding("x", "remove_cgroup", "Rmdir", tooltip="remove the selected cgroup (EBUSY with children or tasks)"),
+        Binding("m", "set_misc_max", "misc.max", tooltip="set misc.max (the EPC limit) of the selected cgroup"),
+        Binding("M", "set_memory_max", "mem.max", tooltip="set memory.max (backing store) of the selected cgroup"),
+        Binding("e", "spawn('enclave')", "Enclave", tooltip="spawn enclaves into the selected cgroup"),
+        Binding("v", "spawn('vm')", "VM", tooltip="spawn guest VMs (unreclaimable EPC) into the selected cgroup"),
+        Binding("k", "kill", "Kill", tooltip="send a signal of your choice to the selected workload"),
+        Binding("K", "signal('KILL')", "Kill -9", show=False, tooltip="SIGKILL the selected workload"),
+        Binding("p", "pause", "Pause", tooltip="pause the display (history keeps recording)"),
+        Binding("slash", "filter", "Filter", tooltip="show only event lines containing a text"),
+        Binding("f", "find", "Find", tooltip="move to the next cgroup whose path contains a text"),
+        Binding("o", "run_scenario", "Scenario", tooltip="run a scenario (bundled or a file), its KTAP in the log"),
+        Binding("S", "stop_scenario", "Stop", tooltip="stop the running scenario"),
+        Binding("r", "restart_engine", "New engine", show=False, tooltip="start a new engine after ours went away"),
+        Binding("escape", "hide_help_panel", show=False),  # the Keys panel (help: MORE_KEYS)
     ]
     # The command palette (ctrl+p) offers every action, with a line on what it does.
     PALETTE = [
         ("New cgroup", "mkdir a child of the selected cgroup (n)", "new_cgroup"),
         ("Remove cgroup", "rmdir the selected cgroup; EBUSY while it has children or tasks (x)", "remove_cgroup"),
-        ("Set misc.max", "the selected cgroup's EPC limit: a size like 64M, or max (m)", "set_misc_max"),
+        ("Set misc.max", f"the selected cgroup's EPC limit: {LIMIT_WORDS} (m)", "set_misc_max"),
         ("Set memory.max", "the selected cgroup's backing-store limit (M)", "set_memory_max"),
         ("Spawn enclaves", "enclave workloads into the selected cgroup (e)", "spawn('enclave')"),
         ("Spawn guest VMs", "VMs with unreclaimable virtual EPC into the selected cgroup (v)", "spawn('vm')"),
@@ -135,7 +144,7 @@ class EpcApp(InOrderKeys):
                 yield Details()
                 yield WorkloadTable()
                 yield EventLog()
-        yield Footer()
+        yield ShellFooter()
 
     @property
     def cgroup_tree(self) -> CgroupTree:
@@ -161,6 +170,11 @@ class EpcApp(InOrderKeys):
                 return
         self.refresh_view()
         self.set_interval(0.25, self.tick)
+
+    def on_resize(self, event: events.Resize) -> None:
+        """A tighter layout below NARROW columns or SHORT rows (app.tcss: ``.-narrow``, ``.-short``)."""
+        self.set_class(event.size.width < NARROW, "-narrow")
+        self.set_class(event.size.height < SHORT, "-short")
 
     def _catch_signals(self) -> None:
         """SIGTERM and SIGHUP (kill, timeout, systemd, a lost terminal) quit as q does: what this
@@ -245,25 +259,30 @@ class EpcApp(InOrderKeys):
 
     def _engine(self, action: str, *args: Any) -> bool:
         """One request to the engine; an error becomes a one-line notification."""
+        error = self._request(action, *args)
+        if error:
+            self.notify(error, severity="error")
+        return not error
+
+    def _request(self, action: str, *args: Any) -> str:
+        """One request to the engine: what went wrong, in one line, or "" (a prompt shows it)."""
         if not isinstance(self.feed, EngineFeed):
-            self.notify("no engine", severity="error")
-            return False
+            return "no engine"
         try:
             getattr(self.feed.client, action)(*args)
         except EngineError as e:
-            self.notify(f"{action} {args[0]}: {e.message} ({e.code})", severity="error")
-            return False
+            return f"{action} {args[0]}: {e.message} ({e.code})"
         except NoEngine as e:
-            self.notify(str(e), severity="error")
-            return False
-        return True
+            return str(e)
+        return ""
 
     def action_new_cgroup(self) -> None:
-        def made(name: str | None) -> None:
-            if name:
-                self._engine("mkdir", f"{self.selected.rstrip('/')}/{name}")
+        def make(name: str) -> str | None:
+            if not name:
+                return "type a name, or Esc"
+            return self._request("mkdir", f"{self.selected.rstrip('/')}/{name}") or None
 
-        self.push_screen(PromptScreen(f"New cgroup under {self.selected}", "name"), made)
+        self.push_screen(PromptScreen(f"New cgroup under {self.selected}", placeholder="name", check=make))
 
     def action_remove_cgroup(self) -> None:
         if self.selected == "/":
@@ -272,50 +291,50 @@ class EpcApp(InOrderKeys):
         self._engine("rmdir", self.selected)
 
     def action_set_misc_max(self) -> None:
-        self._ask_limit("misc.max", lambda nbytes: f"sgx_epc {nbytes}", "sgx_epc max")
+        self._ask_limit("misc.max", "misc_max", "sgx_epc ")
 
     def action_set_memory_max(self) -> None:
-        self._ask_limit("memory.max", str, "max")
+        self._ask_limit("memory.max", "memory_max", "")
 
-    def _ask_limit(self, file: str, render: Any, unlimited: str) -> None:
+    def _ask_limit(self, file: str, field: str, prefix: str) -> None:
+        """Prompt for a limit, prefilled with its value now; the write is done in the prompt,
+        which stays open with what went wrong (a bad size, or the engine's error)."""
         if self.selected == "/":
             self.notify(f"the root cgroup has no {file}", severity="warning")
             return
         path = f"{self.selected}/{file}"
+        row = self._cgroup(self.selected)
+        now = size_text(row[field]) if row is not None else ""
 
-        def answer(text: str | None) -> None:
-            if not text:
-                return
-            if text == "max":
-                value = unlimited
-            else:
-                try:
-                    value = render(parse_size(text))
-                except ValueError as e:
-                    self.notify(str(e), severity="error")
-                    return
-            self._engine("write", path, value)
+        def write(text: str) -> str | None:
+            error = size_error(text, limit=True)
+            if error:
+                return error
+            value = "max" if text == "max" else str(parse_size(text))
+            return self._request("write", path, prefix + value) or None
 
-        self.push_screen(PromptScreen(f"{path}: a size like 64M, or max", "64M"), answer)
+        self.push_screen(PromptScreen(f"{path} (now {now or '?'})", value=now, hint=LIMIT_WORDS, check=write))
+
+    def _cgroup(self, path: str) -> Any:
+        """The snapshot's row of cgroup ``path``, or None."""
+        cgroups = self.feed.snapshot["cgroups"] if self.feed is not None else []
+        return next((cg for cg in cgroups if cg["path"] == path), None)
 
     def action_spawn(self, kind: str) -> None:
+        cgroup = self.selected
+
         def spawn(request: SpawnRequest | None) -> None:
             if request is None:
-                return
-            try:
-                size_bytes = parse_size(request.size)
-                count, passes = int(request.count), int(request.passes)
-            except ValueError:
-                self.notify("size like 16MiB; count and passes whole numbers", severity="error")
-                return
-            enclave = request.kind == "enclave"  # a vm: one pass, then it holds its EPC
-            passes, duration_ns = (max(1, passes), None) if enclave else (1, VM_HOLD_NS)
-            spec = WorkloadSpec("", self.selected, request.kind, size_bytes, request.pattern, passes, duration_ns)
-            for _ in range(max(1, min(count, 64))):
+                return  # the form checked every field: what comes back is valid
+            duration_ns = None if request.hold_s is None else round(request.hold_s * 1e9)
+            spec = WorkloadSpec(
+                "", cgroup, request.kind, request.size_bytes, request.pattern, request.passes, duration_ns
+            )
+            for _ in range(request.count):
                 process = self.hub.spawn(workload_main, spec.to_argv(self.endpoint), name=request.kind)
                 self.children_spawned.append(process)
 
-        self.push_screen(SpawnScreen(self.selected, kind), spawn)
+        self.push_screen(SpawnScreen(cgroup, kind), spawn)
 
     def _selected_pid(self) -> int | None:
         """The selected workload's pid, when it is a live workload of this engine; else None, said why.
@@ -358,7 +377,7 @@ class EpcApp(InOrderKeys):
                 self.event_log.set_filter(text)
 
         self.push_screen(
-            PromptScreen("Show events containing (empty: all)", "/pods/db, reclaim, 1234", self.event_log.filter),
+            PromptScreen("Show events containing (empty: all)", placeholder="/pods/db", value=self.event_log.filter),
             set_filter,
         )
 
@@ -367,15 +386,18 @@ class EpcApp(InOrderKeys):
         return self.event_log.filter
 
     def action_find(self) -> None:
-        def find(text: str | None) -> None:
-            if text:
-                self.search = text
-                self.find_cgroup(text)
+        def find(text: str) -> str | None:
+            if not text:
+                return "type a part of a path, or Esc"
+            self.search = text
+            return self.find_cgroup(text)
 
-        self.push_screen(PromptScreen("Find the cgroup whose path contains", "db", self.search), find)
+        question = "Find the cgroup whose path contains (any case; f, Enter: the next one)"
+        self.push_screen(PromptScreen(question, value=self.search, placeholder="db", check=find))
 
-    def find_cgroup(self, text: str) -> None:
-        """Move to the next cgroup after the selected one whose path contains ``text`` (wrapping)."""
+    def find_cgroup(self, text: str) -> str | None:
+        """Move to the next cgroup after the selected one whose path contains ``text`` (wrapping);
+        None, or what to say when none does."""
         cgroups = self.feed.snapshot["cgroups"] if self.feed is not None else []
         tree = self.cgroup_tree
         paths = [c["path"] for c in cgroups if c["path"] in tree.nodes]  # the engine's pre-order
@@ -383,8 +405,8 @@ class EpcApp(InOrderKeys):
         for path in paths[start:] + paths[:start]:
             if text.lower() in path.lower():
                 tree.move_cursor(tree.nodes[path])
-                return
-        self.notify(f"no cgroup path contains {text!r}", severity="warning")
+                return None
+        return f"no cgroup path contains {shown(text)}"
 
     def action_run_scenario(self) -> None:
         from playground.scenario.load import ScenarioError, load_scenario
@@ -401,19 +423,19 @@ class EpcApp(InOrderKeys):
             with contextlib.suppress(ScenarioError):
                 listed[name] = load_scenario(path).description
 
-        def chosen(name: str | None) -> None:
-            if not name:
-                return
+        def start(name: str) -> str | None:
+            """Load and start it; what is wrong with the file stays in the open chooser."""
             try:
                 scenario = load_scenario(resolve(name))
             except ScenarioError as e:
-                self.notify(str(e), severity="error", timeout=10)
-                return
+                return str(e)
             self.scenario_stop = threading.Event()
             run = functools.partial(run_scenario_thread, self, self.endpoint, scenario, self.scenario_stop)
             self.run_worker(run, thread=True)
+            self.refresh_bindings()  # S in the footer
+            return None
 
-        self.push_screen(ScenarioScreen(listed), chosen)
+        self.push_screen(ScenarioScreen(listed, check=start))
 
     def scenario_line(self, line: str) -> None:
         self.event_log.add([f"{'ktap':<15} {line}"])
@@ -424,7 +446,8 @@ class EpcApp(InOrderKeys):
     def scenario_done(self, name: str, summary: str, severity: Any) -> None:
         self.scenario_stop = None
         self.scenario_status = ""
-        self.notify(f"scenario {name}: {summary}", severity=severity, timeout=10)
+        self.notify(f"scenario {name}: {summary}", severity=severity, timeout=15)
+        self.refresh_bindings()
 
     def action_stop_scenario(self) -> None:
         if self.scenario_stop is None:
@@ -434,12 +457,22 @@ class EpcApp(InOrderKeys):
         self.notify("stopping the scenario: its workloads are killed")
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        """The help, the focused panel's keys and meaning first."""
+        self.push_screen(HelpScreen(help_sections(self, self.focused)))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Esc hides the Keys panel only while it is shown; S is there while a scenario runs
+        (False: neither in the footer nor bound)."""
+        if action == "hide_help_panel":
+            return bool(self.screen.query(HelpPanel))
+        if action == "stop_scenario":
+            return self.scenario_stop is not None
+        return True
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for title, help_text, action in self.PALETTE:
-            yield SystemCommand(title, help_text, functools.partial(self.run_action, action))
+        for title, text, action in self.PALETTE:
+            yield SystemCommand(title, text, functools.partial(self.run_action, action))
 
     def deliver_screenshot(
         self, filename: str | None = None, path: str | None = None, time_format: str | None = None
