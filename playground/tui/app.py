@@ -1,8 +1,8 @@
 """The Textual playground: the cgroup tree with usage bars, details, workloads and events.
 
 A client of the engine through the protocol only (EngineFeed for what it shows,
-EngineClient for what it does).  The screen refreshes on a 4 Hz timer from the feed,
-which keeps recording while the display is paused.  The panels
+EngineClient for what it does).  The screen refreshes on a timer from the feed (4 Hz, or
+the config file's rate), which keeps recording while the display is paused.  The panels
 are widgets of their own (``playground/tui/widgets``), the dialogs screens of their own
 (``playground/tui/screens``); this module composes them and holds the actions.
 """
@@ -32,6 +32,7 @@ from common.units import format_size, parse_size, shown
 from playground.feed import EngineFeed, FeedState
 from playground.launch import LogHub
 from playground.scenario.backends.base import WorkloadSpec
+from playground.tui.config import TuiConfig, save_theme
 from playground.tui.describe import describe
 from playground.tui.footer import ShellFooter
 from playground.tui.keys import InOrderKeys
@@ -44,7 +45,7 @@ from playground.tui.screens.spawn import SpawnRequest, SpawnScreen
 from playground.tui.widgets.cgroup_tree import CgroupTree
 from playground.tui.widgets.details import Details
 from playground.tui.widgets.event_log import EventLog
-from playground.tui.widgets.workload_table import WorkloadTable
+from playground.tui.widgets.workload_table import COLUMNS, WorkloadTable
 from wire import protocol
 from wire.protocol import EngineError
 from wire.snapshot import Snapshot
@@ -113,9 +114,16 @@ class EpcApp(InOrderKeys):
     ]
 
     def __init__(
-        self, endpoint: str, *, owns_engine: Any = None, feed: FeedState | None = None, attached: str = ""
+        self,
+        endpoint: str,
+        *,
+        owns_engine: Any = None,
+        feed: FeedState | None = None,
+        attached: str = "",
+        config: TuiConfig | None = None,
     ) -> None:
         super().__init__()
+        self.config = config if config is not None else TuiConfig()  # the defaults: nothing read, nothing saved
         self.endpoint = endpoint
         self.owns_engine = owns_engine  # the engine process this app started, stopped on quit
         self.attached = attached  # said on start: an engine this app did not start, and what that means
@@ -130,8 +138,11 @@ class EpcApp(InOrderKeys):
         self.scenario_stop: threading.Event | None = None  # set: the running scenario stops
         self.scenario_status = ""  # shown in the status line while a scenario runs
         self.status = ""
-        self.capacity = "128MiB"  # of an engine started with `r`
-        self.screenshot_dir = "."  # where screenshots go
+        self.capacity = str(self.config.capacity)  # of an engine started with `r`
+        self.screenshot_dir = self.config.screenshot_dir  # where screenshots go
+        self.saved_theme = ""  # the theme the config file holds (not written back)
+        wanted = self.config.columns or COLUMNS
+        self.columns = tuple(name for name in wanted if name in COLUMNS) or COLUMNS  # the workloads table's
         self.refresh_failed = ""  # the last refresh error said, so a repeating one is said once
         self.stopped = False  # stop_everything ran
 
@@ -142,7 +153,7 @@ class EpcApp(InOrderKeys):
             yield CgroupTree()
             with Vertical(id="right"):
                 yield Details()
-                yield WorkloadTable()
+                yield WorkloadTable(columns=self.columns)
                 yield EventLog()
         yield ShellFooter()
 
@@ -160,6 +171,7 @@ class EpcApp(InOrderKeys):
 
     def on_mount(self) -> None:
         self._catch_signals()
+        self._apply_config()
         if self.attached:
             self.notify(self.attached, timeout=10)
         if self.feed is None:
@@ -169,7 +181,39 @@ class EpcApp(InOrderKeys):
                 self.notify(str(e), severity="error", timeout=10)
                 return
         self.refresh_view()
-        self.set_interval(0.25, self.tick)
+        self.refresh_timer = self.set_interval(1 / self.config.refresh_hz, self.tick)
+
+    def _apply_config(self) -> None:
+        """The config's theme and columns (checked here, where the themes and columns are known);
+        each key that did not hold is one notice, said at start."""
+        notices = list(self.config.notices)
+        where = f"{self.config.path}: " if self.config.path is not None else ""
+        theme = self.config.theme
+        if theme is not None and theme not in self.available_themes:
+            themes = ", ".join(sorted(self.available_themes))
+            notices.append(f"{where}theme ignored: {shown(theme)} is not one of {themes}")
+        elif theme is not None:
+            self.theme = theme
+        if self.config.columns is not None:
+            unknown = ", ".join(shown(name) for name in self.config.columns if name not in COLUMNS)
+            if unknown:
+                notices.append(f"{where}columns: {unknown} ignored (the columns: {', '.join(COLUMNS)})")
+        for notice in notices:
+            log.warning("epc-playground tui: %s", notice)
+            self.notify(notice, title="config", severity="warning", timeout=20)
+        self.saved_theme = self.theme  # what the file says, in effect: not written back
+        self.theme_changed_signal.subscribe(self, self._save_theme)
+
+    def _save_theme(self, theme: Any) -> None:
+        """A theme picked in the palette, written into the config file (said if it cannot be)."""
+        if self.config.path is None or theme.name == self.saved_theme:
+            return
+        try:
+            save_theme(self.config.path, str(theme.name))
+        except OSError as e:
+            self.notify(f"the theme is not saved in {self.config.path}: {e}", severity="warning")
+            return
+        self.saved_theme = theme.name
 
     def on_resize(self, event: events.Resize) -> None:
         """A tighter layout below NARROW columns or SHORT rows (app.tcss: ``.-narrow``, ``.-short``)."""
