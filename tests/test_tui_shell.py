@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ from workloads.client import EngineClient
 
 from .engine_fixture import RunningEngine
 from .test_tui import ready
-from .test_tui_robust import until
+from .test_tui_robust import Notes, until
 from .test_tui_snapshots import fixed_feed
 
 BIG, SMALL = (160, 45), (100, 30)
@@ -478,3 +479,55 @@ def test_a_vm_from_the_form_holds_its_epc_as_long_as_asked_and_passes_0_builds_a
 
     rows = asyncio.run(scenario())
     assert sorted((row[2], row[-1]) for row in rows) == [("enclave", "exited: ok"), ("vm", "exited: ok")], rows
+
+
+SCENARIO = """\
+name = "leaves cgroups"
+capacity = "32MiB"  # not the engine fixture's 16 MiB: the TUI says so
+[[step]]
+mkdir = "left/a"
+[[step]]
+mkdir = "left/b"
+[[step]]
+mkdir = "gone"
+[[step]]
+rmdir = "gone"
+[[step]]
+expect = { path = "left/a/misc.current", matches = "sgx_epc 0" }
+"""
+
+
+@pytest.mark.slow
+def test_a_scenarios_cgroups_stay_with_a_word_on_why_and_x_removes_them(engine: RunningEngine, tmp_path: Path) -> None:
+    """UX 14: a scenario left its cgroups without a word; the KTAP note on the file's capacity was cut."""
+    path = tmp_path / "leaves.toml"
+    path.write_text(SCENARIO)
+    with EngineClient(engine.endpoint) as client:
+        client.mkdir("/mine")  # there before: never the scenario's to remove
+    notes = Notes()
+
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        app = EpcApp(engine.endpoint)
+        async with app.run_test(size=BIG, message_hook=notes) as pilot:
+            await ready(pilot)
+            await pilot.press("o")
+            await until(pilot, lambda: isinstance(app.screen, ScenarioScreen), "the scenario list")
+            await pilot.press("tab", *str(path), "enter")
+            await until(pilot, lambda: any("scenario leaves cgroups" in n for n in notes), "the end", timeout=60)
+            left = list(app.scenario_left)
+            footer = footer_line(app)
+            await pilot.press("X")
+            await until(pilot, lambda: any("removed" in n for n in notes), "the cleanup")
+            with EngineClient(engine.endpoint) as client:
+                after = client.listdir("/")
+            await pilot.press("q")
+            return left, [footer], after
+
+    left, [footer], after = asyncio.run(scenario())
+    assert left == ["/left", "/left/a", "/left/b"], left
+    [done] = [n for n in notes if n.startswith("scenario leaves cgroups")]
+    assert "its cgroups stay for you to read their files (/left, /left/a, /left/b): X removes them" in done, done
+    assert "Clean up" in footer, footer
+    assert [n for n in notes if "the file says 33554432" in n and "expressions use the engine's" in n], notes
+    assert [name for name in after if "." not in name] == ["mine"], after  # the files, and /mine
+    engine.check()

@@ -91,6 +91,7 @@ class EpcApp(InOrderKeys):
         Binding("f", "find", "Find", tooltip="move to the next cgroup whose path contains a text"),
         Binding("o", "run_scenario", "Scenario", tooltip="run a scenario (bundled or a file), its KTAP in the log"),
         Binding("S", "stop_scenario", "Stop", tooltip="stop the running scenario"),
+        Binding("X", "clean_scenario", "Clean up", tooltip="remove the cgroups the last scenario left"),
         Binding("r", "restart_engine", "New engine", show=False, tooltip="start a new engine after ours went away"),
         Binding("escape", "hide_help_panel", show=False),  # the Keys panel (help: MORE_KEYS)
     ]
@@ -109,6 +110,7 @@ class EpcApp(InOrderKeys):
         ("Find cgroup", "move to the next cgroup whose path contains a text (f)", "find"),
         ("Run scenario", "a bundled scenario or a TOML file on this engine, KTAP in the log (o)", "run_scenario"),
         ("Stop scenario", "stop the scenario that is running: its workloads are killed (S)", "stop_scenario"),
+        ("Clean up scenario", "remove the cgroups the last scenario made and left (X)", "clean_scenario"),
         ("New engine", "start an engine of our own after ours went away (r)", "restart_engine"),
         ("Help", "what the screen shows and every key (?)", "help"),
     ]
@@ -137,9 +139,12 @@ class EpcApp(InOrderKeys):
         self.search = ""
         self.scenario_stop: threading.Event | None = None  # set: the running scenario stops
         self.scenario_status = ""  # shown in the status line while a scenario runs
+        self.scenario_before: set[str] = set()  # the cgroups there when the scenario started
+        self.scenario_made: set[str] = set()  # the paths of its mkdir steps
         self.status = ""
         self.capacity = str(self.config.capacity)  # of an engine started with `r`
         self.screenshot_dir = self.config.screenshot_dir  # where screenshots go
+        self.scenario_left: list[str] = []  # cgroups the last scenario made and left, parents first
         self.saved_theme = ""  # the theme the config file holds (not written back)
         wanted = self.config.columns or COLUMNS
         self.columns = tuple(name for name in wanted if name in COLUMNS) or COLUMNS  # the workloads table's
@@ -454,6 +459,7 @@ class EpcApp(InOrderKeys):
 
     def action_run_scenario(self) -> None:
         from playground.scenario.load import ScenarioError, load_scenario
+        from playground.scenario.model import Mkdir
         from playground.scenarios import bundled, resolve
 
         if self.scenario_stop is not None:
@@ -473,6 +479,8 @@ class EpcApp(InOrderKeys):
                 scenario = load_scenario(resolve(name))
             except ScenarioError as e:
                 return str(e)
+            self.scenario_before = {cg["path"] for cg in self.feed.snapshot["cgroups"]} if self.feed else set()
+            self.scenario_made = {step.path for step in scenario.steps if isinstance(step, Mkdir)}
             self.scenario_stop = threading.Event()
             run = functools.partial(run_scenario_thread, self, self.endpoint, scenario, self.scenario_stop)
             self.run_worker(run, thread=True)
@@ -487,11 +495,50 @@ class EpcApp(InOrderKeys):
     def scenario_progress(self, text: str) -> None:
         self.scenario_status = text
 
+    def scenario_note(self, text: str) -> None:
+        """A remark of the run (its capacity is not the engine's, what it killed at the end): a
+        notification, which wraps, besides its KTAP line."""
+        if not text.startswith("cancelled at step"):  # the stop is said when the run ends
+            self.notify(text, title="scenario", severity="warning", timeout=15)
+
     def scenario_done(self, name: str, summary: str, severity: Any) -> None:
         self.scenario_stop = None
         self.scenario_status = ""
+        self.scenario_left = self._scenario_leftovers()
+        if self.scenario_left:
+            summary += (
+                f"; its cgroups stay for you to read their files ({', '.join(self.scenario_left)}): X removes them"
+            )
         self.notify(f"scenario {name}: {summary}", severity=severity, timeout=15)
         self.refresh_bindings()
+
+    def _scenario_leftovers(self) -> list[str]:
+        """The cgroups the scenario made (its mkdir steps and their parents) that are still there
+        and were not before it ran, parents first."""
+        made = {"/".join(path.split("/")[:n]) for path in self.scenario_made for n in range(2, path.count("/") + 2)}
+        now: list[str] = []
+        with contextlib.suppress(EngineError, NoEngine):  # the engine's tree now: the feed's may lag the last steps
+            if isinstance(self.feed, EngineFeed):
+                now = [cg["path"] for cg in self.feed.client.snapshot()["cgroups"]]
+        return [path for path in now if path in made and path not in self.scenario_before]
+
+    def action_clean_scenario(self) -> None:
+        """Remove the cgroups the last scenario left, deepest first; say what could not go."""
+        if self.scenario_stop is not None:
+            self.notify("a scenario is running: S stops it", severity="warning")
+            return
+        if not self.scenario_left:
+            self.notify("no cgroups of a scenario to remove", severity="warning")
+            return
+        errors = [error for path in reversed(self.scenario_left) if (error := self._request("rmdir", path))]
+        errors = [error for error in errors if not error.endswith("(ENOENT)")]  # gone already: fine
+        removed = len(self.scenario_left) - len(errors)
+        self.scenario_left = []
+        self.refresh_bindings()
+        if errors:
+            self.notify(f"{removed} cgroups removed; " + "; ".join(errors), severity="error", timeout=15)
+        else:
+            self.notify(f"{removed} cgroups of the scenario removed")
 
     def action_stop_scenario(self) -> None:
         if self.scenario_stop is None:
@@ -505,12 +552,14 @@ class EpcApp(InOrderKeys):
         self.push_screen(HelpScreen(help_sections(self, self.focused)))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Esc hides the Keys panel only while it is shown; S is there while a scenario runs
-        (False: neither in the footer nor bound)."""
+        """Esc hides the Keys panel only while it is shown; S is there while a scenario runs, X once
+        one left cgroups (False: neither in the footer nor bound)."""
         if action == "hide_help_panel":
             return bool(self.screen.query(HelpPanel))
         if action == "stop_scenario":
             return self.scenario_stop is not None
+        if action == "clean_scenario":
+            return bool(self.scenario_left)
         return True
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
