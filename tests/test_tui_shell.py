@@ -531,3 +531,15 @@ def test_a_scenarios_cgroups_stay_with_a_word_on_why_and_x_removes_them(engine: 
     assert [n for n in notes if "the file says 33554432" in n and "expressions use the engine's" in n], notes
     assert [name for name in after if "." not in name] == ["mine"], after  # the files, and /mine
     engine.check()
+
+
+def test_docs_tui_md_lists_every_key_of_the_app_and_every_config_key() -> None:
+    """docs/tui.md is the reference of the keys and the config file: it cannot fall behind the code."""
+    from playground.tui.config import _CHECKS
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "tui.md").read_text()
+    app = feed_app()
+    keys = [app.get_key_display(binding) for binding in EpcApp.BINDINGS if isinstance(binding, Binding)]
+    missing = [key for key in keys if f"| `{key}` |" not in doc]
+    assert not missing, f"keys not in docs/tui.md: {missing}"
+    assert all(f"\n{key} = " in doc for key in _CHECKS), "a config key is not in docs/tui.md's example"
