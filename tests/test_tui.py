@@ -22,7 +22,11 @@ from textual.widgets import DataTable, Static
 
 from playground.tui.app import DISCONNECTED, EpcApp
 from playground.tui.bars import effective_limits, usage_bar
-from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnScreen
+from playground.tui.screens.help import HelpScreen
+from playground.tui.screens.prompt import PromptScreen
+from playground.tui.screens.scenario import ScenarioScreen
+from playground.tui.screens.signal import SignalScreen
+from playground.tui.screens.spawn import SpawnScreen
 from workloads.client import EngineClient
 
 from .engine_fixture import RunningEngine
@@ -81,8 +85,9 @@ def test_new_cgroup_and_limits_through_keys(engine: RunningEngine) -> None:
             await until(pilot, lambda: client.read("/pod/misc.max") == "sgx_epc 16777216\n", "misc.max written")
             await pilot.press("M", *"1G", "enter")
             await until(pilot, lambda: client.read("/pod/memory.max") == "1073741824\n", "memory.max written")
-            await pilot.press("m", *"bogus", "enter")  # refused in the TUI, nothing sent
-            await until(pilot, lambda: any("bad size 'bogus'" in note for note in notes), "the refusal")
+            await pilot.press("m", *"bogus", "enter")  # refused in the prompt, which stays open; nothing sent
+            await until(pilot, lambda: "'bogus' is not a size" in str(app.screen.query_one("#error").render()), "why")
+            await pilot.press("escape")
             assert client.read("/pod/misc.max") == "sgx_epc 16777216\n"
             await until(pilot, lambda: any(x.startswith("pod") and "16 MiB" in x for x in labels(app)), "the limit")
             await pilot.press("q")

@@ -27,7 +27,7 @@ import pytest
 from textual.widgets import Tree
 
 from playground.tui.app import DISCONNECTED, EpcApp
-from playground.tui.screens import SpawnScreen
+from playground.tui.screens.spawn import SpawnScreen
 from workloads.client import EngineClient
 
 from .engine_fixture import ROOT, RunningEngine, private_env, start_engine

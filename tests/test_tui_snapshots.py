@@ -119,3 +119,16 @@ def test_tui_selected_cgroup_details(snap_compare) -> None:  # type: ignore[no-u
 
 def test_tui_spawn_form(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(app(), terminal_size=(150, 40), press=["down", "e"])
+
+
+def test_tui_small_terminal(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    """100x30: the footer starts with ? and q, the graphs side by side."""
+    assert snap_compare(app(), terminal_size=(100, 30))
+
+
+def test_tui_spawn_form_of_a_vm(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(app(), terminal_size=(100, 30), press=["down", "v"])
+
+
+def test_tui_help_of_the_focused_panel(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(app(), terminal_size=(150, 40), press=["tab", "question_mark"])

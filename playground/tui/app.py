@@ -1,9 +1,10 @@
 """The Textual playground: the cgroup tree with usage bars, details, workloads and events.
 
 A client of the engine through the protocol only (EngineFeed for what it shows,
-EngineClient for what it does).  The screen refreshes on a 4 Hz timer from the feed,
-which keeps recording while the display is paused.  The panels are widgets of their own
-(``playground/tui/widgets``); this module composes them and holds the actions.
+EngineClient for what it does).  The screen refreshes on a timer from the feed (4 Hz, or
+the config file's rate), which keeps recording while the display is paused.  The panels
+are widgets of their own (``playground/tui/widgets``), the dialogs screens of their own
+(``playground/tui/screens``); this module composes them and holds the actions.
 """
 
 from __future__ import annotations
@@ -18,26 +19,34 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from textual.app import App, ComposeResult, SystemCommand
+from textual import events
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, HelpPanel, Static
 
 from common.limits import PAGE_SIZE
-from common.units import format_size, parse_size
+from common.units import format_size, parse_size, shown
 from playground.feed import EngineFeed, FeedState
 from playground.launch import LogHub
 from playground.scenario.backends.base import WorkloadSpec
+from playground.tui.config import TuiConfig, save_theme
+from playground.tui.footer import ShellFooter
+from playground.tui.keys import InOrderKeys
 from playground.tui.scenario_worker import run_scenario_thread
-from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, SignalScreen, SpawnRequest, SpawnScreen
+from playground.tui.screens.help import HelpScreen, help_sections
+from playground.tui.screens.prompt import LIMIT_WORDS, PromptScreen, size_error, size_text
+from playground.tui.screens.scenario import ScenarioScreen
+from playground.tui.screens.signal import SignalScreen
+from playground.tui.screens.spawn import SpawnRequest, SpawnScreen
 from playground.tui.step_mode import frozen_status, step_note, waiting
 from playground.tui.views.frames import FrameMapScreen
 from playground.tui.views.lru import LruScreen
 from playground.tui.widgets.cgroup_tree import CgroupTree
 from playground.tui.widgets.details import Details
 from playground.tui.widgets.event_log import EventLog
-from playground.tui.widgets.workload_table import WorkloadTable
+from playground.tui.widgets.workload_table import COLUMNS, WorkloadTable
 from wire import protocol
 from wire.protocol import EngineError
 from wire.snapshot import Snapshot
@@ -47,7 +56,7 @@ from workloads.client import NoEngine
 log = logging.getLogger(__name__)
 
 DISCONNECTED = "engine disconnected: r starts a new one"
-VM_HOLD_NS = 30 * 10**9  # a guest VM spawned here holds its EPC this long
+NARROW, SHORT = 120, 36  # below these columns / rows the screen is laid out tighter (app.tcss: -narrow, -short)
 SIGNALS = (*protocol.SIGNALS, "STOP", "CONT", "USR1")  # what k offers: a scenario's, and a few more
 
 
@@ -61,40 +70,43 @@ def status_line(snap: Snapshot, running: int, stalled: int = 0) -> str:
     )
 
 
-class EpcApp(App[None]):
+class EpcApp(InOrderKeys):
     """Watch and steer an emulated SGX host."""
 
     TITLE = "epc-playground"
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses elsewhere find it too
+    # Short footer labels (the footer puts ? and q first); the tooltip is the help's longer text.
     BINDINGS = [
-        Binding("n", "new_cgroup", "New cgroup"),
-        Binding("x", "remove_cgroup", "Remove"),
-        Binding("m", "set_misc_max", "misc.max"),
-        Binding("M", "set_memory_max", "memory.max"),
-        Binding("e", "spawn('enclave')", "Enclave"),
-        Binding("v", "spawn('vm')", "VM"),
-        Binding("k", "kill", "Kill"),
-        Binding("K", "signal('KILL')", "Kill -9", show=False),
-        Binding("p", "pause", "Pause"),
-        Binding("u", "toggle_units", "Units", show=False),
-        Binding("slash", "filter", "Filter"),
-        Binding("f", "find", "Find"),
-        Binding("o", "run_scenario", "Scenario"),
-        Binding("S", "stop_scenario", "Stop scenario", show=False),
-        Binding("r", "restart_engine", "New engine", show=False),
-        Binding("L", "lru", "LRU"),
-        Binding("F", "frame_map", "Frames"),
-        Binding("z", "freeze", "Freeze"),
-        Binding("full_stop", "step('request')", "Step request", show=False),
-        Binding("comma", "step('reclaim')", "Step reclaim", show=False),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help", tooltip="this help: the focused panel's keys first"),
+        Binding("q", "quit", "Quit", tooltip="quit (stops the engine and workloads this TUI started)"),
+        Binding("n", "new_cgroup", "New", tooltip="new cgroup under the selected one"),
+        Binding("x", "remove_cgroup", "Rmdir", tooltip="remove the selected cgroup (EBUSY with children or tasks)"),
+        Binding("m", "set_misc_max", "misc.max", tooltip="set misc.max (the EPC limit) of the selected cgroup"),
+        Binding("M", "set_memory_max", "mem.max", tooltip="set memory.max (backing store) of the selected cgroup"),
+        Binding("e", "spawn('enclave')", "Enclave", tooltip="spawn enclaves into the selected cgroup"),
+        Binding("v", "spawn('vm')", "VM", tooltip="spawn guest VMs (unreclaimable EPC) into the selected cgroup"),
+        Binding("k", "kill", "Kill", tooltip="send a signal of your choice to the selected workload"),
+        Binding("K", "signal('KILL')", "Kill -9", show=False, tooltip="SIGKILL the selected workload"),
+        Binding("p", "pause", "Pause", tooltip="pause the display (history keeps recording)"),
+        Binding("slash", "filter", "Filter", tooltip="show only event lines containing a text"),
+        Binding("f", "find", "Find", tooltip="move to the next cgroup whose path contains a text"),
+        Binding("o", "run_scenario", "Scenario", tooltip="run a scenario (bundled or a file), its KTAP in the log"),
+        Binding("S", "stop_scenario", "Stop", tooltip="stop the running scenario"),
+        Binding("X", "clean_scenario", "Clean up", tooltip="remove the cgroups the last scenario left"),
+        Binding("r", "restart_engine", "New engine", show=False, tooltip="start a new engine after ours went away"),
+        Binding("u", "toggle_units", "Units", show=False, tooltip="details in human units or the kernel's raw text"),
+        Binding("L", "lru", "LRU", tooltip="the selected cgroup's LRU, head first, and the next reclaim batch"),
+        Binding("F", "frame_map", "Frames", tooltip="the EPC frame map, by cgroup or by kind"),
+        Binding("z", "freeze", "Freeze", tooltip="step mode: freeze the engine, or thaw it"),
+        Binding("full_stop", "step('request')", "Step", show=False, tooltip="while frozen: one request step"),
+        Binding("comma", "step('reclaim')", "Reclaim step", show=False, tooltip="while frozen: one reclaim batch"),
+        Binding("escape", "hide_help_panel", show=False),  # the Keys panel (help: MORE_KEYS)
     ]
     # The command palette (ctrl+p) offers every action, with a line on what it does.
     PALETTE = [
         ("New cgroup", "mkdir a child of the selected cgroup (n)", "new_cgroup"),
         ("Remove cgroup", "rmdir the selected cgroup; EBUSY while it has children or tasks (x)", "remove_cgroup"),
-        ("Set misc.max", "the selected cgroup's EPC limit: a size like 64M, or max (m)", "set_misc_max"),
+        ("Set misc.max", f"the selected cgroup's EPC limit: {LIMIT_WORDS} (m)", "set_misc_max"),
         ("Set memory.max", "the selected cgroup's backing-store limit (M)", "set_memory_max"),
         ("Spawn enclaves", "enclave workloads into the selected cgroup (e)", "spawn('enclave')"),
         ("Spawn guest VMs", "VMs with unreclaimable virtual EPC into the selected cgroup (v)", "spawn('vm')"),
@@ -106,6 +118,7 @@ class EpcApp(App[None]):
         ("Find cgroup", "move to the next cgroup whose path contains a text (f)", "find"),
         ("Run scenario", "a bundled scenario or a TOML file on this engine, KTAP in the log (o)", "run_scenario"),
         ("Stop scenario", "stop the scenario that is running: its workloads are killed (S)", "stop_scenario"),
+        ("Clean up scenario", "remove the cgroups the last scenario made and left (X)", "clean_scenario"),
         ("New engine", "start an engine of our own after ours went away (r)", "restart_engine"),
         ("LRU view", "the selected cgroup's LRU, head first, and what the next reclaim batch does (L)", "lru"),
         ("EPC frame map", "every frame of the EPC, by cgroup or by kind (F)", "frame_map"),
@@ -116,9 +129,16 @@ class EpcApp(App[None]):
     ]
 
     def __init__(
-        self, endpoint: str, *, owns_engine: Any = None, feed: FeedState | None = None, attached: str = ""
+        self,
+        endpoint: str,
+        *,
+        owns_engine: Any = None,
+        feed: FeedState | None = None,
+        attached: str = "",
+        config: TuiConfig | None = None,
     ) -> None:
         super().__init__()
+        self.config = config if config is not None else TuiConfig()  # the defaults: nothing read, nothing saved
         self.endpoint = endpoint
         self.owns_engine = owns_engine  # the engine process this app started, stopped on quit
         self.attached = attached  # said on start: an engine this app did not start, and what that means
@@ -131,9 +151,15 @@ class EpcApp(App[None]):
         self.search = ""
         self.scenario_stop: threading.Event | None = None  # set: the running scenario stops
         self.scenario_status = ""  # shown in the status line while a scenario runs
+        self.scenario_before: set[str] = set()  # the cgroups there when the scenario started
+        self.scenario_made: set[str] = set()  # the paths of its mkdir steps
         self.status = ""
-        self.capacity = "128MiB"  # of an engine started with `r`
-        self.screenshot_dir = "."  # where screenshots go
+        self.capacity = str(self.config.capacity)  # of an engine started with `r`
+        self.screenshot_dir = self.config.screenshot_dir  # where screenshots go
+        self.scenario_left: list[str] = []  # cgroups the last scenario made and left, parents first
+        self.saved_theme = ""  # the theme the config file holds (not written back)
+        wanted = self.config.columns or COLUMNS
+        self.columns = tuple(name for name in wanted if name in COLUMNS) or COLUMNS  # the workloads table's
         self.refresh_failed = ""  # the last refresh error said, so a repeating one is said once
         self.stopped = False  # stop_everything ran
         self.frozen = False  # this TUI froze the engine (step mode)
@@ -145,9 +171,9 @@ class EpcApp(App[None]):
             yield CgroupTree()
             with Vertical(id="right"):
                 yield Details()
-                yield WorkloadTable()
+                yield WorkloadTable(columns=self.columns)
                 yield EventLog()
-        yield Footer()
+        yield ShellFooter()
 
     @property
     def cgroup_tree(self) -> CgroupTree:
@@ -163,6 +189,7 @@ class EpcApp(App[None]):
 
     def on_mount(self) -> None:
         self._catch_signals()
+        self._apply_config()
         if self.attached:
             self.notify(self.attached, timeout=10)
         if self.feed is None:
@@ -172,7 +199,44 @@ class EpcApp(App[None]):
                 self.notify(str(e), severity="error", timeout=10)
                 return
         self.refresh_view()
-        self.set_interval(0.25, self.tick)
+        self.refresh_timer = self.set_interval(1 / self.config.refresh_hz, self.tick)
+
+    def _apply_config(self) -> None:
+        """The config's theme and columns (checked here, where the themes and columns are known);
+        each key that did not hold is one notice, said at start."""
+        notices = list(self.config.notices)
+        where = f"{self.config.path}: " if self.config.path is not None else ""
+        theme = self.config.theme
+        if theme is not None and theme not in self.available_themes:
+            themes = ", ".join(sorted(self.available_themes))
+            notices.append(f"{where}theme ignored: {shown(theme)} is not one of {themes}")
+        elif theme is not None:
+            self.theme = theme
+        if self.config.columns is not None:
+            unknown = ", ".join(shown(name) for name in self.config.columns if name not in COLUMNS)
+            if unknown:
+                notices.append(f"{where}columns: {unknown} ignored (the columns: {', '.join(COLUMNS)})")
+        for notice in notices:
+            log.warning("epc-playground tui: %s", notice)
+            self.notify(notice, title="config", severity="warning", timeout=20)
+        self.saved_theme = self.theme  # what the file says, in effect: not written back
+        self.theme_changed_signal.subscribe(self, self._save_theme)
+
+    def _save_theme(self, theme: Any) -> None:
+        """A theme picked in the palette, written into the config file (said if it cannot be)."""
+        if self.config.path is None or theme.name == self.saved_theme:
+            return
+        try:
+            save_theme(self.config.path, str(theme.name))
+        except OSError as e:
+            self.notify(f"the theme is not saved in {self.config.path}: {e}", severity="warning")
+            return
+        self.saved_theme = theme.name
+
+    def on_resize(self, event: events.Resize) -> None:
+        """A tighter layout below NARROW columns or SHORT rows (app.tcss: ``.-narrow``, ``.-short``)."""
+        self.set_class(event.size.width < NARROW, "-narrow")
+        self.set_class(event.size.height < SHORT, "-short")
 
     def _catch_signals(self) -> None:
         """SIGTERM and SIGHUP (kill, timeout, systemd, a lost terminal) quit as q does: what this
@@ -258,25 +322,30 @@ class EpcApp(App[None]):
 
     def _engine(self, action: str, *args: Any) -> bool:
         """One request to the engine; an error becomes a one-line notification."""
+        error = self._request(action, *args)
+        if error:
+            self.notify(error, severity="error")
+        return not error
+
+    def _request(self, action: str, *args: Any) -> str:
+        """One request to the engine: what went wrong, in one line, or "" (a prompt shows it)."""
         if not isinstance(self.feed, EngineFeed):
-            self.notify("no engine", severity="error")
-            return False
+            return "no engine"
         try:
             getattr(self.feed.client, action)(*args)
         except EngineError as e:
-            self.notify(f"{action} {args[0]}: {e.message} ({e.code})", severity="error")
-            return False
+            return f"{action} {args[0]}: {e.message} ({e.code})"
         except NoEngine as e:
-            self.notify(str(e), severity="error")
-            return False
-        return True
+            return str(e)
+        return ""
 
     def action_new_cgroup(self) -> None:
-        def made(name: str | None) -> None:
-            if name:
-                self._engine("mkdir", f"{self.selected.rstrip('/')}/{name}")
+        def make(name: str) -> str | None:
+            if not name:
+                return "type a name, or Esc"
+            return self._request("mkdir", f"{self.selected.rstrip('/')}/{name}") or None
 
-        self.push_screen(PromptScreen(f"New cgroup under {self.selected}", "name"), made)
+        self.push_screen(PromptScreen(f"New cgroup under {self.selected}", placeholder="name", check=make))
 
     def action_remove_cgroup(self) -> None:
         if self.selected == "/":
@@ -285,50 +354,50 @@ class EpcApp(App[None]):
         self._engine("rmdir", self.selected)
 
     def action_set_misc_max(self) -> None:
-        self._ask_limit("misc.max", lambda nbytes: f"sgx_epc {nbytes}", "sgx_epc max")
+        self._ask_limit("misc.max", "misc_max", "sgx_epc ")
 
     def action_set_memory_max(self) -> None:
-        self._ask_limit("memory.max", str, "max")
+        self._ask_limit("memory.max", "memory_max", "")
 
-    def _ask_limit(self, file: str, render: Any, unlimited: str) -> None:
+    def _ask_limit(self, file: str, field: str, prefix: str) -> None:
+        """Prompt for a limit, prefilled with its value now; the write is done in the prompt,
+        which stays open with what went wrong (a bad size, or the engine's error)."""
         if self.selected == "/":
             self.notify(f"the root cgroup has no {file}", severity="warning")
             return
         path = f"{self.selected}/{file}"
+        row = self._cgroup(self.selected)
+        now = size_text(row[field]) if row is not None else ""
 
-        def answer(text: str | None) -> None:
-            if not text:
-                return
-            if text == "max":
-                value = unlimited
-            else:
-                try:
-                    value = render(parse_size(text))
-                except ValueError as e:
-                    self.notify(str(e), severity="error")
-                    return
-            self._engine("write", path, value)
+        def write(text: str) -> str | None:
+            error = size_error(text, limit=True)
+            if error:
+                return error
+            value = "max" if text == "max" else str(parse_size(text))
+            return self._request("write", path, prefix + value) or None
 
-        self.push_screen(PromptScreen(f"{path}: a size like 64M, or max", "64M"), answer)
+        self.push_screen(PromptScreen(f"{path} (now {now or '?'})", value=now, hint=LIMIT_WORDS, check=write))
+
+    def _cgroup(self, path: str) -> Any:
+        """The snapshot's row of cgroup ``path``, or None."""
+        cgroups = self.feed.snapshot["cgroups"] if self.feed is not None else []
+        return next((cg for cg in cgroups if cg["path"] == path), None)
 
     def action_spawn(self, kind: str) -> None:
+        cgroup = self.selected
+
         def spawn(request: SpawnRequest | None) -> None:
             if request is None:
-                return
-            try:
-                size_bytes = parse_size(request.size)
-                count, passes = int(request.count), int(request.passes)
-            except ValueError:
-                self.notify("size like 16MiB; count and passes whole numbers", severity="error")
-                return
-            enclave = request.kind == "enclave"  # a vm: one pass, then it holds its EPC
-            passes, duration_ns = (max(1, passes), None) if enclave else (1, VM_HOLD_NS)
-            spec = WorkloadSpec("", self.selected, request.kind, size_bytes, request.pattern, passes, duration_ns)
-            for _ in range(max(1, min(count, 64))):
+                return  # the form checked every field: what comes back is valid
+            duration_ns = None if request.hold_s is None else round(request.hold_s * 1e9)
+            spec = WorkloadSpec(
+                "", cgroup, request.kind, request.size_bytes, request.pattern, request.passes, duration_ns
+            )
+            for _ in range(request.count):
                 process = self.hub.spawn(workload_main, spec.to_argv(self.endpoint), name=request.kind)
                 self.children_spawned.append(process)
 
-        self.push_screen(SpawnScreen(self.selected, kind), spawn)
+        self.push_screen(SpawnScreen(cgroup, kind), spawn)
 
     def _selected_pid(self) -> int | None:
         """The selected workload's pid, when it is a live workload of this engine; else None, said why.
@@ -422,15 +491,18 @@ class EpcApp(App[None]):
         return self.event_log.filter
 
     def action_find(self) -> None:
-        def find(text: str | None) -> None:
-            if text:
-                self.search = text
-                self.find_cgroup(text)
+        def find(text: str) -> str | None:
+            if not text:
+                return "type a part of a path, or Esc"
+            self.search = text
+            return self.find_cgroup(text)
 
-        self.push_screen(PromptScreen("Find the cgroup whose path contains", "db", self.search), find)
+        question = "Find the cgroup whose path contains (any case; f, Enter: the next one)"
+        self.push_screen(PromptScreen(question, value=self.search, placeholder="db", check=find))
 
-    def find_cgroup(self, text: str) -> None:
-        """Move to the next cgroup after the selected one whose path contains ``text`` (wrapping)."""
+    def find_cgroup(self, text: str) -> str | None:
+        """Move to the next cgroup after the selected one whose path contains ``text`` (wrapping);
+        None, or what to say when none does."""
         cgroups = self.feed.snapshot["cgroups"] if self.feed is not None else []
         tree = self.cgroup_tree
         paths = [c["path"] for c in cgroups if c["path"] in tree.nodes]  # the engine's pre-order
@@ -438,11 +510,12 @@ class EpcApp(App[None]):
         for path in paths[start:] + paths[:start]:
             if text.lower() in path.lower():
                 tree.move_cursor(tree.nodes[path])
-                return
-        self.notify(f"no cgroup path contains {text!r}", severity="warning")
+                return None
+        return f"no cgroup path contains {shown(text)}"
 
     def action_run_scenario(self) -> None:
         from playground.scenario.load import ScenarioError, load_scenario
+        from playground.scenario.model import Mkdir
         from playground.scenarios import bundled, resolve
 
         if self.scenario_stop is not None:
@@ -456,19 +529,21 @@ class EpcApp(App[None]):
             with contextlib.suppress(ScenarioError):
                 listed[name] = load_scenario(path).description
 
-        def chosen(name: str | None) -> None:
-            if not name:
-                return
+        def start(name: str) -> str | None:
+            """Load and start it; what is wrong with the file stays in the open chooser."""
             try:
                 scenario = load_scenario(resolve(name))
             except ScenarioError as e:
-                self.notify(str(e), severity="error", timeout=10)
-                return
+                return str(e)
+            self.scenario_before = {cg["path"] for cg in self.feed.snapshot["cgroups"]} if self.feed else set()
+            self.scenario_made = {step.path for step in scenario.steps if isinstance(step, Mkdir)}
             self.scenario_stop = threading.Event()
             run = functools.partial(run_scenario_thread, self, self.endpoint, scenario, self.scenario_stop)
             self.run_worker(run, thread=True)
+            self.refresh_bindings()  # S in the footer
+            return None
 
-        self.push_screen(ScenarioScreen(listed), chosen)
+        self.push_screen(ScenarioScreen(listed, check=start))
 
     def scenario_line(self, line: str) -> None:
         self.event_log.add_line("ktap", line)
@@ -476,10 +551,50 @@ class EpcApp(App[None]):
     def scenario_progress(self, text: str) -> None:
         self.scenario_status = text
 
+    def scenario_note(self, text: str) -> None:
+        """A remark of the run (its capacity is not the engine's, what it killed at the end): a
+        notification, which wraps, besides its KTAP line."""
+        if not text.startswith("cancelled at step"):  # the stop is said when the run ends
+            self.notify(text, title="scenario", severity="warning", timeout=15)
+
     def scenario_done(self, name: str, summary: str, severity: Any) -> None:
         self.scenario_stop = None
         self.scenario_status = ""
-        self.notify(f"scenario {name}: {summary}", severity=severity, timeout=10)
+        self.scenario_left = self._scenario_leftovers()
+        if self.scenario_left:
+            summary += (
+                f"; its cgroups stay for you to read their files ({', '.join(self.scenario_left)}): X removes them"
+            )
+        self.notify(f"scenario {name}: {summary}", severity=severity, timeout=15)
+        self.refresh_bindings()
+
+    def _scenario_leftovers(self) -> list[str]:
+        """The cgroups the scenario made (its mkdir steps and their parents) that are still there
+        and were not before it ran, parents first."""
+        made = {"/".join(path.split("/")[:n]) for path in self.scenario_made for n in range(2, path.count("/") + 2)}
+        now: list[str] = []
+        with contextlib.suppress(EngineError, NoEngine):  # the engine's tree now: the feed's may lag the last steps
+            if isinstance(self.feed, EngineFeed):
+                now = [cg["path"] for cg in self.feed.client.snapshot()["cgroups"]]
+        return [path for path in now if path in made and path not in self.scenario_before]
+
+    def action_clean_scenario(self) -> None:
+        """Remove the cgroups the last scenario left, deepest first; say what could not go."""
+        if self.scenario_stop is not None:
+            self.notify("a scenario is running: S stops it", severity="warning")
+            return
+        if not self.scenario_left:
+            self.notify("no cgroups of a scenario to remove", severity="warning")
+            return
+        errors = [error for path in reversed(self.scenario_left) if (error := self._request("rmdir", path))]
+        errors = [error for error in errors if not error.endswith("(ENOENT)")]  # gone already: fine
+        removed = len(self.scenario_left) - len(errors)
+        self.scenario_left = []
+        self.refresh_bindings()
+        if errors:
+            self.notify(f"{removed} cgroups removed; " + "; ".join(errors), severity="error", timeout=15)
+        else:
+            self.notify(f"{removed} cgroups of the scenario removed")
 
     def action_stop_scenario(self) -> None:
         if self.scenario_stop is None:
@@ -489,12 +604,24 @@ class EpcApp(App[None]):
         self.notify("stopping the scenario: its workloads are killed")
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        """The help, the focused panel's keys and meaning first."""
+        self.push_screen(HelpScreen(help_sections(self, self.focused)))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Esc hides the Keys panel only while it is shown; S is there while a scenario runs, X once
+        one left cgroups (False: neither in the footer nor bound)."""
+        if action == "hide_help_panel":
+            return bool(self.screen.query(HelpPanel))
+        if action == "stop_scenario":
+            return self.scenario_stop is not None
+        if action == "clean_scenario":
+            return bool(self.scenario_left)
+        return True
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for title, help_text, action in self.PALETTE:
-            yield SystemCommand(title, help_text, functools.partial(self.run_action, action))
+        for title, text, action in self.PALETTE:
+            yield SystemCommand(title, text, functools.partial(self.run_action, action))
 
     def deliver_screenshot(
         self, filename: str | None = None, path: str | None = None, time_format: str | None = None

@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from common.options import EXIT_USAGE, size
-from common.units import format_size, parse_size
+from common.units import format_size
+from playground.tui.config import default_path, load_config
 
 
 def add_parser(sub: Any) -> None:
@@ -23,7 +25,15 @@ def add_parser(sub: Any) -> None:
         "on quit (or attaches to the default engine when one is running).",
     )
     tui.add_argument("--connect", metavar="EP", help="attach to a running engine and leave it running")
-    tui.add_argument("--capacity", type=size, default=parse_size("128MiB"), metavar="SIZE", help="EPC of its engine")
+    tui.add_argument(
+        "--capacity", type=size, metavar="SIZE", help="EPC of its engine (default: the config file's, or 128MiB)"
+    )
+    tui.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="the config file (default: $XDG_CONFIG_HOME/epc-playground/config.toml; see docs/tui.md)",
+    )
     tui.set_defaults(handler=run)
 
 
@@ -33,6 +43,16 @@ def run(args: argparse.Namespace) -> int:
     from playground.tui.app import EpcApp
     from workloads.client import EngineClient, NoEngine
 
+    path = args.config if args.config is not None else default_path()
+    if args.config is not None and not path.is_file():
+        print(f"epc-playground tui: no config file at {path} (create it, or leave out --config)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = load_config(path)
+    except OSError as e:
+        print(f"epc-playground tui: cannot read the config file {path}: {e.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    capacity = args.capacity if args.capacity is not None else config.capacity
     engine = None
     endpoint = args.connect
     attached = ""
@@ -57,13 +77,13 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             try:
-                engine, endpoint = start_engine_process(["--capacity", str(args.capacity)], dict(os.environ))
+                engine, endpoint = start_engine_process(["--capacity", str(capacity)], dict(os.environ))
             except RuntimeError as e:
                 print(f"epc-playground: {e}", file=sys.stderr)
                 return EXIT_USAGE
             drain_output(engine)  # nobody reads its pipes while the TUI runs: it must never block on them
-    app = EpcApp(endpoint, owns_engine=engine, attached=attached)
-    app.capacity = str(args.capacity)
+    app = EpcApp(endpoint, owns_engine=engine, attached=attached, config=config)
+    app.capacity = str(capacity)
     try:
         app.run()
     finally:

@@ -17,6 +17,7 @@ class ScenarioHost(Protocol):
     def call_from_thread(self, callback: Callable[..., Any], *args: Any) -> Any: ...
     def scenario_line(self, line: str) -> None: ...
     def scenario_progress(self, text: str) -> None: ...
+    def scenario_note(self, text: str) -> None: ...
     def scenario_done(self, name: str, summary: str, severity: str) -> None: ...
 
 
@@ -66,7 +67,7 @@ class _LinesOut:
 
 
 class _ProgressOut(RunObserver):
-    """A scenario's progress into the status line."""
+    """A scenario's progress into the status line, its notes (``# ...``) to the app too."""
 
     def __init__(self, host: ScenarioHost, name: str) -> None:
         self.host, self.name = host, name
@@ -74,3 +75,6 @@ class _ProgressOut(RunObserver):
     def progress(self, progress: Progress) -> None:
         step = f"step {progress.step}/{progress.total} ({progress.kind})" if progress.step else "finishing"
         self.host.call_from_thread(self.host.scenario_progress, f"   scenario {self.name}: {step}")
+
+    def note(self, text: str) -> None:
+        self.host.call_from_thread(self.host.scenario_note, text)

@@ -31,13 +31,14 @@ def workload_state(workload: WorkloadRow, now_ns: int) -> str | Text:
 class WorkloadTable(DataTable[Any]):
     """Rows keyed by pid; ``show`` redraws only the cells that changed."""
 
-    def __init__(self) -> None:
+    def __init__(self, columns: tuple[str, ...] = COLUMNS) -> None:
         super().__init__(id="workloads", cursor_type="row")
+        self.shown = [COLUMNS.index(name) for name in columns]  # the config's columns (all by default)
         self.cells: dict[str, tuple[Any, ...]] = {}  # what each row shows now
         self.workloads: dict[int, WorkloadRow] = {}  # the rows' workloads, by pid
 
     def on_mount(self) -> None:
-        self.add_columns(*COLUMNS)
+        self.add_columns(*(COLUMNS[i] for i in self.shown))
 
     def show(self, snap: Snapshot, rates: dict[int, float]) -> None:
         self.workloads = {int(w["pid"]): w for w in snap["workloads"]}
@@ -53,9 +54,10 @@ class WorkloadTable(DataTable[Any]):
             rate = f"{rates.get(w['pid'], 0.0):,.0f}"
             cells = (pid, w["cgroup"], w["role"], w["name"], size, w["resident"], w["swapped"], rate, state)
             if shown is None:
-                self.add_row(*cells, key=pid)
+                self.add_row(*(cells[i] for i in self.shown), key=pid)
             elif shown != cells:  # redraw only the cells that changed
-                for column, old, new in zip(self.columns, shown, cells, strict=True):
+                before, after = (shown[i] for i in self.shown), (cells[i] for i in self.shown)
+                for column, old, new in zip(self.columns, before, after, strict=True):
                     if old != new:
                         self.update_cell(pid, column, new, update_width=len(str(new)) > len(str(old)))
             self.cells[pid] = cells
@@ -64,4 +66,5 @@ class WorkloadTable(DataTable[Any]):
         """The workload under the cursor, or None when the table is empty."""
         if not self.row_count:
             return None
-        return self.workloads.get(int(self.get_row_at(self.cursor_row)[0]))
+        row_key, _column = self.coordinate_to_cell_key(self.cursor_coordinate)
+        return self.workloads.get(int(str(row_key.value)))
