@@ -173,3 +173,15 @@ def test_tui_selected_cgroup_details(snap_compare) -> None:  # type: ignore[no-u
 
 def test_tui_spawn_form(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(app(), terminal_size=(150, 40), press=["down", "e"])
+
+
+def test_tui_kselftest_names_160x45(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(EpcApp("ipc:///nowhere", feed=kselftest_feed()), terminal_size=(160, 45))
+
+
+def test_tui_kselftest_names_100x30(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(EpcApp("ipc:///nowhere", feed=kselftest_feed()), terminal_size=(100, 30))
+
+
+def test_tui_kubernetes_names_160x45(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(EpcApp("ipc:///nowhere", feed=kubernetes_feed()), terminal_size=(160, 45))

@@ -259,8 +259,9 @@ class EpcApp(App[None]):
 
     def action_new_cgroup(self) -> None:
         def made(name: str | None) -> None:
-            if name:
-                self._engine("mkdir", f"{self.selected.rstrip('/')}/{name}")
+            path = f"{self.selected.rstrip('/')}/{name}"
+            if name and self._engine("mkdir", path):
+                self.cgroup_tree.select_when_shown = path  # selected once the tree shows it
 
         self.push_screen(PromptScreen(f"New cgroup under {self.selected}", "name"), made)
 
@@ -381,7 +382,7 @@ class EpcApp(App[None]):
         start = paths.index(self.selected) + 1 if self.selected in paths else 0
         for path in paths[start:] + paths[:start]:
             if text.lower() in path.lower():
-                tree.move_cursor(tree.nodes[path])
+                tree.select_path(path)
                 return
         self.notify(f"no cgroup path contains {text!r}", severity="warning")
 
