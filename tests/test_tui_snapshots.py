@@ -185,3 +185,7 @@ def test_tui_kselftest_names_100x30(snap_compare) -> None:  # type: ignore[no-un
 
 def test_tui_kubernetes_names_160x45(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(EpcApp("ipc:///nowhere", feed=kubernetes_feed()), terminal_size=(160, 45))
+
+
+def test_tui_flat_view_160x45(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(app(), terminal_size=(160, 45), press=["down", "down", "t"])

@@ -22,6 +22,7 @@ from common.limits import U64_MAX
 from playground.feed import FeedState
 from playground.tui.app import EpcApp
 from playground.tui.widgets.cgroup_tree import CgroupTree, abbreviate, plan_layout, shared_prefixes
+from playground.tui.widgets.flat_view import FlatView
 from wire.snapshot import CgroupRow
 from workloads.client import EngineClient
 
@@ -271,6 +272,57 @@ def test_keys_go_to_the_parent_and_expand_or_collapse_everything() -> None:
         await until(pilot, lambda: app.selected == "/pods/web", "right: to the first child")
 
     show(fixed_feed(), (160, 45), keys)
+
+
+def flat_rows(app: EpcApp) -> list[list[str]]:
+    table = app.query_one(FlatView)
+    return [[str(cell).strip() for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+def test_the_flat_view_lists_every_cgroup_by_usage_and_follows_the_selection() -> None:
+    """systemd-cgtop: one list sorted by usage, any column; the same cgroup selected across the toggle."""
+
+    async def flat(app: EpcApp, pilot: Pilot[Any]) -> None:
+        tree, view = app.cgroup_tree, app.query_one(FlatView)
+        tree.select_path("/pods/db")
+        await until(pilot, lambda: app.selected == "/pods/db", "/pods/db selected")
+        await pilot.press("t")
+        await until(pilot, lambda: view.display and not tree.display and view.row_count == 5, "the flat view")
+        assert [row[0] for row in flat_rows(app)] == ["/", "/pods", "/pods/web", "/guests", "/pods/db"]
+        assert flat_rows(app)[2] == ["/pods/web", "16 MiB", "24 MiB↑", "0 B", "100%"]
+        assert flat_rows(app)[view.cursor_row][0] == "/pods/db" and app.focused is view
+        await pilot.press("greater_than_sign")  # by limit, largest first
+        await until(pilot, lambda: view.sort_key == "limit", "sorted by limit")
+        assert [row[2] for row in flat_rows(app)] == ["64 MiB", "24 MiB", "24 MiB↑", "12 MiB", "8 MiB"]
+        await pilot.press("greater_than_sign", "s")  # by headroom, then the other way: largest first
+        await until(pilot, lambda: view.sort_key == "headroom" and view.descending, "by headroom, largest first")
+        assert [row[0] for row in flat_rows(app)][:2] == ["/", "/guests"]
+        assert flat_rows(app)[view.cursor_row][0] == "/pods/db"  # the cursor stayed on the same cgroup
+        await pilot.press("less_than_sign", "less_than_sign")  # back to usage
+        await until(pilot, lambda: view.sort_key == "usage" and view.descending, "by usage again")
+        await pilot.press("up")
+        await until(pilot, lambda: app.selected == "/guests", "the details follow the flat view's cursor")
+        await pilot.press("t")
+        await until(pilot, lambda: tree.display and not view.display, "the tree again")
+        assert tree.cursor_node is tree.nodes["/guests"] and app.focused is tree
+
+    show(fixed_feed(), (160, 45), flat)
+
+
+def test_a_click_on_a_flat_view_header_sorts_by_it_and_again_the_other_way() -> None:
+    async def header(app: EpcApp, pilot: Pilot[Any]) -> None:
+        view = app.query_one(FlatView)
+        await pilot.press("t")
+        await until(pilot, lambda: view.display and view.row_count == 5, "the flat view")
+        x = sum(column.get_render_width(view) for column in list(view.columns.values())[:1]) + 1  # "usage"
+        await pilot.click(FlatView, offset=(x + 2, 1))  # inside its border
+        await until(pilot, lambda: view.sort_key == "usage" and not view.descending, "usage, smallest first")
+        assert flat_rows(app)[0][0] == "/pods/db"
+        await pilot.click(FlatView, offset=(2, 1))
+        await until(pilot, lambda: view.sort_key == "cgroup", "by path")
+        assert [row[0] for row in flat_rows(app)] == sorted(row[0] for row in flat_rows(app))
+
+    show(fixed_feed(), (160, 45), header)
 
 
 def test_only_the_lines_whose_figures_changed_are_drawn_again() -> None:

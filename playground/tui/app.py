@@ -36,6 +36,7 @@ from playground.tui.screens import HelpScreen, PromptScreen, ScenarioScreen, Sig
 from playground.tui.widgets.cgroup_tree import CgroupTree
 from playground.tui.widgets.details import Details
 from playground.tui.widgets.event_log import EventLog
+from playground.tui.widgets.flat_view import FlatView
 from playground.tui.widgets.workload_table import WorkloadTable
 from wire import protocol
 from wire.protocol import EngineError
@@ -130,6 +131,7 @@ class EpcApp(App[None]):
         yield Static(id="status")
         with Horizontal():
             yield CgroupTree()
+            yield FlatView()
             with Vertical(id="right"):
                 yield Details()
                 yield WorkloadTable()
