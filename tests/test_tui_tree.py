@@ -327,7 +327,8 @@ def test_a_click_on_a_flat_view_header_sorts_by_it_and_again_the_other_way() -> 
 
 def test_only_the_lines_whose_figures_changed_are_drawn_again() -> None:
     """show() runs 4 times a second: with 1,000 cgroups it formats only what changed; a room
-    that moves less than a cell (the root's free EPC moving by pages) draws nothing."""
+    that moves less than a cell (the root's free EPC moving by pages) draws nothing; the same
+    rows again (an idle engine) are not even looked at."""
     rows: list[CgroupRow] = [cgroup("/", 10 * MiB, None, 0), cgroup("/k", 10 * MiB, U64_MAX, 0)]
     rows += [cgroup(f"/k/c{i:03d}", 10 * KiB, U64_MAX if i % 2 else 1 * MiB, 0) for i in range(998)]
     feed = feed_of(128 * MiB, rows)
@@ -342,6 +343,12 @@ def test_only_the_lines_whose_figures_changed_are_drawn_again() -> None:
         feed.snapshot = feed.snapshot | {"cgroups": changed}
         await until(pilot, lambda: tree.made_of != drawn_from, "a refresh")
         assert {path for path in tree.made_of if tree.made_of[path] != drawn_from[path]} == {"/", "/k", "/k/c500"}
+        # an idle engine: the feed keeps the rows no stats message changed; nothing is computed again
+        assert tree.last is not None
+        computed, shown = tree.last[1], feed.snapshot
+        feed.snapshot = shown | {"t_ns": shown["t_ns"] + 250_000_000}  # a stats tick, the same rows
+        await until(pilot, lambda: tree.last is not None and tree.last[0] is feed.snapshot, "a refresh")
+        assert tree.last[1] is computed
 
     show(feed, (160, 45), relabels)
 

@@ -12,6 +12,7 @@ figures changed.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol, cast
@@ -274,6 +275,7 @@ EPC when it has none) against the EPC: above `1.0x` the node is overcommitted.
         self.total_of: list[object] = []  # what it was summed from
         self.width = 0  # the panel's, in cells
         self.last: tuple[Snapshot, dict[str, int], dict[str, int]] | None = None  # for the flat view
+        self._rows: list[CgroupRow] = []  # the rows last drawn (kept: their identity tells them unchanged)
         self._flat: Companion | None = None
         self._flat_looked = False  # for the flat view
         self.select_when_shown = ""  # a cgroup to select once it is in the tree (the one `n` made)
@@ -286,6 +288,11 @@ EPC when it has none) against the EPC: above `1.0x` the node is overcommitted.
         """Bring the tree to ``snap``: new cgroups added under their parents, changed ones
         relabelled, removed ones (a whole subtree at once, as ``rmdir a/b a`` does) taken out."""
         cgroups = snap["cgroups"]
+        if self.last is not None and self._same_as_before(snap):
+            self.last = (snap, *self.last[1:])  # an idle engine: the feed kept every row as it was
+            self._select_when_shown()
+            return
+        self._rows = list(cgroups)
         limits, rooms = limits_and_rooms(snap)
         self.last = (snap, limits, rooms)
         self._add_and_forget(cgroups)
@@ -308,12 +315,27 @@ EPC when it has none) against the EPC: above `1.0x` the node is overcommitted.
             node.set_label(self.label(cg, limit, room, inherited, name))
             self.made_of[path] = key
         self._fit_width(layout.line)
-        if self.select_when_shown in self.nodes:
-            self.select_path(self.select_when_shown)
-            self.select_when_shown = ""
+        self._select_when_shown()
         flat = self.flat_view()
         if flat is not None and flat.display:
             flat.show(snap, limits, rooms)
+
+    def _same_as_before(self, snap: Snapshot) -> bool:
+        """The very rows drawn last time (the feed keeps the rows a stats message did not change),
+        on the same EPC, screen width and theme: nothing to compute or draw."""
+        last, cgroups = self.last, snap["cgroups"]
+        return (
+            last is not None
+            and len(cgroups) == len(self._rows)
+            and snap["capacity"] == last[0]["capacity"]
+            and self.layout_of[:2] == (self._room(), self.app.theme)
+            and all(map(operator.is_, cgroups, self._rows))
+        )
+
+    def _select_when_shown(self) -> None:
+        if self.select_when_shown in self.nodes:
+            self.select_path(self.select_when_shown)
+            self.select_when_shown = ""
 
     def _node_total(self, snap: Snapshot) -> int | None:
         """bars.node_total, summed again only when a limit or the cgroups changed; None: no cgroup."""
