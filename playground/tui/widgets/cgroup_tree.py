@@ -1,7 +1,8 @@
 """The cgroup tree: each cgroup's name, usage bar and numbers, kept in step with the engine's tree.
 
 It reads at a glance (issue 13): the panel is as wide as its widest line needs, up to 55% of
-the screen; a name is cut, in the middle, only when it must be (``kubepods-bu…a5e2.slice``);
+the screen; a name is cut, in the middle, only when it must be, what it shares with its
+parent or a sibling first (``…pod7c1f0d2…ca5e2.slice`` for ``kubepods-burstable-pod<uid>.slice``);
 every bar starts in one column whatever the depth; a bar shows the room left under the
 tightest ancestor (the headroom siblings share) and is green, yellow or red by how much of
 the effective limit is taken, with the percentage beside it for a screen without colour.
@@ -223,7 +224,7 @@ taken, and `usage / effective limit`.
 | `┃` | its peak (`misc.peak`) |
 | `limit 0` | `misc.max` is 0 here or above: nothing can be charged |
 | `83%` | the share of the effective limit taken (its own use and `▒`): green below 75%, yellow below 95%, red above |
-| `↑` | the limit shown is an ancestor's, or the EPC: this cgroup's own `misc.max` is `max` |
+| `↑` | the limit shown is an ancestor's, or the EPC: this cgroup's own `misc.max` is `max` or higher |
 | `▼` / `▶` | expanded / collapsed; a cgroup without children has no arrow |
 | `…` | a long name cut in the middle; the details panel shows the full path |
 
