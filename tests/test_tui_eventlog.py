@@ -183,7 +183,7 @@ def test_long_lines_wrap_in_their_column_and_nothing_scrolls_sideways() -> None:
 
     async def scenario() -> tuple[list[str], int, bool]:
         app = EpcApp("ipc:///nowhere", feed=feed)
-        async with app.run_test(size=(100, 30)) as pilot:
+        async with app.run_test(size=(130, 40)) as pilot:  # room for the whole wrapped line
             feed.take_events([{"kind": "write", "path": path, "value": value, "seq": 9, "t_ns": 7 * S}])
             await until(pilot, lambda: any("kubepods" in entry.text for entry in lines_of(app).entries), "the write")
             await pilot.pause(0.1)

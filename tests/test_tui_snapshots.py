@@ -105,6 +105,70 @@ def fixed_feed() -> FeedState:
     return feed
 
 
+def feed_of(capacity: int, cgroups: list[CgroupRow], workloads: list[WorkloadRow] | None = None) -> FeedState:
+    """A FeedState holding one snapshot of these cgroups (pre-order) and workloads."""
+    used = next((cg["misc_current"] for cg in cgroups if cg["path"] == "/"), 0)
+    snapshot: Snapshot = {
+        "stats_seq": 0, "seq": 0, "t_ns": 5 * 10**9, "capacity": capacity, "memory": None,
+        "free": capacity - used, "ksgxd": False, "pub": "ipc:///nowhere.pub", "engine_pid": 1,
+        "cgroups": cgroups, "workloads": workloads or [],
+    }  # fmt: skip
+    return FeedState(snapshot)
+
+
+KSELFTEST = "/sgx_kselftest"
+
+
+def kselftest_feed() -> FeedState:
+    """The kernel selftest's cgroups (its names and limits on a 128 MiB EPC) while its large case runs."""
+    small, large = 256 * 1024, 1024 * 1024
+    return feed_of(
+        128 * MiB,
+        [
+            cgroup("/", 5 * MiB, None, 128 * MiB),
+            cgroup("/box", 4 * MiB, 8 * MiB, 8 * MiB, procs=1),
+            cgroup(KSELFTEST, large, U64_MAX, 128 * MiB),
+            cgroup(f"{KSELFTEST}/sgx_test_large", large, 4 * small, large, events=2038, procs=4),
+            cgroup(f"{KSELFTEST}/sgx_test_larger", 0, 128 * MiB, 127 * MiB),
+            cgroup(f"{KSELFTEST}/sgx_test_small_parent", 0, small, small, events=12),
+            cgroup(f"{KSELFTEST}/sgx_test_small_parent/sgx_test_small", 0, U64_MAX, small),
+        ],
+        [
+            workload(4201 + i, "enclave", f"large4.{i}", f"{KSELFTEST}/sgx_test_large", 64, 64, 900, 256 * MiB)
+            for i in range(4)
+        ],
+    )
+
+
+KUBEPODS = "/kubepods.slice"
+BURSTABLE = f"{KUBEPODS}/kubepods-burstable.slice"
+GUARANTEED = f"{KUBEPODS}/kubepods-guaranteed.slice"
+POD_A = f"{BURSTABLE}/kubepods-burstable-pod7c1f0d2e_5b3a_4e8f_9a61_2f3e4d5ca5e2.slice"
+POD_B = f"{BURSTABLE}/kubepods-burstable-pod0b2e9c41_77d0_4a1e_8c5f_91d2b7e3f018.slice"
+POD_C = f"{GUARANTEED}/kubepods-guaranteed-pod5d8a3f10_2c6e_4b97_b0a4_6e1f9c2d7a33.slice"
+CONTAINER_1 = f"{POD_A}/cri-containerd-{'9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c' * 2}.scope"
+CONTAINER_2 = f"{POD_A}/cri-containerd-{'1a3b5c7d9e0f2a4b6c8d0e2f4a6b8c0d' * 2}.scope"
+
+
+def kubernetes_feed() -> FeedState:
+    """A node's kubepods hierarchy, pods and containers with systemd's names: two burstable pods
+    (one of two containers), a guaranteed pod; 192 MiB of limits promised on a 128 MiB EPC."""
+    return feed_of(
+        128 * MiB,
+        [
+            cgroup("/", 70 * MiB, None, 90 * MiB),
+            cgroup(KUBEPODS, 70 * MiB, U64_MAX, 90 * MiB),
+            cgroup(BURSTABLE, 60 * MiB, U64_MAX, 80 * MiB),
+            cgroup(POD_B, 30 * MiB, 64 * MiB, 40 * MiB, procs=1),
+            cgroup(POD_A, 30 * MiB, 32 * MiB, 32 * MiB, events=55),
+            cgroup(CONTAINER_2, 6 * MiB, U64_MAX, 8 * MiB, procs=1),
+            cgroup(CONTAINER_1, 24 * MiB, U64_MAX, 26 * MiB, procs=1),
+            cgroup(GUARANTEED, 10 * MiB, U64_MAX, 12 * MiB),
+            cgroup(POD_C, 10 * MiB, 96 * MiB, 12 * MiB, procs=1),
+        ],
+    )
+
+
 def app() -> EpcApp:
     return EpcApp("ipc:///nowhere", feed=fixed_feed())
 
@@ -132,3 +196,19 @@ def test_tui_spawn_form_of_a_vm(snap_compare) -> None:  # type: ignore[no-untype
 
 def test_tui_help_of_the_focused_panel(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(app(), terminal_size=(150, 40), press=["tab", "question_mark"])
+
+
+def test_tui_kselftest_names_160x45(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(EpcApp("ipc:///nowhere", feed=kselftest_feed()), terminal_size=(160, 45))
+
+
+def test_tui_kselftest_names_100x30(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(EpcApp("ipc:///nowhere", feed=kselftest_feed()), terminal_size=(100, 30))
+
+
+def test_tui_kubernetes_names_160x45(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(EpcApp("ipc:///nowhere", feed=kubernetes_feed()), terminal_size=(160, 45))
+
+
+def test_tui_flat_view_160x45(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(app(), terminal_size=(160, 45), press=["down", "down", "t"])

@@ -46,6 +46,7 @@ from playground.tui.views.lru import LruScreen
 from playground.tui.widgets.cgroup_tree import CgroupTree
 from playground.tui.widgets.details import Details
 from playground.tui.widgets.event_log import EventLog
+from playground.tui.widgets.flat_view import FlatView
 from playground.tui.widgets.workload_table import COLUMNS, WorkloadTable
 from wire import protocol
 from wire.protocol import EngineError
@@ -169,6 +170,7 @@ class EpcApp(InOrderKeys):
         yield Static(id="status")
         with Horizontal():
             yield CgroupTree()
+            yield FlatView()
             with Vertical(id="right"):
                 yield Details()
                 yield WorkloadTable(columns=self.columns)
@@ -343,7 +345,11 @@ class EpcApp(InOrderKeys):
         def make(name: str) -> str | None:
             if not name:
                 return "type a name, or Esc"
-            return self._request("mkdir", f"{self.selected.rstrip('/')}/{name}") or None
+            path = f"{self.selected.rstrip('/')}/{name}"
+            error = self._request("mkdir", path)
+            if not error:
+                self.cgroup_tree.select_when_shown = path  # selected once the tree shows it
+            return error or None
 
         self.push_screen(PromptScreen(f"New cgroup under {self.selected}", placeholder="name", check=make))
 
@@ -509,7 +515,7 @@ class EpcApp(InOrderKeys):
         start = paths.index(self.selected) + 1 if self.selected in paths else 0
         for path in paths[start:] + paths[:start]:
             if text.lower() in path.lower():
-                tree.move_cursor(tree.nodes[path])
+                tree.select_path(path)
                 return None
         return f"no cgroup path contains {shown(text)}"
 

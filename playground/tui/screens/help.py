@@ -39,7 +39,8 @@ controller, page for page as the SGX EPC cgroup series (V17).
 - **Status line**: the EPC's size, what is free, whether `ksgxd` (global reclaim) is running,
   how many workloads run (and stall).
 - **cgroup tree**: each cgroup's `misc.current` against its *effective* limit, the smallest
-  `misc.max` from it up to the root (or the whole EPC).
+  `misc.max` from it up to the root (or the whole EPC). `█` is in use, `░` is room left, `▒` is
+  held by others under a limit it shares, `┃` marks `misc.peak`; `t` lists them flat, by usage.
 - **details**: the files of the selected cgroup, pages on its LRU, its tasks, and a minute of
   its usage and of pages reclaimed.
 - **workloads**: enclaves and guest VMs; size, resident and swapped pages, faults per second,
