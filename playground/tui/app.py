@@ -288,13 +288,17 @@ class EpcApp(InOrderKeys):
     def _refresh(self) -> None:
         assert self.feed is not None
         snap = self.feed.snapshot
-        running = sum(1 for w in snap["workloads"] if w["state"] != "exited")
-        stalled = sum(1 for w in snap["workloads"] if w["state"] == "stalled")
-        self._show_status(status_line(snap, running, stalled) + frozen_status(snap) + self.scenario_status)
+        self._show_status(self.status_text(snap))
         self.cgroup_tree.show(snap)
         self._show_details()
         self.workload_table.show(snap, self.feed.fault_rate)
         self._take_events()
+
+    def status_text(self, snap: Snapshot) -> str:
+        """The status line: the EPC and the workloads, step mode, a scenario's progress."""
+        running = sum(1 for w in snap["workloads"] if w["state"] != "exited")
+        stalled = sum(1 for w in snap["workloads"] if w["state"] == "stalled")
+        return status_line(snap, running, stalled) + frozen_status(snap) + self.scenario_status
 
     def _show_status(self, text: str) -> None:
         if text != self.status:
@@ -322,6 +326,11 @@ class EpcApp(InOrderKeys):
         if self.feed is not None:
             self._show_details()
 
+    def engine_client(self) -> Any:
+        """What the actions send the engine's ops to: the feed's client (an EngineClient, or the
+        in-process host's); None when there is none (a fixed feed)."""
+        return getattr(self.feed, "client", None)
+
     def _engine(self, action: str, *args: Any) -> bool:
         """One request to the engine; an error becomes a one-line notification."""
         error = self._request(action, *args)
@@ -331,10 +340,11 @@ class EpcApp(InOrderKeys):
 
     def _request(self, action: str, *args: Any) -> str:
         """One request to the engine: what went wrong, in one line, or "" (a prompt shows it)."""
-        if not isinstance(self.feed, EngineFeed):
+        client = self.engine_client()
+        if client is None:
             return "no engine"
         try:
-            getattr(self.feed.client, action)(*args)
+            getattr(client, action)(*args)
         except EngineError as e:
             return f"{action} {args[0]}: {e.message} ({e.code})"
         except NoEngine as e:
@@ -441,23 +451,25 @@ class EpcApp(InOrderKeys):
         self.notify(f"SIG{name} sent to pid {pid}")
 
     def action_lru(self) -> None:
-        if isinstance(self.feed, EngineFeed):
-            self.push_screen(LruScreen(self.feed.client, self.selected))
+        client = self.engine_client()
+        if client is not None:
+            self.push_screen(LruScreen(client, self.selected))
         else:
             self.notify("no engine", severity="error")
 
     def action_frame_map(self) -> None:
-        if isinstance(self.feed, EngineFeed):
-            self.push_screen(FrameMapScreen(self.feed.client, int(self.feed.snapshot["capacity"])))
+        client = self.engine_client()
+        if client is not None and self.feed is not None:
+            self.push_screen(FrameMapScreen(client, int(self.feed.snapshot["capacity"])))
         else:
             self.notify("no engine", severity="error")
 
     def action_freeze(self) -> None:
         """Freeze the engine (step mode), or thaw it when this TUI froze it."""
-        if not isinstance(self.feed, EngineFeed):
+        client = self.engine_client()
+        if client is None:
             self.notify("no engine", severity="error")
             return
-        client = self.feed.client
         try:
             if self.frozen:
                 client.thaw()
@@ -473,14 +485,15 @@ class EpcApp(InOrderKeys):
             self.notify(str(e), severity="error")
 
     def action_step(self, what: str) -> None:
-        if not isinstance(self.feed, EngineFeed):
+        client = self.engine_client()
+        if client is None:
             self.notify("no engine", severity="error")
             return
         if not self.frozen:
             self.notify("not frozen: z freezes the engine, then . and , step it", severity="warning")
             return
         try:
-            result = self.feed.client.step(what)
+            result = client.step(what)
         except EngineError as e:
             self.notify(f"step {what}: {e.message} ({e.code})", severity="error")
             return

@@ -34,10 +34,20 @@ def add_parser(sub: Any) -> None:
         type=Path,
         help="the config file (default: $XDG_CONFIG_HOME/epc-playground/config.toml; see docs/tui.md)",
     )
+    tui.add_argument(
+        "--inproc",
+        metavar="SCENARIO",
+        help="no engine: run a scenario (a file, or a bundled scenario's name) on the in-process host, on a "
+        "virtual clock, and watch it; step mode steps the virtual clock (its EPC is the file's)",
+    )
     tui.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.inproc is not None:
+        from playground.tui.inproc_app import run_inproc
+
+        return run_inproc(args)
     from engined import runtime
     from playground.launch import drain_output, start_engine_process
     from playground.tui.app import EpcApp

@@ -13,6 +13,10 @@ time, and a stalled call tries again STALL_RETRY_HZ times a virtual second.  No 
 clock in the run (only the progress ticks read it, every TICK_S), no unordered
 iteration: the same scenario and seed give the same events, byte for byte.
 
+The Session's step mode works here too (``freeze``, ``step``, ``thaw``: ``tui --inproc``):
+frozen, rounds run nothing and the tasks' calls wait, whole; a step runs one request step
+or one reclaim batch and moves the clock on by what it did, as a round does.
+
 It is the one front-end module that runs the core (docs/architecture.md, the import rules).
 """
 
@@ -29,6 +33,7 @@ from engined.calls import NOBODY, Caller, Reply
 from engined.requests import HANDLERS
 from engined.session import Session
 from playground.scenario.backends.base import CgroupFiles, Tick, WorkloadSpec
+from wire.messages import FreezeState, StepResult
 from wire.protocol import EngineError, Outcome
 from workloads.enclave import EnclavePlan, enclave
 from workloads.program import Call, Program, Sleep, registered
@@ -41,6 +46,7 @@ FIRST_PID = 1000
 PID_STRIDE = 7  # pids as a real host would hand them out: not consecutive
 TICK_S = 0.1  # wall time between progress ticks (a round can take milliseconds: a tick is not per round)
 RUNNER = "runner"  # the Session's name for the scenario runner's own calls (cgroup files)
+STEPPER = "stepper"  # its name for whoever freezes and steps this host (a display: tui --inproc)
 
 
 @dataclass(slots=True)
@@ -230,19 +236,37 @@ class InprocBackend(CgroupFiles):
 
     def _round(self) -> bool:
         """A call from every runnable task, then a Session round; False when nothing could run."""
-        session, clock = self.session, self.clock
-        now = clock.now_ns()
+        session = self.session
+        done = self._done()
+        runnable = self._advance_runnable()
+        busy = session.round(lambda: _always, between=lambda: session.run_work(_always))
+        self._take_endings()
+        self._charge(done)
+        return bool(runnable) or busy
+
+    def _advance_runnable(self) -> list[Task]:
+        """Every task whose call was answered and that is awake makes its next call; the reclaim
+        work runs after each until it is idle.  The tasks that were runnable."""
+        session, now = self.session, self.clock.now_ns()
         runnable = [t for t in self.tasks.values() if t.outcome is None and not t.calling and t.wake_ns <= now]
-        steps, pages, written = session.steps_run, session.pages_stepped, self.host.pages_reclaimed
         for task in runnable:
             if task.outcome is None:
                 self._advance(task)
                 session.run_work(_always)
-        busy = session.round(lambda: _always, between=lambda: session.run_work(_always))
-        self._take_endings()
+        return runnable
+
+    def _done(self) -> tuple[int, int, int]:
+        """What the host has done so far, as the clock counts it: steps, pages stepped, pages written out."""
+        return self.session.steps_run, self.session.pages_stepped, self.host.pages_reclaimed
+
+    def _charge(self, before: tuple[int, int, int]) -> int:
+        """Move the clock on by what was done since ``before``: TURN_NS a step, PAGE_NS a page; the ns."""
+        steps, pages, written = before
+        session = self.session
         pages = session.pages_stepped - pages + self.host.pages_reclaimed - written
-        clock.advance((session.steps_run - steps) * TURN_NS + pages * PAGE_NS)
-        return bool(runnable) or busy
+        ns = (session.steps_run - steps) * TURN_NS + pages * PAGE_NS
+        self.clock.advance(ns)
+        return ns
 
     def _run_until(self, deadline_ns: int, done: Iterator[bool] | None, tick: Tick) -> bool:
         """Rounds until the virtual deadline or ``done``; ``tick()`` every TICK_S of wall time (progress and
@@ -252,11 +276,15 @@ class InprocBackend(CgroupFiles):
             if done is not None and next(done):
                 return True
             if not self._round():
-                self.clock.advance(max(0, self._next_wake(deadline_ns) - self.clock.now_ns()))
+                self._idle(deadline_ns)
             if time.monotonic() >= next_tick:
                 tick()
                 next_tick = time.monotonic() + TICK_S
         return done is not None and next(done)
+
+    def _idle(self, deadline_ns: int) -> None:
+        """Nothing can run now: the clock goes to when something can (at most ``deadline_ns``)."""
+        self.clock.advance(max(0, self._next_wake(deadline_ns) - self.clock.now_ns()))
 
     def _next_wake(self, deadline_ns: int) -> int:
         """When something can run next: a sleeping task wakes, or a stalled call tries again."""
@@ -273,6 +301,29 @@ class InprocBackend(CgroupFiles):
                 yield all(self.tasks[pid].outcome is not None for pid in pids)
 
         return self._run_until(self.clock.now_ns() + timeout_ns, ended(), tick)
+
+    # -- step mode --------------------------------------------------------------
+    #
+    # The Session's own (engined/session.py), with this backend as its holder: frozen, a round runs
+    # no request step and no reclaim work, and the tasks' calls wait in its ready queue, whole.
+
+    def freeze(self) -> FreezeState:
+        return self.session.freeze(STEPPER, 0)
+
+    def step(self, what: str = "request") -> StepResult:
+        """One step of the frozen Session (Session.step: a request step, or a reclaim batch); the tasks
+        it answered make their next call (queued), and the clock moves on by what the step did, as
+        after a round.  OSError(EINVAL) when not frozen."""
+        done = self._done()
+        result = self.session.step(STEPPER, what)
+        self._advance_runnable()
+        self._take_endings()
+        self._charge(done)
+        result["state"] = self.session.freeze_state()
+        return result
+
+    def thaw(self) -> FreezeState:
+        return self.session.thaw("asked", STEPPER)
 
     def finish(self, tick: Tick) -> list[int]:
         killed = [task.pid for task in self.tasks.values() if task.outcome is None]
