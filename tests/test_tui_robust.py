@@ -279,9 +279,14 @@ class Terminal:
             time.sleep(0.1)
 
     def close(self) -> None:
+        """Stop the TUI as a person's kill would (SIGTERM: it stops its engine), SIGKILL only if that fails."""
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         self.reader.join(5)
         os.close(self.master)
 
@@ -291,8 +296,13 @@ def terminal(args: list[str], env: dict[str, str]) -> Iterator[Terminal]:
     term = Terminal(args, env)
     try:
         yield term
-    finally:
+    except BaseException:  # a failed test: no engine of its TUI may outlive it
         term.close()
+        runtime = Path(env["XDG_RUNTIME_DIR"]) / "epc-playground" / "engine.json"
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            os.kill(int(json.loads(runtime.read_text())["pid"]), signal.SIGTERM)
+        raise
+    term.close()
 
 
 def engine_info(env: dict[str, str], timeout: float = 30) -> dict[str, Any]:
