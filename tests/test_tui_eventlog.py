@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from workloads.client import EngineClient
 
 from .engine_fixture import RunningEngine
 from .test_tui_snapshots import MiB, fixed_feed
+from .tui_helpers import until
 
 SIZE = (150, 40)
 S = 10**9
@@ -33,13 +33,6 @@ S = 10**9
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-async def until(pilot: Pilot[Any], holds: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not holds():
-        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
-        await pilot.pause(0.05)
 
 
 def lines_of(app: EpcApp) -> LogLines:
@@ -501,7 +494,7 @@ def test_reclaim_batches_from_the_pressure_topic_reach_an_open_trace(engine: Run
             def traced() -> bool:  # a later line of /tight with its batches under it
                 return any(e.trace is not None and e.trace.count for e in lines.entries if e.text.startswith("/tight:"))
 
-            await until(pilot, traced, "a /tight line with its reclaim batches")
+            await until(pilot, traced, "a /tight line with its reclaim batches", timeout=60)  # slow under CI load
             entry = next(e for e in reversed(lines.entries) if e.trace is not None and e.trace.count)
             lines.move_to(lines.shown.index(entry))
             await pilot.press("enter")

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.message import Message
-from textual.notifications import Notify
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Static
 
@@ -33,22 +31,17 @@ from playground.tui.views.frames import FrameMap, FrameMapScreen
 from playground.tui.views.lru import LruScreen
 from wire.snapshot import CgroupRow
 
+from .tui_helpers import Notes
+from .tui_helpers import until as wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = (160, 45)
 SLOW = RATES.index(10**7)  # 10 ms of virtual time a wall second
 
 
 async def until(pilot: Pilot[Any], holds: Callable[[], object], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not holds():
-        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
-        await pilot.pause(0.05)
-
-
-class Notes(list[str]):
-    def __call__(self, message: Message) -> None:
-        if isinstance(message, Notify):
-            self.append(str(message.notification.message))
+    """tui_helpers.until with this file's longer default: an in-process run under load takes its time."""
+    await wait_until(pilot, holds, what, timeout)
 
 
 def _app(name: str, rate_index: int = 0) -> InprocApp:
@@ -231,7 +224,9 @@ def test_slow_motion_keeps_the_virtual_clock_to_its_rate_of_the_wall_clock() -> 
             assert backend.rate_ns == rate_ns
             status = _status(app)
             start_ns, start_s = backend.anchor
-            await until(pilot, lambda: backend.clock.now_ns() >= start_ns + 20 * 10**6, "20 ms of virtual time", 120)
+            await until(
+                pilot, lambda: backend.clock.now_ns() >= start_ns + 20 * 10**6, "20 ms of virtual time", timeout=120
+            )
             elapsed_s, moved_ns = time.monotonic() - start_s, backend.clock.now_ns() - start_ns
             await pilot.press("q")
         return moved_ns, elapsed_s, status

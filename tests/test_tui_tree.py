@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,15 +38,9 @@ from .test_tui_snapshots import (
     kselftest_feed,
     kubernetes_feed,
 )
+from .tui_helpers import until
 
 KiB = 1 << 10
-
-
-async def until(pilot: Pilot[Any], holds: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not holds():
-        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
-        await pilot.pause(0.05)
 
 
 def drawn(app: EpcApp) -> list[str]:
