@@ -39,6 +39,18 @@ class Workload:
     stalled_calls: int = 0
     eids: set[int] = field(default_factory=set)
     vids: set[int] = field(default_factory=set)
+    # its plan, as its hello said it (0, "" or None: not said)
+    size_bytes: int = 0  # what it asked for: an enclave's heap, a guest's EPC
+    pattern: str = ""
+    passes: int | None = None
+    duration_ms: int | None = None
+    elrange_bytes: int = 0  # the most ELRANGE and vEPC it held at once: what ECREATE and vepc_open got
+
+    def opened(self, host: Host) -> None:
+        """It created an enclave or opened a vEPC: ``elrange_bytes`` is at least what it holds now."""
+        held = sum(host.enclaves[eid].size_pages for eid in self.eids if eid in host.enclaves)
+        held += sum(host.vepcs[vid].size_pages for vid in self.vids if vid in host.vepcs)
+        self.elrange_bytes = max(self.elrange_bytes, held * PAGE_SIZE)
 
 
 def memory_bytes(max_pages: int) -> int | None:
@@ -193,18 +205,16 @@ class Stats:
 
     def _workload_row(self, w: Workload) -> dict[str, Any]:
         host = self.host
-        resident = swapped = size = 0
+        resident = swapped = 0
         for eid in w.eids:
             encl = host.enclaves.get(eid)
             if encl is not None:
                 resident += encl.secs_child_cnt
                 swapped += encl.nr_swapped
-                size += encl.size_pages
         for vid in w.vids:
             vepc = host.vepcs.get(vid)
             if vepc is not None:
                 resident += vepc.nr_present
-                size += vepc.size_pages
         return {
             "pid": w.pid,
             "role": w.role,
@@ -216,7 +226,11 @@ class Stats:
             "faults": w.faults,
             "resident": resident,
             "swapped": swapped,
-            "size": size * PAGE_SIZE,  # ELRANGE of its enclaves and its virtual EPC
+            "size": w.size_bytes,  # what it asked for (0: its hello did not say)
+            "elrange": w.elrange_bytes,  # the most ELRANGE and vEPC it held at once, kept after it exits
+            "pattern": w.pattern,
+            "passes": w.passes,
+            "duration_ms": w.duration_ms,
         }
 
 

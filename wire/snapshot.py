@@ -61,7 +61,11 @@ class WorkloadRow(TypedDict):
     faults: int
     resident: int  # pages
     swapped: int  # pages
-    size: int  # bytes: the ELRANGE of its enclaves and its virtual EPC
+    size: int  # bytes it asked for (an enclave's heap, a guest's EPC); 0: its hello did not say
+    elrange: int  # bytes: the most ELRANGE and virtual EPC it held at once (what ECREATE got), kept after it exits
+    pattern: str  # its plan as its hello said it ("" and None: not said)
+    passes: int | None
+    duration_ms: int | None
 
 
 class Snapshot(Header):
