@@ -55,9 +55,11 @@ class WorkloadRow(TypedDict):
     role: str  # enclave | vm | client
     name: str
     cgroup: str
-    state: str  # running | stalled | exited
+    state: str  # running | stopped (SIGSTOP) | stalled | exited
     stalled_ns: int  # since when, on t_ns's clock (0: not stalled)
     reason: str  # how it exited: an Outcome or an errno name ("" while it runs)
+    exit_signal: str  # the signal that killed it ("SIGTERM"); "" if none did or the engine could not learn it
+    exit_code: int | None  # its exit code when it exited by itself; None otherwise, or when unknown
     faults: int
     resident: int  # pages
     swapped: int  # pages

@@ -92,6 +92,12 @@ class _Tasks:
     def forget(self, pid: int) -> None:
         pass
 
+    def exit_status(self, pid: int) -> int | None:
+        return None  # a task has no wait status: the backend gives Session.exited its outcome
+
+    def stopped(self, pid: int) -> bool:
+        return False  # a task cannot be stopped
+
     def kill(self, pid: int) -> str | None:
         self.backend.tasks[pid].ending = Outcome.OOM  # it dies at the end of this round
         return None
