@@ -239,3 +239,47 @@ def test_a_stats_tick_asks_a_bounded_number_of_workloads_whether_they_are_stoppe
         assert len(asked) - before <= STOPPED_CHECKS
     assert set(asked) == set(workloads)
     assert sent[1150] == "stopped" and set(sent.values()) == {"running", "stopped"}
+
+
+# -- names in ps and htop ------------------------------------------------------------------------
+
+
+def cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().split(b"\0")[0].decode()
+
+
+def test_workload_processes_name_themselves_in_ps_however_they_were_started(engine: RunningEngine) -> None:
+    """epc-playground enclave, python -m workloads vm, and a child the TUI spawns (LogHub, the
+    multiprocessing spawn method) each read ``epc-playground: ROLE NAME`` in /proc/PID/cmdline."""
+    import logging
+
+    from playground.launch import LogHub
+    from playground.scenario.backends.base import WorkloadSpec
+    from workloads.cli import main as workload_main
+
+    cli = engine.spawn("enclave", "--size", "1MiB", "--duration", "60", "--name", "db")
+    module = subprocess.Popen(
+        [sys.executable, "-m", "workloads", "vm", "--size", "1MiB", "--duration", "60", "--name", "guest"],
+        env=engine.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    hub = LogHub(logging.NullHandler())
+    spec = WorkloadSpec("", "/", "enclave", 1 << 20, duration_ns=60 * 10**9)
+    child = hub.spawn(workload_main, spec.to_argv(engine.endpoint), name="enclave")
+    try:
+        with engine.client() as client:
+            pids = (cli.pid, module.pid, child.pid)
+            assert wait_for(lambda: all(row(client, pid).get("state") == "running" for pid in pids), 30)
+        assert [cmdline(pid) for pid in pids] == ["epc-playground: enclave db", "epc-playground: vm guest",
+                                                  "epc-playground: enclave"]  # fmt: skip
+    finally:
+        for process in (cli, module):
+            process.kill()
+            process.wait(30)
+        child.kill()
+        child.join(30)
+        hub.close()
+        if cli.stderr is not None:
+            cli.stderr.close()
+        if cli.stdout is not None:
+            cli.stdout.close()

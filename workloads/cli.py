@@ -138,8 +138,11 @@ def run_vm_command(args: argparse.Namespace) -> int:
 def _run_workload(
     args: argparse.Namespace, role: str, main: Callable[[EngineClient], None], plan: dict[str, Any]
 ) -> int:
-    """A workload command's run, with the options _workload_options gave it; ``plan`` goes with its hello."""
-    from workloads.process import run_workload
+    """A workload command's run, with the options _workload_options gave it; ``plan`` goes with its hello.
+    The process takes its own name first, for ps and htop (``epc-playground: enclave db``)."""
+    from workloads.process import name_process, run_workload
+
+    name_process(role, args.name)
 
     return run_workload(
         main, endpoint=args.connect, role=role, name=args.name, cgroup=args.cgroup, hold=args.hold, plan=plan

@@ -43,6 +43,18 @@ def die_by(signum: int) -> None:
 
 
 READY = b"ready\n"
+TITLE = "epc-playground: {role}"  # a workload process's name in ps and htop; then its name, if it has one
+
+
+def name_process(role: str, name: str = "") -> str:
+    """Name this process in ps and htop, ``epc-playground: enclave db``, whatever started it (a
+    shell, ``python -m workloads``, the TUI's multiprocessing child, the scenario runner): its
+    command line (/proc/PID/cmdline) and, cut at 15 bytes, its comm.  Returns the title."""
+    import setproctitle
+
+    title = " ".join(filter(None, (TITLE.format(role=role), name)))
+    setproctitle.setproctitle(title)
+    return title
 
 
 def _hold() -> None:
