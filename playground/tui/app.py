@@ -37,6 +37,7 @@ from playground.tui.widgets.cgroup_tree import CgroupTree
 from playground.tui.widgets.details import Details
 from playground.tui.widgets.event_log import EventLog
 from playground.tui.widgets.workload_table import WorkloadTable
+from playground.tui.workload_screen import WorkloadLogs
 from wire import protocol
 from wire.protocol import EngineError
 from wire.snapshot import Snapshot
@@ -113,7 +114,8 @@ class EpcApp(App[None]):
         self.paused = False
         self.selected = "/"
         self.logs = _Lines()
-        self.hub = LogHub(self.logs)
+        self.workload_logs = WorkloadLogs()  # the same records, by pid: a workload's detail shows its own
+        self.hub = LogHub(self.logs, self.workload_logs)
         self.children_spawned: list[Any] = []
         self._events_seen = 0  # feed.received when the log was last brought up to date
         self.search = ""
@@ -214,7 +216,7 @@ class EpcApp(App[None]):
         self._show_status(status_line(snap, running, stalled) + self.scenario_status)
         self.cgroup_tree.show(snap)
         self._show_details()
-        self.workload_table.show(snap, self.feed.fault_rate)
+        self.workload_table.show(snap, self.feed.fault_rate, self.selected)
         self._take_events()
 
     def _show_status(self, text: str) -> None:
@@ -239,6 +241,7 @@ class EpcApp(App[None]):
 
     def on_tree_node_highlighted(self, event: CgroupTree.NodeHighlighted[str]) -> None:
         self.selected = event.node.data or "/"
+        self.workload_table.select_cgroup(self.selected)
         if self.feed is not None:
             self._show_details()
 
