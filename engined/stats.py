@@ -18,7 +18,7 @@ from engine.host import Host
 from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE
 
 REFRESH_ROWS = 32  # unchanged cgroup rows re-sent per tick, in turn
-STOPPED_CHECKS = 64  # running workloads a tick asks whether they are stopped, in turn (a /proc read each)
+STOPPED_CHECKS = 32  # running workloads a tick asks whether they are stopped, in turn (a /proc read, ~10 us, each)
 PROCS_IN_DELTA = 64  # pids listed in a delta's cgroup row (nr_procs counts them all; the snapshot lists all)
 
 
