@@ -62,6 +62,12 @@ class Processes(Protocol):
 
     def alive(self, pid: int) -> bool: ...
 
+    def exit_status(self, pid: int) -> int | None:
+        """How a followed process that exited ended, as waitpid gives it; None when it cannot be known."""
+
+    def stopped(self, pid: int) -> bool:
+        """Whether a followed process is stopped (SIGSTOP): it makes no calls until SIGCONT."""
+
     def forget(self, pid: int) -> None:
         """Stop following ``pid`` (it exited)."""
 

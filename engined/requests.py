@@ -64,9 +64,21 @@ def ping(session: Session, caller: Caller) -> Info:
     return session.info
 
 
-def hello(session: Session, caller: Caller, pid: int, role: str, name: str = "") -> Info:
+def hello(
+    session: Session,
+    caller: Caller,
+    pid: int,
+    role: str,
+    name: str = "",
+    size: int = 0,
+    pattern: str = "",
+    passes: int | None = None,
+    duration_ms: int | None = None,
+) -> Info:
     """Register the sending process (only itself, as the kernel names it); it starts in the
-    cgroup its nearest placed ancestor is in.  A client only says who it is."""
+    cgroup its nearest placed ancestor is in.  A client only says who it is.  A workload's
+    plan (``size`` it asked for, ``pattern``, ``passes``, ``duration_ms``) goes on its record
+    for displays; the engine acts on none of it."""
     if caller.pid and pid != caller.pid:
         raise OSError(errno.EPERM, f"hello names pid {pid}, but this connection is pid {caller.pid}'s")
     if role == "client":
@@ -74,6 +86,8 @@ def hello(session: Session, caller: Caller, pid: int, role: str, name: str = "")
     if not caller.pid:
         raise OSError(errno.EPERM, "workloads register over ipc, where the kernel tells the engine their pid")
     session.register(caller, pid, role, name)
+    workload = session.workloads[pid]
+    workload.size_bytes, workload.pattern, workload.passes, workload.duration_ms = size, pattern, passes, duration_ms
     return {"cgroup": session.host.task_cgroup(pid), **session.info}
 
 
@@ -197,6 +211,7 @@ def ecreate(session: Session, caller: Caller, size: int) -> Created:
     session.may_open(workload)
     eid = session.host.ecreate(caller.pid, size)
     workload.eids.add(eid)
+    workload.opened(session.host)  # its ELRANGE, kept for displays after the enclave goes
     return {"eid": eid}
 
 
@@ -272,6 +287,7 @@ def vepc_open(session: Session, caller: Caller, size: int) -> Opened:
     session.may_open(workload)
     vid = session.host.vepc_open(caller.pid, size)
     workload.vids.add(vid)
+    workload.opened(session.host)
     return {"vid": vid}
 
 

@@ -46,7 +46,7 @@ from engine.events import (
 from engine.files import WRITABLE_NAMES
 from engined.calls import MORE, Caller, Handler, Processes, Reply, Step, again, error_reply, how
 from engined.history import History
-from engined.liveness import inherited_cgroup
+from engined.liveness import describe_status, inherited_cgroup
 from engined.stats import Stats, Workload
 from wire.messages import FreezeState, Info, StepResult
 from wire.protocol import PRESSURE_KINDS, READ_OPS, STEP_OPS
@@ -126,7 +126,7 @@ class Session:
         self.uid = uid
         self.chunk_pages = chunk_pages
         self.workloads: dict[int, Workload] = {}
-        self.stats = Stats(host, self.workloads)
+        self.stats = Stats(host, self.workloads, processes.stopped)
         self.ready: deque[Pending] = deque()
         self.waiting: list[Pending] = []
         self.stalled: list[Pending] = []  # calls that no reclaim can help, tried again now and then
@@ -619,6 +619,7 @@ class Session:
 
     def _release_process(self, pid: int, reason: str) -> None:
         self._drop_calls(pid)
+        status = self.processes.exit_status(pid)  # before forget: read through its pidfd
         self.processes.forget(pid)
         self.host.signal(pid)
         self.host.exit_task(pid)
@@ -627,6 +628,7 @@ class Session:
         if workload is not None and workload.state == "running":
             workload.state = "exited"
             workload.reason = workload.reason or reason or "killed"
+            workload.exit_signal, workload.exit_code = describe_status(status)
             workload.exited_ns = self.host.clock.now_ns()
             self._publish_now(WorkloadExited(workload.exited_ns, pid, workload.name, workload.reason))
             log.info("workload %d (%s) exited: %s", pid, workload.name, workload.reason)

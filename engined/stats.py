@@ -9,7 +9,7 @@ re-sent a few at a time in turn, so a subscriber that missed a transient state h
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from engine.host import Host
 from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE
 
 REFRESH_ROWS = 32  # unchanged cgroup rows re-sent per tick, in turn
+STOPPED_CHECKS = 32  # running workloads a tick asks whether they are stopped, in turn (a /proc read, ~10 us, each)
 PROCS_IN_DELTA = 64  # pids listed in a delta's cgroup row (nr_procs counts them all; the snapshot lists all)
 
 
@@ -31,7 +32,7 @@ class Workload:
     cgroup: str
     started_ns: int
     uid: int = -1  # from the socket's peer credentials
-    state: str = "running"  # running | exited (a running one whose call stalls shows as stalled)
+    state: str = "running"  # running | exited (a running one shows as stopped or stalled: _state)
     reason: str = ""  # ok | ENOMEM | SIGBUS | OOM | killed | failed | <errno name>
     faults: int = 0
     exited_ns: int = 0
@@ -39,6 +40,22 @@ class Workload:
     stalled_calls: int = 0
     eids: set[int] = field(default_factory=set)
     vids: set[int] = field(default_factory=set)
+    # its plan, as its hello said it (0, "" or None: not said)
+    size_bytes: int = 0  # what it asked for: an enclave's heap, a guest's EPC
+    pattern: str = ""
+    passes: int | None = None
+    duration_ms: int | None = None
+    elrange_bytes: int = 0  # the most ELRANGE and vEPC it held at once: what ECREATE and vepc_open got
+    # how it ended, as the kernel tells (liveness.exit_status): the signal that killed it, or its exit code
+    exit_signal: str = ""  # "SIGTERM"; "" when no signal killed it or it cannot be known
+    exit_code: int | None = None  # None while it runs, when a signal killed it, or when it cannot be known
+    stopped: bool = False  # stopped (SIGSTOP) when last looked at
+
+    def opened(self, host: Host) -> None:
+        """It created an enclave or opened a vEPC: ``elrange_bytes`` is at least what it holds now."""
+        held = sum(host.enclaves[eid].size_pages for eid in self.eids if eid in host.enclaves)
+        held += sum(host.vepcs[vid].size_pages for vid in self.vids if vid in host.vepcs)
+        self.elrange_bytes = max(self.elrange_bytes, held * PAGE_SIZE)
 
 
 def memory_bytes(max_pages: int) -> int | None:
@@ -56,9 +73,13 @@ def _signature(cg: Cgroup, swapped: int) -> tuple[int, ...]:
 class Stats:
     """The rows last sent, to send only what changed."""
 
-    def __init__(self, host: Host, workloads: dict[int, Workload]) -> None:
+    def __init__(
+        self, host: Host, workloads: dict[int, Workload], stopped: Callable[[int], bool] = lambda pid: False
+    ) -> None:
         self.host = host
         self.workloads = workloads
+        self.stopped = stopped  # whether a process is stopped (SIGSTOP): Processes.stopped
+        self._stopped_at = 0  # where the next tick's stopped checks start
         self.stats_seq = 0
         self._sent: dict[str, tuple[tuple[int, ...], frozenset[int]]] = {}  # path -> signature, procs
         self._sent_workloads: dict[int, dict[str, Any]] = {}
@@ -90,6 +111,8 @@ class Stats:
         out = self.header(pub, engine_pid, seq)
         live = sorted(self.host.tree.live(), key=lambda cg: [name for name in cg.path.split("/") if name])
         out["cgroups"] = [self._cgroup_row(cg, swapped.get(cg.path, 0)) for cg in live]
+        running = [w for w in self.workloads.values() if w.state == "running"]
+        self._look_for_stopped(running, len(running))
         out["workloads"] = [self._workload_row(w) for w in self.workloads.values()]
         self._shown.update(cg.path for cg in live)
         self._shown_pids.update(self.workloads)
@@ -121,6 +144,7 @@ class Stats:
         for path in removed:
             self._sent.pop(path, None)
         self._shown.clear()
+        self._look_for_stopped([w for w in self.workloads.values() if w.state == "running"], STOPPED_CHECKS)
         workloads = []
         for w in self.workloads.values():
             last = self._sent_workloads.get(w.pid)
@@ -165,6 +189,17 @@ class Stats:
             if message["last"]:
                 return
 
+    def _look_for_stopped(self, running: list[Workload], checks: int) -> None:
+        """Ask whether ``checks`` of the running workloads are stopped, in turn from where the last
+        look ended: a tick costs at most STOPPED_CHECKS /proc reads however many workloads run."""
+        if not running:
+            return
+        start = self._stopped_at % len(running)
+        for i in range(min(checks, len(running))):
+            workload = running[(start + i) % len(running)]
+            workload.stopped = self.stopped(workload.pid)
+        self._stopped_at = start + min(checks, len(running))
+
     def _swapped_by(self) -> dict[str, int]:
         """EPC pages swapped out, by the cgroup of the enclave's creator."""
         host = self.host
@@ -197,31 +232,43 @@ class Stats:
 
     def _workload_row(self, w: Workload) -> dict[str, Any]:
         host = self.host
-        resident = swapped = size = 0
+        resident = swapped = 0
         for eid in w.eids:
             encl = host.enclaves.get(eid)
             if encl is not None:
                 resident += encl.secs_child_cnt
                 swapped += encl.nr_swapped
-                size += encl.size_pages
         for vid in w.vids:
             vepc = host.vepcs.get(vid)
             if vepc is not None:
                 resident += vepc.nr_present
-                size += vepc.size_pages
         return {
             "pid": w.pid,
             "role": w.role,
             "name": w.name,
             "cgroup": host.task_cgroup(w.pid) if w.state == "running" else w.cgroup,
-            "state": "stalled" if w.state == "running" and w.stalled_ns else w.state,
+            "state": _state(w),
             "stalled_ns": w.stalled_ns,  # since when, on the header's t_ns clock (0: not stalled)
             "reason": w.reason,
+            "exit_signal": w.exit_signal,
+            "exit_code": w.exit_code,
             "faults": w.faults,
             "resident": resident,
             "swapped": swapped,
-            "size": size * PAGE_SIZE,  # ELRANGE of its enclaves and its virtual EPC
+            "size": w.size_bytes,  # what it asked for (0: its hello did not say)
+            "elrange": w.elrange_bytes,  # the most ELRANGE and vEPC it held at once, kept after it exits
+            "pattern": w.pattern,
+            "passes": w.passes,
+            "duration_ms": w.duration_ms,
         }
+
+
+def _state(w: Workload) -> str:
+    """running, stopped (SIGSTOP: it makes no calls), stalled (a call of it waits on a fault that
+    no reclaim can help), or exited."""
+    if w.state != "running":
+        return w.state
+    return "stopped" if w.stopped else "stalled" if w.stalled_ns else "running"
 
 
 def _estimate(item: Any) -> int:

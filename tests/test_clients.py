@@ -232,7 +232,8 @@ def test_a_run_whose_own_engine_goes_exits_2_with_one_line(tmp_path: Path, signu
         while time.monotonic() < deadline and run.poll() is None:  # its engine, and its workload started on it
             children = dict(_children(run.pid))
             engines = [pid for pid, cmd in children.items() if "playground.cli engine" in cmd]
-            if engines and any("-m workloads enclave" in cmd for cmd in children.values()):
+            workloads = [cmd for cmd in children.values() if cmd.startswith("epc-playground: enclave")]  # its title
+            if engines and workloads:
                 engine_pid = engines[0]
                 break
             time.sleep(0.1)

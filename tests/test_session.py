@@ -41,6 +41,12 @@ class FakeProcesses:
     def forget(self, pid: int) -> None:
         self.watched.discard(pid)
 
+    def exit_status(self, pid: int) -> int | None:
+        return None
+
+    def stopped(self, pid: int) -> bool:
+        return False
+
     def kill(self, pid: int) -> str | None:
         self.killed.append(pid)
         return None

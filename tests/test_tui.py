@@ -27,6 +27,7 @@ from playground.tui.screens.prompt import PromptScreen
 from playground.tui.screens.scenario import ScenarioScreen
 from playground.tui.screens.signal import SignalScreen
 from playground.tui.screens.spawn import SpawnScreen
+from playground.tui.widgets.workload_table import NAMES
 from workloads.client import EngineClient
 
 from .engine_fixture import RunningEngine
@@ -34,6 +35,10 @@ from .tui_helpers import Notes, until
 
 pytestmark = pytest.mark.slow
 SIZE = (150, 40)
+# the workloads table's columns, by name
+PID, NAME, STATE, RESIDENT, CGROUP, FAULTS, ASKED, ELRANGE, KIND = (
+    NAMES.index(name) for name in ("pid", "name", "state", "resident", "cgroup", "faults/s", "size", "elrange", "kind")
+)
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -145,14 +150,14 @@ def test_spawned_enclaves_show_in_the_table_and_finish(engine: RunningEngine) ->
             def done() -> bool:
                 table = rows(app)
                 exits = sum(line.startswith("workload_exit") for line in log_lines(app))
-                return len(table) == 2 and all(r[-1].startswith("exited") for r in table) and exits == 2
+                return len(table) == 2 and all(r[STATE].startswith("exited") for r in table) and exits == 2
 
             await until(pilot, done, "two enclaves that exited, and their logs", timeout=60)
             await pilot.press("q")
             return rows(app), log_lines(app)
 
     table, lines = run(scenario())
-    assert all(r[1] == "/jobs" and r[-1] == "exited: ok" for r in table), table
+    assert all(r[CGROUP] == "/jobs" and r[STATE] == "exited: ok" for r in table), table
     assert sum(line.startswith("workload_start") and "starts in /jobs" in line for line in lines) == 2, lines
     # one line each for a start and an exit: the workloads' own log lines that say the same are left out
     assert sum("exited: ok" in line or "exits: ok" in line for line in lines) == 2, lines
@@ -280,7 +285,7 @@ def test_kill_with_a_chosen_signal_and_the_workload_columns(engine: RunningEngin
             await ready(pilot)
 
             def built() -> bool:  # 1 MiB of heap, the TCS and the code: over 256 pages resident
-                return bool(rows(app)) and rows(app)[0][3] == "victim" and int(rows(app)[0][5]) > 256
+                return bool(rows(app)) and rows(app)[0][NAME] == "victim" and int(rows(app)[0][RESIDENT]) > 256
 
             await until(pilot, built, "the victim's row, built")
             running = rows(app)[0]
@@ -288,7 +293,7 @@ def test_kill_with_a_chosen_signal_and_the_workload_columns(engine: RunningEngin
             await pilot.press("k")
             await until(pilot, lambda: isinstance(app.screen, SignalScreen), "the signal list")
             await pilot.press("down", "enter")  # TERM [KILL]
-            await until(pilot, lambda: rows(app)[0][-1].startswith("exited"), "the victim's exit in the table")
+            await until(pilot, lambda: rows(app)[0][STATE].startswith("killed"), "the victim's end in the table")
             await pilot.press("q")
             return running, rows(app)[0]
 
@@ -299,10 +304,11 @@ def test_kill_with_a_chosen_signal_and_the_workload_columns(engine: RunningEngin
         if victim.poll() is None:
             victim.kill()
             victim.wait()
-    # pid cgroup kind name size resident swapped faults/s state
-    assert running[:5] == [str(victim.pid), "/", "enclave", "victim", "2 MiB"], running
-    assert re.fullmatch(r"\d[\d,]*", running[7]) and running[8] == "running", running
-    assert ended[8] == "exited: killed" and ended[4] == "2 MiB", ended
+    # the size asked for (1 MiB of heap) and the ELRANGE (heap, TCS and code: 2 MiB), kept once it ended
+    columns = (PID, CGROUP, KIND, NAME, ASKED, ELRANGE)
+    assert [running[i] for i in columns] == [str(victim.pid), "/", "enclave", "victim", "1 MiB", "2 MiB"], running
+    assert re.fullmatch(r"\d[\d,]*", running[FAULTS]) and running[STATE] == "running", running
+    assert ended[STATE] == "killed: SIGKILL" and [ended[ASKED], ended[ELRANGE]] == ["1 MiB", "2 MiB"], ended
 
 
 def test_find_help_and_the_command_palette(engine: RunningEngine) -> None:
@@ -384,7 +390,7 @@ def test_a_guest_vm_spawned_over_its_limit_dies_by_sigbus_and_x_removes_an_empty
             await pilot.press("v")
             await until(pilot, lambda: isinstance(app.screen, SpawnScreen), "the spawn form")
             await pilot.press("tab", *["backspace"] * 6, *"4MiB", "enter")
-            await until(pilot, lambda: bool(rows(app)) and rows(app)[0][-1].startswith("exited"), "the guest's exit")
+            await until(pilot, lambda: bool(rows(app)) and rows(app)[0][STATE].startswith("exited"), "the guest's exit")
             row = rows(app)[0]
             await pilot.press("down")  # /spare
             await until(pilot, lambda: app.selected == "/spare", "/spare selected")
@@ -395,7 +401,8 @@ def test_a_guest_vm_spawned_over_its_limit_dies_by_sigbus_and_x_removes_an_empty
             return row, log_lines(app)
 
     row, lines = run(scenario())
-    assert row[1:3] == ["/guests", "vm"] and row[-1] == "exited: SIGBUS", row
+    assert [row[CGROUP], row[KIND], row[STATE]] == ["/guests", "vm", "exited: SIGBUS"], row
+    assert [row[ASKED], row[ELRANGE]] == ["4 MiB", "4 MiB"], row  # a guest's vEPC is what it asked for
     assert any(line.startswith("sigbus") and "/guests" in line for line in lines)
     with EngineClient(engine.endpoint) as client:
         names = client.listdir("/")
@@ -425,7 +432,7 @@ def test_a_stalled_workload_is_red_in_the_table_and_its_stall_is_in_the_event_lo
 
             def staller_state() -> Any:
                 cells = [table.get_row_at(i) for i in range(table.row_count)]
-                return next((row[-1] for row in cells if str(row[3]) == "staller"), None)
+                return next((row[STATE] for row in cells if str(row[NAME]) == "staller"), None)
 
             await ready(pilot)  # subscribed: the stall event, which comes once, reaches the log
             started.append(engine.spawn("enclave", "--size", "32KiB", "--cgroup", "/p/b", "--name", "staller"))

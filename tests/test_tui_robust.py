@@ -28,6 +28,7 @@ from textual.widgets import Tree
 
 from playground.tui.app import DISCONNECTED, EpcApp
 from playground.tui.screens.spawn import SpawnScreen
+from playground.tui.widgets.workload_table import NAMES
 from workloads.client import EngineClient
 
 from .engine_fixture import ROOT, RunningEngine, private_env, start_engine
@@ -124,8 +125,12 @@ def test_k_and_K_refuse_a_workload_that_has_exited_and_signal_nothing() -> None:
                 table = app.workload_table
                 await until(pilot, lambda: table.row_count == 4, "the rows")
                 await pilot.press("tab")
-                while str(table.get_row_at(table.cursor_row)[3]) != "guest":
+                name = NAMES.index("name")
+                for _ in range(table.row_count):  # down to the guest's row (bounded: never a hang)
+                    if str(table.get_row_at(table.cursor_row)[name]) == "guest":
+                        break
                     await pilot.press("down")
+                assert str(table.get_row_at(table.cursor_row)[name]) == "guest"
                 await pilot.press("K")
                 await until(pilot, lambda: any("has exited" in note for note in notes), "the refusal")
                 await pilot.press("k")

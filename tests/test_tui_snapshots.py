@@ -33,10 +33,13 @@ def cgroup(path: str, current: int, limit: int | None, peak: int, events: int = 
 
 
 def workload(pid: int, role: str, name: str, cgroup: str, faults: int, resident: int, swapped: int, size: int,
-             reason: str = "", stalled_ns: int = 0) -> WorkloadRow:  # fmt: skip
+             reason: str = "", stalled_ns: int = 0, elrange: int = 0,
+             exit_signal: str = "") -> WorkloadRow:  # fmt: skip
     state = "exited" if reason else "stalled" if stalled_ns else "running"
     return {"pid": pid, "role": role, "name": name, "cgroup": cgroup, "state": state, "reason": reason,
             "faults": faults, "resident": resident, "swapped": swapped, "size": size,
+            "elrange": elrange or size, "pattern": "random" if role == "enclave" else "", "passes": 3,
+            "duration_ms": None, "exit_signal": exit_signal, "exit_code": None,
             "stalled_ns": stalled_ns}  # fmt: skip
 
 
@@ -60,10 +63,10 @@ def fixed_feed() -> FeedState:
             cgroup("/guests", 10 * MiB, 12 * MiB, 11 * MiB, procs=1),
         ],
         "workloads": [
-            workload(4101, "enclave", "web", "/pods/web", 9000, 4100, 0, 32 * MiB),
-            workload(4102, "enclave", "db", "/pods/db", 95000, 2019, 1058, 16 * MiB),
-            workload(4103, "vm", "guest", "/guests", 2048, 0, 0, 0, reason="SIGBUS"),
-            workload(4104, "enclave", "batch", "/pods/db", 310, 40, 12, MiB, stalled_ns=3 * 10**9),
+            workload(4101, "enclave", "web", "/pods/web", 9000, 4100, 0, 24 * MiB, elrange=32 * MiB),
+            workload(4102, "enclave", "db", "/pods/db", 95000, 2019, 1058, 12 * MiB, elrange=16 * MiB),
+            workload(4103, "vm", "guest", "/guests", 2048, 0, 0, 8 * MiB, reason="SIGBUS"),
+            workload(4104, "enclave", "batch", "/pods/db", 310, 40, 12, MiB, stalled_ns=3 * 10**9, elrange=2 * MiB),
         ],
     }
     feed = FeedState(snapshot)
@@ -212,3 +215,7 @@ def test_tui_kubernetes_names_160x45(snap_compare) -> None:  # type: ignore[no-u
 
 def test_tui_flat_view_160x45(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(app(), terminal_size=(160, 45), press=["down", "down", "t"])
+
+
+def test_tui_workload_detail(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    assert snap_compare(app(), terminal_size=(160, 45), press=["tab", "down", "down", "enter"])  # the guest that died

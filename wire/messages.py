@@ -19,6 +19,11 @@ class Hello(TypedDict):
     pid: int
     role: Literal["enclave", "vm", "client"]
     name: NotRequired[str]
+    # a workload's plan, as its command line gave it (none of it changes what the engine does)
+    size: NotRequired[int]  # bytes it asked for: an enclave's heap, a guest's EPC
+    pattern: NotRequired[str]  # an enclave's access pattern (wire.protocol.PATTERNS)
+    passes: NotRequired[int]  # times over its memory
+    duration_ms: NotRequired[int]  # how long it runs instead of passes
 
 
 class Ecreate(TypedDict):

@@ -33,6 +33,8 @@ MAX_PID = 0x3FFFFFFF
 MAX_ID = (1 << 63) - 1
 MAX_LRU_LIMIT = 4096  # pages one `lru` reply lists (of each list)
 MAX_CELLS = 65536  # cells one `frames` reply holds, and frames one cell sums up
+MAX_PASSES = (1 << 31) - 1  # a workload's plan in hello: passes over its memory (clients clamp to it)
+MAX_DURATION_MS = 1 << 40  # and how long it runs, in milliseconds (about 35 years)
 
 PATTERNS = ("sequential", "random", "hotcold", "shifting")  # an enclave's access patterns (workloads/patterns.py)
 SIGNALS = ("TERM", "KILL", "INT", "HUP")  # what a scenario's kill step sends, as SIG + name
@@ -151,7 +153,16 @@ VALUE = _str(MAX_VALUE)
 
 # op -> {argument: (checker, required)}
 SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
-    "hello": {"pid": (PID, True), "role": (_choice("enclave", "vm", "client"), True), "name": (_str(64), False)},
+    # a workload's plan (optional; the TUI shows it): the size it asked for (heap or guest EPC), how it runs
+    "hello": {
+        "pid": (PID, True),
+        "role": (_choice("enclave", "vm", "client"), True),
+        "name": (_str(64), False),
+        "size": (SIZE, False),
+        "pattern": (_choice(*PATTERNS), False),
+        "passes": (_int(0, MAX_PASSES), False),
+        "duration_ms": (_int(1, MAX_DURATION_MS), False),
+    },
     "ecreate": {"size": (SIZE, True)},
     "add_pages": {"eid": (HANDLE, True), "count": (PAGES, True), "kind": (_choice("REG", "TCS"), False)},
     "einit": {"eid": (HANDLE, True)},

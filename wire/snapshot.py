@@ -57,13 +57,19 @@ class WorkloadRow(TypedDict):
     role: str  # enclave | vm | client
     name: str
     cgroup: str
-    state: str  # running | stalled | exited
+    state: str  # running | stopped (SIGSTOP) | stalled | exited
     stalled_ns: int  # since when, on t_ns's clock (0: not stalled)
     reason: str  # how it exited: an Outcome or an errno name ("" while it runs)
+    exit_signal: str  # the signal that killed it ("SIGTERM"); "" if none did or the engine could not learn it
+    exit_code: int | None  # its exit code when it exited by itself; None otherwise, or when unknown
     faults: int
     resident: int  # pages
     swapped: int  # pages
-    size: int  # bytes: the ELRANGE of its enclaves and its virtual EPC
+    size: int  # bytes it asked for (an enclave's heap, a guest's EPC); 0: its hello did not say
+    elrange: int  # bytes: the most ELRANGE and virtual EPC it held at once (what ECREATE got), kept after it exits
+    pattern: str  # its plan as its hello said it ("" and None: not said)
+    passes: int | None
+    duration_ms: int | None
 
 
 class Snapshot(Header):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from common.options import EXIT_USAGE, SubcommandParser, count, positive, seconds, size, whole
 from common.units import format_size, shown
 from wire import protocol
+from workloads import program
 
 if TYPE_CHECKING:  # the workload modules load zmq: only when one runs, not for --help
     from workloads.client import EngineClient
@@ -123,7 +124,8 @@ def run_enclave_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    return _run_workload(args, "enclave", lambda client: run_enclave(client, plan))
+    said = program.plan(args.size, args.pattern, None if args.duration else args.passes, args.duration)
+    return _run_workload(args, "enclave", lambda client: run_enclave(client, plan), said)
 
 
 def run_vm_command(args: argparse.Namespace) -> int:
@@ -136,16 +138,24 @@ def run_vm_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    said = program.plan(args.size, "", args.passes, args.duration)
     return _run_workload(
-        args, "vm", lambda client: run_vm(client, args.size, passes=args.passes, duration_s=args.duration)
+        args, "vm", lambda client: run_vm(client, args.size, passes=args.passes, duration_s=args.duration), said
     )
 
 
-def _run_workload(args: argparse.Namespace, role: str, main: Callable[[EngineClient], None]) -> int:
-    """A workload command's run, with the options _workload_options gave it."""
-    from workloads.process import run_workload
+def _run_workload(
+    args: argparse.Namespace, role: str, main: Callable[[EngineClient], None], plan: dict[str, Any]
+) -> int:
+    """A workload command's run, with the options _workload_options gave it; ``plan`` goes with its hello.
+    The process takes its own name first, for ps and htop (``epc-playground: enclave db``)."""
+    from workloads.process import name_process, run_workload
 
-    return run_workload(main, endpoint=args.connect, role=role, name=args.name, cgroup=args.cgroup, hold=args.hold)
+    name_process(role, args.name)
+
+    return run_workload(
+        main, endpoint=args.connect, role=role, name=args.name, cgroup=args.cgroup, hold=args.hold, plan=plan
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

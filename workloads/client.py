@@ -235,9 +235,12 @@ class EngineClient:
     def snapshot(self) -> dict[str, Any]:
         return dict(self.call("snapshot"))
 
-    def hello(self, role: str, name: str = "", pid: int | None = None) -> dict[str, Any]:
-        """Register this process (or ``pid``) with the engine; returns its cgroup and the EPC size."""
-        return dict(self.call("hello", pid=pid or os.getpid(), role=role, name=name))
+    def hello(self, role: str, name: str = "", pid: int | None = None, **plan: Any) -> dict[str, Any]:
+        """Register this process (or ``pid``) with the engine; returns its cgroup and the EPC size.
+
+        ``plan``: what the workload was asked to do, for displays (``size``, ``pattern``,
+        ``passes``, ``duration_ms``: see ``workloads.program.plan``)."""
+        return dict(self.call("hello", pid=pid or os.getpid(), role=role, name=name, **plan))
 
     # -- the kernel's views (docs/protocol.md, "The views") -------------------------
 

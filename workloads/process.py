@@ -43,6 +43,18 @@ def die_by(signum: int) -> None:
 
 
 READY = b"ready\n"
+TITLE = "epc-playground: {role}"  # a workload process's name in ps and htop; then its name, if it has one
+
+
+def name_process(role: str, name: str = "") -> str:
+    """Name this process in ps and htop, ``epc-playground: enclave db``, whatever started it (a
+    shell, ``python -m workloads``, the TUI's multiprocessing child, the scenario runner): its
+    command line (/proc/PID/cmdline) and, cut at 15 bytes, its comm.  Returns the title."""
+    import setproctitle
+
+    title = " ".join(filter(None, (TITLE.format(role=role), name)))
+    setproctitle.setproctitle(title)
+    return title
 
 
 def _hold() -> None:
@@ -61,6 +73,7 @@ def run_workload(
     cgroup: str = "",
     hold: bool = False,
     prog: str = "",
+    plan: dict[str, Any] | None = None,
 ) -> int:
     """Connect, register as ``role``, run ``main`` and map what happened to an exit status.
 
@@ -68,7 +81,8 @@ def run_workload(
     ``hold``: once registered, say ``ready`` on stdout and wait for a byte on stdin
     before going on, so that a launcher knows the workload is placed in its cgroup
     before it takes its next step (the scenario runner does).  ``prog`` starts every
-    line on stderr (default ``epc-playground ROLE``).  An engine that is not there or
+    line on stderr (default ``epc-playground ROLE``); ``plan`` goes with the hello
+    (``workloads.program.plan``).  An engine that is not there or
     goes away (NoEngine: killed, or stopped with our request in hand) is one line and 2.
     """
     prog = prog or f"epc-playground {role}"
@@ -80,7 +94,7 @@ def run_workload(
     try:
         if cgroup:
             client.write(f"{cgroup.rstrip('/')}/cgroup.procs", str(os.getpid()))
-        placed = client.hello(role, name)
+        placed = client.hello(role, name, **(plan or {}))
         if hold:
             _hold()
         log.info("%s %d starts in %s", role, os.getpid(), placed["cgroup"])

@@ -17,6 +17,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from wire.protocol import MAX_DURATION_MS, MAX_PASSES, MAX_SIZE, PAGE_SIZE
+
 
 @dataclass(frozen=True, slots=True)
 class Call:
@@ -60,11 +62,31 @@ def run(client: Caller, program: Program) -> None:
         program.close()
 
 
-def registered(program: Program, *, pid: int, role: str, name: str, cgroup: str) -> Program:
+def plan(
+    size_bytes: int, pattern: str = "", passes: int | None = None, duration_s: float | None = None
+) -> dict[str, Any]:
+    """A workload's plan as ``hello`` carries it (the TUI shows it): the size it asked for, its
+    pattern, passes and duration, each only when known and clamped to what the wire takes."""
+    out: dict[str, Any] = {}
+    if PAGE_SIZE <= size_bytes <= MAX_SIZE:
+        out["size"] = size_bytes
+    if pattern:
+        out["pattern"] = pattern
+    if passes is not None:
+        out["passes"] = min(max(passes, 0), MAX_PASSES)
+    if duration_s is not None:
+        out["duration_ms"] = min(max(1, round(duration_s * 1000)), MAX_DURATION_MS)
+    return out
+
+
+def registered(
+    program: Program, *, pid: int, role: str, name: str, cgroup: str, plan: dict[str, Any] | None = None
+) -> Program:
     """``program`` as a new process runs it: it first moves itself to ``cgroup`` (when given, as
-    the selftest's ash_cgexec.sh does), says hello, and says bye once the program is done."""
+    the selftest's ash_cgexec.sh does), says hello (with its ``plan``), and says bye once the
+    program is done."""
     if cgroup and cgroup != "/":
         yield Call("write", {"path": f"{cgroup.rstrip('/')}/cgroup.procs", "value": str(pid)})
-    yield Call("hello", {"pid": pid, "role": role, "name": name})
+    yield Call("hello", {"pid": pid, "role": role, "name": name, **(plan or {})})
     yield from program
     yield Call("bye", {"reason": "ok"})

@@ -47,7 +47,8 @@ from playground.tui.widgets.cgroup_tree import CgroupTree
 from playground.tui.widgets.details import Details
 from playground.tui.widgets.event_log import EventLog
 from playground.tui.widgets.flat_view import FlatView
-from playground.tui.widgets.workload_table import COLUMNS, WorkloadTable
+from playground.tui.widgets.workload_table import NAMES, WorkloadTable
+from playground.tui.workload_screen import WorkloadLogs
 from wire import protocol
 from wire.protocol import EngineError
 from wire.snapshot import Snapshot
@@ -147,7 +148,8 @@ class EpcApp(InOrderKeys):
         self.paused = False
         self.selected = "/"
         self.logs = _Lines()
-        self.hub = LogHub(self.logs)
+        self.workload_logs = WorkloadLogs()  # the same records, by pid: a workload's detail shows its own
+        self.hub = LogHub(self.logs, self.workload_logs)
         self.children_spawned: list[Any] = []
         self.search = ""
         self.scenario_stop: threading.Event | None = None  # set: the running scenario stops
@@ -159,8 +161,8 @@ class EpcApp(InOrderKeys):
         self.screenshot_dir = self.config.screenshot_dir  # where screenshots go
         self.scenario_left: list[str] = []  # cgroups the last scenario made and left, parents first
         self.saved_theme = ""  # the theme the config file holds (not written back)
-        wanted = self.config.columns or COLUMNS
-        self.columns = tuple(name for name in wanted if name in COLUMNS) or COLUMNS  # the workloads table's
+        wanted = self.config.columns or NAMES
+        self.columns = tuple(name for name in wanted if name in NAMES) or NAMES  # the workloads table's
         self.refresh_failed = ""  # the last refresh error said, so a repeating one is said once
         self.stopped = False  # stop_everything ran
         self.frozen = False  # this TUI froze the engine (step mode)
@@ -215,9 +217,9 @@ class EpcApp(InOrderKeys):
         elif theme is not None:
             self.theme = theme
         if self.config.columns is not None:
-            unknown = ", ".join(shown(name) for name in self.config.columns if name not in COLUMNS)
+            unknown = ", ".join(shown(name) for name in self.config.columns if name not in NAMES)
             if unknown:
-                notices.append(f"{where}columns: {unknown} ignored (the columns: {', '.join(COLUMNS)})")
+                notices.append(f"{where}columns: {unknown} ignored (the columns: {', '.join(NAMES)})")
         for notice in notices:
             log.warning("epc-playground tui: %s", notice)
             self.notify(notice, title="config", severity="warning", timeout=20)
@@ -291,7 +293,7 @@ class EpcApp(InOrderKeys):
         self._show_status(self.status_text(snap))
         self.cgroup_tree.show(snap)
         self._show_details()
-        self.workload_table.show(snap, self.feed.fault_rate)
+        self.workload_table.show(snap, self.feed.fault_rate, self.selected)
         self._take_events()
 
     def status_text(self, snap: Snapshot) -> str:
@@ -323,6 +325,7 @@ class EpcApp(InOrderKeys):
 
     def on_tree_node_highlighted(self, event: CgroupTree.NodeHighlighted[str]) -> None:
         self.selected = event.node.data or "/"
+        self.workload_table.select_cgroup(self.selected)
         if self.feed is not None:
             self._show_details()
 

@@ -36,7 +36,7 @@ from playground.scenario.backends.base import CgroupFiles, Tick, WorkloadSpec
 from wire.messages import FreezeState, StepResult
 from wire.protocol import EngineError, Outcome
 from workloads.enclave import EnclavePlan, enclave
-from workloads.program import Call, Program, Sleep, registered
+from workloads.program import Call, Program, Sleep, plan, registered
 from workloads.vm import vm
 
 BATCH_PAGES = 256  # pages of one access call: the workloads' own batch
@@ -68,6 +68,14 @@ def _always() -> bool:
     return True
 
 
+def _plan(spec: WorkloadSpec) -> dict[str, Any]:
+    """What its hello says of it, as its command line would (workloads/cli.py)."""
+    duration_s = None if spec.duration_ns is None else spec.duration_ns / 1e9
+    if spec.kind == "vm":
+        return plan(spec.size_bytes, "", max(1, spec.passes), duration_s)
+    return plan(spec.size_bytes, spec.pattern, None if duration_s else spec.passes, duration_s)
+
+
 class _Tasks:
     """The Session's view of the processes here: the backend's tasks (pids live while their task runs)."""
 
@@ -90,6 +98,12 @@ class _Tasks:
 
     def forget(self, pid: int) -> None:
         pass
+
+    def exit_status(self, pid: int) -> int | None:
+        return None  # a task has no wait status: the backend gives Session.exited its outcome
+
+    def stopped(self, pid: int) -> bool:
+        return False  # a task cannot be stopped
 
     def kill(self, pid: int) -> str | None:
         self.backend.tasks[pid].ending = Outcome.OOM  # it dies at the end of this round
@@ -156,7 +170,9 @@ class InprocBackend(CgroupFiles):
         """A new task, placed and registered (or ended already, when its cgroup refused it) on return."""
         pid = self._next_pid
         self._next_pid += PID_STRIDE
-        program = registered(self._program(spec), pid=pid, role=spec.kind, name=spec.name, cgroup=spec.cgroup)
+        program = registered(
+            self._program(spec), pid=pid, role=spec.kind, name=spec.name, cgroup=spec.cgroup, plan=_plan(spec)
+        )
         task = Task(pid, spec, program)
         self.tasks[pid] = task
         while not task.registered and task.outcome is None:
