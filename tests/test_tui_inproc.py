@@ -29,6 +29,7 @@ from playground.tui.inproc_app import InprocApp
 from playground.tui.inproc_feed import RATES, InprocFeed, InprocRun
 from playground.tui.views.frames import FrameMap, FrameMapScreen
 from playground.tui.views.lru import LruScreen
+from playground.tui.widgets.workload_table import NAMES
 from wire.snapshot import CgroupRow
 
 from .tui_helpers import Notes
@@ -201,7 +202,7 @@ def test_k_ends_an_in_process_workload_and_signals_no_process(monkeypatch: pytes
             await pilot.press("K")
             await until(pilot, lambda: resident()["state"] == "exited", "the resident ended")
             state = f"{resident()['state']}: {resident()['reason']}"
-            drawn = str(table.get_row(str(pid))[-1])
+            drawn = str(table.get_row(str(pid))[table.drawn_columns.index(NAMES.index("state"))])
             await pilot.press("q")
         return state, drawn
 

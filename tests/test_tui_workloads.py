@@ -289,7 +289,7 @@ def test_enter_opens_the_workload_detail_with_its_plan_pages_log_and_events_and_
                 "died by SIGBUS", "8 MiB of guest EPC", "3 passes", "8 MiB of virtual EPC",
                 "resident 0", "faults 2,048", "now 0/s",
                 "enclave 4103 starts in /guests",  # its own log line
-                "sigbus          pid 4103 in /guests: SIGBUS (ENOMEM)", "guest (pid 4103) exited: SIGBUS",  # its events
+                "pid 4103 in /guests: SIGBUS", "4103 exited: SIGBUS",  # its events (describe()'s lines)
             ):  # fmt: skip
                 assert said in text, said
             assert "batch (pid 4104)" not in text  # not another's events

@@ -12,7 +12,8 @@ import pytest
 from textual.pilot import Pilot
 
 from playground.tui.app import EpcApp
-from playground.tui.screens.signal import SignalScreen, SpawnScreen
+from playground.tui.screens.signal import SignalScreen
+from playground.tui.screens.spawn import SpawnScreen
 from playground.tui.widgets.workload_table import NAMES, WorkloadTable
 from playground.tui.workload_screen import WorkloadScreen
 
