@@ -516,6 +516,7 @@ def test_a_scenarios_cgroups_stay_with_a_word_on_why_and_x_removes_them(engine: 
             await pilot.press("tab", *str(path), "enter")
             await until(pilot, lambda: any("scenario leaves cgroups" in n for n in notes), "the end", timeout=60)
             left = list(app.scenario_left)
+            await until(pilot, lambda: "Clean up" in footer_line(app), "the footer's Clean up key")
             footer = footer_line(app)
             await pilot.press("X")
             await until(pilot, lambda: any("removed" in n for n in notes), "the cleanup")

@@ -70,7 +70,7 @@ def test_the_table_shows_the_size_asked_for_and_the_elrange_of_an_enclave_and_a_
 
             def said() -> bool:
                 text = screen_text(app)
-                return f"enclave {pid} starts in /" in text and f"enclave {enclave} (pid {pid}) starts in /" in text
+                return f"enclave {pid} starts in /" in text and f"enclave pid {pid} starts in /" in text
 
             await until(pilot, said, "its own log line and its workload_start event in the detail")
             text = screen_text(app)
