@@ -37,7 +37,7 @@ from playground.tui.keys import InOrderKeys
 from playground.tui.scenario_worker import run_scenario_thread
 from playground.tui.screens.help import HelpScreen, help_sections
 from playground.tui.screens.prompt import LIMIT_WORDS, PromptScreen, size_error, size_text
-from playground.tui.screens.scenario import ScenarioScreen
+from playground.tui.screens.scenario_picker import ScenarioScreen
 from playground.tui.screens.signal import SignalScreen
 from playground.tui.screens.spawn import SpawnRequest, SpawnScreen
 from playground.tui.step_mode import frozen_status, step_note, waiting
@@ -343,16 +343,19 @@ class EpcApp(InOrderKeys):
 
     def _request(self, action: str, *args: Any) -> str:
         """One request to the engine: what went wrong, in one line, or "" (a prompt shows it)."""
+        return self._ask(action, *args)[1]
+
+    def _ask(self, action: str, *args: Any) -> tuple[Any, str]:
+        """One request to the engine: (its answer, "") or (None, what went wrong in one line)."""
         client = self.engine_client()
         if client is None:
-            return "no engine"
+            return None, "no engine"
         try:
-            getattr(client, action)(*args)
+            return getattr(client, action)(*args), ""
         except EngineError as e:
-            return f"{action} {args[0]}: {e.message} ({e.code})"
+            return None, f"{' '.join([action, *map(str, args[:1])])}: {e.message} ({e.code})"
         except NoEngine as e:
-            return str(e)
-        return ""
+            return None, str(e)
 
     def action_new_cgroup(self) -> None:
         def make(name: str) -> str | None:
@@ -469,41 +472,25 @@ class EpcApp(InOrderKeys):
 
     def action_freeze(self) -> None:
         """Freeze the engine (step mode), or thaw it when this TUI froze it."""
-        client = self.engine_client()
-        if client is None:
-            self.notify("no engine", severity="error")
-            return
-        try:
-            if self.frozen:
-                client.thaw()
-                self.frozen = False
-                self.notify("thawed: the engine runs by itself again")
-            else:
-                state = client.freeze()
-                self.frozen = True
-                self.notify(f"frozen. Waiting: {waiting(state)}.  . steps a request, , a reclaim batch", timeout=8)
-        except EngineError as e:
-            self.notify(f"{'thaw' if self.frozen else 'freeze'}: {e.message} ({e.code})", severity="error")
-        except NoEngine as e:
-            self.notify(str(e), severity="error")
+        state, error = self._ask("thaw" if self.frozen else "freeze")
+        if error:
+            self.notify(error, severity="error")
+        elif self.frozen:
+            self.frozen = False
+            self.notify("thawed: the engine runs by itself again")
+        else:
+            self.frozen = True
+            self.notify(f"frozen. Waiting: {waiting(state)}.  . steps a request, , a reclaim batch", timeout=8)
 
     def action_step(self, what: str) -> None:
-        client = self.engine_client()
-        if client is None:
-            self.notify("no engine", severity="error")
-            return
         if not self.frozen:
             self.notify("not frozen: z freezes the engine, then . and , step it", severity="warning")
             return
-        try:
-            result = client.step(what)
-        except EngineError as e:
-            self.notify(f"step {what}: {e.message} ({e.code})", severity="error")
-            return
-        except NoEngine as e:
-            self.notify(str(e), severity="error")
-            return
-        self.notify(step_note(result), title=f"step {what}", timeout=8)
+        result, error = self._ask("step", what)
+        if error:
+            self.notify(error, severity="error")
+        else:
+            self.notify(step_note(result), title=f"step {what}", timeout=8)
 
     def action_filter(self) -> None:
         self.event_log.open_filter()
