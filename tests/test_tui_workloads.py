@@ -23,7 +23,7 @@ from playground.tui.workload_screen import WorkloadLogs, WorkloadScreen
 from playground.tui.workload_text import abbreviate, relative, state_text
 from wire.snapshot import Snapshot, WorkloadRow
 
-from .test_tui_snapshots import MiB, cgroup, fixed_feed, workload
+from .test_tui_snapshots import MiB, cgroup, fixed_feed, kselftest_feed, workload
 
 SIZE = (160, 45)
 
@@ -318,3 +318,28 @@ def test_the_workload_logs_keep_lines_by_pid_within_bounds() -> None:
     assert logs.lines(0) is None  # the oldest pids went
     lines = logs.lines(workload_screen.PIDS + 9)
     assert lines is not None and [line.split(" ", 1)[1] for line in lines] == ["line 0", "line 1", "line 2"]
+
+
+def test_a_resize_refits_the_cgroup_column_even_while_paused() -> None:
+    """The cgroup column takes the width the others leave: after a resize it is as wide as in a
+    TUI started at the new size, at once, not at the next snapshot (none comes while paused; the
+    snapshot tests caught it fitted to a layout not yet settled)."""
+
+    def cgroup_width(app: EpcApp) -> int:
+        t = table(app)
+        return t.columns[list(t.columns)[NAMES.index("cgroup")]].content_width
+
+    async def scenario(size: tuple[int, int], resize: tuple[int, int] | None) -> int:
+        app = EpcApp("ipc:///nowhere", feed=kselftest_feed())  # cgroups of up to 48 characters
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            await pilot.press("p")
+            if resize is not None:
+                await pilot.resize_terminal(*resize)
+                await pilot.pause()
+            return cgroup_width(app)
+
+    small, wide = run(scenario((100, 30), None)), run(scenario((250, 45), None))
+    assert small < wide, (small, wide)
+    assert run(scenario((100, 30), (250, 45))) == wide
+    assert run(scenario((250, 45), (100, 30))) == small

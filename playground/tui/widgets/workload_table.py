@@ -140,6 +140,11 @@ red the failures, `exited: SIGBUS`, `exited: OOM`, `exited: ENOMEM`.
         self._draw(shown, int(snap["t_ns"]), at)
         self._show_title(len(shown))
 
+    def on_resize(self) -> None:
+        """The cgroup column is fitted to the table's width: fit it again now, not at the next
+        snapshot (which never comes while the TUI is paused)."""
+        self._redraw(self._cursor_pid())
+
     def select_cgroup(self, cgroup: str) -> None:
         """The tree's selection moved: the subtree filter (when on) follows it now."""
         if cgroup != self.cgroup:
