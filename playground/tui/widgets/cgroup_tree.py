@@ -301,6 +301,7 @@ EPC when it has none) against the EPC: above `1.0x` the node is overcommitted.
         layout = self._plan(names)
         self.styles_for()  # the theme's, once for every label below
         root = next((name for name in names if len(name) <= layout.name_width(0)), names[-1])
+        relabelled = False
         for cg in cgroups:
             path = cg["path"]
             node = self.nodes.get(path)
@@ -313,8 +314,15 @@ EPC when it has none) against the EPC: above `1.0x` the node is overcommitted.
             key = (cg["misc_current"], cg["misc_peak"], limit, seen, inherited, self.drawn, name)
             if self.made_of.get(path) == key:
                 continue  # unchanged: nothing to format or draw
-            node.set_label(self.label(cg, limit, room, inherited, name))
+            # TreeNode.set_label, but for the one refresh below: set_label schedules a callback per node
+            # (siblings share headroom, so a tick relabels a few hundred of 1,000 cgroups); the tree's
+            # line cache is keyed on each node's _updates, so the lines of the others stay cached.
+            node._label = self.process_label(self.label(cg, limit, room, inherited, name))
+            node._updates += 1
             self.made_of[path] = key
+            relabelled = True
+        if relabelled:
+            self.refresh()
         self._fit_width(layout.line)
         self._select_when_shown()
         flat = self.flat_view()
