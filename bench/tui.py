@@ -110,7 +110,9 @@ def _attached_tui(endpoint: str, seconds: float) -> None:
 def main() -> None:
     p = _common.parser("The TUI at scale: key latency and the engine's throughput with a TUI attached.")
     args = p.parse_args()
-    cgroups, workloads, presses, heap, seconds = (200, 40, 20, 2048, 1.0) if args.quick else (1000, 200, 60, 8192, 5.0)
+    # --quick: that the script runs (the smoke test), not a figure to quote
+    cgroups, workloads, presses, heap, seconds = (200, 40, 6, 2048, 1.0) if args.quick else (1000, 200, 60, 8192, 5.0)
+    rounds, settle = (1, 1.5) if args.quick else (ROUNDS, 3.0)
     info = _common.machine()
     _common.print_header("tui: key latency and engine throughput with a TUI attached", info)
     results: dict[str, Any] = {"benchmark": "tui", "machine": info}
@@ -144,10 +146,10 @@ def main() -> None:
             # Sustained faults that reclaim (events flowing): alone and attached in turn, each attached
             # window between two alone ones, so a drift of the machine's speed cancels out.
             alone_rates, attached_rates = [batched_fault_rate(endpoint, 2, heap, True, seconds)["pages_per_s"]], []
-            for _ in range(ROUNDS):
+            for _ in range(rounds):
                 tui = multiprocessing.get_context("spawn").Process(target=_attached_tui, args=(endpoint, seconds + 30))
                 tui.start()
-                time.sleep(3)  # started, subscribed, drawing
+                time.sleep(settle)  # started, subscribed, drawing
                 attached_rates.append(batched_fault_rate(endpoint, 2, heap, True, seconds)["pages_per_s"])
                 tui.terminate()
                 tui.join(30)
