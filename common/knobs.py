@@ -79,6 +79,10 @@ class Knobs:
             if getattr(self, field.name) != field.default
         }
 
+    def short(self) -> str:
+        """The changed knobs in a few words, e.g. ``nr_to_scan=4 async_reclaim=off``; "" for V17's."""
+        return " ".join(f"{name}={_shown(value)}" for name, value in self.changed().items())
+
     def mark(self) -> str:
         """One line saying which knobs are not V17's, e.g. ``knobs (not the kernel's):
         nr_to_scan=4 (V17: 16), async_reclaim=off (V17: on)``; "" for V17's own values."""
