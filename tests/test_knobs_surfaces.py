@@ -245,3 +245,64 @@ def test_the_in_process_tuis_status_line_shows_the_knobs(tmp_path: Path) -> None
         return text
 
     assert "not V17: nr_to_scan=4 cg_margin=0" in asyncio.run(scenario())
+
+
+def test_tui_knob_options_are_refused_for_an_engine_it_does_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with running_engine(tmp_path) as engine:
+        for name, value in engine.env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("EPC_PLAYGROUND_ENDPOINT", raising=False)  # found by its runtime file
+        assert main(["tui", "--nr-to-scan", "4"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(
+            "epc-playground tui: the knob options apply to the engine this TUI starts, and one runs already at"
+        )
+        assert main(["tui", "--connect", engine.endpoint, "--no-async-reclaim"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            "epc-playground tui: the knob options apply to the engine this TUI starts, and --connect names one "
+            "that runs already"
+        ]
+        with engine.client() as client:
+            assert client.knobs == {}  # nothing changed it
+
+
+class _Host:
+    """The TUI app as the scenario worker sees it, on this thread."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.notes: list[str] = []
+        self.done: list[str] = []
+
+    def call_from_thread(self, callback: Any, *args: Any) -> Any:
+        return callback(*args)
+
+    def scenario_line(self, line: str) -> None:
+        self.lines.append(line)
+
+    def scenario_progress(self, *args: Any) -> None:
+        pass
+
+    def scenario_note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def scenario_done(self, name: str, summary: str, severity: str) -> None:
+        self.done.append(summary)
+
+
+def test_a_scenario_the_tui_runs_on_its_engine_says_the_engines_knobs(tmp_path: Path) -> None:
+    import threading
+
+    from playground.tui.scenario_worker import run_scenario_thread
+
+    scenario = parse_scenario(SCENARIO.replace("nr_to_scan = 4\ncg_margin = 0\n", ""))
+    assert scenario.knobs == Knobs()
+    with running_engine(tmp_path, "--capacity", "1MiB", "--nr-to-scan", "4") as engine:
+        host = _Host()
+        run_scenario_thread(cast(Any, host), engine.endpoint, scenario, threading.Event())
+    assert host.done and host.done[0].startswith("passed"), (host.done, host.lines)
+    assert "# knobs (not the kernel's): nr_to_scan=4 (V17: 16)" in host.lines[:4]
+    assert host.notes[0] == "knobbed: runs with this engine's knobs (nr_to_scan=4), not the file's"
