@@ -106,6 +106,18 @@ def test_without_async_reclaim_a_fault_queues_no_work_and_sync_reclaim_does_it()
     host.check()
 
 
+def test_without_async_reclaim_direct_reclaim_before_an_edmm_step_makes_the_room() -> None:
+    host, eid = at_its_limit(Knobs(async_reclaim=False))
+    with pytest.raises(Blocked, match="stalled"):
+        host.access(1, eid, 198, 1)
+    host.take_events()
+    host.restrict_permissions(1, eid, 0, 1)  # sgx_reclaim_direct() first: /a is within its margin
+    assert batches(host, "direct") == [16]
+    assert host.access(1, eid, 198, 1) == 1
+    assert "work_queued" not in {e.kind for e in host.events}
+    host.check()
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [

@@ -306,3 +306,22 @@ def test_a_scenario_the_tui_runs_on_its_engine_says_the_engines_knobs(tmp_path: 
     assert host.done and host.done[0].startswith("passed"), (host.done, host.lines)
     assert "# knobs (not the kernel's): nr_to_scan=4 (V17: 16)" in host.lines[:4]
     assert host.notes[0] == "knobbed: runs with this engine's knobs (nr_to_scan=4), not the file's"
+
+
+def test_the_engine_the_tui_starts_gets_the_knob_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import playground.launch
+
+    for name, value in private_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    started: list[list[str]] = []
+
+    def start_engine_process(args: list[str], env: dict[str, str]) -> Any:
+        started.append(args)
+        raise RuntimeError("not in this test")
+
+    monkeypatch.setattr(playground.launch, "start_engine_process", start_engine_process)
+    assert main(["tui", "--capacity", "1MiB", "--nr-to-scan", "4", "--cg-margin", "0", "--no-async-reclaim"]) == 2
+    assert started == [["--capacity", "1048576", "--nr-to-scan", "4", "--cg-margin", "0", "--no-async-reclaim"]]
+    assert capsys.readouterr().err.strip() == "epc-playground: not in this test"
