@@ -96,8 +96,9 @@ def add_knob_options(parser: argparse.ArgumentParser) -> None:
     """The options of the series' knobs, in a group of their own; read them with ``parsed_knobs``."""
     group = parser.add_argument_group(
         "the series' knobs",
-        "V17's constants, for asking \"what if\" (docs/knobs.md). Any value other than V17's is shown in "
-        "the TUI's status line, `cg tree`, KTAP and JSON Lines output, so a run is never taken for the kernel's.",
+        'V17\'s constants, for asking "what if" (docs/knobs.md). Any value other\n'
+        "than V17's is shown in the TUI's status line, `cg tree`, KTAP and JSON Lines\n"
+        "output, so a run is never taken for the kernel's.",
     )
     for name, flag, text in _KNOB_OPTIONS:
         group.add_argument(flag, dest=f"knob_{name}", metavar="N", type=_knob_type(*BOUNDS[name]), help=text)

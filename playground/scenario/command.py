@@ -39,7 +39,9 @@ the in-process host with a virtual clock: fast, and the same file and seed give 
 same KTAP and --events file, byte for byte.
 
 Top-level keys: name, description, capacity (EPC), memory (host RAM for backing,
-optional), seed. Steps, in order, one kind each ([[step]]):
+optional), seed; a [knobs] table (nr_to_scan, low_pages, high_pages, cg_margin,
+cg_low_limit, async_reclaim: docs/knobs.md), under the knob options below.
+Steps, in order, one kind each ([[step]]):
   mkdir = "PATH"                       creates missing parents too
   rmdir = "PATH"
   write = { path, value, errno? }      with errno: the write must fail with it
