@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from common.knobs import BOUNDS, Knobs
 from common.limits import MAX_SIZE, PAGE_SIZE
 from common.units import parse_size, shown
 
@@ -78,3 +79,73 @@ def seconds(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{shown(text)} is not a duration in seconds, like 5 or 2.5s")
     return value
+
+
+# -- the series' knobs (common.knobs), one group shared by every command that makes a host --------
+
+_KNOB_OPTIONS = (
+    ("nr_to_scan", "--nr-to-scan", "SGX_NR_TO_SCAN: pages one reclaim batch isolates (V17: 16; 1..1024)"),
+    ("low_pages", "--low-pages", "SGX_NR_LOW_PAGES: ksgxd wakes when an allocation leaves fewer free (V17: 32)"),
+    ("high_pages", "--high-pages", "SGX_NR_HIGH_PAGES: ksgxd reclaims until this many are free (V17: 64)"),
+    ("cg_margin", "--cg-margin", "SGX_CG_MIN_FREE_PAGE: pages a cgroup's worker keeps free below its limit (V17: 32)"),
+    ("cg_low_limit", "--cg-low-limit", "SGX_CG_LOW_LIMIT: limits of at most this many pages keep no margin (V17: 128)"),
+)
+
+
+def add_knob_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the series' knobs, in a group of their own; read them with ``parsed_knobs``."""
+    group = parser.add_argument_group(
+        "the series' knobs",
+        'V17\'s constants, for asking "what if" (docs/knobs.md). Any value other\n'
+        "than V17's is shown in the TUI's status line, `cg tree`, KTAP and JSON Lines\n"
+        "output, so a run is never taken for the kernel's.",
+    )
+    for name, flag, text in _KNOB_OPTIONS:
+        group.add_argument(flag, dest=f"knob_{name}", metavar="N", type=_knob_type(*BOUNDS[name]), help=text)
+    group.add_argument(
+        "--no-async-reclaim",
+        dest="knob_async_reclaim",
+        action="store_const",
+        const=False,
+        help="a fault's refused charge queues no per-cgroup work item (V17 queues it): only the caller's own "
+        "reclaim and ksgxd free pages",
+    )
+    parser.set_defaults(knob_parser=parser)
+
+
+def _knob_type(low: int, high: int) -> Callable[[str], int]:
+    def knob(text: str) -> int:
+        return whole(text, low, high)
+
+    return knob
+
+
+def given_knobs(args: argparse.Namespace) -> dict[str, int | bool]:
+    """The knobs given on the command line, by name (common.knobs.NAMES), none of them checked together."""
+    given: dict[str, int | bool] = {}
+    for name in (*(option[0] for option in _KNOB_OPTIONS), "async_reclaim"):
+        value = getattr(args, f"knob_{name}", None)
+        if value is not None:
+            given[name] = value
+    return given
+
+
+def parsed_knobs(args: argparse.Namespace, base: dict[str, int | bool] | None = None) -> Knobs:
+    """The Knobs of ``base`` (a scenario's ``[knobs]``) with the command line's over them; a bad
+    combination (``--low-pages`` not below ``--high-pages``) is a usage error: one line, exit 2."""
+    try:
+        return Knobs.from_mapping({**(base or {}), **given_knobs(args)})
+    except ValueError as e:
+        args.knob_parser.error(str(e))
+        raise  # error() exits
+
+
+def knob_argv(knobs: Knobs) -> list[str]:
+    """The command line options that give ``knobs`` (only those that are not V17's)."""
+    argv: list[str] = []
+    for name, value in knobs.changed().items():
+        if name == "async_reclaim":
+            argv.append("--no-async-reclaim")
+        else:
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    return argv

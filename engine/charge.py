@@ -17,7 +17,7 @@ from engine import misc
 from engine.cgroup import Cgroup
 from engine.events import Enomem, KsgxdWake, LimitHit, WorkQueued
 from engine.reclaim import begin_reclaim_epoch, cgroup_reclaim_pages, reclaim_stuck
-from engine.sgx import DO_RECLAIM, ERESTARTSYS, SGX_NR_LOW_PAGES, Blocked, PageKind, SgxReclaim
+from engine.sgx import DO_RECLAIM, ERESTARTSYS, Blocked, PageKind, SgxReclaim
 from engine.state import HostState
 
 EBUSY = -errno.EBUSY
@@ -43,7 +43,8 @@ def __try_charge(state: HostState, cg: Cgroup, pid: int, op: str) -> int:
 
 def try_charge(state: HostState, cg: Cgroup, mode: SgxReclaim, pid: int, op: str) -> int:
     """Charge one page to ``cg``, reclaiming from its subtree as the mode allows; returns 0,
-    or -EBUSY under NO_RECLAIM (``cg``'s work item was queued: the caller waits for it).
+    or -EBUSY under NO_RECLAIM (``cg``'s work item was queued, unless the host's
+    ``async_reclaim`` knob is off: the caller waits for it, or for reclaim elsewhere).
 
     Under DO_RECLAIM a refused attempt is followed by one reclaim round of ``cg``'s
     subtree, backing paid by ``pid``, then the next attempt; so a signal is seen only by
@@ -64,7 +65,8 @@ def try_charge(state: HostState, cg: Cgroup, mode: SgxReclaim, pid: int, op: str
             if ret == EBUSY and reclaim_stuck(state, cg):
                 raise Blocked(0, f"reclaim in {cg.path} cannot progress until another task exits")
     if ret == EBUSY:
-        queue_work(state, cg)
+        if state.async_reclaim:  # the knob off: no worker; the task re-faults until reclaim elsewhere makes room
+            queue_work(state, cg)
         return EBUSY
     if ret == -errno.ENOMEM:
         raise OSError(errno.ENOMEM, _enomem_reason(state, cg))
@@ -93,7 +95,8 @@ def alloc_epc_page(
     (never under DO_RECLAIM).  The charge at root bounds usage by the capacity, and every
     used frame is charged, so a successful charge always finds a free frame: the kernel's
     global-reclaim loop here only covers races that this model has none of.  Wakes ksgxd
-    when fewer than SGX_NR_LOW_PAGES frames are left.  Raises as try_charge().  Mirrors
+    when fewer than SGX_NR_LOW_PAGES (the host's ``low_pages``) frames are left.  Raises as
+    try_charge().  Mirrors
     sgx_alloc_epc_page().
     """
     ret = try_charge(state, cg, mode, pid, op)
@@ -105,7 +108,7 @@ def alloc_epc_page(
     except BaseException:
         misc.uncharge(cg)  # charged, no frame: nothing may stay charged
         raise
-    if epc.nr_free < SGX_NR_LOW_PAGES and not state.ksgxd_woken and state.tree.root.nonempty_lrus:
+    if epc.nr_free < state.low_pages and not state.ksgxd_woken and state.tree.root.nonempty_lrus:
         wake_ksgxd(state, epc.nr_free)
     return frame
 
@@ -133,10 +136,10 @@ def alloc_epc_run(state: HostState, cg: Cgroup, kind: PageKind, owner: int, firs
     except BaseException:
         misc.uncharge(cg, count)
         raise
-    if epc.nr_free < SGX_NR_LOW_PAGES and not state.ksgxd_woken:
+    if epc.nr_free < state.low_pages and not state.ksgxd_woken:
         # page j leaves free_before - j - 1 frames; it wakes ksgxd if that is below the
         # watermark and something was reclaimable (the run's own earlier pages count)
-        j = max(free_before - SGX_NR_LOW_PAGES, 0 if lru_had_pages else 1)
+        j = max(free_before - state.low_pages, 0 if lru_had_pages else 1)
         if j < count:
             wake_ksgxd(state, free_before - j - 1)
     return frames

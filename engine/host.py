@@ -23,7 +23,7 @@ class Host(HostState):
     """An SGX host with ``capacity`` bytes of EPC and ``memory`` bytes of RAM for backing (None: unlimited).
 
     ``Host(capacity="128MiB", memory=None, seed=0, *, clock=None, event_sink=None,
-    inline_work=True, max_cgroups=10_000, fast_paths=True)``: see HostState.  With
+    inline_work=True, max_cgroups=10_000, fast_paths=True, knobs=V17)``: see HostState.  With
     ``inline_work`` a fault that gets EBUSY runs the queued reclaim work itself and
     retries (the in-process core); with False it waits (touch() says so, access() raises
     Blocked) and the caller (the engine) lets its async workers run first.

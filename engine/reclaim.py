@@ -15,7 +15,7 @@ from engine.cgroup import Cgroup, next_get
 from engine.enclave import SWAPPED, Enclave
 from engine.epc import ONE_MM_YOUNG, YOUNG, reclaimer_age
 from engine.events import ReclaimBatch, SecsWriteBack
-from engine.sgx import SGX_CG_LOW_LIMIT, SGX_CG_MIN_FREE_PAGE, SGX_NR_LOW_PAGES, SGX_NR_TO_SCAN
+from engine.sgx import SGX_CG_LOW_LIMIT, SGX_CG_MIN_FREE_PAGE
 from engine.state import HostState
 
 
@@ -51,17 +51,17 @@ def reclaim_pages(
     charge_pid: int | None,
     context: str,
     root: Cgroup | None = None,
-    to_scan: int = SGX_NR_TO_SCAN,
+    to_scan: int | None = None,
 ) -> int:
     """One reclaim batch on ``cg``'s LRU; returns the pages isolated (not counting dropped ones).
 
-    Isolate up to SGX_NR_TO_SCAN from the head; age them and get backing for the old ones
-    (_age_and_get_backing()); write those out (_write_pages()).  ``charge_pid`` picks the
+    Isolate up to SGX_NR_TO_SCAN (the host's ``nr_to_scan``) from the head; age them and
+    get backing for the old ones (_age_and_get_backing()); write those out (_write_pages()).  ``charge_pid`` picks the
     memory cgroup that pays for backing; None means the enclave's first live mm.  ``root``
     (``cg`` itself when None) and ``to_scan``, the pages its walk still has to scan, only
-    go into the ReclaimBatch event.  Mirrors sgx_reclaim_pages().
+    go into the ReclaimBatch event (None: one batch's worth).  Mirrors sgx_reclaim_pages().
     """
-    scanned = state.epc.lru_isolate(cg.lru, SGX_NR_TO_SCAN)
+    scanned = state.epc.lru_isolate(cg.lru, state.nr_to_scan)
     if not scanned:
         return 0
     batch = _age_and_get_backing(state, scanned, charge_pid)
@@ -77,6 +77,8 @@ def reclaim_pages(
     state.pages_reclaimed += written
     cg.reclaimed += written
     walk = cg if root is None else root
+    if to_scan is None:
+        to_scan = state.nr_to_scan
     stop = "lru_empty" if not walk.nonempty_lrus else "nr_to_scan" if isolated >= to_scan else ""
     now, young, failed, cursor = state.clock.now_ns(), batch.young, batch.backing_failed, walk.next_cg.path
     state.emit(ReclaimBatch(now, cg.path, context, isolated, young, failed, written, walk.path, cursor, stop))
@@ -221,8 +223,9 @@ def reclaim_stuck(state: HostState, root: Cgroup) -> bool:
 # -- when to reclaim ----------------------------------------------------------------------
 
 
-def should_reclaim(cg: Cgroup) -> bool:
-    """Whether ``cg``'s usage is within SGX_CG_MIN_FREE_PAGE of its effective limit.
+def should_reclaim(cg: Cgroup, margin: int = SGX_CG_MIN_FREE_PAGE, low_limit: int = SGX_CG_LOW_LIMIT) -> bool:
+    """Whether ``cg``'s usage is within ``margin`` (SGX_CG_MIN_FREE_PAGE) of its effective limit,
+    or at it for a limit of at most ``low_limit`` (SGX_CG_LOW_LIMIT) pages.
 
     Mirrors sgx_cgroup_should_reclaim().
     """
@@ -234,8 +237,8 @@ def should_reclaim(cg: Cgroup) -> bool:
         if level.misc_max_pages < limit:
             limit = level.misc_max_pages
         level = level.parent
-    if limit > SGX_CG_LOW_LIMIT:
-        limit -= SGX_CG_MIN_FREE_PAGE
+    if limit > low_limit:
+        limit -= margin
     return cg.misc_usage >= limit
 
 
@@ -247,7 +250,7 @@ def should_reclaim_global(state: HostState, nr_free: int) -> bool:
 def reclaim_direct(state: HostState, pid: int) -> None:
     """Make room before an EDMM page step, charging backing to ``pid``.  Mirrors sgx_reclaim_direct()."""
     cg = state.tree.task_cgroup(pid).misc_css()
-    if should_reclaim(cg):
-        cgroup_reclaim_pages(state, cg, pid, SGX_NR_TO_SCAN, "direct")
-    if should_reclaim_global(state, SGX_NR_LOW_PAGES):
-        cgroup_reclaim_pages(state, state.tree.root, pid, SGX_NR_TO_SCAN, "global")
+    if should_reclaim(cg, state.cg_margin, state.cg_low_limit):
+        cgroup_reclaim_pages(state, cg, pid, state.nr_to_scan, "direct")
+    if should_reclaim_global(state, state.low_pages):
+        cgroup_reclaim_pages(state, state.tree.root, pid, state.nr_to_scan, "global")

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import enum
 
+from common.knobs import SGX_CG_LOW_LIMIT as SGX_CG_LOW_LIMIT  # V17's values: a Host's Knobs default to them
+from common.knobs import SGX_CG_MIN_FREE_PAGE as SGX_CG_MIN_FREE_PAGE
+from common.knobs import SGX_NR_HIGH_PAGES as SGX_NR_HIGH_PAGES
+from common.knobs import SGX_NR_LOW_PAGES as SGX_NR_LOW_PAGES
+from common.knobs import SGX_NR_TO_SCAN as SGX_NR_TO_SCAN
 from common.limits import MAX_PAGES as MAX_PAGES  # re-exported: the core's names for the host's bounds
 from common.limits import MAX_SIZE as MAX_SIZE
 from common.limits import PAGE_SHIFT as PAGE_SHIFT
 from common.limits import PAGE_SIZE as PAGE_SIZE
 from common.limits import U64_MAX as U64_MAX
 
-SGX_NR_TO_SCAN = 16  # pages isolated by one reclaim batch
-SGX_NR_LOW_PAGES = 32  # ksgxd is woken below this many free pages
-SGX_NR_HIGH_PAGES = 64  # ...and reclaims until this many are free
-SGX_CG_MIN_FREE_PAGE = 32  # margin kept free below a cgroup's limit
-SGX_CG_LOW_LIMIT = 128  # limits at or below this keep no margin
 SGX_VA_SLOT_COUNT = 512  # 8-byte version slots in one VA page
 SGX_PCMD_PER_PAGE = 32  # 128-byte PCMD entries in one backing page
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 from collections import deque
 
+from common.knobs import V17, Knobs
 from common.units import parse_size
 from engine import misc
 from engine.cgroup import Cgroup, CgroupTree
@@ -47,8 +48,11 @@ class HostState:
     65536) for ``take_events()``.  ``max_cgroups``: how many cgroups besides root may
     exist at once, dying ones included (beyond, mkdir is EAGAIN).  ``fast_paths=False``
     turns every batch path off, so each page goes its one-page way (the same results:
-    tests compare the two).  ValueError for a capacity that is not whole pages or is
-    over MAX_PAGES of them.
+    tests compare the two).  ``knobs``: the series' constants (common.knobs.Knobs, V17's by
+    default), bound here once as plain attributes (``nr_to_scan``, ``low_pages``,
+    ``high_pages``, ``cg_margin``, ``cg_low_limit``, ``async_reclaim``) that the core reads
+    where the kernel reads its constants.  ValueError for a capacity that is not whole
+    pages or is over MAX_PAGES of them.
     """
 
     def __init__(
@@ -62,6 +66,7 @@ class HostState:
         inline_work: bool = True,
         max_cgroups: int = MAX_CGROUPS,
         fast_paths: bool = True,
+        knobs: Knobs = V17,
     ) -> None:
         capacity_bytes = parse_size(capacity)
         if capacity_bytes % PAGE_SIZE:
@@ -74,6 +79,13 @@ class HostState:
         self.clock: Clock = clock if clock is not None else VirtualClock()
         self.inline_work = inline_work
         self.fast_paths = fast_paths
+        self.knobs = knobs
+        self.nr_to_scan = knobs.nr_to_scan
+        self.low_pages = knobs.low_pages
+        self.high_pages = knobs.high_pages
+        self.cg_margin = knobs.cg_margin
+        self.cg_low_limit = knobs.cg_low_limit
+        self.async_reclaim = knobs.async_reclaim
         self.epc = Epc(self.capacity_pages, fast_paths)
         self.tree = CgroupTree(max_cgroups)
         if memory is not None:

@@ -25,7 +25,7 @@ from itertools import compress, islice
 
 from engine.cgroup import Cgroup
 from engine.epc import KIND_MASK, NR_FLAG_SLOTS, YOUNG, YOUNG_BITS, YOUNG_MORE, Epc
-from engine.sgx import SGX_NR_TO_SCAN, PageKind
+from engine.sgx import PageKind
 from engine.state import HostState
 
 KIND_NAMES = tuple(kind.name for kind in PageKind)  # by PageKind value: FREE, SECS, REG, TCS, TRIM, VA, VEPC
@@ -46,7 +46,7 @@ class LruView:
     ``offset`` on; ``young`` has bit n set when the page is young in the mm of slot n
     (``mms`` maps an enclave's slots to pids); ``mark`` is what the next batch on this LRU
     does with the page (ROTATE, WRITE, DROP), "" for a page it does not reach.
-    ``batch``: how many of the next batch's pages (the first SGX_NR_TO_SCAN) it would
+    ``batch``: how many of the next batch's pages (the host's first ``nr_to_scan``) it would
     rotate and write, wherever ``offset`` is.  ``unreclaimable``: (frame, owner, index,
     kind name) of its own SECS, VA and guest pages from ``unreclaimable_offset`` on, each
     enclave's SECS and VA pages in creation order, then each guest's pages in the order
@@ -75,9 +75,8 @@ def lru_view(state: HostState, path: str, offset: int, limit: int, unreclaimable
     cg = state.tree.lookup(path)
     epc = state.epc
     frames = _lru_slice(epc, cg, offset, limit)
-    first_batch = (
-        frames[:SGX_NR_TO_SCAN] if offset == 0 and limit >= SGX_NR_TO_SCAN else _lru_slice(epc, cg, 0, SGX_NR_TO_SCAN)
-    )
+    nr_to_scan = state.nr_to_scan
+    first_batch = frames[:nr_to_scan] if offset == 0 and limit >= nr_to_scan else _lru_slice(epc, cg, 0, nr_to_scan)
     marks = [_mark(state, frame) for frame in first_batch]
     flags, owners, indexes = epc.flags, epc.owner, epc.index
     pages = []

@@ -16,7 +16,6 @@ from engine.reclaim import (
     should_reclaim,
     should_reclaim_global,
 )
-from engine.sgx import SGX_NR_HIGH_PAGES, SGX_NR_TO_SCAN
 from engine.state import HostState, WorkState
 
 
@@ -26,7 +25,8 @@ def run_work_step(state: HostState) -> bool:
     Work items run in queue order, each ``while should_reclaim(cg)`` (the cgroup worker,
     Mirrors sgx_cgroup_reclaim_work_func()), then ksgxd while free frames are below
     SGX_NR_HIGH_PAGES (Mirrors ksgxd()); a round is sgx_cgroup_reclaim_pages() of
-    SGX_NR_TO_SCAN, backing paid by each enclave's first live mm.  A round whose pages all
+    SGX_NR_TO_SCAN, backing paid by each enclave's first live mm (each constant is the
+    host's knob: HostState's ``high_pages``, ``nr_to_scan``...).  A round whose pages all
     failed their backing charge is followed by the next one in the same step, so later
     rounds reach other pages (of enclaves whose backing another memory cgroup pays for).
     The worker stops when its condition no longer holds, or where the kernel's would spin:
@@ -51,13 +51,16 @@ def run_work_step(state: HostState) -> bool:
     cg = work.cg
     root = state.tree.root if cg is None else cg
     context = "ksgxd" if cg is None else "async"
-    due = should_reclaim_global(state, SGX_NR_HIGH_PAGES) if cg is None else should_reclaim(cg)
+    if cg is None:
+        due = should_reclaim_global(state, state.high_pages)
+    else:
+        due = should_reclaim(cg, state.cg_margin, state.cg_low_limit)
     stuck = False
     if due:
         progress, written = state.progress, state.pages_reclaimed
         begin_reclaim_epoch(state)
         while True:
-            cgroup_reclaim_pages(state, root, None, SGX_NR_TO_SCAN, context)
+            cgroup_reclaim_pages(state, root, None, state.nr_to_scan, context)
             work.batches += 1
             if state.progress != progress:
                 break

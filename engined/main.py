@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+from common.knobs import V17, Knobs
 from engine import Host
 from engine.clock import MonotonicClock
 from engined import curve, runtime
@@ -32,16 +33,18 @@ def run_engine(
     seed: int = 0,
     ready: Callable[[str], None] | None = None,
     allow_remote: bool = False,
+    knobs: Knobs = V17,
 ) -> int:
     """Run an engine in this process until SIGTERM or SIGINT; returns the exit status.
 
     Without ``endpoint`` it listens on ipc in the runtime directory and writes the
     runtime file there.  tcp is CURVE, with keys made where missing, and loopback
-    unless ``allow_remote``.  runtime.Refused (one line) when it must not or cannot listen.
+    unless ``allow_remote``.  ``knobs``: the series' constants (V17's by default).
+    runtime.Refused (one line) when it must not or cannot listen.
     """
     endpoints = runtime.choose_endpoints(endpoint, allow_remote=allow_remote)
     keys = curve.server_keys() if endpoints.endpoint.startswith("tcp://") else None
-    host = Host(capacity, memory, seed, clock=MonotonicClock(), inline_work=False)
+    host = Host(capacity, memory, seed, clock=MonotonicClock(), inline_work=False, knobs=knobs)
     engine = Engine(host, endpoints.endpoint, endpoints.pub, keys=keys)
 
     async def main() -> None:

@@ -17,7 +17,6 @@ from engine.check import check_steps
 from engine.enclave import Enclave, Vepc
 from engine.fault import Touched
 from engine.files import parse_pid
-from engine.sgx import SGX_NR_TO_SCAN
 from engine.views import KIND_NAMES, FrameMap
 from engined.calls import MORE, WAIT, Caller, Handler, Step
 from engined.session import Session
@@ -135,7 +134,7 @@ def lru(
         "size": view.size,
         "offset": view.offset,
         "pages": view.pages,
-        "nr_to_scan": SGX_NR_TO_SCAN,
+        "nr_to_scan": session.host.nr_to_scan,
         "batch": view.batch,
         "mms": view.mms,
         "next_cg": view.next_cg,

@@ -122,6 +122,7 @@ class Session:
             "capacity": host.capacity_bytes,
             "writable": sorted(WRITABLE_NAMES),
             "frozen": False,
+            "knobs": host.knobs.changed(),
         }
         self.uid = uid
         self.chunk_pages = chunk_pages

@@ -77,6 +77,7 @@ class Stats:
         self, host: Host, workloads: dict[int, Workload], stopped: Callable[[int], bool] = lambda pid: False
     ) -> None:
         self.host = host
+        self.knobs = host.knobs.changed()  # the same in every header: {} for V17's
         self.workloads = workloads
         self.stopped = stopped  # whether a process is stopped (SIGSTOP): Processes.stopped
         self._stopped_at = 0  # where the next tick's stopped checks start
@@ -103,6 +104,7 @@ class Stats:
             "frozen_ns": self.frozen_ns,
             "pub": pub,
             "engine_pid": engine_pid,
+            "knobs": self.knobs,
         }
 
     def full(self, pub: str, engine_pid: int, seq: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any
 
-from common.options import EXIT_USAGE, capacity, size
+from common.options import EXIT_USAGE, add_knob_options, capacity, parsed_knobs, size
 from common.units import format_size, parse_size
 
 
@@ -36,6 +36,7 @@ def add_parsers(sub: Any) -> None:
     )
     engine.add_argument("--seed", type=int, default=0, help="seed for anything random (0)")
     engine.add_argument("-v", "--verbose", action="store_true", help="log each warning and more")
+    add_knob_options(engine)
     engine.set_defaults(handler=run_engine_command)
 
     keys = sub.add_parser(
@@ -53,6 +54,7 @@ def add_parsers(sub: Any) -> None:
 def run_engine_command(args: argparse.Namespace) -> int:
     from engined.main import run_engine
 
+    knobs = parsed_knobs(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -60,11 +62,19 @@ def run_engine_command(args: argparse.Namespace) -> int:
 
     def ready(endpoint: str) -> None:
         print(f"epc-playground engine: serving {endpoint} (EPC {format_size(args.capacity)}); stop with Ctrl-C")
+        if knobs.mark():
+            print(f"epc-playground engine: {knobs.mark()}")
         sys.stdout.flush()
 
     try:
         return run_engine(
-            args.capacity, args.memory, args.bind, seed=args.seed, ready=ready, allow_remote=args.allow_remote
+            args.capacity,
+            args.memory,
+            args.bind,
+            seed=args.seed,
+            ready=ready,
+            allow_remote=args.allow_remote,
+            knobs=knobs,
         )
     except (RuntimeError, ValueError) as e:
         print(f"epc-playground engine: {e}", file=sys.stderr)

@@ -176,6 +176,7 @@ class Info(TypedDict):
     capacity: int  # bytes of EPC
     writable: list[str]  # the cgroup files with a write handler (mode 0644; the others 0444)
     frozen: bool  # step mode: the engine runs nothing by itself (docs/protocol.md, "Step mode")
+    knobs: dict[str, int | bool]  # the series' knobs not at V17's values ({}: the kernel's)
     cgroup: NotRequired[str]  # hello: the cgroup the process starts in
 
 

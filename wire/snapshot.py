@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict, cast
 
+from common.knobs import Knobs
 from common.limits import U64_MAX
 from common.units import format_size
 
@@ -28,6 +29,7 @@ class Header(TypedDict):
     frozen_ns: int  # since when, on t_ns's clock (0: not frozen)
     pub: str  # the engine's PUB endpoint
     engine_pid: int
+    knobs: dict[str, int | bool]  # the series' knobs not at V17's values (common.knobs; {}: the kernel's)
 
 
 class CgroupRow(TypedDict):
@@ -136,6 +138,7 @@ def cut_middle(text: str, width: int) -> str:
 def format_tree(snapshot: Snapshot, name_column: int | None = NAME_COLUMN) -> str:
     """The cgroup tree with sgx_epc usage, limit and events, and backing memory; then the workloads
     whose call stalls (a fault that no reclaim can help), one line each (``epc-playground cg tree``).
+    Above the table, a line naming the knobs that are not V17's, when some are not.
 
     Names longer than ``name_column`` with their indentation are cut in the middle (None:
     never), so one long name does not pad every row (a cgroup name may have 255 bytes)."""
@@ -179,4 +182,32 @@ def format_tree(snapshot: Snapshot, name_column: int | None = NAME_COLUMN) -> st
                 f"stalled: {w['name']} (pid {w['pid']}) in {w['cgroup']} for {seconds:.1f} s:"
                 " a fault that no reclaim can help, retried until something frees its limiting cgroup"
             )
+    mark = knobs_mark(snapshot)
+    if mark:
+        lines.insert(0, mark)
     return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def knobs_short(info: Any) -> str:
+    """The engine's knobs that are not V17's in a few words (``nr_to_scan=4 async_reclaim=off``), ""
+    when all are the kernel's; see knobs_mark()."""
+    knobs = info.get("knobs") if isinstance(info, dict) else None
+    if not knobs:
+        return ""
+    try:
+        return Knobs.from_mapping(knobs).short()
+    except (TypeError, ValueError):
+        return " ".join(f"{name}={value}" for name, value in knobs.items())
+
+
+def knobs_mark(info: Any) -> str:
+    """The line naming the engine's knobs that are not V17's (a snapshot's, stats' or hello's
+    ``knobs``), "" when all are the kernel's or it does not say.  A value this client cannot
+    read is shown as it came."""
+    knobs = info.get("knobs") if isinstance(info, dict) else None
+    if not knobs:
+        return ""
+    try:
+        return Knobs.from_mapping(knobs).mark()
+    except (TypeError, ValueError):
+        return "knobs (not the kernel's): " + ", ".join(f"{name}={value}" for name, value in knobs.items())

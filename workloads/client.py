@@ -96,6 +96,7 @@ class EngineClient:
         self.engine_pid = int(info["engine_pid"])
         self.pub_endpoint = str(info["pub"])
         self.capacity = int(info["capacity"])
+        self.knobs = dict(info.get("knobs") or {})  # the engine's knobs not at V17's values (common.knobs)
         self.writable = frozenset(info.get("writable", ()))  # the cgroup files with a write handler
 
     def _watch_connection(self) -> zmq.Socket[bytes]:

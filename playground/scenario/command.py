@@ -15,8 +15,9 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING, Any, TextIO
 
+from common.knobs import Knobs
 from common.options import EXIT_USAGE as EXIT_INVALID  # runner.EXIT_INVALID: an invalid file, no engine
-from common.options import count
+from common.options import add_knob_options, count, parsed_knobs
 
 if TYPE_CHECKING:
     from playground.scenario.backends.base import Backend
@@ -38,7 +39,9 @@ the in-process host with a virtual clock: fast, and the same file and seed give 
 same KTAP and --events file, byte for byte.
 
 Top-level keys: name, description, capacity (EPC), memory (host RAM for backing,
-optional), seed. Steps, in order, one kind each ([[step]]):
+optional), seed; a [knobs] table (nr_to_scan, low_pages, high_pages, cg_margin,
+cg_low_limit, async_reclaim: docs/knobs.md), under the knob options below.
+Steps, in order, one kind each ([[step]]):
   mkdir = "PATH"                       creates missing parents too
   rmdir = "PATH"
   write = { path, value, errno? }      with errno: the write must fail with it
@@ -102,14 +105,20 @@ def add_parser(sub: Any) -> None:
     run.add_argument(
         "-q", "--quiet", action="store_true", help="no progress on stderr (a line every 5 s where it is no terminal)"
     )
+    add_knob_options(run)
     run.set_defaults(handler=run_command)
 
 
 class JsonLines:
-    """Engine events as JSON Lines: one object a line, keys sorted, so equal runs give equal bytes."""
+    """Engine events as JSON Lines: one object a line, keys sorted, so equal runs give equal bytes.
 
-    def __init__(self, out: TextIO) -> None:
+    With knobs that are not V17's the first line says so: ``{"kind": "knobs", "knobs":
+    {...}, "note": "knobs (not the kernel's): ..."}``; with V17's there is no such line."""
+
+    def __init__(self, out: TextIO, knobs: Knobs | None = None) -> None:
         self.out = out
+        if knobs is not None and knobs.mark():
+            self([{"kind": "knobs", "knobs": knobs.changed(), "note": knobs.mark()}])
 
     def __call__(self, events: list[dict[str, Any]]) -> None:
         for event in events:
@@ -146,6 +155,7 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     if args.seed is not None:
         scenario = _with_seed(scenario, args.seed)
+    scenario = _with_knobs(scenario, parsed_knobs(args, scenario.knobs.changed()))  # a bad one: exit 2
     try:  # before anything starts: a path that cannot be written runs nothing
         events_file = open(args.events, "w", encoding="utf-8") if args.events else None  # noqa: SIM115
     except OSError as e:
@@ -185,6 +195,12 @@ def _with_seed(scenario: Scenario, seed: int) -> Scenario:
     return replace(scenario, seed=seed)
 
 
+def _with_knobs(scenario: Scenario, knobs: Knobs) -> Scenario:
+    from dataclasses import replace
+
+    return replace(scenario, knobs=knobs)
+
+
 def _backend(args: argparse.Namespace, scenario: Scenario, runtime_dir: str) -> Backend:
     from playground.scenario.backends.base import BackendError
     from playground.scenario.model import Spawn
@@ -194,7 +210,7 @@ def _backend(args: argparse.Namespace, scenario: Scenario, runtime_dir: str) -> 
             raise BackendError("--inproc runs its own in-process host: leave out --connect")
         from playground.scenario.backends.inproc import InprocBackend
 
-        return InprocBackend(scenario.capacity, scenario.memory, scenario.seed)
+        return InprocBackend(scenario.capacity, scenario.memory, scenario.seed, scenario.knobs)
     from playground.scenario.backends.real import RealBackend
     from workloads.client import NoEngine
 
@@ -206,10 +222,19 @@ def _backend(args: argparse.Namespace, scenario: Scenario, runtime_dir: str) -> 
                 f"tells the engine their pid; run it on the engine's host with its ipc endpoint, not {args.connect}"
             )
         try:
-            return RealBackend.attach(args.connect, scenario.memory)
+            backend = RealBackend.attach(args.connect, scenario.memory)
         except NoEngine as e:
             raise BackendError(str(e)) from None
-    return RealBackend.start(scenario.capacity, scenario.memory, scenario.seed, runtime_dir)
+        if backend.client.knobs != scenario.knobs.changed():
+            backend.close()
+            theirs = Knobs.from_mapping(backend.client.knobs).mark() or "V17's knobs"
+            ours = scenario.knobs.mark() or "V17's knobs"
+            raise BackendError(
+                f"the engine at {args.connect} runs {theirs}, but this run asks for {ours} (the file's [knobs] and "
+                "the command line's): start an engine with those, or leave out --connect"
+            )
+        return backend
+    return RealBackend.start(scenario.capacity, scenario.memory, scenario.seed, runtime_dir, scenario.knobs)
 
 
 def _run(scenario: Scenario, backend: Backend, events_file: TextIO | None, quiet: bool) -> int:
@@ -220,6 +245,6 @@ def _run(scenario: Scenario, backend: Backend, events_file: TextIO | None, quiet
     observers: list[RunObserver] = [KtapWriter(sys.stdout, before_write=progress.clear)]
     if not quiet:
         observers.append(progress)
-    sink = JsonLines(events_file) if events_file is not None else None
+    sink = JsonLines(events_file, scenario.knobs) if events_file is not None else None
     report = run_scenario(scenario, backend, Observers(*observers), events=sink)
     return report.exit_code

@@ -125,6 +125,8 @@ class KtapWriter(RunObserver):
         self._line(f"# scenario: {_clean(scenario.name)}")
         if scenario.description:
             self._line(f"# {_clean(scenario.description)}")
+        if scenario.knobs.mark():  # never taken for the kernel's: V17's own values say nothing
+            self._line(f"# {scenario.knobs.mark()}")
         self._line(f"1..{plan}")
 
     def note(self, text: str) -> None:

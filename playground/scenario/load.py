@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from common.knobs import Knobs
 from common.units import format_size, parse_size
 from playground.scenario.expr import Expr, ExprError, Template, parse_expr, parse_template
 from playground.scenario.model import (
@@ -51,7 +52,7 @@ MAX_DURATION_NS = 24 * 3600 * 10**9  # one day: the longest sleep, duration or t
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|us|ns)?\s*")
 _DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, None: 10**9, "m": 60 * 10**9}
 _T = TypeVar("_T")
-_TOP_KEYS = ("name", "description", "capacity", "memory", "seed", "step")
+_TOP_KEYS = ("name", "description", "capacity", "memory", "seed", "knobs", "step")
 MAX_PROBLEMS = 100  # lines of one ScenarioError; a file with more says how many it leaves out
 _TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)$")
 WIRE_EVENT_FIELDS = {"seq": "int"}  # what the engine adds to every event it publishes (docs/protocol.md)
@@ -197,6 +198,7 @@ class _Validator:
         capacity = self.noted(lambda: self.capacity(data)) if "capacity" in data else None
         memory = self.noted(lambda: self.size_literal(data, "memory")) if "memory" in data else None
         seed = self.noted(lambda: self.seed(data))
+        knobs = self.noted(lambda: self.knobs(data))
         self.env = {"capacity": capacity, "memory": memory}
         raw_steps = data.get("step", [])
         if not isinstance(raw_steps, list) or not all(isinstance(s, dict) for s in raw_steps):
@@ -211,8 +213,9 @@ class _Validator:
                 problems.append(f"{self.source}: and {len(self.problems) - MAX_PROBLEMS} more problems")
             raise ScenarioError(*problems)
         assert name is not None and description is not None and capacity is not None and seed is not None
+        assert knobs is not None
         checked = tuple(step for step in steps if step is not None)
-        return Scenario(name, description, capacity, memory, seed, checked, self.source)
+        return Scenario(name, description, capacity, memory, seed, checked, self.source, knobs)
 
     def capacity(self, data: dict[str, Any]) -> int:
         capacity = self.size_literal(data, "capacity")
@@ -225,6 +228,16 @@ class _Validator:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise self.fail(f"key 'seed': {seed!r} is not a whole number >= 0")
         return seed
+
+    def knobs(self, data: dict[str, Any]) -> Knobs:
+        """The ``[knobs]`` table (common.knobs: nr_to_scan, low_pages, ...), V17's where it says nothing."""
+        table = data.get("knobs", {})
+        if not isinstance(table, dict):
+            raise self.fail("key 'knobs': write the series' knobs as a [knobs] table, e.g. nr_to_scan = 4")
+        try:
+            return Knobs.from_mapping(table)
+        except ValueError as e:
+            raise self.fail(f"[knobs]: {e}") from None
 
     # -- steps ------------------------------------------------------------------
 

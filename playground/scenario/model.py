@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
+from common.knobs import V17, Knobs
 from playground.scenario.expr import Expr, Template
 
 
@@ -127,6 +128,7 @@ class Scenario:
     seed: int
     steps: tuple[Step, ...]
     source: str  # the file it came from
+    knobs: Knobs = V17  # its [knobs] table: the series' constants for the host it runs on
 
     @property
     def expects(self) -> int:

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from textual import events
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -51,7 +52,7 @@ from playground.tui.widgets.workload_table import NAMES, WorkloadTable
 from playground.tui.workload_screen import WorkloadLogs
 from wire import protocol
 from wire.protocol import EngineError
-from wire.snapshot import Snapshot
+from wire.snapshot import Snapshot, knobs_short
 from workloads.cli import main as workload_main
 from workloads.client import NoEngine
 
@@ -63,12 +64,15 @@ SIGNALS = (*protocol.SIGNALS, "STOP", "CONT", "USR1")  # what k offers: a scenar
 
 
 def status_line(snap: Snapshot, running: int, stalled: int = 0) -> str:
-    """The header line: the EPC, what is free, ksgxd, workloads (those that stall among them)."""
+    """The header line: the EPC, what is free, ksgxd, workloads (those that stall among them), and
+    the engine's knobs that are not V17's, so that its numbers are never taken for the kernel's."""
     capacity, free = int(snap["capacity"]), int(snap["free"])
     stalls = f" ([b red]{stalled} stalled[/])" if stalled else ""
+    knobs = knobs_short(snap)
     return (
         f" EPC {format_size(capacity)}   free {format_size(free)} ({free // PAGE_SIZE} pages)   "
         f"ksgxd {'[b]running[/b]' if snap['ksgxd'] else 'idle'}   workloads running {running}{stalls}"
+        + (f"   [b yellow]not V17: {escape(knobs)}[/]" if knobs else "")
     )
 
 
@@ -158,6 +162,7 @@ class EpcApp(InOrderKeys):
         self.scenario_made: set[str] = set()  # the paths of its mkdir steps
         self.status = ""
         self.capacity = str(self.config.capacity)  # of an engine started with `r`
+        self.knob_argv: list[str] = []  # the series' knobs of an engine started with `r` (tui --nr-to-scan ...)
         self.screenshot_dir = self.config.screenshot_dir  # where screenshots go
         self.scenario_left: list[str] = []  # cgroups the last scenario made and left, parents first
         self.saved_theme = ""  # the theme the config file holds (not written back)
@@ -653,7 +658,7 @@ class EpcApp(InOrderKeys):
         from playground.launch import drain_output, start_engine_process
 
         try:
-            engine, endpoint = start_engine_process(["--capacity", self.capacity], dict(os.environ))
+            engine, endpoint = start_engine_process(["--capacity", self.capacity, *self.knob_argv], dict(os.environ))
         except RuntimeError as e:
             self.notify(str(e), severity="error")
             return

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common.options import EXIT_USAGE, size
+from common.options import EXIT_USAGE, add_knob_options, given_knobs, knob_argv, parsed_knobs, size
 from common.units import format_size
 from playground.tui.config import default_path, load_config
 
@@ -38,9 +38,14 @@ def add_parser(sub: Any) -> None:
         "--inproc",
         metavar="SCENARIO",
         help="no engine: run a scenario (a file, or a bundled scenario's name) on the in-process host, on a "
-        "virtual clock, and watch it; step mode steps the virtual clock (its EPC is the file's)",
+        "virtual clock, and watch it; step mode steps the virtual clock (its EPC is the file's; its knobs the "
+        "file's [knobs] with the options below over them)",
     )
+    add_knob_options(tui)
     tui.set_defaults(handler=run)
+
+
+KNOBS_ELSEWHERE = "the knob options apply to the engine this TUI starts, and"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
     from playground.tui.app import EpcApp
     from workloads.client import EngineClient, NoEngine
 
+    knobs = parsed_knobs(args)  # a bad one: exit 2, before anything starts
+    if given_knobs(args) and args.connect is not None:
+        print(f"epc-playground tui: {KNOBS_ELSEWHERE} --connect names one that runs already", file=sys.stderr)
+        return EXIT_USAGE
     path = args.config if args.config is not None else default_path()
     if args.config is not None and not path.is_file():
         print(f"epc-playground tui: no config file at {path} (create it, or leave out --config)", file=sys.stderr)
@@ -79,6 +88,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"epc-playground: {e}", file=sys.stderr)
             return EXIT_USAGE
         if running is not None:
+            if given_knobs(args):
+                print(
+                    f"epc-playground tui: {KNOBS_ELSEWHERE} one runs already at {running['endpoint']} (pid "
+                    f"{running['pid']}): stop it, or give the knobs to `epc-playground engine`",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
             endpoint = str(running["endpoint"])
             attached = (
                 f"attached to the engine already running at {endpoint} (pid {running['pid']}, EPC "
@@ -87,13 +103,16 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             try:
-                engine, endpoint = start_engine_process(["--capacity", str(capacity)], dict(os.environ))
+                engine, endpoint = start_engine_process(
+                    ["--capacity", str(capacity), *knob_argv(knobs)], dict(os.environ)
+                )
             except RuntimeError as e:
                 print(f"epc-playground: {e}", file=sys.stderr)
                 return EXIT_USAGE
             drain_output(engine)  # nobody reads its pipes while the TUI runs: it must never block on them
     app = EpcApp(endpoint, owns_engine=engine, attached=attached, config=config)
     app.capacity = str(capacity)
+    app.knob_argv = knob_argv(knobs)  # r starts a new engine with them too
     try:
         app.run()
     finally:

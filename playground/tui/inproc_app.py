@@ -13,12 +13,13 @@ engine, say so and do nothing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
 from textual.binding import Binding
 
-from common.options import EXIT_USAGE
+from common.options import EXIT_USAGE, parsed_knobs
 from common.units import format_size
 from playground.tui.app import EpcApp, status_line
 from playground.tui.inproc_feed import RATES, InprocClient, InprocFeed, InprocRun
@@ -226,6 +227,7 @@ def run_inproc(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(f"{PROG}: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    scenario = dataclasses.replace(scenario, knobs=parsed_knobs(args, scenario.knobs.changed()))  # bad: exit 2
     app = InprocApp(InprocRun(scenario))
     try:
         app.run()

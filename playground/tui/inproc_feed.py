@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from types import GeneratorType
 from typing import Any, cast
 
+from common.knobs import V17, Knobs
 from engined.calls import NOBODY, WAIT, error_reply
 from engined.requests import HANDLERS
 from playground.feed import EVENTS, FeedState
@@ -136,8 +137,8 @@ class SharedBackend(InprocBackend):
     pressure kinds: their sums come with each snapshot, as from an engine's stats).
     """
 
-    def __init__(self, capacity: int, memory: int | None, seed: int, turns: Turns) -> None:
-        super().__init__(capacity, memory, seed)
+    def __init__(self, capacity: int, memory: int | None, seed: int, turns: Turns, knobs: Knobs = V17) -> None:
+        super().__init__(capacity, memory, seed, knobs)
         self.turns = turns
         self.shown: deque[dict[str, Any]] = deque(maxlen=EVENTS)
         self.running = True  # the runner takes the events; once it has ended nobody does
@@ -375,7 +376,7 @@ class InprocRun:
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
         self.turns = Turns()
-        self.backend = SharedBackend(scenario.capacity, scenario.memory, scenario.seed, self.turns)
+        self.backend = SharedBackend(scenario.capacity, scenario.memory, scenario.seed, self.turns, scenario.knobs)
         self.stop = threading.Event()  # set: the run is cancelled at its next step (the runner's own stop)
         self.ktap: list[str] = []
         self._untaken: deque[str] = deque()

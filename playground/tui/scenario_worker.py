@@ -3,10 +3,12 @@ lines and progress handed to the app through ``call_from_thread``."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from common.knobs import Knobs
 from playground.scenario.ktap import Progress, RunObserver
 from workloads.client import NoEngine
 
@@ -34,6 +36,14 @@ def run_scenario_thread(host: ScenarioHost, endpoint: str, scenario: Any, stop: 
     except (NoEngine, BackendError) as e:
         host.call_from_thread(host.scenario_done, name, f"cannot run: {e}", "error")
         return
+    try:
+        knobs = Knobs.from_mapping(backend.client.knobs)
+    except ValueError:  # an engine this client cannot read: its KTAP says what the file asked for
+        knobs = scenario.knobs
+    if knobs != scenario.knobs:  # the engine keeps its knobs: the KTAP must say the ones the run had
+        theirs = knobs.short() or "V17's"
+        host.call_from_thread(host.scenario_note, f"{name}: runs with this engine's knobs ({theirs}), not the file's")
+        scenario = dataclasses.replace(scenario, knobs=knobs)
     try:
         ktap = KtapWriter(_LinesOut(lambda line: host.call_from_thread(host.scenario_line, line)))
         report = run_scenario(scenario, backend, Observers(ktap, _ProgressOut(host, name)), stop=stop)

@@ -28,6 +28,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from common.knobs import V17, Knobs
 from engine import PAGE_SIZE, Host, VirtualClock
 from engined.calls import NOBODY, Caller, Reply
 from engined.requests import HANDLERS
@@ -116,11 +117,11 @@ class _Tasks:
 class InprocBackend(CgroupFiles):
     """A scenario's host in this process.  Deterministic: see the module docstring."""
 
-    def __init__(self, capacity: int, memory: int | None, seed: int) -> None:
+    def __init__(self, capacity: int, memory: int | None, seed: int, knobs: Knobs = V17) -> None:
         self.clock = VirtualClock()
         self.capacity_bytes = capacity
         self.memory_bytes = memory
-        self.host = Host(capacity, memory, seed, clock=self.clock, inline_work=False)
+        self.host = Host(capacity, memory, seed, clock=self.clock, inline_work=False, knobs=knobs)
         self.tasks: dict[int, Task] = {}
         self._events: list[dict[str, Any]] = []
         self._answer_to_runner: Reply | None = None

@@ -30,6 +30,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import IO, Any
 
+from common.knobs import V17, Knobs
+from common.options import knob_argv
 from engined import runtime
 from playground.launch import drain_output, start_engine_process
 from playground.scenario.backends.base import BackendError, CgroupFiles, Tick, WorkloadSpec
@@ -173,10 +175,11 @@ class RealBackend(CgroupFiles):
             self.memory_bytes = int(snapshot["memory"])
 
     @classmethod
-    def start(cls, capacity: int, memory: int | None, seed: int, runtime_dir: str) -> RealBackend:
-        """An engine process of its own, listening on ipc in ``runtime_dir`` (a fresh private directory)."""
+    def start(cls, capacity: int, memory: int | None, seed: int, runtime_dir: str, knobs: Knobs = V17) -> RealBackend:
+        """An engine process of its own, listening on ipc in ``runtime_dir`` (a fresh private directory),
+        with the series' ``knobs``."""
         endpoint = f"ipc://{runtime_dir}/engine.sock"
-        args = ["--capacity", str(capacity), "--seed", str(seed), "--bind", endpoint]
+        args = ["--capacity", str(capacity), "--seed", str(seed), "--bind", endpoint, *knob_argv(knobs)]
         if memory is not None:
             args += ["--memory", str(memory)]
         try:
