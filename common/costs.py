@@ -143,3 +143,21 @@ def parse_profile(data: dict[str, object], source: str = "") -> Profile:
             raise ProfileError(f"{where}'cost_ns.{key}' = {value} is not between 0 and {MAX_COST_NS} ns")
         cost_ns[key] = round(value)
     return Profile(name, cpu, cost_ns, source)
+
+
+def format_ns(ns: int) -> str:
+    """An emulated time, short: ``812 ns``, ``4.21 us``, ``3.50 ms``, ``1.234 s``."""
+    if ns < 1_000:
+        return f"{ns} ns"
+    if ns < 1_000_000:
+        return f"{ns / 1e3:.2f} us"
+    if ns < 1_000_000_000:
+        return f"{ns / 1e6:.2f} ms"
+    return f"{ns / 1e9:.3f} s"
+
+
+def slowdown(runtime_ns: int, paging_ns: int) -> float:
+    """The slowdown against the same run with no limit: runtime / (runtime - paging) (docs/costs.md);
+    1.0 for a run that has no time yet."""
+    base = runtime_ns - paging_ns
+    return runtime_ns / base if base > 0 else 1.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict, cast
 
+from common.costs import format_ns, slowdown
 from common.limits import U64_MAX
 from common.units import format_size
 
@@ -28,6 +29,9 @@ class Header(TypedDict):
     frozen_ns: int  # since when, on t_ns's clock (0: not frozen)
     pub: str  # the engine's PUB endpoint
     engine_pid: int
+    profile: str  # the cost profile's name (docs/costs.md)
+    kworker_ns: int  # emulated CPU time of the cgroup work items (async reclaim), all together
+    ksgxd_ns: int  # ...and of ksgxd
 
 
 class CgroupRow(TypedDict):
@@ -48,6 +52,8 @@ class CgroupRow(TypedDict):
     reclaimed: int  # pages written out from its LRU, ever
     procs: list[int]  # all of them in a snapshot; the first 64 in a delta
     nr_procs: int
+    runtime_ns: int  # emulated runtime of the workloads (running and exited records) in its subtree
+    paging_ns: int  # ...the part of it spent paging
 
 
 class WorkloadRow(TypedDict):
@@ -70,6 +76,8 @@ class WorkloadRow(TypedDict):
     pattern: str  # its plan as its hello said it ("" and None: not said)
     passes: int | None
     duration_ms: int | None
+    runtime_ns: int  # its emulated clock: compute, SGX operations, paging (docs/costs.md)
+    paging_ns: int  # the part spent paging: ELDU and its faults, the EWB of the reclaim it ran
 
 
 class Snapshot(Header):
@@ -139,7 +147,9 @@ def format_tree(snapshot: Snapshot, name_column: int | None = NAME_COLUMN) -> st
 
     Names longer than ``name_column`` with their indentation are cut in the middle (None:
     never), so one long name does not pad every row (a cgroup name may have 255 bytes)."""
-    rows = [("cgroup", "misc.current", "misc.max", "peak", "events", "memory", "tasks")]
+    rows = [
+        ("cgroup", "misc.current", "misc.max", "peak", "events", "memory", "tasks", "runtime", "paging", "slowdown")
+    ]
     for cg in snapshot["cgroups"]:
         path, misc_max = cg["path"], cg["misc_max"]
         depth = path.count("/") if path != "/" else 0
@@ -158,6 +168,7 @@ def format_tree(snapshot: Snapshot, name_column: int | None = NAME_COLUMN) -> st
                 str(cg["misc_events"]) if path != "/" else "-",
                 format_size(cg["memory_current"]),
                 str(len(cg["procs"])),
+                *_times(cg.get("runtime_ns", 0), cg.get("paging_ns", 0)),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -171,6 +182,11 @@ def format_tree(snapshot: Snapshot, name_column: int | None = NAME_COLUMN) -> st
     lines.append(
         f"EPC {format_size(capacity)}, {format_size(free)} free, ksgxd {'running' if snapshot['ksgxd'] else 'idle'}"
     )
+    if snapshot.get("profile"):
+        lines.append(
+            f"costs: {snapshot['profile']} profile; async reclaim {format_ns(snapshot.get('kworker_ns', 0))},"
+            f" ksgxd {format_ns(snapshot.get('ksgxd_ns', 0))} of CPU"
+        )
     now = snapshot.get("t_ns", 0)
     for w in snapshot.get("workloads", []):
         if w.get("state") == "stalled":
@@ -180,3 +196,10 @@ def format_tree(snapshot: Snapshot, name_column: int | None = NAME_COLUMN) -> st
                 " a fault that no reclaim can help, retried until something frees its limiting cgroup"
             )
     return "\n".join(line.rstrip() for line in lines) + "\n"
+
+
+def _times(runtime_ns: int, paging_ns: int) -> tuple[str, str, str]:
+    """``cg tree``'s runtime, paging and slowdown cells ("-" where nothing ran)."""
+    if not runtime_ns:
+        return "-", "-", "-"
+    return format_ns(runtime_ns), format_ns(paging_ns), f"{slowdown(runtime_ns, paging_ns):.2f}x"
