@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+from common.costs import load_profile
 from engine import Host
 from engine.clock import MonotonicClock
 from engined import curve, runtime
@@ -32,6 +33,7 @@ def run_engine(
     seed: int = 0,
     ready: Callable[[str], None] | None = None,
     allow_remote: bool = False,
+    profile: str | None = None,
 ) -> int:
     """Run an engine in this process until SIGTERM or SIGINT; returns the exit status.
 
@@ -42,7 +44,7 @@ def run_engine(
     endpoints = runtime.choose_endpoints(endpoint, allow_remote=allow_remote)
     keys = curve.server_keys() if endpoints.endpoint.startswith("tcp://") else None
     host = Host(capacity, memory, seed, clock=MonotonicClock(), inline_work=False)
-    engine = Engine(host, endpoints.endpoint, endpoints.pub, keys=keys)
+    engine = Engine(host, endpoints.endpoint, endpoints.pub, keys=keys, profile=load_profile(profile))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

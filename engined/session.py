@@ -686,7 +686,11 @@ class Session:
             workload.reason = workload.reason or reason or "killed"
             workload.exit_signal, workload.exit_code = describe_status(status)
             workload.exited_ns = self.host.clock.now_ns()
-            self._publish_now(WorkloadExited(workload.exited_ns, pid, workload.name, workload.reason))
+            self._publish_now(
+                WorkloadExited(
+                    workload.exited_ns, pid, workload.name, workload.reason, workload.runtime_ns, workload.paging_ns
+                )
+            )
             log.info("workload %d (%s) exited: %s", pid, workload.name, workload.reason)
             self._prune_exited()
         self.flush_events()

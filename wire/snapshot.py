@@ -147,9 +147,10 @@ def format_tree(snapshot: Snapshot, name_column: int | None = NAME_COLUMN) -> st
 
     Names longer than ``name_column`` with their indentation are cut in the middle (None:
     never), so one long name does not pad every row (a cgroup name may have 255 bytes)."""
-    rows = [
-        ("cgroup", "misc.current", "misc.max", "peak", "events", "memory", "tasks", "runtime", "paging", "slowdown")
-    ]
+    timed = any(cg.get("runtime_ns") for cg in snapshot["cgroups"])  # the time columns once a workload ran
+    rows: list[tuple[str, ...]] = [("cgroup", "misc.current", "misc.max", "peak", "events", "memory", "tasks")]
+    if timed:
+        rows[0] += ("runtime", "paging", "slowdown")
     for cg in snapshot["cgroups"]:
         path, misc_max = cg["path"], cg["misc_max"]
         depth = path.count("/") if path != "/" else 0
@@ -168,9 +169,10 @@ def format_tree(snapshot: Snapshot, name_column: int | None = NAME_COLUMN) -> st
                 str(cg["misc_events"]) if path != "/" else "-",
                 format_size(cg["memory_current"]),
                 str(len(cg["procs"])),
-                *_times(cg.get("runtime_ns", 0), cg.get("paging_ns", 0)),
             )
         )
+        if timed:
+            rows[-1] += _times(cg.get("runtime_ns", 0), cg.get("paging_ns", 0))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(

@@ -226,6 +226,10 @@ def run_inproc(args: argparse.Namespace) -> int:
         for problem in e.problems:
             print(f"{PROG}: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "profile", None) is not None:  # --profile over the file's
+        from dataclasses import replace
+
+        scenario = replace(scenario, profile=args.profile)
     app = InprocApp(InprocRun(scenario))
     try:
         app.run()

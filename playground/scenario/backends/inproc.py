@@ -28,6 +28,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from common.costs import load_profile
 from engine import PAGE_SIZE, Host, VirtualClock
 from engined.calls import NOBODY, Caller, Reply
 from engined.requests import HANDLERS
@@ -116,7 +117,7 @@ class _Tasks:
 class InprocBackend(CgroupFiles):
     """A scenario's host in this process.  Deterministic: see the module docstring."""
 
-    def __init__(self, capacity: int, memory: int | None, seed: int) -> None:
+    def __init__(self, capacity: int, memory: int | None, seed: int, profile: str | None = None) -> None:
         self.clock = VirtualClock()
         self.capacity_bytes = capacity
         self.memory_bytes = memory
@@ -131,6 +132,7 @@ class InprocBackend(CgroupFiles):
             answer=self._answer,
             publish=self._events.extend,
             pub="inproc",
+            profile=load_profile(profile),
         )
         self._next_pid = FIRST_PID
         self.rounds = 0

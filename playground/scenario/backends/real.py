@@ -173,12 +173,16 @@ class RealBackend(CgroupFiles):
             self.memory_bytes = int(snapshot["memory"])
 
     @classmethod
-    def start(cls, capacity: int, memory: int | None, seed: int, runtime_dir: str) -> RealBackend:
+    def start(
+        cls, capacity: int, memory: int | None, seed: int, runtime_dir: str, profile: str | None = None
+    ) -> RealBackend:
         """An engine process of its own, listening on ipc in ``runtime_dir`` (a fresh private directory)."""
         endpoint = f"ipc://{runtime_dir}/engine.sock"
         args = ["--capacity", str(capacity), "--seed", str(seed), "--bind", endpoint]
         if memory is not None:
             args += ["--memory", str(memory)]
+        if profile is not None:
+            args += ["--profile", profile]
         try:
             engine, endpoint = start_engine_process(args, dict(os.environ))
         except RuntimeError as e:
