@@ -70,6 +70,18 @@ def count(text: str) -> int:
     return whole(text, 0)
 
 
+def profile(text: str) -> str:
+    """A cost profile: a bundled one's name or a TOML file (common/costs.py), checked now; the text
+    given, to hand on to an engine process."""
+    from common.costs import ProfileError, load_profile
+
+    try:
+        load_profile(text)
+    except ProfileError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def seconds(text: str) -> float:
     """A duration in seconds, ``5`` or ``2.5s``, above 0."""
     try:

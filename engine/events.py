@@ -138,12 +138,15 @@ class WorkloadStarted(Event):
 @dataclass(slots=True)
 class WorkloadExited(Event):
     """A workload process is gone; what it held is released.  ``reason``: ok, an errno name,
-    SIGBUS, OOM, killed or failed."""
+    SIGBUS, OOM, killed or failed.  ``runtime_ns``, ``paging_ns``: its emulated time and the
+    part of it spent paging (docs/costs.md)."""
 
     kind: ClassVar[str] = "workload_exit"
     pid: int
     name: str
     reason: str
+    runtime_ns: int = 0
+    paging_ns: int = 0
 
 
 @dataclass(slots=True)

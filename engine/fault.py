@@ -15,6 +15,7 @@ import errno
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from common.costs import OP_ACCESS, OP_EAUG, OP_ELDU
 from engine import misc
 from engine.backing import free_backing_page, free_backing_run
 from engine.cgroup import Cgroup
@@ -100,7 +101,9 @@ def touch(state: HostState, pid: int, eid: int, ranges: Ranges, limit: int | Non
         pages += done
         faults += served
         if done < count:
+            state.ops[OP_ACCESS] += pages
             return pages, faults, True
+    state.ops[OP_ACCESS] += pages
     return pages, faults, False
 
 
@@ -200,6 +203,7 @@ def _eldu_run(state: HostState, encl: Enclave, index: int, end: int, cg: Cgroup,
             epc.make_young(frame, slot)
     encl.secs_child_cnt += len(frames)
     epc.lru_add_tail_many(cg.lru, frames)
+    state.ops[OP_ELDU] += len(frames)
     return len(frames)
 
 
@@ -304,6 +308,7 @@ def eldu(state: HostState, encl: Enclave, index: int, pid: int, cg: Cgroup, slot
         return frame
     entry = encl.secs_frame if secs else encl.page(index)
     encl.va_free_slot(free_backing_page(state, encl, index, entry))
+    state.ops[OP_ELDU] += 1
     if secs:
         encl.secs_frame = frame
         return 0
@@ -348,6 +353,7 @@ def eaug(state: HostState, encl: Enclave, index: int, pid: int, cg: Cgroup, slot
     encl.secs_child_cnt += 1
     state.epc.make_young(frame, slot)
     state.epc.lru_add_tail(cg.lru, frame)
+    state.ops[OP_EAUG] += 1
     return 0
 
 

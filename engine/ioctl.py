@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 
+from common.costs import OP_EADD, OP_ECREATE, OP_EINIT, OP_EREMOVE
 from common.units import parse_size
 from engine.backing import free_backing_page
 from engine.cgroup import Cgroup
@@ -53,6 +54,7 @@ def ecreate(state: HostState, pid: int, size: int | str) -> int:
         free_enclave_frames(state, encl)
         del state.enclaves[encl.id]
         raise
+    state.ops[OP_ECREATE] += 1
     state.emit(EnclaveCreated(state.clock.now_ns(), encl.id, pid, size_bytes))
     return encl.id
 
@@ -115,6 +117,7 @@ def _eadd_run(state: HostState, encl: Enclave, kind: PageKind, cg: Cgroup, count
         encl.page_cnt += run
         encl.secs_child_cnt += run
         state.epc.lru_add_tail_many(cg.lru, frames)
+        state.ops[OP_EADD] += run
     return run
 
 
@@ -138,6 +141,7 @@ def _eadd(state: HostState, encl: Enclave, kind: PageKind, cg: Cgroup, pid: int)
     encl.next_index = index + 1
     encl.secs_child_cnt += 1
     state.epc.lru_add_tail(cg.lru, frame)
+    state.ops[OP_EADD] += 1
     return 1
 
 
@@ -151,6 +155,7 @@ def einit(state: HostState, eid: int) -> None:
     if encl.initialized:
         raise OSError(errno.EINVAL, f"enclave {eid} is already initialised")
     encl.initialized = True
+    state.ops[OP_EINIT] += 1
 
 
 # -- EDMM ---------------------------------------------------------------------------------
@@ -293,6 +298,7 @@ def remove_trimmed(state: HostState, pid: int, eid: int, first: int, count: int)
         encl.clear(index)
         encl.secs_child_cnt -= 1
         encl.page_cnt -= 1
+        state.ops[OP_EREMOVE] += 1
     return count
 
 
@@ -341,4 +347,5 @@ def free_enclave_frames(state: HostState, encl: Enclave) -> int:
             state.free_epc_page(frame)
             encl.va_frames[ordinal] = ABSENT
             freed += 1
+    state.ops[OP_EREMOVE] += freed
     return freed

@@ -10,6 +10,7 @@ they work on.
 
 from __future__ import annotations
 
+from common.costs import OP_BATCH, OP_ETRACK, OP_EWB
 from engine.backing import OWNER_BITS, PCMD_SHIFT, BackingRun, alloc_backing, swap_entry
 from engine.cgroup import Cgroup, next_get
 from engine.enclave import SWAPPED, Enclave
@@ -64,6 +65,7 @@ def reclaim_pages(
     scanned = state.epc.lru_isolate(cg.lru, state.nr_to_scan)
     if not scanned:
         return 0
+    state.ops[OP_BATCH] += 1
     batch = _age_and_get_backing(state, scanned, charge_pid)
     state.epc.lru_add_tail_many(cg.lru, batch.skipped)
     written = _write_pages(state, cg, batch.writes, batch.owners)
@@ -143,6 +145,7 @@ def _write_pages(state: HostState, cg: Cgroup, writes: list[int], owners: list[i
     epc, enclaves = state.epc, state.enclaves
     owner, page_index = epc.owner, epc.index
     fast = state.fast_paths
+    ops = state.ops
     written = len(writes)
     start = 0
     while start < written:
@@ -160,6 +163,8 @@ def _write_pages(state: HostState, cg: Cgroup, writes: list[int], owners: list[i
             pcmd[index >> PCMD_SHIFT] += 1
         encl.nr_swapped += count
         encl.secs_child_cnt -= count
+        ops[OP_ETRACK] += 1  # the first EWB of the enclave in this batch needs ETRACK and the IPI round
+        ops[OP_EWB] += count
         if encl.secs_child_cnt == 0 and encl.initialized:  # only the run's last page can leave it at 0
             write_back_secs(state, encl, owners[end - 1])
         start = end
@@ -180,6 +185,7 @@ def write_back_secs(state: HostState, encl: Enclave, owner_id: int) -> None:
     encl.secs_frame = swap_entry(encl.va_alloc_slot(), owner_id)
     encl.pcmd[index >> PCMD_SHIFT] += 1
     encl.nr_swapped += 1
+    state.ops[OP_EWB] += 1
     state.emit(SecsWriteBack(state.clock.now_ns(), encl.id, state.backing_owners[owner_id][0].path))
     state.free_epc_page(secs)
 

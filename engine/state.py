@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 from collections import deque
 
+from common.costs import OPS
 from common.knobs import V17, Knobs
 from common.units import parse_size
 from engine import misc
@@ -108,6 +109,9 @@ class HostState:
         self.ksgxd_woken = False
         self.progress = 0  # pages freed, rotated or dropped by reclaim: "did anything move"
         self.pages_reclaimed = 0
+        # SGX operations performed, ever, indexed by common.costs.OP_*: the Session reads them around a
+        # call to charge its cost (a count per run of pages, never per-page work)
+        self.ops: list[int] = [0] * len(OPS)
         self.events: deque[Event] = deque(maxlen=EVENT_BACKLOG)
         self.emit: EventSink = event_sink if event_sink is not None else self.events.append
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 
+from common.costs import OP_ACCESS, OP_EREMOVE, OP_VEPC_FAULT
 from common.units import parse_size
 from engine.charge import alloc_epc_page
 from engine.enclave import Vepc
@@ -66,6 +67,8 @@ def vepc_touch(state: HostState, pid: int, vid: int, ranges: Ranges, limit: int 
             pages += count
         return pages, faults, False
     finally:
+        state.ops[OP_VEPC_FAULT] += faults
+        state.ops[OP_ACCESS] += pages
         if faults:  # every page this call faulted in is charged to cg, also when a later one got SIGBUS
             vepc.charged[cg.id] = vepc.charged.get(cg.id, 0) + faults
 
@@ -76,4 +79,5 @@ def vepc_release(state: HostState, vid: int) -> None:
     vepc = state.vepc(vid)
     for frame in vepc.pages.values():
         state.free_epc_page(frame)
+    state.ops[OP_EREMOVE] += len(vepc.pages)
     del state.vepcs[vid]

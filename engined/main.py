@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
+from common.costs import load_profile
 from common.knobs import V17, Knobs
 from engine import Host
 from engine.clock import MonotonicClock
@@ -34,6 +35,7 @@ def run_engine(
     ready: Callable[[str], None] | None = None,
     allow_remote: bool = False,
     knobs: Knobs = V17,
+    profile: str | None = None,
 ) -> int:
     """Run an engine in this process until SIGTERM or SIGINT; returns the exit status.
 
@@ -45,7 +47,7 @@ def run_engine(
     endpoints = runtime.choose_endpoints(endpoint, allow_remote=allow_remote)
     keys = curve.server_keys() if endpoints.endpoint.startswith("tcp://") else None
     host = Host(capacity, memory, seed, clock=MonotonicClock(), inline_work=False, knobs=knobs)
-    engine = Engine(host, endpoints.endpoint, endpoints.pub, keys=keys)
+    engine = Engine(host, endpoints.endpoint, endpoints.pub, keys=keys, profile=load_profile(profile))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -73,6 +73,7 @@ def hello(
     pattern: str = "",
     passes: int | None = None,
     duration_ms: int | None = None,
+    compute_ns: int | None = None,
 ) -> Info:
     """Register the sending process (only itself, as the kernel names it); it starts in the
     cgroup its nearest placed ancestor is in.  A client only says who it is.  A workload's
@@ -87,6 +88,7 @@ def hello(
     session.register(caller, pid, role, name)
     workload = session.workloads[pid]
     workload.size_bytes, workload.pattern, workload.passes, workload.duration_ms = size, pattern, passes, duration_ms
+    workload.compute_ns = compute_ns  # None: the cost profile's
     return {"cgroup": session.host.task_cgroup(pid), **session.info}
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Hashable
 
 import zmq
 
+from common.costs import Profile
 from engine import Host
 from engined import curve, runtime
 from engined.calls import NOBODY, Caller, Reply
@@ -55,6 +56,7 @@ class Engine:
         pub_endpoint: str,
         *,
         keys: curve.ServerKeys | None = None,
+        profile: Profile | None = None,
     ) -> None:
         """``keys``: serve as CURVE, letting in only the clients whose keys are in ``keys.directory`` (tcp)."""
         self.host = host
@@ -78,6 +80,7 @@ class Engine:
             publish=self.publisher.events,
             wake=self._wake,
             engine_pid=os.getpid(),
+            profile=profile,
             pub=pub_endpoint,
             uid=os.getuid(),
         )

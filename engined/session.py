@@ -27,9 +27,11 @@ import logging
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from operator import mul, sub
 from types import GeneratorType
 from typing import Any
 
+from common.costs import OP_ACCESS, Profile, load_profile
 from engine import Blocked, Host, SigBus
 from engine.events import (
     STALL_RETRY_HZ,
@@ -58,6 +60,11 @@ MAX_OPEN_PER_PID = 1024  # enclaves and vEPCs one process may hold open (the ker
 MAX_EXITED = 256  # exited workload records kept for displays; older ones are pruned
 STALL_RETRY_NS = 10**9 // STALL_RETRY_HZ
 STEP_EVENTS = 64  # events a step's answer lists (it counts them all)
+# the ops whose SGX operations a workload's clock pays for (docs/costs.md); the others touch no EPC
+METERED_OPS = frozenset({
+    "ecreate", "add_pages", "einit", "access", "augment", "release", "remove_pages", "modify_types",
+    "restrict_permissions", "remove_trimmed", "vepc_open", "vepc_access", "vepc_release",
+})  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -110,8 +117,13 @@ class Session:
         pub: str = "",
         uid: int = 0,
         chunk_pages: int = CHUNK_PAGES,
+        profile: Profile | None = None,
     ) -> None:
         self.host = host
+        self.profile = profile if profile is not None else load_profile()
+        self._weights, self._paging_weights = self.profile.weights()
+        self.kworker_ns = 0  # emulated CPU time of the cgroup work items (async reclaim), all together
+        self.ksgxd_ns = 0  # ...and of ksgxd (global reclaim)
         self.processes = processes
         self.answer = answer
         self.publish = publish
@@ -127,7 +139,7 @@ class Session:
         self.uid = uid
         self.chunk_pages = chunk_pages
         self.workloads: dict[int, Workload] = {}
-        self.stats = Stats(host, self.workloads, processes.stopped)
+        self.stats = Stats(host, self.workloads, processes.stopped, self._clocks)
         self.ready: deque[Pending] = deque()
         self.waiting: list[Pending] = []
         self.stalled: list[Pending] = []  # calls that no reclaim can help, tried again now and then
@@ -158,13 +170,18 @@ class Session:
         self.steps_run += 1
         self.asking = key
         handler = self.handlers[op]
+        before = self.host.ops.copy() if op in METERED_OPS else None
         try:
             result = handler(self, caller, **args)
         except Blocked:  # an op that is not stepped waits like the others: asked again later
             result = again(lambda: handler(self, caller, **args))
         except Exception as e:
+            if before is not None:
+                self._charge(caller.pid, before)
             self._answer(key, self._failed(request_id, caller.pid, e))
             return
+        if before is not None:
+            self._charge(caller.pid, before, self.profile.cost_ns["entry"] if op == "access" else 0)
         if type(result) is GeneratorType:  # (isinstance against the ABC costs a microsecond a call)
             # its first step now, before any reclaim work runs: a first WAIT then records the
             # progress its failed attempt saw (else a retry after that work would look stalled)
@@ -223,10 +240,40 @@ class Session:
         host = self.host
         if self.work_due() and self.frozen is None:
             progress = host.progress
-            while host.run_work_step() and more_work():
+            while self._run_work_step() and more_work():
                 pass
             if host.progress != progress:
                 self._wake_waiting()
+
+    def _run_work_step(self) -> bool:
+        """One Host.run_work_step(), its cost on the clock of whoever runs it: a cgroup's work item
+        (the kworkers' clock) or ksgxd."""
+        host = self.host
+        work = host.work_in_flight
+        ksgxd = work.cg is None if work is not None else not host.work and host.ksgxd_woken
+        before = host.ops.copy()
+        ran = host.run_work_step()
+        cost = sum(map(mul, map(sub, host.ops, before), self._weights))
+        if ksgxd:
+            self.ksgxd_ns += cost
+        else:
+            self.kworker_ns += cost
+        return ran
+
+    def _clocks(self) -> tuple[str, int, int]:
+        """The profile's name and the reclaim workers' clocks, for the snapshot's header."""
+        return self.profile.name, self.kworker_ns, self.ksgxd_ns
+
+    def _charge(self, pid: int, before: list[int], extra_ns: int = 0) -> None:
+        """What ``pid``'s call did to the host since the counts ``before``, on its workload's clock:
+        the operations' costs (paging among them) and its compute per page accessed."""
+        workload = self.workloads.get(pid)
+        if workload is None:
+            return
+        delta = list(map(sub, self.host.ops, before))
+        compute = workload.compute_ns if workload.compute_ns is not None else self.profile.cost_ns["compute"]
+        workload.runtime_ns += sum(map(mul, delta, self._weights)) + delta[OP_ACCESS] * compute + extra_ns
+        workload.paging_ns += sum(map(mul, delta, self._paging_weights))
 
     def next_retry_ns(self) -> int | None:
         """The host clock when the next stalled call tries again; None when none stalls (or frozen)."""
@@ -241,16 +288,23 @@ class Session:
             pending.steps.close()  # its process is gone: nobody to answer
             self._end_stall(pending, "exited")
             return "dropped"
+        before = self.host.ops.copy() if pending.op in METERED_OPS else None
         try:
             status = next(pending.steps)
         except StopIteration as done:
+            if before is not None:
+                self._charge(pending.pid, before)
             self._end_stall(pending, "resumed")
             self._answer(pending.key, Reply(pending.request_id, done.value))
             return "done"
         except Exception as e:
+            if before is not None:
+                self._charge(pending.pid, before)
             self._end_stall(pending, how(e))
             self._answer(pending.key, self._failed(pending.request_id, pending.pid, e))
             return "failed"
+        if before is not None:
+            self._charge(pending.pid, before)
         if status is MORE:
             self._end_stall(pending, "resumed")
             self.ready.append(pending)
@@ -546,7 +600,7 @@ class Session:
                 worker = "" if queued is None else queued.path
             else:
                 worker = "ksgxd" if work is None or work.cg is None else work.cg.path
-            host.run_work_step()
+            self._run_work_step()
         if not worker:
             result["note"] = "no reclaim work is queued (the cgroups it was queued for are gone)"
             return result
@@ -622,8 +676,10 @@ class Session:
         self._drop_calls(pid)
         status = self.processes.exit_status(pid)  # before forget: read through its pidfd
         self.processes.forget(pid)
+        before = self.host.ops.copy()
         self.host.signal(pid)
-        self.host.exit_task(pid)
+        self.host.exit_task(pid)  # releases what it held: EREMOVE on its clock
+        self._charge(pid, before)
         self.oom_sent.discard(pid)
         workload = self.workloads.get(pid)
         if workload is not None and workload.state == "running":
@@ -631,7 +687,11 @@ class Session:
             workload.reason = workload.reason or reason or "killed"
             workload.exit_signal, workload.exit_code = describe_status(status)
             workload.exited_ns = self.host.clock.now_ns()
-            self._publish_now(WorkloadExited(workload.exited_ns, pid, workload.name, workload.reason))
+            self._publish_now(
+                WorkloadExited(
+                    workload.exited_ns, pid, workload.name, workload.reason, workload.runtime_ns, workload.paging_ns
+                )
+            )
             log.info("workload %d (%s) exited: %s", pid, workload.name, workload.reason)
             self._prune_exited()
         self.flush_events()

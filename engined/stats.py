@@ -17,6 +17,7 @@ from engine.cgroup import Cgroup
 from engine.host import Host
 from engine.sgx import PAGE_COUNTER_MAX, PAGE_SIZE
 
+_NO_TIME = (0, 0)
 REFRESH_ROWS = 32  # unchanged cgroup rows re-sent per tick, in turn
 STOPPED_CHECKS = 32  # running workloads a tick asks whether they are stopped, in turn (a /proc read, ~10 us, each)
 PROCS_IN_DELTA = 64  # pids listed in a delta's cgroup row (nr_procs counts them all; the snapshot lists all)
@@ -50,6 +51,11 @@ class Workload:
     exit_signal: str = ""  # "SIGTERM"; "" when no signal killed it or it cannot be known
     exit_code: int | None = None  # None while it runs, when a signal killed it, or when it cannot be known
     stopped: bool = False  # stopped (SIGSTOP) when last looked at
+    # emulated time (docs/costs.md): its compute per page accessed (None: the profile's), its clock,
+    # and the part of it spent paging (ELDU and its faults, the EWB of the reclaim it ran)
+    compute_ns: int | None = None
+    runtime_ns: int = 0
+    paging_ns: int = 0
 
     def opened(self, host: Host) -> None:
         """It created an enclave or opened a vEPC: ``elrange_bytes`` is at least what it holds now."""
@@ -74,10 +80,15 @@ class Stats:
     """The rows last sent, to send only what changed."""
 
     def __init__(
-        self, host: Host, workloads: dict[int, Workload], stopped: Callable[[int], bool] = lambda pid: False
+        self,
+        host: Host,
+        workloads: dict[int, Workload],
+        stopped: Callable[[int], bool] = lambda pid: False,
+        clocks: Callable[[], tuple[str, int, int]] = lambda: ("", 0, 0),
     ) -> None:
         self.host = host
         self.knobs = host.knobs.changed()  # the same in every header: {} for V17's
+        self.clocks = clocks  # the cost profile's name, the kworkers' and ksgxd's emulated time
         self.workloads = workloads
         self.stopped = stopped  # whether a process is stopped (SIGSTOP): Processes.stopped
         self._stopped_at = 0  # where the next tick's stopped checks start
@@ -92,6 +103,7 @@ class Stats:
 
     def header(self, pub: str, engine_pid: int, seq: int) -> dict[str, Any]:
         host = self.host
+        profile, kworker_ns, ksgxd_ns = self.clocks()
         return {
             "stats_seq": self.stats_seq,
             "seq": seq,
@@ -105,14 +117,18 @@ class Stats:
             "pub": pub,
             "engine_pid": engine_pid,
             "knobs": self.knobs,
+            "profile": profile,
+            "kworker_ns": kworker_ns,
+            "ksgxd_ns": ksgxd_ns,
         }
 
     def full(self, pub: str, engine_pid: int, seq: int) -> dict[str, Any]:
         """The whole state: every live cgroup in pre-order (siblings by name), every workload record."""
         swapped = self._swapped_by()
+        times = self._times_by()
         out = self.header(pub, engine_pid, seq)
         live = sorted(self.host.tree.live(), key=lambda cg: [name for name in cg.path.split("/") if name])
-        out["cgroups"] = [self._cgroup_row(cg, swapped.get(cg.path, 0)) for cg in live]
+        out["cgroups"] = [self._cgroup_row(cg, swapped.get(cg.path, 0), times.get(cg.path, _NO_TIME)) for cg in live]
         running = [w for w in self.workloads.values() if w.state == "running"]
         self._look_for_stopped(running, len(running))
         out["workloads"] = [self._workload_row(w) for w in self.workloads.values()]
@@ -124,6 +140,7 @@ class Stats:
         """The delta since the last tick, as messages of at most ``rows`` rows and about ``max_bytes``
         encoded (rows are estimated generously); the last one says ``last``."""
         swapped = self._swapped_by()
+        times = self._times_by()
         changed: list[dict[str, Any]] = []
         live = self.host.tree.live()
         paths = set()
@@ -132,12 +149,13 @@ class Stats:
             path = cg.path
             paths.add(path)
             nr_swapped = swapped.get(path, 0)
-            sig = _signature(cg, nr_swapped)
+            time = times.get(path, _NO_TIME)
+            sig = (*_signature(cg, nr_swapped), *time)
             sent = self._sent.get(path)
             refresh = (i - self._refresh_at) % nr_live < REFRESH_ROWS
             if sent is None or sent[0] != sig or sent[1] != cg.procs or refresh:
                 self._sent[path] = (sig, frozenset(cg.procs))
-                row = self._cgroup_row(cg, nr_swapped)
+                row = self._cgroup_row(cg, nr_swapped, time)
                 if len(row["procs"]) > PROCS_IN_DELTA:
                     row["procs"] = row["procs"][:PROCS_IN_DELTA]
                 changed.append(row)
@@ -212,7 +230,24 @@ class Stats:
                 out[path] = out.get(path, 0) + enclave.nr_swapped
         return out
 
-    def _cgroup_row(self, cg: Cgroup, swapped: int) -> dict[str, Any]:
+    def _times_by(self) -> dict[str, tuple[int, int]]:
+        """Emulated runtime and paging time summed over the workloads (running and exited records)
+        in each cgroup's subtree, as the other cgroup figures are hierarchical: O(workloads x depth)."""
+        host = self.host
+        out: dict[str, tuple[int, int]] = {}
+        for w in self.workloads.values():
+            if not w.runtime_ns:
+                continue
+            path = host.task_cgroup(w.pid) if w.state == "running" else w.cgroup
+            while True:
+                runtime, paging = out.get(path, _NO_TIME)
+                out[path] = (runtime + w.runtime_ns, paging + w.paging_ns)
+                if path == "/":
+                    break
+                path = path.rsplit("/", 1)[0] or "/"
+        return out
+
+    def _cgroup_row(self, cg: Cgroup, swapped: int, time: tuple[int, int] = (0, 0)) -> dict[str, Any]:
         own = cg.misc_usage - sum(child.misc_usage for child in cg.children)
         return {
             "path": cg.path,
@@ -230,6 +265,8 @@ class Stats:
             "reclaimed": cg.reclaimed,  # pages written out from its LRU, ever
             "procs": sorted(cg.procs),
             "nr_procs": len(cg.procs),
+            "runtime_ns": time[0],  # emulated runtime of the workloads in its subtree (docs/costs.md)
+            "paging_ns": time[1],  # ...and their time in paging
         }
 
     def _workload_row(self, w: Workload) -> dict[str, Any]:
@@ -262,6 +299,8 @@ class Stats:
             "pattern": w.pattern,
             "passes": w.passes,
             "duration_ms": w.duration_ms,
+            "runtime_ns": w.runtime_ns,  # its emulated clock (docs/costs.md)
+            "paging_ns": w.paging_ns,  # the part of it spent paging
         }
 
 

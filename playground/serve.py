@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any
 
-from common.options import EXIT_USAGE, add_knob_options, capacity, parsed_knobs, size
+from common.options import EXIT_USAGE, add_knob_options, capacity, parsed_knobs, profile, size
 from common.units import format_size, parse_size
 
 
@@ -35,6 +35,13 @@ def add_parsers(sub: Any) -> None:
         "--allow-remote", action="store_true", help="let --bind name a non-loopback address (other hosts, with keys)"
     )
     engine.add_argument("--seed", type=int, default=0, help="seed for anything random (0)")
+    engine.add_argument(
+        "--profile",
+        type=profile,
+        metavar="NAME|FILE",
+        help="the CPU whose SGX costs drive emulated time: sgx1-client, icelake-sp, sapphire-rapids (the "
+        "default), zero, or a TOML file (docs/costs.md)",
+    )
     engine.add_argument("-v", "--verbose", action="store_true", help="log each warning and more")
     add_knob_options(engine)
     engine.set_defaults(handler=run_engine_command)
@@ -75,6 +82,7 @@ def run_engine_command(args: argparse.Namespace) -> int:
             ready=ready,
             allow_remote=args.allow_remote,
             knobs=knobs,
+            profile=args.profile,
         )
     except (RuntimeError, ValueError) as e:
         print(f"epc-playground engine: {e}", file=sys.stderr)

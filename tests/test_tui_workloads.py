@@ -16,6 +16,7 @@ import pytest
 from rich.text import Text
 from textual.pilot import Pilot
 
+from common.costs import slowdown
 from playground.feed import FeedState
 from playground.tui.app import EpcApp
 from playground.tui.widgets.workload_table import NAMES, WorkloadTable
@@ -81,6 +82,8 @@ def expected(feed: FeedState, name: str, descending: bool) -> list[int]:
         "size": lambda w: w["size"],
         "elrange": lambda w: w["elrange"],
         "kind": lambda w: w["role"],
+        "runtime": lambda w: w.get("runtime_ns", 0),
+        "slowdown": lambda w: slowdown(w.get("runtime_ns", 0), w.get("paging_ns", 0)),
     }
     rows = sorted(feed.snapshot["workloads"], key=lambda w: (key[name](w), w["pid"]), reverse=descending)
     return [w["pid"] for w in rows]

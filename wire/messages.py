@@ -24,6 +24,7 @@ class Hello(TypedDict):
     pattern: NotRequired[str]  # an enclave's access pattern (wire.protocol.PATTERNS)
     passes: NotRequired[int]  # times over its memory
     duration_ms: NotRequired[int]  # how long it runs instead of passes
+    compute_ns: NotRequired[int]  # its compute per page accessed, in ns (docs/costs.md; default: the profile's)
 
 
 class Ecreate(TypedDict):

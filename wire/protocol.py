@@ -33,6 +33,7 @@ MAX_PID = 0x3FFFFFFF
 MAX_ID = (1 << 63) - 1
 MAX_LRU_LIMIT = 4096  # pages one `lru` reply lists (of each list)
 MAX_CELLS = 65536  # cells one `frames` reply holds, and frames one cell sums up
+MAX_COMPUTE_NS = 10**9  # a workload's compute per page accessed, in hello: at most a second
 MAX_PASSES = (1 << 31) - 1  # a workload's plan in hello: passes over its memory (clients clamp to it)
 MAX_DURATION_MS = 1 << 40  # and how long it runs, in milliseconds (about 35 years)
 
@@ -162,6 +163,7 @@ SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
         "pattern": (_choice(*PATTERNS), False),
         "passes": (_int(0, MAX_PASSES), False),
         "duration_ms": (_int(1, MAX_DURATION_MS), False),
+        "compute_ns": (_int(0, MAX_COMPUTE_NS), False),  # its compute per page accessed (docs/costs.md)
     },
     "ecreate": {"size": (SIZE, True)},
     "add_pages": {"eid": (HANDLE, True), "count": (PAGES, True), "kind": (_choice("REG", "TCS"), False)},

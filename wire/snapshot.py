@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict, cast
 
+from common.costs import format_ns, slowdown
 from common.knobs import Knobs
 from common.limits import U64_MAX
 from common.units import format_size
@@ -30,6 +31,9 @@ class Header(TypedDict):
     pub: str  # the engine's PUB endpoint
     engine_pid: int
     knobs: dict[str, int | bool]  # the series' knobs not at V17's values (common.knobs; {}: the kernel's)
+    profile: str  # the cost profile's name (docs/costs.md)
+    kworker_ns: int  # emulated CPU time of the cgroup work items (async reclaim), all together
+    ksgxd_ns: int  # ...and of ksgxd
 
 
 class CgroupRow(TypedDict):
@@ -50,6 +54,8 @@ class CgroupRow(TypedDict):
     reclaimed: int  # pages written out from its LRU, ever
     procs: list[int]  # all of them in a snapshot; the first 64 in a delta
     nr_procs: int
+    runtime_ns: int  # emulated runtime of the workloads (running and exited records) in its subtree
+    paging_ns: int  # ...the part of it spent paging
 
 
 class WorkloadRow(TypedDict):
@@ -72,6 +78,8 @@ class WorkloadRow(TypedDict):
     pattern: str  # its plan as its hello said it ("" and None: not said)
     passes: int | None
     duration_ms: int | None
+    runtime_ns: int  # its emulated clock: compute, SGX operations, paging (docs/costs.md)
+    paging_ns: int  # the part spent paging: ELDU and its faults, the EWB of the reclaim it ran
 
 
 class Snapshot(Header):
@@ -142,7 +150,10 @@ def format_tree(snapshot: Snapshot, name_column: int | None = NAME_COLUMN) -> st
 
     Names longer than ``name_column`` with their indentation are cut in the middle (None:
     never), so one long name does not pad every row (a cgroup name may have 255 bytes)."""
-    rows = [("cgroup", "misc.current", "misc.max", "peak", "events", "memory", "tasks")]
+    timed = any(cg.get("runtime_ns") for cg in snapshot["cgroups"])  # the time columns once a workload ran
+    rows: list[tuple[str, ...]] = [("cgroup", "misc.current", "misc.max", "peak", "events", "memory", "tasks")]
+    if timed:
+        rows[0] += ("runtime", "paging", "slowdown")
     for cg in snapshot["cgroups"]:
         path, misc_max = cg["path"], cg["misc_max"]
         depth = path.count("/") if path != "/" else 0
@@ -163,6 +174,8 @@ def format_tree(snapshot: Snapshot, name_column: int | None = NAME_COLUMN) -> st
                 str(len(cg["procs"])),
             )
         )
+        if timed:
+            rows[-1] += _times(cg.get("runtime_ns", 0), cg.get("paging_ns", 0))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(
@@ -174,6 +187,11 @@ def format_tree(snapshot: Snapshot, name_column: int | None = NAME_COLUMN) -> st
     lines.append(
         f"EPC {format_size(capacity)}, {format_size(free)} free, ksgxd {'running' if snapshot['ksgxd'] else 'idle'}"
     )
+    if snapshot.get("profile"):
+        lines.append(
+            f"costs: {snapshot['profile']} profile; async reclaim {format_ns(snapshot.get('kworker_ns', 0))},"
+            f" ksgxd {format_ns(snapshot.get('ksgxd_ns', 0))} of CPU"
+        )
     now = snapshot.get("t_ns", 0)
     for w in snapshot.get("workloads", []):
         if w.get("state") == "stalled":
@@ -211,3 +229,10 @@ def knobs_mark(info: Any) -> str:
         return Knobs.from_mapping(knobs).mark()
     except (TypeError, ValueError):
         return "knobs (not the kernel's): " + ", ".join(f"{name}={value}" for name, value in knobs.items())
+
+
+def _times(runtime_ns: int, paging_ns: int) -> tuple[str, str, str]:
+    """``cg tree``'s runtime, paging and slowdown cells ("-" where nothing ran)."""
+    if not runtime_ns:
+        return "-", "-", "-"
+    return format_ns(runtime_ns), format_ns(paging_ns), f"{slowdown(runtime_ns, paging_ns):.2f}x"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from wire.protocol import MAX_DURATION_MS, MAX_PASSES, MAX_SIZE, PAGE_SIZE
+from wire.protocol import MAX_COMPUTE_NS, MAX_DURATION_MS, MAX_PASSES, MAX_SIZE, PAGE_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,11 @@ def run(client: Caller, program: Program) -> None:
 
 
 def plan(
-    size_bytes: int, pattern: str = "", passes: int | None = None, duration_s: float | None = None
+    size_bytes: int,
+    pattern: str = "",
+    passes: int | None = None,
+    duration_s: float | None = None,
+    compute_ns: int | None = None,
 ) -> dict[str, Any]:
     """A workload's plan as ``hello`` carries it (the TUI shows it): the size it asked for, its
     pattern, passes and duration, each only when known and clamped to what the wire takes."""
@@ -76,6 +80,8 @@ def plan(
         out["passes"] = min(max(passes, 0), MAX_PASSES)
     if duration_s is not None:
         out["duration_ms"] = min(max(1, round(duration_s * 1000)), MAX_DURATION_MS)
+    if compute_ns is not None:
+        out["compute_ns"] = min(max(compute_ns, 0), MAX_COMPUTE_NS)
     return out
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from common.knobs import Knobs
 from common.options import EXIT_USAGE as EXIT_INVALID  # runner.EXIT_INVALID: an invalid file, no engine
-from common.options import add_knob_options, count, parsed_knobs
+from common.options import add_knob_options, count, parsed_knobs, profile
 
 if TYPE_CHECKING:
     from playground.scenario.backends.base import Backend
@@ -101,6 +101,13 @@ def add_parser(sub: Any) -> None:
     run.add_argument("--seed", type=count, help="override the file's seed (workload patterns, random kills)")
     run.add_argument(
         "--inproc", action="store_true", help="the in-process host on a virtual clock: fast, byte-for-byte repeatable"
+    )
+    run.add_argument(
+        "--profile",
+        type=profile,
+        metavar="NAME|FILE",
+        help="the CPU whose SGX costs drive emulated time (default: the file's profile, else sapphire-rapids; "
+        "docs/costs.md)",
     )
     run.add_argument(
         "-q", "--quiet", action="store_true", help="no progress on stderr (a line every 5 s where it is no terminal)"
@@ -210,7 +217,9 @@ def _backend(args: argparse.Namespace, scenario: Scenario, runtime_dir: str) -> 
             raise BackendError("--inproc runs its own in-process host: leave out --connect")
         from playground.scenario.backends.inproc import InprocBackend
 
-        return InprocBackend(scenario.capacity, scenario.memory, scenario.seed, scenario.knobs)
+        return InprocBackend(
+            scenario.capacity, scenario.memory, scenario.seed, scenario.knobs, _profile(args, scenario)
+        )
     from playground.scenario.backends.real import RealBackend
     from workloads.client import NoEngine
 
@@ -234,7 +243,14 @@ def _backend(args: argparse.Namespace, scenario: Scenario, runtime_dir: str) -> 
                 "the command line's): start an engine with those, or leave out --connect"
             )
         return backend
-    return RealBackend.start(scenario.capacity, scenario.memory, scenario.seed, runtime_dir, scenario.knobs)
+    return RealBackend.start(
+        scenario.capacity, scenario.memory, scenario.seed, runtime_dir, scenario.knobs, _profile(args, scenario)
+    )
+
+
+def _profile(args: argparse.Namespace, scenario: Scenario) -> str | None:
+    """The cost profile: --profile, else the file's, else None (the default)."""
+    return args.profile if args.profile is not None else scenario.profile
 
 
 def _run(scenario: Scenario, backend: Backend, events_file: TextIO | None, quiet: bool) -> int:

@@ -16,6 +16,7 @@ import difflib
 import errno
 import functools
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from playground.scenario.model import (
     ExpectEvent,
     ExpectExited,
     ExpectFile,
+    ExpectTime,
     Kill,
     Mkdir,
     Rmdir,
@@ -52,7 +54,7 @@ MAX_DURATION_NS = 24 * 3600 * 10**9  # one day: the longest sleep, duration or t
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|us|ns)?\s*")
 _DURATION_NS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9, None: 10**9, "m": 60 * 10**9}
 _T = TypeVar("_T")
-_TOP_KEYS = ("name", "description", "capacity", "memory", "seed", "knobs", "step")
+_TOP_KEYS = ("name", "description", "capacity", "memory", "seed", "knobs", "profile", "step")
 MAX_PROBLEMS = 100  # lines of one ScenarioError; a file with more says how many it leaves out
 _TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)$")
 WIRE_EVENT_FIELDS = {"seq": "int"}  # what the engine adds to every event it publishes (docs/protocol.md)
@@ -133,6 +135,10 @@ def _toml_hint(text: str, message: str) -> str | None:
     return _INLINE_TABLE_HINT if line.count("{") > line.count("}") else None
 
 
+TIME_EXPECTS = ("slowdown", "runtime", "paging")  # expect on a workload group's emulated time
+_RELATION = re.compile(r"\s*(<=|>=|<|>)\s*(\S.*)")
+
+
 def parse_duration(value: object) -> int:
     """Nanoseconds from ``"500ms"``, ``"2s"``, ``"1.5s"``, ``"1m"`` or a number of seconds; at most a day."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -199,6 +205,7 @@ class _Validator:
         memory = self.noted(lambda: self.size_literal(data, "memory")) if "memory" in data else None
         seed = self.noted(lambda: self.seed(data))
         knobs = self.noted(lambda: self.knobs(data))
+        profile = self.noted(lambda: self.profile(data)) if "profile" in data else None
         self.env = {"capacity": capacity, "memory": memory}
         raw_steps = data.get("step", [])
         if not isinstance(raw_steps, list) or not all(isinstance(s, dict) for s in raw_steps):
@@ -215,13 +222,28 @@ class _Validator:
         assert name is not None and description is not None and capacity is not None and seed is not None
         assert knobs is not None
         checked = tuple(step for step in steps if step is not None)
-        return Scenario(name, description, capacity, memory, seed, checked, self.source, knobs)
+        return Scenario(name, description, capacity, memory, seed, checked, self.source, knobs, profile)
 
     def capacity(self, data: dict[str, Any]) -> int:
         capacity = self.size_literal(data, "capacity")
         if capacity <= 0 or capacity % PAGE_SIZE:
             raise self.fail(f"key 'capacity': {capacity} bytes is not a positive whole number of 4 KiB pages")
         return capacity
+
+    def profile(self, data: dict[str, Any]) -> str:
+        """The cost profile: a bundled name, or a .toml file relative to the scenario's (checked now)."""
+        from common.costs import ProfileError, load_profile
+
+        value = data["profile"]
+        if not isinstance(value, str) or not value:
+            raise self.fail(f"key 'profile': {value!r} is not a profile's name or a .toml file")
+        if value.endswith(".toml") and not os.path.isabs(value):
+            value = os.path.join(os.path.dirname(self.source), value)
+        try:
+            load_profile(value)
+        except ProfileError as e:
+            raise self.fail(f"key 'profile': {e}") from None
+        return value
 
     def seed(self, data: dict[str, Any]) -> int:
         seed = data.get("seed", 0)
@@ -350,6 +372,8 @@ class _Validator:
             else:
                 bound = self.size(t, condition)
             return ExpectFile(number, path, condition, text, regex, bound, title)
+        if "name" in t and any(key in t for key in TIME_EXPECTS):
+            return self.expect_time(number, t, title)
         if "name" in t:
             self.keys(t, ("name", "exited", "at_least", "at_most", "all", "none", "title"), required=("name", "exited"))
             name = self.workload_name(t)
@@ -370,6 +394,32 @@ class _Validator:
         hint = f"unknown key {unknown[0]!r}; " if unknown else ""
         forms = "a file (path = ...), workloads (name = ..., exited = ...) or events (event = ...)"
         raise self.fail(f"{hint}expect {forms}")
+
+    def expect_time(self, number: int, t: dict[str, Any], title: str) -> ExpectTime:
+        """``{ name = "db", slowdown = "<1.2" }``: one of slowdown, runtime, paging, as a relation
+        (<, <=, >, >=) and a number (a ratio for slowdown; a duration or ns for the others)."""
+        self.keys(t, ("name", *TIME_EXPECTS, "title"), required=("name",))
+        what = self.one_of(t, TIME_EXPECTS)
+        name = self.workload_name(t)
+        value = t[what]
+        m = _RELATION.fullmatch(value) if isinstance(value, str) else None
+        if m is None:
+            example = "<1.2" if what == "slowdown" else "<=2s"
+            raise self.fail(f"key {what!r}: {value!r} is not a relation and a number, like {example!r}")
+        relation, figure = m.group(1), m.group(2).strip()
+        if what == "slowdown":
+            try:
+                bound = float(figure)
+            except ValueError:
+                bound = math.nan
+            if not (math.isfinite(bound) and bound >= 1.0):
+                raise self.fail(f"key 'slowdown': {figure!r} is not a ratio of at least 1 (runtime over unlimited)")
+        else:
+            try:
+                bound = float(parse_duration(figure))
+            except ValueError as e:
+                raise self.fail(f"key {what!r}: {e}") from None
+        return ExpectTime(number, name, what, relation, bound, value, title)
 
     def expect_event(self, number: int, t: dict[str, Any], title: str) -> ExpectEvent:
         self.keys(t, ("event", "where", "at_least", "at_most", "title"), required=("event",))

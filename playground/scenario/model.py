@@ -105,6 +105,22 @@ class ExpectExited:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpectTime:
+    """An expect on a workload group's emulated time (docs/costs.md): ``what`` (slowdown, runtime or
+    paging, summed over the group's exited instances) ``relation`` (<, <=, >, >=) ``bound`` (a
+    ratio for slowdown, nanoseconds otherwise)."""
+
+    kind_name: ClassVar[str] = "expect"
+    number: int
+    name: str
+    what: str
+    relation: str
+    bound: float
+    text: str  # as the file wrote it ("<1.2")
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
 class ExpectEvent:
     kind_name: ClassVar[str] = "expect"
     number: int
@@ -115,8 +131,8 @@ class ExpectEvent:
     title: str
 
 
-Expect = ExpectFile | ExpectExited | ExpectEvent
-Step = Mkdir | Rmdir | Write | Spawn | Sleep | Kill | Wait | ExpectFile | ExpectExited | ExpectEvent
+Expect = ExpectFile | ExpectExited | ExpectTime | ExpectEvent
+Step = Mkdir | Rmdir | Write | Spawn | Sleep | Kill | Wait | ExpectFile | ExpectExited | ExpectTime | ExpectEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +145,8 @@ class Scenario:
     steps: tuple[Step, ...]
     source: str  # the file it came from
     knobs: Knobs = V17  # its [knobs] table: the series' constants for the host it runs on
+    profile: str | None = None  # the cost profile it names (a bundled name or a file), None: the default
 
     @property
     def expects(self) -> int:
-        return sum(isinstance(step, ExpectFile | ExpectExited | ExpectEvent) for step in self.steps)
+        return sum(isinstance(step, ExpectFile | ExpectExited | ExpectTime | ExpectEvent) for step in self.steps)

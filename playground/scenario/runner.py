@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.costs import format_ns, slowdown
 from common.options import EXIT_USAGE
 from playground.scenario.backends.base import Backend, BackendError, WorkloadSpec
 from playground.scenario.expr import Expr, ExprError, Template
@@ -34,6 +35,7 @@ from playground.scenario.model import (
     ExpectEvent,
     ExpectExited,
     ExpectFile,
+    ExpectTime,
     Kill,
     Mkdir,
     Rmdir,
@@ -180,6 +182,7 @@ class _Run:
             self.report.outcomes[name] = [self.backend.outcome(pid) for pid in pids]
         for warning in self.backend.warnings():
             self.observer.note(f"warning: {warning}")
+        self.times_notes()
         broken = self.backend.check()
         if broken is not None:
             self.report.step_failures.append(f"end: {broken}")
@@ -218,6 +221,8 @@ class _Run:
             self.add_result(step.number, step.title, *self.expect_file(step))
         elif isinstance(step, ExpectEvent):
             self.add_result(step.number, step.title, *self.expect_event(step))
+        elif isinstance(step, ExpectTime):
+            self.add_result(step.number, step.title, *self.expect_time(step))
         else:
             self.add_result(step.number, step.title, *self.expect_exited(step))
 
@@ -369,6 +374,44 @@ class _Run:
             description,
             [f"{step.name} ({total}): {seen or 'none spawned'}", f"expected: {wanted} {step.outcome}"],
         )
+
+    def group_times(self, name: str) -> tuple[int, int, int, int]:
+        """The emulated runtime and paging of the workloads ``name`` spawned, summed over those that
+        exited (their workload_exit events carry them); how many exited, of how many."""
+        self.flush_events(sync=True)
+        pids = set(self.pids.get(name, []))
+        runtime = paging = done = 0
+        for event in self.seen:
+            if event.get("kind") == "workload_exit" and event.get("pid") in pids:
+                runtime += int(event.get("runtime_ns", 0))
+                paging += int(event.get("paging_ns", 0))
+                done += 1
+        return runtime, paging, done, len(pids)
+
+    def expect_time(self, step: ExpectTime) -> tuple[bool, str, list[str]]:
+        runtime, paging, done, total = self.group_times(step.name)
+        value = {"slowdown": slowdown(runtime, paging), "runtime": runtime, "paging": paging}[step.what]
+        relation = step.relation
+        ok = done > 0 and (
+            value < step.bound if relation == "<" else value <= step.bound if relation == "<=" else
+            value > step.bound if relation == ">" else value >= step.bound
+        )  # fmt: skip
+        description = f"{step.name}: {step.what} {step.text}"
+        shown = f"{value:.3f}" if step.what == "slowdown" else format_ns(int(value))
+        seen = f"{step.name} ({done} of {total} exited): {step.what} {shown}" if done else (
+            f"{step.name}: none of {total} has exited yet (wait for them first)"
+        )  # fmt: skip
+        return ok, description, [seen, f"expected: {step.what} {step.text}"]
+
+    def times_notes(self) -> None:
+        """A ``#`` line per workload group: its emulated runtime, paging and slowdown (docs/costs.md)."""
+        for name in self.pids:
+            runtime, paging, done, total = self.group_times(name)
+            if done:
+                self.observer.note(
+                    f"{name}: emulated runtime {format_ns(runtime)}, paging {format_ns(paging)}, "
+                    f"slowdown {slowdown(runtime, paging):.3f} ({done} of {total} exited)"
+                )
 
     def expect_event(self, step: ExpectEvent) -> tuple[bool, str, list[str]]:
         self.flush_events(sync=True)

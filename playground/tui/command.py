@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from common.options import EXIT_USAGE, add_knob_options, given_knobs, knob_argv, parsed_knobs, size
+from common.options import EXIT_USAGE, add_knob_options, given_knobs, knob_argv, parsed_knobs, profile, size
 from common.units import format_size
 from playground.tui.config import default_path, load_config
 
@@ -27,6 +27,12 @@ def add_parser(sub: Any) -> None:
     tui.add_argument("--connect", metavar="EP", help="attach to a running engine and leave it running")
     tui.add_argument(
         "--capacity", type=size, metavar="SIZE", help="EPC of its engine (default: the config file's, or 128MiB)"
+    )
+    tui.add_argument(
+        "--profile",
+        type=profile,
+        metavar="NAME|FILE",
+        help="the CPU whose SGX costs drive its engine's emulated time (default: sapphire-rapids; docs/costs.md)",
     )
     tui.add_argument(
         "--config",
@@ -103,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             try:
+                with_profile = ["--profile", args.profile] if args.profile is not None else []
                 engine, endpoint = start_engine_process(
-                    ["--capacity", str(capacity), *knob_argv(knobs)], dict(os.environ)
+                    ["--capacity", str(capacity), *knob_argv(knobs), *with_profile], dict(os.environ)
                 )
             except RuntimeError as e:
                 print(f"epc-playground: {e}", file=sys.stderr)

@@ -228,6 +228,8 @@ def run_inproc(args: argparse.Namespace) -> int:
             print(f"{PROG}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     scenario = dataclasses.replace(scenario, knobs=parsed_knobs(args, scenario.knobs.changed()))  # bad: exit 2
+    if getattr(args, "profile", None) is not None:  # --profile over the file's
+        scenario = dataclasses.replace(scenario, profile=args.profile)
     app = InprocApp(InprocRun(scenario))
     try:
         app.run()

@@ -137,8 +137,16 @@ class SharedBackend(InprocBackend):
     pressure kinds: their sums come with each snapshot, as from an engine's stats).
     """
 
-    def __init__(self, capacity: int, memory: int | None, seed: int, turns: Turns, knobs: Knobs = V17) -> None:
-        super().__init__(capacity, memory, seed, knobs)
+    def __init__(
+        self,
+        capacity: int,
+        memory: int | None,
+        seed: int,
+        turns: Turns,
+        knobs: Knobs = V17,
+        profile: str | None = None,
+    ) -> None:
+        super().__init__(capacity, memory, seed, knobs, profile)
         self.turns = turns
         self.shown: deque[dict[str, Any]] = deque(maxlen=EVENTS)
         self.running = True  # the runner takes the events; once it has ended nobody does
@@ -376,7 +384,9 @@ class InprocRun:
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
         self.turns = Turns()
-        self.backend = SharedBackend(scenario.capacity, scenario.memory, scenario.seed, self.turns, scenario.knobs)
+        self.backend = SharedBackend(
+            scenario.capacity, scenario.memory, scenario.seed, self.turns, scenario.knobs, scenario.profile
+        )
         self.stop = threading.Event()  # set: the run is cancelled at its next step (the runner's own stop)
         self.ktap: list[str] = []
         self._untaken: deque[str] = deque()

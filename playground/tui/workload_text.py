@@ -3,6 +3,7 @@ its state and how it ended, its plan, its ELRANGE, and a cgroup path cut to fit.
 
 from __future__ import annotations
 
+from common.costs import format_ns, slowdown
 from common.units import format_size
 from wire.protocol import Outcome
 from wire.snapshot import WorkloadRow
@@ -107,3 +108,11 @@ def relative(path: str, root: str) -> str:
     if root == "/":
         return path
     return "." if path == root else path[len(root.rstrip("/")) + 1 :]
+
+
+def time_text(runtime_ns: int, paging_ns: int) -> str:
+    """Emulated time (docs/costs.md): ``emulated 13.76 ms, paging 6.67 ms, slowdown 1.94x (against no limit)``."""
+    return (
+        f"emulated {format_ns(runtime_ns)}, paging {format_ns(paging_ns)},"
+        f" slowdown {slowdown(runtime_ns, paging_ns):.2f}x (against no limit)"
+    )

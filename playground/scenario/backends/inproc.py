@@ -28,6 +28,7 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from common.costs import load_profile
 from common.knobs import V17, Knobs
 from engine import PAGE_SIZE, Host, VirtualClock
 from engined.calls import NOBODY, Caller, Reply
@@ -117,7 +118,9 @@ class _Tasks:
 class InprocBackend(CgroupFiles):
     """A scenario's host in this process.  Deterministic: see the module docstring."""
 
-    def __init__(self, capacity: int, memory: int | None, seed: int, knobs: Knobs = V17) -> None:
+    def __init__(
+        self, capacity: int, memory: int | None, seed: int, knobs: Knobs = V17, profile: str | None = None
+    ) -> None:
         self.clock = VirtualClock()
         self.capacity_bytes = capacity
         self.memory_bytes = memory
@@ -132,6 +135,7 @@ class InprocBackend(CgroupFiles):
             answer=self._answer,
             publish=self._events.extend,
             pub="inproc",
+            profile=load_profile(profile),
         )
         self._next_pid = FIRST_PID
         self.rounds = 0

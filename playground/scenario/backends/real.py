@@ -175,13 +175,23 @@ class RealBackend(CgroupFiles):
             self.memory_bytes = int(snapshot["memory"])
 
     @classmethod
-    def start(cls, capacity: int, memory: int | None, seed: int, runtime_dir: str, knobs: Knobs = V17) -> RealBackend:
+    def start(
+        cls,
+        capacity: int,
+        memory: int | None,
+        seed: int,
+        runtime_dir: str,
+        knobs: Knobs = V17,
+        profile: str | None = None,
+    ) -> RealBackend:
         """An engine process of its own, listening on ipc in ``runtime_dir`` (a fresh private directory),
-        with the series' ``knobs``."""
+        with the series' ``knobs`` and the cost ``profile``."""
         endpoint = f"ipc://{runtime_dir}/engine.sock"
         args = ["--capacity", str(capacity), "--seed", str(seed), "--bind", endpoint, *knob_argv(knobs)]
         if memory is not None:
             args += ["--memory", str(memory)]
+        if profile is not None:
+            args += ["--profile", profile]
         try:
             engine, endpoint = start_engine_process(args, dict(os.environ))
         except RuntimeError as e:

@@ -13,6 +13,7 @@ from textual.widgets import Sparkline, Static
 from common.limits import PAGE_SIZE, U64_MAX
 from common.units import format_size
 from playground.feed import FeedState
+from playground.tui.workload_text import time_text
 from wire.snapshot import CgroupRow, Snapshot
 
 STATS_HZ = 4  # stats messages a second: one sample each
@@ -74,6 +75,8 @@ def details_text(cg: CgroupRow, capacity: int, raw: bool = False) -> str:
             f" swapped out {cg['swapped']} ({format_size(cg['swapped'] * PAGE_SIZE)})",
             f"tasks {len(cg['procs'])}, oom {events[3]}, oom_kill {events[4]}",
         ]
+        if cg.get("runtime_ns"):  # its subtree's workloads' emulated time (docs/costs.md)
+            lines.append(f"workloads' time: {time_text(cg.get('runtime_ns', 0), cg.get('paging_ns', 0))}")
     return "\n".join([f"[b]{escape(cg['path'])}[/b]", *lines])
 
 

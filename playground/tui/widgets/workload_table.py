@@ -18,6 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellKey, ColumnKey, RowKey
 
+from common.costs import format_ns, slowdown
 from common.units import format_size
 from playground.tui.workload_screen import WorkloadScreen
 from playground.tui.workload_text import abbreviate, failed, in_subtree, relative, state_text
@@ -42,6 +43,10 @@ def _state_key(w: WorkloadRow, rate: float) -> tuple[int, str]:
     return STATE_ORDER.get(w["state"], len(STATE_ORDER)), state_text(w, 0)
 
 
+def _slowdown(w: WorkloadRow) -> float:
+    return slowdown(w.get("runtime_ns", 0), w.get("paging_ns", 0))
+
+
 COLUMNS = (  # what must stay in view first: the cgroup column gives way to every other
     Column("pid", lambda w, rate: w["pid"], number=True),
     Column("name", lambda w, rate: w["name"].lower()),
@@ -53,6 +58,8 @@ COLUMNS = (  # what must stay in view first: the cgroup column gives way to ever
     Column("size", lambda w, rate: w.get("size", 0), number=True),  # asked for: the heap, the guest's EPC
     Column("elrange", lambda w, rate: w.get("elrange", 0), number=True),  # what ECREATE (and vepc_open) got
     Column("kind", lambda w, rate: w["role"]),
+    Column("runtime", lambda w, rate: w.get("runtime_ns", 0), number=True),  # its emulated clock (docs/costs.md)
+    Column("slowdown", lambda w, rate: _slowdown(w), number=True),  # against the same run with no limit
 )
 NAMES = tuple(column.name for column in COLUMNS)
 
@@ -167,7 +174,7 @@ red the failures, `exited: SIGBUS`, `exited: OOM`, `exited: ENOMEM`.
 
     def _texts(self, w: WorkloadRow, now_ns: int) -> tuple[Any, ...]:
         """What its cells say, in the order of COLUMNS, as plain values (cheap to compare)."""
-        size, elrange = w.get("size", 0), w.get("elrange", 0)
+        size, elrange, runtime = w.get("size", 0), w.get("elrange", 0), w.get("runtime_ns", 0)
         cgroup = relative(w["cgroup"], self.cgroup) if self.subtree else w["cgroup"]
         texts = {
             "pid": str(w["pid"]),
@@ -180,6 +187,8 @@ red the failures, `exited: SIGBUS`, `exited: OOM`, `exited: ENOMEM`.
             "size": format_size(size) if size else "-",
             "elrange": format_size(elrange) if elrange else "-",
             "kind": w["role"],
+            "runtime": format_ns(runtime) if runtime else "-",
+            "slowdown": f"{_slowdown(w):.2f}x" if runtime else "-",
         }
         return tuple(texts[name] for name in NAMES)
 
