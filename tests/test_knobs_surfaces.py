@@ -64,6 +64,11 @@ def run_inproc(tmp_path: Path, *argv: str, scenario: str = "nested-limits") -> t
     return done.returncode, done.stdout, done.stderr, records
 
 
+def untimed(ktap: str) -> list[str]:
+    """KTAP's lines but the emulated time's (``# NAME: emulated runtime ...``)."""
+    return [line for line in ktap.splitlines() if ": emulated runtime " not in line]
+
+
 def scanned(records: list[dict[str, Any]]) -> set[int]:
     return {record["scanned"] for record in records if record.get("kind") == "reclaim"}
 
@@ -198,7 +203,10 @@ def test_the_engine_and_the_in_process_host_agree_with_knobs_set(tmp_path: Path)
         timeout=300,
     )
     assert real.returncode == 0, real.stdout + real.stderr
-    assert real.stdout == inproc  # the same results, the same mark
+    # the same results, the same mark; not the emulated time's lines: a workload's clock pays for the reclaim
+    # it runs itself, and how much of it the async worker did first is the real engine's interleaving
+    # (docs/scenarios.md: the modes' event streams differ in which work item ran when)
+    assert untimed(real.stdout) == untimed(inproc)
     real_records = [json.loads(line) for line in (tmp_path / "real.jsonl").read_text().splitlines()]
     assert (
         real_records[0]
