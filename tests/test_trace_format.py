@@ -64,7 +64,7 @@ def test_the_reader_streams_a_large_trace_in_bounded_memory(tmp_path: Path) -> N
     finally:
         tracemalloc.stop()
     assert seen == accesses
-    assert peak < 2 << 20, f"reading held {peak} bytes at once"  # as a list of Python ints: over 30 MB
+    assert peak < 3 << 20, f"reading held {peak} bytes at once"  # xz's 1 MiB dictionary; a list of ints: 30 MB
 
 
 def test_a_file_that_is_not_a_trace_is_refused_in_one_line(tmp_path: Path) -> None:
