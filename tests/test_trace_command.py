@@ -36,21 +36,27 @@ def _cyclic(path: Path, pages: int, rounds: int) -> Path:
 
 
 def test_info_gives_the_lru_pages_a_cyclic_trace_needs(tmp_path: Path) -> None:
-    """Pages 0..63 forty times: every re-access needs all 64 pages (an LRU of 63 misses each); the
+    """Pages 0..63 a hundred times: every re-access needs all 64 pages (an LRU of 63 misses each); the
     trace is longer than the distance tree, so its times get renumbered on the way."""
-    path = _cyclic(tmp_path / "c.trace", 64, 40)
+    path = _cyclic(tmp_path / "c.trace", 64, 100)
     summary = summarize(path, window=100)
-    assert summary.distinct == 64 and summary.reaccesses == 64 * 39
+    assert summary.distinct == 64 and summary.reaccesses == 64 * 99
     assert [summary.percentile(p) for p in (50, 90, 99)] == [64, 64, 64]
-    assert summary.held(63) == 0 and summary.held(64) == 64 * 39
-    assert summary.windows == [64] * (64 * 40 // 100)
+    assert summary.held(63) == 0 and summary.held(64) == 64 * 99
+    assert summary.windows == [64] * (64 * 100 // 100)
     done = _cli("trace", "info", str(path), "--window", "100", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "accesses     2,560 (1,920 reads, 640 writes: 25% writes)" in done.stdout
+    assert "accesses     6,400 (4,800 reads, 1,600 writes: 25% writes)" in done.stdout
     assert "LRU pages    that hold a re-access: p50 64, p90 64, p99 64, max 64" in done.stdout
     assert "min 64, median 64, max 64" in done.stdout
     assert "          16 pages     64 KiB    0.0%" in done.stdout
     assert "          64 pages    256 KiB  100.0%" in done.stdout
+
+
+def test_info_distances_hold_when_the_pages_outgrow_the_distance_tree(tmp_path: Path) -> None:
+    """3,000 pages in a cycle, three times: more live pages than half the tree's first 4,096 slots."""
+    summary = summarize(_cyclic(tmp_path / "w.trace", 3000, 3))
+    assert summary.reaccesses == 6000 and summary.held(2999) == 0 and summary.held(3000) == 6000
 
 
 def test_info_reuse_distance_counts_distinct_pages_not_accesses(tmp_path: Path) -> None:
@@ -127,3 +133,29 @@ def test_record_of_a_failing_program_writes_no_trace_and_exits_1(tmp_path: Path)
     assert done.returncode == 1
     assert done.stderr == "epc-playground trace record: false exited with status 1: no trace written\n"
     assert not (tmp_path / "t.trace").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed (tools/setup installs it)")
+def test_record_shows_its_progress_on_a_terminal(tmp_path: Path) -> None:
+    """Valgrind is slow: on a terminal, the accesses and pages seen so far, on one line, then cleared."""
+    words = tmp_path / "words.txt"
+    words.write_text("".join(f"{(i * 7919) % 10007:05d} some words\n" for i in range(4000)))
+    master, slave = os.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LC_ALL": "C"}
+    argv = [*CLI, "trace", "record", "-o", "t.trace", "--", "sort", str(words)]
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the process closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(timeout=120) == 0, seen
+    assert b"\rrecording: " in seen and b" accesses, " in seen and b" pages " in seen, seen
+    assert seen.endswith(b"\r" + b" " * 60 + b"\r"), seen[-100:]

@@ -108,3 +108,14 @@ def test_an_unfinished_trace_reads_as_truncated(tmp_path: Path) -> None:
     writer.abandon()
     with pytest.raises(TraceError, match="truncated trace"):
         trace.verify(path)
+
+
+def test_a_body_with_pages_beyond_its_headers_count_is_refused(tmp_path: Path) -> None:
+    """A replay sizes its enclave from the header: a page past it would fault outside the enclave."""
+    path = tmp_path / "lie.trace"
+    _write(path, [(5, False, 0), (900, True, 0)])
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<Q", data, 24, 100)  # pages: 100
+    path.write_bytes(bytes(data))
+    with pytest.raises(TraceError, match=r"lie.trace: damaged trace body \(a page outside the 100 its header gives\)"):
+        list(trace.batches(path))

@@ -280,6 +280,11 @@ def records(path: str | Path) -> Iterator[tuple[array[int], array[int], array[in
                 raise TraceError(f"{path}: damaged trace body (a record longer than any); record it again")
             count += len(pages)
             if pages:
+                if min(pages) < 0 or max(pages) >= header.pages:
+                    raise TraceError(
+                        f"{path}: damaged trace body (a page outside the {header.pages} its header gives); "
+                        "record it again"
+                    )
                 yield pages, writes, times
         if left or count != header.accesses:
             raise TraceError(

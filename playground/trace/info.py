@@ -6,8 +6,8 @@ An LRU of that many pages (an EPC limit that size, as the reclaimer's LRU approx
 one) holds the re-access; a smaller one faults on it.  It is computed in one pass, in
 O(log pages) per access: a Fenwick tree over access times holds a 1 at the last access
 of every page, so the distance is the count of 1s since this page's last access; the
-times are renumbered whenever they fill the tree, so it stays a few times the pages in
-size however long the trace is.
+times are renumbered whenever they fill the tree (which doubles when half of it is live
+pages), so it stays at most four times the pages in size however long the trace is.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def summarize(path: str | Path, window: int = 10_000) -> Summary:
     """Read the whole trace once (streaming); TraceError when it is not one."""
     header = verify(path)
     summary = Summary(header, window)
-    reuses = array("q", bytes(8 * (header.pages + 2)))
-    capacity = 2 * header.pages + 1024
+    reuses = array("q", bytes(8 * 1024))  # grown as distances come (a header's counts are not trusted)
+    capacity = 4096
     tree = _Fenwick(capacity)
     last: dict[int, int] = {}  # page -> the time of its last access (its 1 in the tree)
     now = 0
@@ -88,8 +88,10 @@ def summarize(path: str | Path, window: int = 10_000) -> Summary:
     filled = 0
     for pages, _writes, _times in records(path):
         for page in pages:
-            if now == capacity:  # renumber the live marks 0..len-1, in time order
+            if now == capacity:  # renumber the live marks 0..len-1, in time order (twice as many slots when half full)
                 order = sorted(last, key=last.__getitem__)
+                if 2 * len(order) > capacity:
+                    capacity *= 2
                 tree = _Fenwick(capacity)
                 for new_time, p in enumerate(order):
                     last[p] = new_time
@@ -97,7 +99,10 @@ def summarize(path: str | Path, window: int = 10_000) -> Summary:
                 now = len(order)
             before = last.get(page)
             if before is not None:
-                reuses[tree.prefix(now) - tree.prefix(before + 1) + 1] += 1
+                distance = tree.prefix(now) - tree.prefix(before + 1) + 1
+                if distance >= len(reuses):
+                    reuses.extend(array("q", bytes(8 * max(len(reuses), distance + 1 - len(reuses)))))
+                reuses[distance] += 1
                 tree.add(before, -1)
             last[page] = now
             tree.add(now, 1)
@@ -155,7 +160,8 @@ def report(path: str | Path, summary: Summary) -> list[str]:
         while True:
             size = min(size, summary.distinct)
             held = summary.held(size)
-            lines.append(f"  {size:>11,} pages {format_size(size * PAGE_SIZE):>10}  {100 * held / total:5.1f}%")
+            held_share = (1000 * held // total) / 10  # rounded down: 100.0% only when every re-access is held
+            lines.append(f"  {size:>11,} pages {format_size(size * PAGE_SIZE):>10}  {held_share:5.1f}%")
             if size >= summary.distinct or held == total:
                 break
             size *= 4
