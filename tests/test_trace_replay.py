@@ -41,10 +41,19 @@ def test_enclave_trace_faults_only_when_the_traces_pages_do_not_fit_under_the_li
     for cgroup, trace in (("/fits", small), ("/over", large)):
         assert engine.cli("cg", "mkdir", cgroup).returncode == 0
         assert engine.cli("cg", "write", f"{cgroup}/misc.max", "sgx_epc 131072").returncode == 0  # 32 pages
-        done = engine.cli("enclave", "--trace", str(trace), "--cgroup", cgroup, "--passes", "2")
+        name = cgroup.strip("/")
+        done = engine.cli("enclave", "--trace", str(trace), "--cgroup", cgroup, "--passes", "2", "--name", name)
         assert done.returncode == 0, done.stderr
     assert _events(engine, "/fits") == 0
     assert _events(engine, "/over") > 0
+    with engine.client() as client:
+        rows = {row["name"]: row for row in client.call("snapshot")["workloads"]}
+    fits, over = rows["fits"], rows["over"]
+    assert (fits["size"], over["size"]) == (16 * 4096, 64 * 4096)  # the heap is the trace's
+    assert over["elrange"] == 128 * 4096  # 64 heap pages + 5 of TCS and code, to a power of two
+    assert fits["faults"] == 0
+    # a cycle over 64 pages with 32 frames: an LRU faults on every access (and on the entry's 5 pages)
+    assert 64 * 20 * 2 // 2 <= over["faults"] <= 64 * 20 * 2 + 5, over
     engine.check()
 
 
@@ -55,12 +64,19 @@ def test_enclave_trace_faults_only_when_the_traces_pages_do_not_fit_under_the_li
         (["--trace", "T", "--pattern", "random"], "epc-playground enclave: give --pattern or --trace, not both"),
         (["--trace", "T", "--size", "8KiB"], "epc-playground enclave: --size 8 KiB is smaller than the trace"),
         ([], "epc-playground enclave: give --size SIZE (the heap, e.g. 64MiB) or --trace FILE"),
+        (
+            ["--trace", "T", "--trim", "1MiB"],
+            "epc-playground enclave: --trim 1 MiB: more than the heap it trims, the trace's heap of 256 KiB",
+        ),
+        (["--trace", "HUGE"], "epc-playground enclave: --trace HUGE: the enclave's ELRANGE (heap + 5 pages"),
     ],
-    ids=["not-a-trace", "with-pattern", "size-too-small", "neither"],
+    ids=["not-a-trace", "with-pattern", "size-too-small", "neither", "trim-past-the-trace", "too-large"],
 )
 def test_enclave_trace_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "NOTES").write_text("not a trace\n")
     cyclic_trace(tmp_path / "T", 64, 1)
+    with TraceWriter(tmp_path / "HUGE") as writer:
+        writer.add((1 << 31) - 1)  # the host's largest ELRANGE is 2^31 pages: this with the TCS and code is more
     done = subprocess.run(
         [*CLI, "enclave", *args], cwd=tmp_path, env=private_env(tmp_path), capture_output=True, text=True, timeout=60
     )

@@ -133,9 +133,10 @@ def run_enclave_command(args: argparse.Namespace) -> int:
         print(f"epc-playground enclave: {what}{grow}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if plan.trim_pages > plan.heap_pages:
+        heap = f"--size {format_size(size_bytes)}" if args.size else f"the trace's heap of {format_size(size_bytes)}"
         print(
             f"epc-playground enclave: --trim {format_size(args.trim)}: more than the heap it trims, "
-            f"--size {format_size(args.size)}; give at most that",
+            f"{heap}; give at most that",
             file=sys.stderr,
         )
         return EXIT_USAGE
