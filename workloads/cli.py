@@ -75,8 +75,18 @@ def add_parsers(sub: Any) -> None:
         "(named on stderr, e.g. ENOMEM), killed by SIGBUS on a fault the host cannot serve, by SIGKILL "
         "when the OOM killer picks it, 2 for usage or connection errors (no engine, or it went away).",
     )
-    enclave.add_argument("--size", type=_workload_size, required=True, metavar="SIZE", help="heap size, e.g. 64MiB")
-    enclave.add_argument("--pattern", default="sequential", choices=protocol.PATTERNS)
+    enclave.add_argument(
+        "--size", type=_workload_size, metavar="SIZE", help="heap size, e.g. 64MiB (with --trace: at least the trace's)"
+    )
+    enclave.add_argument(
+        "--pattern", default=None, choices=protocol.PATTERNS, help="how to touch the heap (sequential)"
+    )
+    enclave.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="replay a recorded page-access trace (epc-playground trace record) instead of a pattern; "
+        "the heap is the trace's size unless --size is larger",
+    )
     enclave.add_argument(
         "--passes",
         type=count,
@@ -109,23 +119,59 @@ def add_parsers(sub: Any) -> None:
 def run_enclave_command(args: argparse.Namespace) -> int:
     from workloads.enclave import EnclavePlan, run_enclave
 
-    plan = EnclavePlan(args.size, args.pattern, args.passes, args.duration, args.seed, args.batch)
+    size_bytes = _enclave_size(args)
+    if size_bytes is None:
+        return EXIT_USAGE
+    pattern = args.pattern or "sequential"
+    plan = EnclavePlan(size_bytes, pattern, args.passes, args.duration, args.seed, args.batch, trace=args.trace or "")
     plan.grow_pages = -(-args.grow // protocol.PAGE_SIZE)
     plan.trim_pages = -(-args.trim // protocol.PAGE_SIZE)
     problem = plan.too_large()
     if problem is not None:
         grow = f" --grow {format_size(args.grow)}" if args.grow else ""
-        print(f"epc-playground enclave: --size {format_size(args.size)}{grow}: {problem}", file=sys.stderr)
+        what = f"--trace {args.trace}" if args.size is None else f"--size {format_size(size_bytes)}"
+        print(f"epc-playground enclave: {what}{grow}: {problem}", file=sys.stderr)
         return EXIT_USAGE
     if plan.trim_pages > plan.heap_pages:
+        heap = f"--size {format_size(size_bytes)}" if args.size else f"the trace's heap of {format_size(size_bytes)}"
         print(
             f"epc-playground enclave: --trim {format_size(args.trim)}: more than the heap it trims, "
-            f"--size {format_size(args.size)}; give at most that",
+            f"{heap}; give at most that",
             file=sys.stderr,
         )
         return EXIT_USAGE
-    said = program.plan(args.size, args.pattern, None if args.duration else args.passes, args.duration)
+    said = program.plan(
+        size_bytes, "" if args.trace else pattern, None if args.duration else args.passes, args.duration
+    )
     return _run_workload(args, "enclave", lambda client: run_enclave(client, plan), said)
+
+
+def _enclave_size(args: argparse.Namespace) -> int | None:
+    """The heap's bytes: --size, or with --trace the trace's own size (--size may make it larger, not
+    smaller); None once it has said in one line what is wrong (no --size, --trace with --pattern, a
+    file that is not a trace, a --size the trace does not fit in)."""
+    if args.trace is None:
+        if args.size is None:
+            print("epc-playground enclave: give --size SIZE (the heap, e.g. 64MiB) or --trace FILE", file=sys.stderr)
+        return args.size  # type: ignore[no-any-return]
+    from workloads.trace import TraceError, replayable
+
+    if args.pattern is not None:
+        print("epc-playground enclave: give --pattern or --trace, not both", file=sys.stderr)
+        return None
+    try:
+        trace_bytes = replayable(args.trace) * protocol.PAGE_SIZE
+    except TraceError as e:
+        print(f"epc-playground enclave: --trace: {e}", file=sys.stderr)
+        return None
+    if args.size is not None and args.size < trace_bytes:
+        print(
+            f"epc-playground enclave: --size {format_size(args.size)} is smaller than the trace {args.trace}, "
+            f"which needs a heap of {format_size(trace_bytes)}: leave --size out or give at least that",
+            file=sys.stderr,
+        )
+        return None
+    return max(trace_bytes, args.size or 0)
 
 
 def run_vm_command(args: argparse.Namespace) -> int:

@@ -1,20 +1,23 @@
-"""An enclave workload, built like the kernel selftest's test enclave, then run over a pattern.
+"""An enclave workload, built like the kernel selftest's test enclave, then run over a pattern or a trace.
 
 ECREATE (the size rounded up to a power of two, as the selftest does), ADD_PAGES of
 one TCS page, the code/data pages and the heap, EINIT, then accesses over the heap in
-batches, for ``passes`` passes or ``duration`` seconds; optional SGX2 growth by EAUG
+batches (a pattern's, or a recorded trace's: workloads/trace.py), for ``passes`` passes
+or ``duration`` seconds; optional SGX2 growth by EAUG
 and trimming by EDMM; then release.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from common.units import format_size
 from wire.protocol import MAX_SIZE, PAGE_SIZE, EngineError
 from workloads.patterns import batches
 from workloads.program import Call, Caller, Clock, Program, run
+from workloads.trace import batches as trace_batches
 
 TCS_PAGES = 1
 CODE_PAGES = 4  # text and data segments of the test enclave
@@ -31,6 +34,7 @@ class EnclavePlan:
     grow_pages: int = 0  # EAUG after EINIT (SGX2)
     trim_pages: int = 0  # trim and remove at the end (SGX2 EDMM)
     entries: int = 1  # times the enclave is entered after EINIT (test_sgx enters twice)
+    trace: str = ""  # a trace file to replay instead of the pattern (its pages are heap page offsets)
 
     @property
     def heap_pages(self) -> int:
@@ -71,8 +75,8 @@ def enclave(plan: EnclavePlan, now_ns: Clock) -> Program:
         yield Call("access", {"eid": eid, "ranges": [[0, heap]], "write": True})
     passes = plan.passes if plan.duration_s is None else 1 << 30
     deadline = None if plan.duration_s is None else now_ns() + int(plan.duration_s * 1e9)
-    for ranges in batches(plan.pattern, plan.heap_pages, passes=passes, batch=plan.batch, seed=plan.seed):
-        yield Call("access", {"eid": eid, "ranges": [[heap + first, count] for first, count in ranges], "write": True})
+    for ranges, write in _accesses(plan, passes):
+        yield Call("access", {"eid": eid, "ranges": [[heap + first, count] for first, count in ranges], "write": write})
         if deadline is not None and now_ns() >= deadline:
             break
     if plan.grow_pages:
@@ -80,6 +84,18 @@ def enclave(plan: EnclavePlan, now_ns: Clock) -> Program:
     if plan.trim_pages:
         yield Call("remove_pages", {"eid": eid, "first": heap, "count": min(plan.trim_pages, plan.heap_pages)})
     yield Call("release", {"eid": eid})
+
+
+def _accesses(plan: EnclavePlan, passes: int) -> Iterator[tuple[list[list[int]], bool]]:
+    """The heap's batches of ranges and whether each writes: the pattern's (all writes), or the trace's,
+    read from its file as they are sent (a trace is replayed ``passes`` times)."""
+    if not plan.trace:
+        for ranges in batches(plan.pattern, plan.heap_pages, passes=passes, batch=plan.batch, seed=plan.seed):
+            yield ranges, True
+        return
+    for _ in range(passes):
+        for ranges, write, _compute_ns in trace_batches(plan.trace, plan.batch):
+            yield ranges, write
 
 
 def run_enclave(client: Caller, plan: EnclavePlan) -> None:

@@ -307,24 +307,25 @@ class _Validator:
         return Write(number, self.path(self.string(t, "path"), "path"), self.template(value, "value"), code)
 
     def spawn(self, number: int, t: dict[str, Any]) -> Spawn:
-        keys = ("name", "cgroup", "kind", "size", "count", "pattern", "passes", "duration", "grow", "trim")
+        keys = ("name", "cgroup", "kind", "size", "count", "pattern", "trace", "passes", "duration", "grow", "trim")
         name = t.get("name")
         if isinstance(name, str) and name in self.spawned:
             raise self.fail(f"key 'name': {name!r} is spawned by an earlier step already; give this one another name")
         if isinstance(name, str):  # first: later steps that name it are no more problems when this one has one
             self.spawned.add(name)
-        self.keys(t, keys, required=("name", "size"))
+        self.keys(t, keys, required=("name",) if "trace" in t else ("name", "size"))
         name = self.string(t, "name")
         if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,47}", name):
             raise self.fail(f"key 'name': {name!r}: use letters, digits, '_' and '-' (at most 48)")
         kind = self.choice(t, "kind", WORKLOAD_KINDS, "enclave")
         count = self.integer(t, "count", 1, low=1, high=256)
-        size = self.size(t, "size", positive=True)
+        trace, trace_pages = self.trace(t) if "trace" in t else ("", 0)
+        size = self.size(t, "size", positive=True) if "size" in t else parse_expr(str(trace_pages * PAGE_SIZE))
         duration = self.duration(t["duration"], "duration") if "duration" in t else None
         if duration == 0:
             raise self.fail("key 'duration': it must be longer than 0 (leave it out to run the passes once)")
-        if kind == "vm" and any(k in t for k in ("pattern", "grow", "trim")):
-            bad = next(k for k in ("pattern", "grow", "trim") if k in t)
+        if kind == "vm" and any(k in t for k in ("pattern", "trace", "grow", "trim")):
+            bad = next(k for k in ("pattern", "trace", "grow", "trim") if k in t)
             raise self.fail(f"key {bad!r}: only an enclave takes it, not a vm")
         return Spawn(
             number,
@@ -338,7 +339,28 @@ class _Validator:
             duration,
             self.size(t, "grow") if "grow" in t else None,
             self.size(t, "trim") if "trim" in t else None,
+            trace,
+            trace_pages,
         )
+
+    def trace(self, t: dict[str, Any]) -> tuple[str, int]:
+        """A spawn's ``trace``: the file's absolute path (a relative one is the scenario file's
+        neighbour) and the pages it needs, once the whole file is checked; not with ``pattern``."""
+        from workloads.trace import TraceError, replayable
+
+        if "pattern" in t:
+            raise self.fail("keys 'trace' and 'pattern': give one of them (a trace is replayed instead of a pattern)")
+        name = self.string(t, "trace")
+        path = Path(name)
+        if not path.is_absolute() and not self.source.startswith("<"):
+            path = Path(self.source).parent / path
+        path = path.resolve()
+        if not path.is_file():
+            raise self.fail(f"key 'trace': no trace file {name!r} (looked for {path}); paths are the scenario file's")
+        try:
+            return str(path), replayable(path)
+        except TraceError as e:
+            raise self.fail(f"key 'trace': {e}") from None
 
     def kill(self, number: int, t: dict[str, Any]) -> Kill:
         self.keys(t, ("name", "pick", "index", "signal"), required=("name",))

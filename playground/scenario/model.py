@@ -51,6 +51,8 @@ class Spawn:
     duration_ns: int | None
     grow: Expr | None  # SGX2: EAUG after EINIT
     trim: Expr | None  # SGX2: trim and remove before release
+    trace: str = ""  # a trace file to replay instead of the pattern (absolute; its size checked at load)
+    trace_pages: int = 0  # the pages the trace needs: the heap is at least that
 
     def instance_name(self, index: int) -> str:
         return self.name if self.count == 1 else f"{self.name}.{index}"

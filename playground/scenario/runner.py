@@ -46,7 +46,7 @@ from playground.scenario.model import (
     Wait,
     Write,
 )
-from wire.protocol import MAX_SIZE, EngineError, Outcome
+from wire.protocol import MAX_SIZE, PAGE_SIZE, EngineError, Outcome
 
 EXIT_PASS, EXIT_FAIL, EXIT_INVALID = 0, 1, EXIT_USAGE  # invalid: a file that does not validate, no engine
 EventSink = Callable[[list[dict[str, Any]]], None]
@@ -135,7 +135,8 @@ class _Run:
         for step in self.scenario.steps:
             checks: list[tuple[str, Expr | Template | None, int]] = []  # key, what, its smallest value
             if isinstance(step, Spawn):
-                checks = [("size", step.size, 1), ("grow", step.grow, 0), ("trim", step.trim, 0)]
+                least = max(1, step.trace_pages * PAGE_SIZE)  # a trace's heap holds its pages
+                checks = [("size", step.size, least), ("grow", step.grow, 0), ("trim", step.trim, 0)]
             elif isinstance(step, ExpectFile):
                 checks = [(step.condition, step.text or step.bound, 0)]
             elif isinstance(step, Write):
@@ -154,6 +155,7 @@ class _Run:
                     raise SizeError(
                         f"{where}: {what.source!r} is {value} bytes on this engine (capacity = {self.env['capacity']}),"
                         f" which is not a size from {low} to {MAX_SIZE}"
+                        + (f" (its trace needs {low})" if key == "size" and low > 1 else "")
                     )
 
     def run(self) -> RunReport:
@@ -266,6 +268,7 @@ class _Run:
                 grow_bytes=step.grow.evaluate(env) if step.grow else 0,
                 trim_bytes=step.trim.evaluate(env) if step.trim else 0,
                 seed=workload_seed(self.scenario.seed, step.name, first + index),
+                trace=step.trace,
             )
             for index in range(step.count)
         ]

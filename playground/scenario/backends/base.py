@@ -33,6 +33,7 @@ class WorkloadSpec:
     grow_bytes: int = 0
     trim_bytes: int = 0
     seed: int = 0
+    trace: str = ""  # a trace file replayed instead of the pattern
 
     def to_argv(self, endpoint: str, *, hold: bool = False) -> list[str]:
         """Its command line after ``python -m workloads`` (or ``epc-playground``), on the engine at ``endpoint``.
@@ -42,7 +43,8 @@ class WorkloadSpec:
         argv = [self.kind, *(["--hold"] if hold else []), "--size", str(self.size_bytes)]
         argv += [*(["--name", self.name] if self.name else []), "--cgroup", self.cgroup, "--connect", endpoint]
         if self.kind == "enclave":
-            argv += ["--pattern", self.pattern, "--passes", str(self.passes), "--seed", str(self.seed)]
+            argv += ["--trace", self.trace] if self.trace else ["--pattern", self.pattern]
+            argv += ["--passes", str(self.passes), "--seed", str(self.seed)]
             argv += ["--grow", str(self.grow_bytes), "--trim", str(self.trim_bytes)]
         else:
             argv += ["--passes", str(max(1, self.passes))]

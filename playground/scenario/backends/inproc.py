@@ -75,7 +75,8 @@ def _plan(spec: WorkloadSpec) -> dict[str, Any]:
     duration_s = None if spec.duration_ns is None else spec.duration_ns / 1e9
     if spec.kind == "vm":
         return plan(spec.size_bytes, "", max(1, spec.passes), duration_s)
-    return plan(spec.size_bytes, spec.pattern, None if duration_s else spec.passes, duration_s)
+    pattern = "" if spec.trace else spec.pattern
+    return plan(spec.size_bytes, pattern, None if duration_s else spec.passes, duration_s)
 
 
 class _Tasks:
@@ -189,7 +190,7 @@ class InprocBackend(CgroupFiles):
         now_ns = self.clock.now_ns
         if spec.kind == "vm":
             return vm(spec.size_bytes, now_ns, passes=spec.passes, duration_ns=spec.duration_ns, batch=BATCH_PAGES)
-        plan = EnclavePlan(spec.size_bytes, spec.pattern, spec.passes, None, spec.seed, BATCH_PAGES)
+        plan = EnclavePlan(spec.size_bytes, spec.pattern, spec.passes, None, spec.seed, BATCH_PAGES, trace=spec.trace)
         if spec.duration_ns is not None:
             plan.duration_s = spec.duration_ns / 1e9
         plan.grow_pages = -(-spec.grow_bytes // PAGE_SIZE)
