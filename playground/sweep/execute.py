@@ -26,6 +26,7 @@ from playground.sweep.point import PointResult, run_point, warm
 
 Done = Callable[[PointResult], None]  # told of each point as it finishes (a progress bar)
 DASK_INSTALL = "pip install 'dask[distributed]'"
+DASK_TIMEOUT_S = 10  # to reach the scheduler
 
 
 class DaskMissing(RuntimeError):
@@ -80,7 +81,7 @@ def run_dask(runs: Sequence[Scenario], cgroup: str, address: str, done: Done | N
     """Every point on the Dask cluster whose scheduler is at ``address``; DaskMissing, DaskUnreachable."""
     client_class = dask_client_class()
     try:
-        client = client_class(address, timeout="10s", set_as_default=False)
+        client = client_class(address, timeout=f"{DASK_TIMEOUT_S}s")
     except (OSError, TimeoutError, ValueError) as e:
         raise DaskUnreachable(f"--dask {address}: no Dask scheduler answers there ({e})") from None
     try:
