@@ -57,7 +57,8 @@ def run_local(runs: Sequence[Scenario], cgroup: str, jobs: int, done: Done | Non
         return results
     context = multiprocessing.get_context("spawn")
     workers = min(jobs, len(runs))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=warm) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=warm)
+    try:
         pending: set[Future[PointResult]] = set()
         todo = iter(enumerate(runs))
         for index, scenario in todo:  # at most two points queued per worker: the rest wait here
@@ -74,6 +75,10 @@ def run_local(runs: Sequence[Scenario], cgroup: str, jobs: int, done: Done | Non
                 following = next(todo, None)
                 if following is not None:
                     pending.add(pool.submit(run_point, following[0], following[1], cgroup))
+    except BaseException:  # Ctrl-C or a point that raised: the points not started never start
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return sorted(results, key=lambda r: r.index)
 
 
