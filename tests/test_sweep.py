@@ -149,6 +149,8 @@ def test_dask_asked_for_without_dask_installed_says_what_to_install(
     assert err == "epc-playground sweep: --dask needs dask.distributed, which is not installed: " + (
         "pip install 'dask[distributed]'\n"
     )
+    code, out, _ = sweep(["nested-limits", "--vary", "t/parent/misc.max=1MiB", "--jobs", "1"], capsys)
+    assert code == 0 and out.splitlines()[1].split()[:2] == ["0", "1"]  # without dask, the rest works
 
 
 def test_dask_with_no_scheduler_at_the_address_is_one_line_exit_2(
