@@ -115,6 +115,8 @@ def test_a_vary_that_cannot_be_swept_is_one_line_exit_2_and_nothing_runs(
         (["--vary", VARY, "--budget=-5%"], "is not a budget"),
         (["--vary", VARY, "--vary", "seed=1,2", "--budget", "10%"], "--budget needs exactly one --vary"),
         (["--vary", "seed=1,2", "--budget", "10%"], "--budget needs exactly one --vary"),
+        (["--vary", VARY, "--vary", "/t/parent/misc.max=1MiB"], "t/parent/misc.max is varied twice"),
+        (["--vary", "seed=1..3/3", "--vary", "seed=4"], "seed is varied twice"),
         (["--vary", VARY, "--plot", "curve.jpg"], "ending in .png or .svg"),
         (["--vary", VARY, "--csv", "/nonexistent-dir/out.csv"], "--csv /nonexistent-dir/out.csv: cannot write it"),
         (["--vary", VARY, "--dask", "tcp://127.0.0.1:1", "--jobs", "2"], "with --dask the cluster's workers"),

@@ -192,7 +192,13 @@ def _range(spec: str, kind: str, text: str) -> list[int | None]:
 
 
 def grid(axes: list[Axis]) -> list[Point]:
-    """Every combination of the axes' values, the first axis varying slowest; VaryError past MAX_POINTS."""
+    """Every combination of the axes' values, the first axis varying slowest; VaryError past MAX_POINTS
+    or for a path varied twice."""
+    seen: set[str] = set()
+    for axis in axes:
+        if axis.path in seen:
+            raise VaryError(f"--vary {shown(axis.text)}: {axis.path} is varied twice: give all its values in one")
+        seen.add(axis.path)
     total = 1
     for axis in axes:
         total *= len(axis.values)
