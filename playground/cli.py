@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from common.options import SubcommandParser
 from playground import cg, mount, serve, test_sgx
 from playground.scenario import command as run
+from playground.sweep import command as sweep
 from playground.trace import command as trace
 from playground.tui import command as tui
 from workloads import cli as workloads
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     workloads.add_parsers(sub)  # enclave, vm: python -m workloads
     cg.add_parser(sub)
     run.add_parser(sub)
+    sweep.add_parser(sub)
     mount.add_parser(sub)
     test_sgx.add_parser(sub)
     trace.add_parser(sub)

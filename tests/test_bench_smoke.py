@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow  # about 40 s in all: CI runs them, the fast lane leaves them out
 
 
-@pytest.mark.parametrize("script", ["baseline.py", "core_rate.py", "core_memory.py", "e2e.py", "tui.py"])
+@pytest.mark.parametrize("script", ["baseline.py", "core_rate.py", "core_memory.py", "e2e.py", "tui.py", "sweep.py"])
 def test_benchmark_runs_quick(script: str, tmp_path: Path) -> None:
     out = tmp_path / "result.json"
     done = subprocess.run(

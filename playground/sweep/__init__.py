@@ -1,0 +1,1 @@
+"""Limit sweeps: a scenario run in process at each point of a range or a grid (``epc-playground sweep``)."""
