@@ -35,5 +35,5 @@ def resolve(name_or_path: str) -> Path:
     names = list(bundled())
     near = [name for name in names if name.startswith(name_or_path)] if name_or_path else []
     near = near or difflib.get_close_matches(name_or_path, names, n=3)
-    hint = f"did you mean {' or '.join(near)}?" if near else "--list shows them"
+    hint = f"did you mean {' or '.join(near)}?" if near else "`epc-playground run --list` shows them"
     raise ScenarioError(f"{name_or_path}: no such file, and no bundled scenario has that name ({hint})")

@@ -58,6 +58,8 @@ def draw(sweep: Sweep, path: str, cost: str, recommended: int | None) -> None:
         if right is not None:
             faults = [float(sweep.results[i].metrics["faults"]) for i in curve.rows]
             right.plot(xs, faults, "s--", color=colour, alpha=0.5, label=f"faults{name}")
+            if min(faults) > 0 and max(faults) >= 100 * min(faults):
+                right.set_yscale("log")  # faults span decades: on a linear axis they lie under the cost's curve
         at = knee(curve.xs, ys)
         if at is not None:
             left.axvline(xs[at], color=colour, linestyle=":", linewidth=1)
