@@ -146,19 +146,15 @@ def list_scenarios(out: TextIO) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from playground.scenario.load import ScenarioError, load_scenario
-    from playground.scenarios import resolve
+    from playground.scenarios import load_or_say
 
     if args.list:
         return list_scenarios(sys.stdout)
     if args.file is None:
         print(f"{PROG}: give a scenario file or a bundled scenario's name (--list shows them)", file=sys.stderr)
         return EXIT_INVALID
-    try:
-        scenario = load_scenario(resolve(args.file))
-    except ScenarioError as e:
-        for problem in e.problems:  # every problem of the file, one line each
-            print(f"{PROG}: {problem}", file=sys.stderr)
+    scenario = load_or_say(args.file, PROG)
+    if scenario is None:
         return EXIT_INVALID
     if args.seed is not None:
         scenario = _with_seed(scenario, args.seed)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import sys
 from importlib import resources
 from pathlib import Path
 
-from playground.scenario.load import ScenarioError
+from playground.scenario.load import ScenarioError, load_scenario
+from playground.scenario.model import Scenario
 
 
 def bundled() -> dict[str, Path]:
@@ -37,3 +39,14 @@ def resolve(name_or_path: str) -> Path:
     near = near or difflib.get_close_matches(name_or_path, names, n=3)
     hint = f"did you mean {' or '.join(near)}?" if near else "`epc-playground run --list` shows them"
     raise ScenarioError(f"{name_or_path}: no such file, and no bundled scenario has that name ({hint})")
+
+
+def load_or_say(name_or_path: str, prog: str) -> Scenario | None:
+    """The scenario file, or bundled scenario, ``name_or_path``, loaded and checked; None when it
+    cannot be, after saying why on stderr, a line per problem (``prog: ...``): the caller exits 2."""
+    try:
+        return load_scenario(resolve(name_or_path))
+    except ScenarioError as e:
+        for problem in e.problems:  # every problem of the file, one line each
+            print(f"{prog}: {problem}", file=sys.stderr)
+        return None

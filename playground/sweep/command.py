@@ -89,17 +89,13 @@ def _fail(message: str) -> int:
 
 
 def sweep_command(args: argparse.Namespace) -> int:
-    from playground.scenario.load import ScenarioError, load_scenario
-    from playground.scenarios import resolve
+    from playground.scenarios import load_or_say
     from playground.sweep.analysis import parse_budget
     from playground.sweep.plot import FORMATS
     from playground.sweep.vary import VaryError, grid, parse_vary
 
-    try:
-        scenario = load_scenario(resolve(args.file))
-    except ScenarioError as e:
-        for problem in e.problems:
-            print(f"{PROG}: {problem}", file=sys.stderr)
+    scenario = load_or_say(args.file, PROG)
+    if scenario is None:
         return EXIT_USAGE
     try:
         axes = [parse_vary(text, scenario) for text in args.vary]

@@ -215,17 +215,13 @@ When the scenario ends, the host stays as it was, to browse; its KTAP is in the 
 
 def run_inproc(args: argparse.Namespace) -> int:
     """``tui --inproc SCENARIO``: load it (every problem one line, exit 2), then run the TUI on it."""
-    from playground.scenario.load import ScenarioError, load_scenario
-    from playground.scenarios import resolve
+    from playground.scenarios import load_or_say
 
     if args.connect is not None:
         print(f"{PROG}: --inproc runs its own in-process host: leave out --connect", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        scenario = load_scenario(resolve(args.inproc))
-    except ScenarioError as e:
-        for problem in e.problems:
-            print(f"{PROG}: {problem}", file=sys.stderr)
+    scenario = load_or_say(args.inproc, PROG)
+    if scenario is None:
         return EXIT_USAGE
     scenario = dataclasses.replace(scenario, knobs=parsed_knobs(args, scenario.knobs.changed()))  # bad: exit 2
     if getattr(args, "profile", None) is not None:  # --profile over the file's
