@@ -11,3 +11,5 @@ MAX_PAGES = 1 << 31
 MAX_SIZE = MAX_PAGES * PAGE_SIZE  # bytes (8 TiB): the largest ELRANGE or vEPC the host takes
 
 U64_MAX = (1 << 64) - 1  # misc "max"
+MAX_COMPUTE_NS = 10**9  # a workload's compute per page accessed (hello, --compute, compute =): at most a second
+MAX_CALL_COMPUTE_NS = 10**12  # the compute before one access call (a trace's batch): at most 1000 s

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from common.knobs import BOUNDS, Knobs
 from common.limits import MAX_SIZE, PAGE_SIZE
-from common.units import parse_size, shown
+from common.units import parse_compute, parse_size, shown
 
 EXIT_USAGE = 2  # a usage error, as argparse exits on one; a command also says no engine with it
 
@@ -80,6 +80,14 @@ def profile(text: str) -> str:
     except ProfileError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
+
+def compute(text: str) -> int:
+    """A workload's compute per page accessed, in ns, from ``250ns``, ``2us``, ``1.5ms`` (at most 1s)."""
+    try:
+        return parse_compute(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def seconds(text: str) -> float:

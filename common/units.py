@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from common.limits import MAX_COMPUTE_NS
+
 _UNITS = {"": 0, "b": 0, "k": 10, "ki": 10, "kib": 10, "m": 20, "mi": 20, "mib": 20}
 _UNITS |= {"g": 30, "gi": 30, "gib": 30, "t": 40, "ti": 40, "tib": 40, "p": 50, "pi": 50, "pib": 50}
 _SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*")
@@ -58,3 +60,28 @@ def format_size(nbytes: int) -> str:
             text = f"{value:.0f}" if nbytes % (1 << shift) == 0 else f"{value:.1f}"
             return f"{text} {unit}"
     return f"{nbytes} B"
+
+
+_COMPUTE_RE = re.compile(r"\s*([0-9]{1,15}(?:\.[0-9]{1,9})?)\s*(ns|us|µs|ms|s)\s*")
+_COMPUTE_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9}
+_COMPUTE_HINT = "give a time with its unit, like 250ns, 2us or 1.5ms"
+
+
+def parse_compute(value: object) -> int:
+    """A workload's compute per page accessed, in whole ns, from ``"250ns"``, ``"2us"``, ``"1.5ms"``; at
+    most MAX_COMPUTE_NS (1 s).  ValueError with a one-line hint (a unit is required: ``250`` is refused)."""
+    m = _COMPUTE_RE.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(f"bad compute time {shown(value)}: {_COMPUTE_HINT}")
+    ns = float(m.group(1)) * _COMPUTE_NS[m.group(2)]
+    if ns > MAX_COMPUTE_NS:
+        raise ValueError(f"bad compute time {shown(value)}: at most 1s per page accessed")
+    return round(ns)
+
+
+def format_compute(ns: int) -> str:
+    """A compute time per page as --compute takes it back: ``250ns``, ``2us``, ``1.5us``, ``3ms``."""
+    for unit, scale in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        if ns >= scale:
+            return f"{ns / scale:g}{unit}"
+    return f"{ns}ns"

@@ -139,7 +139,8 @@ class WorkloadStarted(Event):
 class WorkloadExited(Event):
     """A workload process is gone; what it held is released.  ``reason``: ok, an errno name,
     SIGBUS, OOM, killed or failed.  ``runtime_ns``, ``paging_ns``: its emulated time and the
-    part of it spent paging (docs/costs.md)."""
+    part of it spent paging (docs/costs.md); ``compute_ns``, ``compute_from``: its compute per page
+    accessed and who said it (``calls``: its access calls, a trace's; ``hello``; ``profile``)."""
 
     kind: ClassVar[str] = "workload_exit"
     pid: int
@@ -147,6 +148,8 @@ class WorkloadExited(Event):
     reason: str
     runtime_ns: int = 0
     paging_ns: int = 0
+    compute_ns: int = 0
+    compute_from: str = ""
 
 
 @dataclass(slots=True)

@@ -237,7 +237,11 @@ def einit(session: Session, caller: Caller, eid: int) -> None:
     session.host.einit(caller.pid, eid)
 
 
-def access(session: Session, caller: Caller, eid: int, ranges: Ranges, write: bool = False) -> Faulted | Step:
+def access(
+    session: Session, caller: Caller, eid: int, ranges: Ranges, write: bool = False, compute_ns: int | None = None
+) -> Faulted | Step:
+    """Touch ``ranges`` of the caller's enclave; ``compute_ns`` (the call's compute, a trace's batch) is
+    charged by the Session (submit), not here."""
     _own_enclave(session, caller.pid, eid)
     pid, host = caller.pid, session.host
     return _touch(session, session.workload(pid), ranges, lambda todo, limit: host.touch(pid, eid, todo, write, limit))

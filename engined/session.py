@@ -83,6 +83,7 @@ class Pending:
     retry_ns: int = 0  # the host clock of its next try while it stalls
     reads: bool = False  # an op that changes nothing (check): it goes on while the engine is frozen
     queued: bool = False  # taken while frozen: its process may be a new one of an exited workload's pid
+    compute_ns: int | None = None  # an access that gave its compute: what is left to charge (None: per page)
 
 
 @dataclass(slots=True)
@@ -139,7 +140,9 @@ class Session:
         self.uid = uid
         self.chunk_pages = chunk_pages
         self.workloads: dict[int, Workload] = {}
-        self.stats = Stats(host, self.workloads, processes.stopped, self._clocks)
+        self.stats = Stats(
+            host, self.workloads, processes.stopped, self._clocks, default_compute_ns=self.profile.cost_ns["compute"]
+        )
         self.ready: deque[Pending] = deque()
         self.waiting: list[Pending] = []
         self.stalled: list[Pending] = []  # calls that no reclaim can help, tried again now and then
@@ -165,27 +168,34 @@ class Session:
         (its holder's excepted: it drives), whole, for a step or the thaw."""
         frozen = self.frozen
         if frozen is not None and key != frozen.key and _may_change_host(op, args):
-            self.ready.append(Pending(key, request_id, caller.pid, self._deferred(caller, op, args), op, queued=True))
+            pending = Pending(key, request_id, caller.pid, self._deferred(caller, op, args), op, queued=True)
+            pending.compute_ns = args.get("compute_ns") if op == "access" else None
+            self.ready.append(pending)
             return
         self.steps_run += 1
         self.asking = key
         handler = self.handlers[op]
         before = self.host.ops.copy() if op in METERED_OPS else None
+        # an access that says its compute (a trace's batch) pays that, once, instead of per page
+        given = args.get("compute_ns") if op == "access" else None
         try:
             result = handler(self, caller, **args)
         except Blocked:  # an op that is not stepped waits like the others: asked again later
             result = again(lambda: handler(self, caller, **args))
         except Exception as e:
             if before is not None:
-                self._charge(caller.pid, before)
+                self._charge(caller.pid, before, given or 0, given)
             self._answer(key, self._failed(request_id, caller.pid, e))
             return
         if before is not None:
-            self._charge(caller.pid, before, self.profile.cost_ns["entry"] if op == "access" else 0)
+            extra = self.profile.cost_ns["entry"] + (given or 0) if op == "access" else 0
+            self._charge(caller.pid, before, extra, given)
         if type(result) is GeneratorType:  # (isinstance against the ABC costs a microsecond a call)
             # its first step now, before any reclaim work runs: a first WAIT then records the
             # progress its failed attempt saw (else a retry after that work would look stalled)
-            self._step(Pending(key, request_id, caller.pid, result, op, reads=op in READ_OPS))
+            pending = Pending(key, request_id, caller.pid, result, op, reads=op in READ_OPS)
+            pending.compute_ns = None if given is None else 0
+            self._step(pending)
         else:
             self._answer(key, Reply(request_id, result))
 
@@ -264,14 +274,23 @@ class Session:
         """The profile's name and the reclaim workers' clocks, for the snapshot's header."""
         return self.profile.name, self.kworker_ns, self.ksgxd_ns
 
-    def _charge(self, pid: int, before: list[int], extra_ns: int = 0) -> None:
+    def _charge(self, pid: int, before: list[int], extra_ns: int = 0, given: int | None = None) -> None:
         """What ``pid``'s call did to the host since the counts ``before``, on its workload's clock:
-        the operations' costs (paging among them) and its compute per page accessed."""
+        the operations' costs (paging among them) and its compute per page accessed, unless the call
+        ``given`` its own compute (an access with ``compute_ns``: the caller puts it in ``extra_ns``)."""
         workload = self.workloads.get(pid)
         if workload is None:
             return
         delta = list(map(sub, self.host.ops, before))
-        compute = workload.compute_ns if workload.compute_ns is not None else self.profile.cost_ns["compute"]
+        if given is not None:
+            compute = 0
+            workload.call_compute = True
+            workload.call_compute_ns += given
+            workload.call_compute_pages += delta[OP_ACCESS]
+        elif workload.compute_ns is not None:
+            compute = workload.compute_ns
+        else:
+            compute = self.profile.cost_ns["compute"]
         workload.runtime_ns += sum(map(mul, delta, self._weights)) + delta[OP_ACCESS] * compute + extra_ns
         workload.paging_ns += sum(map(mul, delta, self._paging_weights))
 
@@ -293,18 +312,18 @@ class Session:
             status = next(pending.steps)
         except StopIteration as done:
             if before is not None:
-                self._charge(pending.pid, before)
+                self._charge_step(pending, before)
             self._end_stall(pending, "resumed")
             self._answer(pending.key, Reply(pending.request_id, done.value))
             return "done"
         except Exception as e:
             if before is not None:
-                self._charge(pending.pid, before)
+                self._charge_step(pending, before)
             self._end_stall(pending, how(e))
             self._answer(pending.key, self._failed(pending.request_id, pending.pid, e))
             return "failed"
         if before is not None:
-            self._charge(pending.pid, before)
+            self._charge_step(pending, before)
         if status is MORE:
             self._end_stall(pending, "resumed")
             self.ready.append(pending)
@@ -320,6 +339,16 @@ class Session:
         pending.progress_seen = self.host.progress
         self.waiting.append(pending)
         return "waiting"
+
+    def _charge_step(self, pending: Pending, before: list[int]) -> None:
+        """A step's cost on its caller's clock; an access that gave its compute pays what is left of it
+        (all of it on the first step of one taken while frozen, nothing after) and no compute per page."""
+        given = pending.compute_ns
+        if given is None:
+            self._charge(pending.pid, before)
+        else:
+            self._charge(pending.pid, before, given, given)
+            pending.compute_ns = 0
 
     def _wake_waiting(self) -> None:
         self.ready.extend(self.waiting)
@@ -687,9 +716,16 @@ class Session:
             workload.reason = workload.reason or reason or "killed"
             workload.exit_signal, workload.exit_code = describe_status(status)
             workload.exited_ns = self.host.clock.now_ns()
+            compute = workload.compute_used(self.profile.cost_ns["compute"])
             self._publish_now(
                 WorkloadExited(
-                    workload.exited_ns, pid, workload.name, workload.reason, workload.runtime_ns, workload.paging_ns
+                    workload.exited_ns,
+                    pid,
+                    workload.name,
+                    workload.reason,
+                    workload.runtime_ns,
+                    workload.paging_ns,
+                    *compute,
                 )
             )
             log.info("workload %d (%s) exited: %s", pid, workload.name, workload.reason)

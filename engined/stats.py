@@ -56,6 +56,19 @@ class Workload:
     compute_ns: int | None = None
     runtime_ns: int = 0
     paging_ns: int = 0
+    # what its access calls that gave their own compute (a trace's batches) gave, and the pages they touched
+    call_compute_ns: int = 0
+    call_compute_pages: int = 0
+    call_compute: bool = False
+
+    def compute_used(self, default_ns: int) -> tuple[int, str]:
+        """Its compute per page accessed and where it comes from: ``calls`` (the mean of what its access
+        calls gave, a trace's), ``hello`` (declared) or ``profile`` (``default_ns``)."""
+        if self.call_compute:
+            return self.call_compute_ns // max(1, self.call_compute_pages), "calls"
+        if self.compute_ns is not None:
+            return self.compute_ns, "hello"
+        return default_ns, "profile"
 
     def opened(self, host: Host) -> None:
         """It created an enclave or opened a vEPC: ``elrange_bytes`` is at least what it holds now."""
@@ -85,8 +98,10 @@ class Stats:
         workloads: dict[int, Workload],
         stopped: Callable[[int], bool] = lambda pid: False,
         clocks: Callable[[], tuple[str, int, int]] = lambda: ("", 0, 0),
+        default_compute_ns: int = 0,
     ) -> None:
         self.host = host
+        self.default_compute_ns = default_compute_ns  # the cost profile's compute per page accessed
         self.knobs = host.knobs.changed()  # the same in every header: {} for V17's
         self.clocks = clocks  # the cost profile's name, the kworkers' and ksgxd's emulated time
         self.workloads = workloads
@@ -281,6 +296,7 @@ class Stats:
             vepc = host.vepcs.get(vid)
             if vepc is not None:
                 resident += vepc.nr_present
+        compute_ns, compute_from = w.compute_used(self.default_compute_ns)
         return {
             "pid": w.pid,
             "role": w.role,
@@ -301,6 +317,8 @@ class Stats:
             "duration_ms": w.duration_ms,
             "runtime_ns": w.runtime_ns,  # its emulated clock (docs/costs.md)
             "paging_ns": w.paging_ns,  # the part of it spent paging
+            "compute_ns": compute_ns,  # its compute per page accessed...
+            "compute_from": compute_from,  # ...as its access calls (a trace), its hello or the profile said it
         }
 
 

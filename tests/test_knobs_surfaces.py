@@ -329,3 +329,51 @@ def test_the_engine_the_tui_starts_gets_the_knob_options(
     assert main(["tui", "--capacity", "1MiB", "--nr-to-scan", "4", "--cg-margin", "0", "--no-async-reclaim"]) == 2
     assert started == [["--capacity", "1048576", "--nr-to-scan", "4", "--cg-margin", "0", "--no-async-reclaim"]]
     assert capsys.readouterr().err.strip() == "epc-playground: not in this test"
+
+
+def test_r_starts_the_new_engine_with_the_capacity_knobs_and_profile_the_tui_was_started_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TUI's r (an engine after the first was lost) gets the same --capacity, knobs and --profile as
+    the engine `epc-playground tui` started; it used to drop --profile."""
+    import asyncio
+
+    import playground.launch
+    from playground.tui.app import EpcApp
+
+    from .test_tui_workloads import SIZE
+
+    for name, value in private_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    started: list[list[str]] = []
+    apps: list[EpcApp] = []
+
+    class Gone:  # the first engine, already lost
+        def poll(self) -> int:
+            return 0
+
+        def wait(self, timeout: float | None = None) -> int:
+            return 0
+
+    def start_engine_process(args: list[str], env: dict[str, str]) -> Any:
+        started.append(args)
+        if len(started) > 1:
+            raise RuntimeError("not in this test")
+        return Gone(), "ipc:///nowhere"
+
+    monkeypatch.setattr(playground.launch, "start_engine_process", start_engine_process)
+    monkeypatch.setattr(playground.launch, "drain_output", lambda process: None)
+    monkeypatch.setattr(EpcApp, "run", lambda self, *args, **kwargs: apps.append(self))
+    assert main(["tui", "--capacity", "1MiB", "--nr-to-scan", "4", "--profile", "sgx1-client"]) == 0
+    [app] = apps
+    monkeypatch.undo()
+
+    async def scenario() -> None:
+        monkeypatch.setattr(playground.launch, "start_engine_process", start_engine_process)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("r")
+            await pilot.pause()
+
+    asyncio.run(scenario())
+    first = ["--capacity", "1048576", "--nr-to-scan", "4", "--profile", "sgx1-client"]
+    assert started == [first, first]

@@ -45,6 +45,7 @@ class Access(TypedDict):
     eid: int
     ranges: Ranges
     write: NotRequired[bool]
+    compute_ns: NotRequired[int]  # the call's compute, paid instead of the per-page one (docs/costs.md)
 
 
 class Augment(TypedDict):

@@ -20,6 +20,8 @@ from typing import Any
 
 import msgpack
 
+from common.limits import MAX_CALL_COMPUTE_NS as MAX_CALL_COMPUTE_NS
+from common.limits import MAX_COMPUTE_NS as MAX_COMPUTE_NS
 from common.limits import MAX_PAGES as MAX_PAGES  # re-exported: the bounds a request is checked against
 from common.limits import MAX_SIZE as MAX_SIZE
 from common.limits import PAGE_SIZE as PAGE_SIZE
@@ -33,7 +35,6 @@ MAX_PID = 0x3FFFFFFF
 MAX_ID = (1 << 63) - 1
 MAX_LRU_LIMIT = 4096  # pages one `lru` reply lists (of each list)
 MAX_CELLS = 65536  # cells one `frames` reply holds, and frames one cell sums up
-MAX_COMPUTE_NS = 10**9  # a workload's compute per page accessed, in hello: at most a second
 MAX_PASSES = (1 << 31) - 1  # a workload's plan in hello: passes over its memory (clients clamp to it)
 MAX_DURATION_MS = 1 << 40  # and how long it runs, in milliseconds (about 35 years)
 
@@ -168,7 +169,12 @@ SCHEMAS: dict[str, dict[str, tuple[Callable[[Any], Any], bool]]] = {
     "ecreate": {"size": (SIZE, True)},
     "add_pages": {"eid": (HANDLE, True), "count": (PAGES, True), "kind": (_choice("REG", "TCS"), False)},
     "einit": {"eid": (HANDLE, True)},
-    "access": {"eid": (HANDLE, True), "ranges": (_ranges, True), "write": (_bool, False)},
+    "access": {
+        "eid": (HANDLE, True),
+        "ranges": (_ranges, True),
+        "write": (_bool, False),
+        "compute_ns": (_int(0, MAX_CALL_COMPUTE_NS), False),  # the call's compute, instead of per page (costs.md)
+    },
     "augment": {"eid": (HANDLE, True), "count": (PAGES, True)},
     "remove_pages": {"eid": (HANDLE, True), "first": (INDEX, True), "count": (PAGES, True)},
     # the EDMM ioctls one by one (remove_pages is test_sgx's flow: trim, EACCEPT, remove); REG

@@ -80,6 +80,8 @@ class WorkloadRow(TypedDict):
     duration_ms: int | None
     runtime_ns: int  # its emulated clock: compute, SGX operations, paging (docs/costs.md)
     paging_ns: int  # the part spent paging: ELDU and its faults, the EWB of the reclaim it ran
+    compute_ns: int  # its compute per page accessed (a mean over its access calls when they gave it)
+    compute_from: str  # where that comes from: "calls" (its access calls: a trace's), "hello" or "profile"
 
 
 class Snapshot(Header):

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from common.options import EXIT_USAGE, SubcommandParser, count, positive, seconds, size, whole
+from common.options import EXIT_USAGE, SubcommandParser, compute, count, positive, seconds, size, whole
 from common.units import format_size, shown
 from wire import protocol
 from workloads import program
@@ -94,6 +94,13 @@ def add_parsers(sub: Any) -> None:
         help="times over the heap (1; 0: build and enter only, like test_sgx)",
     )
     enclave.add_argument("--duration", type=seconds, metavar="SECONDS", help="run this long instead of --passes")
+    enclave.add_argument(
+        "--compute",
+        type=compute,
+        metavar="TIME",
+        help="its compute per page accessed on its emulated clock, e.g. 250ns or 2us (default: the cost "
+        "profile's; a --trace recorded with compute times uses those unless this is given)",
+    )
     enclave.add_argument("--seed", type=count, default=0, help="seed of the random patterns (0)")
     enclave.add_argument("--batch", type=_batch, default=256, help="pages per access request (256, at most 4096)")
     enclave.add_argument("--grow", type=size, default=0, metavar="SIZE", help="SGX2: grow by EAUG after EINIT")
@@ -112,6 +119,12 @@ def add_parsers(sub: Any) -> None:
     vm.add_argument("--size", type=_workload_size, required=True, metavar="SIZE", help="guest EPC size, e.g. 32MiB")
     vm.add_argument("--passes", type=positive, default=1, help="times over its EPC (1)")
     vm.add_argument("--duration", type=seconds, metavar="SECONDS", help="hold it this long")
+    vm.add_argument(
+        "--compute",
+        type=compute,
+        metavar="TIME",
+        help="the guest's compute per page accessed on its emulated clock, e.g. 250ns (default: the profile's)",
+    )
     _workload_options(vm)
     vm.set_defaults(handler=run_vm_command)
 
@@ -124,6 +137,7 @@ def run_enclave_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     pattern = args.pattern or "sequential"
     plan = EnclavePlan(size_bytes, pattern, args.passes, args.duration, args.seed, args.batch, trace=args.trace or "")
+    plan.compute_ns = args.compute
     plan.grow_pages = -(-args.grow // protocol.PAGE_SIZE)
     plan.trim_pages = -(-args.trim // protocol.PAGE_SIZE)
     problem = plan.too_large()
@@ -141,7 +155,7 @@ def run_enclave_command(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     said = program.plan(
-        size_bytes, "" if args.trace else pattern, None if args.duration else args.passes, args.duration
+        size_bytes, "" if args.trace else pattern, None if args.duration else args.passes, args.duration, args.compute
     )
     return _run_workload(args, "enclave", lambda client: run_enclave(client, plan), said)
 
@@ -184,7 +198,7 @@ def run_vm_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    said = program.plan(args.size, "", args.passes, args.duration)
+    said = program.plan(args.size, "", args.passes, args.duration, args.compute)
     return _run_workload(
         args, "vm", lambda client: run_vm(client, args.size, passes=args.passes, duration_s=args.duration), said
     )

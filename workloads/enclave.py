@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from common.units import format_size
-from wire.protocol import MAX_SIZE, PAGE_SIZE, EngineError
+from wire.protocol import MAX_CALL_COMPUTE_NS, MAX_SIZE, PAGE_SIZE, EngineError
 from workloads.patterns import batches
 from workloads.program import Call, Caller, Clock, Program, run
 from workloads.trace import batches as trace_batches
+from workloads.trace import read_header
 
 TCS_PAGES = 1
 CODE_PAGES = 4  # text and data segments of the test enclave
@@ -35,6 +36,9 @@ class EnclavePlan:
     trim_pages: int = 0  # trim and remove at the end (SGX2 EDMM)
     entries: int = 1  # times the enclave is entered after EINIT (test_sgx enters twice)
     trace: str = ""  # a trace file to replay instead of the pattern (its pages are heap page offsets)
+    # its compute per page accessed, declared (hello's compute_ns); None: the profile's, or a trace's own
+    # compute times when it has them (sent with each access, docs/costs.md)
+    compute_ns: int | None = None
 
     @property
     def heap_pages(self) -> int:
@@ -75,8 +79,11 @@ def enclave(plan: EnclavePlan, now_ns: Clock) -> Program:
         yield Call("access", {"eid": eid, "ranges": [[0, heap]], "write": True})
     passes = plan.passes if plan.duration_s is None else 1 << 30
     deadline = None if plan.duration_s is None else now_ns() + int(plan.duration_s * 1e9)
-    for ranges, write in _accesses(plan, passes):
-        yield Call("access", {"eid": eid, "ranges": [[heap + first, count] for first, count in ranges], "write": write})
+    for ranges, write, compute in _accesses(plan, passes):
+        args = {"eid": eid, "ranges": [[heap + first, count] for first, count in ranges], "write": write}
+        if compute is not None:
+            args["compute_ns"] = compute
+        yield Call("access", args)
         if deadline is not None and now_ns() >= deadline:
             break
     if plan.grow_pages:
@@ -86,16 +93,18 @@ def enclave(plan: EnclavePlan, now_ns: Clock) -> Program:
     yield Call("release", {"eid": eid})
 
 
-def _accesses(plan: EnclavePlan, passes: int) -> Iterator[tuple[list[list[int]], bool]]:
-    """The heap's batches of ranges and whether each writes: the pattern's (all writes), or the trace's,
-    read from its file as they are sent (a trace is replayed ``passes`` times)."""
+def _accesses(plan: EnclavePlan, passes: int) -> Iterator[tuple[list[list[int]], bool, int | None]]:
+    """The heap's batches of ranges, whether each writes and its compute (None: per page, as declared):
+    the pattern's (all writes), or the trace's, read from its file as they are sent (a trace is replayed
+    ``passes`` times; a trace with compute times gives each batch's, unless the plan declares its own)."""
     if not plan.trace:
         for ranges in batches(plan.pattern, plan.heap_pages, passes=passes, batch=plan.batch, seed=plan.seed):
-            yield ranges, True
+            yield ranges, True, None
         return
+    own = plan.compute_ns is None and read_header(plan.trace).has_compute
     for _ in range(passes):
-        for ranges, write, _compute_ns in trace_batches(plan.trace, plan.batch):
-            yield ranges, write
+        for ranges, write, compute_ns in trace_batches(plan.trace, plan.batch):
+            yield ranges, write, min(compute_ns, MAX_CALL_COMPUTE_NS) if own else None
 
 
 def run_enclave(client: Caller, plan: EnclavePlan) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from common.knobs import Knobs
-from common.units import format_size, parse_size
+from common.units import format_size, parse_compute, parse_size
 from playground.scenario.expr import Expr, ExprError, Template, parse_expr, parse_template
 from playground.scenario.model import (
     Expect,
@@ -307,7 +307,8 @@ class _Validator:
         return Write(number, self.path(self.string(t, "path"), "path"), self.template(value, "value"), code)
 
     def spawn(self, number: int, t: dict[str, Any]) -> Spawn:
-        keys = ("name", "cgroup", "kind", "size", "count", "pattern", "trace", "passes", "duration", "grow", "trim")
+        keys: tuple[str, ...] = ("name", "cgroup", "kind", "size", "count", "pattern", "trace", "passes")
+        keys += ("duration", "grow", "trim", "compute")
         name = t.get("name")
         if isinstance(name, str) and name in self.spawned:
             raise self.fail(f"key 'name': {name!r} is spawned by an earlier step already; give this one another name")
@@ -341,6 +342,7 @@ class _Validator:
             self.size(t, "trim") if "trim" in t else None,
             trace,
             trace_pages,
+            self.compute(t["compute"]) if "compute" in t else None,
         )
 
     def trace(self, t: dict[str, Any]) -> tuple[str, int]:
@@ -512,6 +514,12 @@ class _Validator:
             return normalize_path(value)
         except ValueError as e:
             raise self.fail(f"key {key!r}: {e}") from None
+
+    def compute(self, value: object) -> int:
+        try:
+            return parse_compute(value)
+        except ValueError as e:
+            raise self.fail(f"key 'compute': {e} (per page accessed)") from None
 
     def duration(self, value: object, key: str) -> int:
         try:

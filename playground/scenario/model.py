@@ -53,6 +53,7 @@ class Spawn:
     trim: Expr | None  # SGX2: trim and remove before release
     trace: str = ""  # a trace file to replay instead of the pattern (absolute; its size checked at load)
     trace_pages: int = 0  # the pages the trace needs: the heap is at least that
+    compute_ns: int | None = None  # its compute per page accessed (``compute = "2us"``); None: the profile's
 
     def instance_name(self, index: int) -> str:
         return self.name if self.count == 1 else f"{self.name}.{index}"

@@ -52,6 +52,7 @@ EXIT_PASS, EXIT_FAIL, EXIT_INVALID = 0, 1, EXIT_USAGE  # invalid: a file that do
 EventSink = Callable[[list[dict[str, Any]]], None]
 STEPS_TITLE = "the other steps and the host's invariants"  # the last KTAP result: see _Run.run
 _NUMBER = re.compile(r"-?\d+")
+_COMPUTE_FROM = {"calls": "the trace's", "hello": "declared", "profile": "the profile's"}  # who said a compute
 
 
 @dataclass(slots=True)
@@ -269,6 +270,7 @@ class _Run:
                 trim_bytes=step.trim.evaluate(env) if step.trim else 0,
                 seed=workload_seed(self.scenario.seed, step.name, first + index),
                 trace=step.trace,
+                compute_ns=step.compute_ns,
             )
             for index in range(step.count)
         ]
@@ -407,14 +409,29 @@ class _Run:
         return ok, description, [seen, f"expected: {step.what} {step.text}"]
 
     def times_notes(self) -> None:
-        """A ``#`` line per workload group: its emulated runtime, paging and slowdown (docs/costs.md)."""
+        """A ``#`` line per workload group: its emulated runtime, paging and slowdown, and the compute per
+        page accessed its workloads used (docs/costs.md)."""
         for name in self.pids:
             runtime, paging, done, total = self.group_times(name)
             if done:
                 self.observer.note(
                     f"{name}: emulated runtime {format_ns(runtime)}, paging {format_ns(paging)}, "
-                    f"slowdown {slowdown(runtime, paging):.3f} ({done} of {total} exited)"
+                    f"slowdown {slowdown(runtime, paging):.3f}, {self.group_compute(name)} ({done} of {total} exited)"
                 )
+
+    def group_compute(self, name: str) -> str:
+        """The compute per page accessed the exited workloads ``name`` spawned used, and who said it:
+        ``compute 400 ns a page (the profile's)``; a range when they differ (a trace's means)."""
+        pids = set(self.pids.get(name, []))
+        seen = [
+            (int(e.get("compute_ns", 0)), str(e.get("compute_from", "")))
+            for e in self.seen
+            if e.get("kind") == "workload_exit" and e.get("pid") in pids
+        ]
+        low, high = min(ns for ns, _ in seen), max(ns for ns, _ in seen)
+        figure = format_ns(low) if low == high else f"{format_ns(low)} to {format_ns(high)}"
+        sources = sorted({_COMPUTE_FROM.get(source, source) for _, source in seen})
+        return f"compute {figure} a page ({', '.join(sources)})"
 
     def expect_event(self, step: ExpectEvent) -> tuple[bool, str, list[str]]:
         self.flush_events(sync=True)

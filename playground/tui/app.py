@@ -163,6 +163,7 @@ class EpcApp(InOrderKeys):
         self.status = ""
         self.capacity = str(self.config.capacity)  # of an engine started with `r`
         self.knob_argv: list[str] = []  # the series' knobs of an engine started with `r` (tui --nr-to-scan ...)
+        self.profile_argv: list[str] = []  # and its cost profile (tui --profile NAME)
         self.screenshot_dir = self.config.screenshot_dir  # where screenshots go
         self.scenario_left: list[str] = []  # cgroups the last scenario made and left, parents first
         self.saved_theme = ""  # the theme the config file holds (not written back)
@@ -658,7 +659,8 @@ class EpcApp(InOrderKeys):
         from playground.launch import drain_output, start_engine_process
 
         try:
-            engine, endpoint = start_engine_process(["--capacity", self.capacity, *self.knob_argv], dict(os.environ))
+            argv = ["--capacity", self.capacity, *self.knob_argv, *self.profile_argv]
+            engine, endpoint = start_engine_process(argv, dict(os.environ))
         except RuntimeError as e:
             self.notify(str(e), severity="error")
             return

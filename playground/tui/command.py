@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
             drain_output(engine)  # nobody reads its pipes while the TUI runs: it must never block on them
     app = EpcApp(endpoint, owns_engine=engine, attached=attached, config=config)
     app.capacity = str(capacity)
-    app.knob_argv = knob_argv(knobs)  # r starts a new engine with them too
+    app.knob_argv = knob_argv(knobs)  # r starts a new engine with them too...
+    app.profile_argv = ["--profile", args.profile] if args.profile is not None else []  # ...and this profile
     try:
         app.run()
     finally:

@@ -22,7 +22,7 @@ from textual.widgets import Label, Log, Static
 from common.limits import PAGE_SIZE
 from common.units import format_size
 from playground.tui.describe import describe
-from playground.tui.workload_text import elrange_text, ending_text, plan_text, state_text, time_text
+from playground.tui.workload_text import compute_text, elrange_text, ending_text, plan_text, state_text, time_text
 from wire.snapshot import WorkloadRow
 
 LINES_PER_PID = 200  # log lines kept of each workload
@@ -70,6 +70,8 @@ def summary_text(w: WorkloadRow, rate: float, now_ns: int) -> str:
     ]
     if w.get("runtime_ns"):
         lines.append(f"time     {time_text(w.get('runtime_ns', 0), w.get('paging_ns', 0))}")
+        if "compute_ns" in w:
+            lines.append(f"compute  {compute_text(w['compute_ns'], w.get('compute_from', ''))}")
     if w["state"] == "exited":
         lines.insert(2, f"ended    {ending_text(w)}")
     return "\n".join(lines)

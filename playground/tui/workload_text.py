@@ -116,3 +116,14 @@ def time_text(runtime_ns: int, paging_ns: int) -> str:
         f"emulated {format_ns(runtime_ns)}, paging {format_ns(paging_ns)},"
         f" slowdown {slowdown(runtime_ns, paging_ns):.2f}x (against no limit)"
     )
+
+
+COMPUTE_FROM = {"calls": "the trace's", "hello": "declared", "profile": "the profile's"}
+
+
+def compute_text(compute_ns: int, source: str) -> str:
+    """A workload's compute per page accessed and who said it: ``2.00 us a page (declared)``; a trace's
+    is the mean of what its access calls gave so far."""
+    said = COMPUTE_FROM.get(source, source)
+    mean = "on average " if source == "calls" else ""
+    return f"{mean}{format_ns(compute_ns)} a page accessed" + (f" ({said})" if said else "")

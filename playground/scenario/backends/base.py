@@ -34,6 +34,7 @@ class WorkloadSpec:
     trim_bytes: int = 0
     seed: int = 0
     trace: str = ""  # a trace file replayed instead of the pattern
+    compute_ns: int | None = None  # its compute per page accessed (--compute); None: the profile's or the trace's
 
     def to_argv(self, endpoint: str, *, hold: bool = False) -> list[str]:
         """Its command line after ``python -m workloads`` (or ``epc-playground``), on the engine at ``endpoint``.
@@ -50,6 +51,8 @@ class WorkloadSpec:
             argv += ["--passes", str(max(1, self.passes))]
         if self.duration_ns is not None:
             argv += ["--duration", repr(self.duration_ns / 1e9)]
+        if self.compute_ns is not None:
+            argv += ["--compute", f"{self.compute_ns}ns"]
         return argv
 
 

@@ -74,9 +74,9 @@ def _plan(spec: WorkloadSpec) -> dict[str, Any]:
     """What its hello says of it, as its command line would (workloads/cli.py)."""
     duration_s = None if spec.duration_ns is None else spec.duration_ns / 1e9
     if spec.kind == "vm":
-        return plan(spec.size_bytes, "", max(1, spec.passes), duration_s)
+        return plan(spec.size_bytes, "", max(1, spec.passes), duration_s, spec.compute_ns)
     pattern = "" if spec.trace else spec.pattern
-    return plan(spec.size_bytes, pattern, None if duration_s else spec.passes, duration_s)
+    return plan(spec.size_bytes, pattern, None if duration_s else spec.passes, duration_s, spec.compute_ns)
 
 
 class _Tasks:
@@ -191,6 +191,7 @@ class InprocBackend(CgroupFiles):
         if spec.kind == "vm":
             return vm(spec.size_bytes, now_ns, passes=spec.passes, duration_ns=spec.duration_ns, batch=BATCH_PAGES)
         plan = EnclavePlan(spec.size_bytes, spec.pattern, spec.passes, None, spec.seed, BATCH_PAGES, trace=spec.trace)
+        plan.compute_ns = spec.compute_ns
         if spec.duration_ns is not None:
             plan.duration_s = spec.duration_ns / 1e9
         plan.grow_pages = -(-spec.grow_bytes // PAGE_SIZE)
