@@ -219,3 +219,25 @@ def test_tui_flat_view_160x45(snap_compare) -> None:  # type: ignore[no-untyped-
 
 def test_tui_workload_detail(snap_compare) -> None:  # type: ignore[no-untyped-def]
     assert snap_compare(app(), terminal_size=(160, 45), press=["tab", "down", "down", "enter"])  # the guest that died
+
+
+def test_tui_sweep_curve(snap_compare) -> None:  # type: ignore[no-untyped-def]
+    """w, a real sweep of nested-limits over 4 limits: the curve, the knee and the recommendation
+    (in process, on its virtual clock: the same numbers every run)."""
+    from textual.widgets import Input
+
+    from playground.tui.screens.sweep import SweepFormScreen, SweepScreen
+    from tests.tui_helpers import until
+
+    async def sweep(pilot) -> None:  # type: ignore[no-untyped-def]
+        await pilot.press("w")
+        await until(pilot, lambda: isinstance(pilot.app.screen, SweepFormScreen), "the sweep form")
+        pilot.app.screen.query_one("#scenario", Input).value = "nested-limits"
+        await pilot.pause()
+        pilot.app.screen.query_one("#range", Input).value = "512KiB..4MiB/4"
+        pilot.app.screen.query_one("#budget", Input).value = "150%"
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, SweepScreen), "the sweep's screen")
+        await until(pilot, lambda: pilot.app.screen.state == "done", "the sweep to end", timeout=120)
+
+    assert snap_compare(app(), terminal_size=(120, 30), run_before=sweep)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, TextIO
@@ -27,6 +28,13 @@ from playground.sweep.point import PointResult, run_point, warm
 Done = Callable[[PointResult], None]  # told of each point as it finishes (a progress bar)
 DASK_INSTALL = "pip install 'dask[distributed]'"
 DASK_TIMEOUT_S = 10  # to reach the scheduler
+
+
+STOP_POLL_S = 0.1  # how often a local sweep looks at its stop event
+
+
+class SweepCancelled(Exception):
+    """The stop event of ``run_local`` was set: the points not finished never finish."""
 
 
 class DaskMissing(RuntimeError):
@@ -45,11 +53,19 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def run_local(runs: Sequence[Scenario], cgroup: str, jobs: int, done: Done | None = None) -> list[PointResult]:
-    """Every point, ``jobs`` at a time: in this process for one job, else in a pool of spawned processes."""
+def run_local(
+    runs: Sequence[Scenario], cgroup: str, jobs: int, done: Done | None = None, stop: threading.Event | None = None
+) -> list[PointResult]:
+    """Every point, ``jobs`` at a time: in this process for one job, else in a pool of spawned processes.
+
+    ``stop`` (a TUI's escape): once set, SweepCancelled is raised within STOP_POLL_S (in this
+    process, after the point that runs); the pool's workers are killed and reaped, the points
+    not started never start."""
     results: list[PointResult] = []
     if jobs <= 1 or len(runs) <= 1:
         for index, scenario in enumerate(runs):
+            if stop is not None and stop.is_set():
+                raise SweepCancelled
             result = run_point(index, scenario, cgroup)
             results.append(result)
             if done is not None:
@@ -66,7 +82,11 @@ def run_local(runs: Sequence[Scenario], cgroup: str, jobs: int, done: Done | Non
             if len(pending) >= 2 * workers:
                 break
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            finished, pending = wait(
+                pending, timeout=None if stop is None else STOP_POLL_S, return_when=FIRST_COMPLETED
+            )
+            if stop is not None and stop.is_set():
+                raise SweepCancelled
             for future in finished:
                 result = future.result()
                 results.append(result)
@@ -75,11 +95,25 @@ def run_local(runs: Sequence[Scenario], cgroup: str, jobs: int, done: Done | Non
                 following = next(todo, None)
                 if following is not None:
                     pending.add(pool.submit(run_point, following[0], following[1], cgroup))
+    except SweepCancelled:
+        _kill_pool(pool)
+        raise
     except BaseException:  # Ctrl-C or a point that raised: the points not started never start
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
     return sorted(results, key=lambda r: r.index)
+
+
+def _kill_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop the pool now: no point starts, the workers running one are killed and reaped."""
+    workers = getattr(pool, "_processes", None) or {}  # the executor's own (Python 3.14: terminate_workers)
+    processes = list(workers.values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.kill()
+    for process in processes:
+        process.join()
 
 
 def run_dask(runs: Sequence[Scenario], cgroup: str, address: str, done: Done | None = None) -> list[PointResult]:

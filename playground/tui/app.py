@@ -99,6 +99,9 @@ class EpcApp(InOrderKeys):
         Binding("o", "run_scenario", "Scenario", tooltip="run a scenario (bundled or a file), its KTAP in the log"),
         Binding("S", "stop_scenario", "Stop", tooltip="stop the running scenario"),
         Binding("X", "clean_scenario", "Clean up", tooltip="remove the cgroups the last scenario left"),
+        Binding(
+            "w", "sweep", "Sweep", show=False, tooltip="sweep the selected cgroup's limit over a scenario: the curve"
+        ),
         Binding("r", "restart_engine", "New engine", show=False, tooltip="start a new engine after ours went away"),
         Binding("u", "toggle_units", "Units", show=False, tooltip="details in human units or the kernel's raw text"),
         Binding("L", "lru", "LRU", tooltip="the selected cgroup's LRU, head first, and the next reclaim batch"),
@@ -125,6 +128,7 @@ class EpcApp(InOrderKeys):
         ("Run scenario", "a bundled scenario or a TOML file on this engine, KTAP in the log (o)", "run_scenario"),
         ("Stop scenario", "stop the scenario that is running: its workloads are killed (S)", "stop_scenario"),
         ("Clean up scenario", "remove the cgroups the last scenario made and left (X)", "clean_scenario"),
+        ("Sweep a limit", "run a scenario at a range of the selected cgroup's limit: the curve, the knee (w)", "sweep"),
         ("New engine", "start an engine of our own after ours went away (r)", "restart_engine"),
         ("LRU view", "the selected cgroup's LRU, head first, and what the next reclaim batch does (L)", "lru"),
         ("EPC frame map", "every frame of the EPC, by cgroup or by kind (F)", "frame_map"),
@@ -166,6 +170,8 @@ class EpcApp(InOrderKeys):
         self.profile_argv: list[str] = []  # and its cost profile (tui --profile NAME)
         self.screenshot_dir = self.config.screenshot_dir  # where screenshots go
         self.scenario_left: list[str] = []  # cgroups the last scenario made and left, parents first
+        self.last_scenario = ""  # the name or file of the scenario this TUI last ran: what a sweep proposes
+        self.sweep_jobs: int | None = None  # points a sweep runs at once (None: this machine's cores)
         self.saved_theme = ""  # the theme the config file holds (not written back)
         wanted = self.config.columns or NAMES
         self.columns = tuple(name for name in wanted if name in NAMES) or NAMES  # the workloads table's
@@ -550,6 +556,7 @@ class EpcApp(InOrderKeys):
                 scenario = load_scenario(resolve(name))
             except ScenarioError as e:
                 return str(e)
+            self.last_scenario = name
             self.scenario_before = {cg["path"] for cg in self.feed.snapshot["cgroups"]} if self.feed else set()
             self.scenario_made = {step.path for step in scenario.steps if isinstance(step, Mkdir)}
             self.scenario_stop = threading.Event()
@@ -610,6 +617,17 @@ class EpcApp(InOrderKeys):
             self.notify(f"{removed} cgroups removed; " + "; ".join(errors), severity="error", timeout=15)
         else:
             self.notify(f"{removed} cgroups of the scenario removed")
+
+    def action_sweep(self) -> None:
+        """The sweep form for the selected cgroup, then the sweep's screen (in process: no engine needed)."""
+        from playground.tui.screens.sweep import SweepFormScreen, SweepScreen
+        from playground.tui.sweep_text import DEFAULT_SCENARIO
+
+        def run(request: Any) -> None:
+            if request is not None:  # the form checked every field
+                self.push_screen(SweepScreen(request, self.sweep_jobs))
+
+        self.push_screen(SweepFormScreen(self.selected, self.last_scenario or DEFAULT_SCENARIO), run)
 
     def action_stop_scenario(self) -> None:
         if self.scenario_stop is None:
@@ -694,6 +712,10 @@ class EpcApp(InOrderKeys):
         self.stopped = True
         if self.scenario_stop is not None:
             self.scenario_stop.set()
+        for screen in self.screen_stack:  # a sweep running: its pool's workers go too
+            stop = getattr(screen, "stop", None)
+            if isinstance(stop, threading.Event):
+                stop.set()
         for child in self.children_spawned:
             if child.is_alive():
                 child.terminate()
