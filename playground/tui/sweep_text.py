@@ -15,6 +15,7 @@ from playground.scenario.model import Mkdir, Scenario, Write
 from playground.sweep.output import Sweep
 from playground.sweep.plot import curves
 from playground.sweep.vary import Axis, Point
+from playground.tui.fields import FieldError
 from playground.tui.screens.prompt import size_text
 
 DEFAULT_SCENARIO = "trace-sqlite"
@@ -25,14 +26,6 @@ BAR_WIDTH = 32
 BLOCKS = " ▏▎▍▌▋▊▉█"  # eighths of a cell
 KNEE = "◆ knee"
 RECOMMENDED = "★ recommended"
-
-
-class FieldError(ValueError):
-    """A field of the sweep form that does not hold: its id and what is wrong, in one line."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 @dataclass(frozen=True, slots=True)

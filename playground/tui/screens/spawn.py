@@ -6,16 +6,15 @@ import argparse
 from dataclasses import dataclass
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widget import Widget
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from common.limits import MAX_SIZE, PAGE_SIZE
 from common.options import seconds, whole
 from common.units import format_size, parse_size, shown
-from playground.tui.screens.prompt import FAILED, SIZE_WORDS
+from playground.tui.fields import FieldError
+from playground.tui.screens.form import FormScreen, row
+from playground.tui.screens.prompt import SIZE_WORDS
 from wire.protocol import PATTERNS
 
 MAX_COUNT = 64  # workloads one form spawns
@@ -35,14 +34,6 @@ class SpawnRequest:
     pattern: str = "sequential"  # an enclave's
     passes: int = 1  # an enclave's; 0: build and enter only
     hold_s: float | None = None  # a VM's
-
-
-class FieldError(ValueError):
-    """A field of the form that does not hold: its id and what is wrong, in one line."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 def check_spawn(
@@ -79,18 +70,10 @@ def _whole(field: str, text: str, low: int, high: int) -> int:
         raise FieldError(field, str(e)) from None
 
 
-def _row(label: str, field: Widget, hint: str, classes: str = "") -> Horizontal:
-    """A line of the form: the field's name, the field, a word on what it takes."""
-    hint_text = Static(hint, classes="hint", markup=False)
-    return Horizontal(Label(label, classes="field-label"), field, hint_text, classes=f"row {classes}")
-
-
-class SpawnScreen(ModalScreen[SpawnRequest | None]):
+class SpawnScreen(FormScreen[SpawnRequest]):
     """The spawn form.  An enclave: size, pattern, passes, count; a guest VM: size, how long it
     holds its EPC, count.  Spawn (or Enter in a field) checks every field: the first error is
     shown in the form, its field focused, and the form stays open; Esc cancels."""
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, cgroup: str, kind: str = "enclave") -> None:
         super().__init__()
@@ -101,15 +84,15 @@ class SpawnScreen(ModalScreen[SpawnRequest | None]):
         with Vertical(id="spawn", classes="dialog"):
             yield Label(f"Spawn into {self.cgroup}", id="spawn-title", markup=False)
             kinds = [("enclave", "enclave"), ("guest VM", "vm")]
-            yield _row("kind", Select(kinds, value=self.kind, allow_blank=False, id="kind"), "")
-            yield _row("size", Input(value="16MiB", id="size"), SIZE_WORDS)
+            yield row("kind", Select(kinds, value=self.kind, allow_blank=False, id="kind"), "")
+            yield row("size", Input(value="16MiB", id="size"), SIZE_WORDS)
             patterns = Select([(p, p) for p in PATTERNS], value="sequential", allow_blank=False, id="pattern")
-            yield _row("pattern", patterns, "how it walks its heap", "enclave-only")
+            yield row("pattern", patterns, "how it walks its heap", "enclave-only")
             passes = "times over its heap; 0: build and enter only"
-            yield _row("passes", Input(value="3", id="passes"), passes, "enclave-only")
+            yield row("passes", Input(value="3", id="passes"), passes, "enclave-only")
             hold = "seconds it holds its EPC (up to a day)"
-            yield _row("hold", Input(value=VM_HOLD, id="hold"), hold, "vm-only")
-            yield _row("count", Input(value="1", id="count"), f"how many, 1 to {MAX_COUNT}")
+            yield row("hold", Input(value=VM_HOLD, id="hold"), hold, "vm-only")
+            yield row("count", Input(value="1", id="count"), f"how many, 1 to {MAX_COUNT}")
             yield Static("", id="error", classes="error", markup=False)
             with Horizontal(id="spawn-buttons"):
                 yield Button("Spawn", variant="primary", id="go")
@@ -131,41 +114,18 @@ class SpawnScreen(ModalScreen[SpawnRequest | None]):
 
     def _show_kind(self, kind: str) -> None:
         """Only the fields this kind of workload uses."""
-        for row in self.query(".enclave-only"):
-            row.display = kind == "enclave"
-        for row in self.query(".vm-only"):
-            row.display = kind == "vm"
+        for line in self.query(".enclave-only"):
+            line.display = kind == "enclave"
+        for line in self.query(".vm-only"):
+            line.display = kind == "vm"
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "go":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self._submit()
-
-    def _submit(self) -> None:
-        def text(field: str) -> str:
-            return self.query_one(f"#{field}", Input).value.strip()
-
-        try:
-            request = check_spawn(
-                str(self.query_one("#kind", Select).value),
-                size=text("size"),
-                count=text("count"),
-                pattern=str(self.query_one("#pattern", Select).value),
-                passes=text("passes"),
-                hold=text("hold"),
-            )
-        except FieldError as e:
-            error = self.query_one("#error", Static)
-            error.update(f"{FAILED}{e}")
-            error.display = True
-            self.query_one(f"#{e.field}").focus()
-            return
-        self.dismiss(request)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+    def request(self) -> SpawnRequest:
+        text = self.text
+        return check_spawn(
+            str(self.query_one("#kind", Select).value),
+            size=text("size"),
+            count=text("count"),
+            pattern=str(self.query_one("#pattern", Select).value),
+            passes=text("passes"),
+            hold=text("hold"),
+        )

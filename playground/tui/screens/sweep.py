@@ -14,14 +14,14 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Static
 
 from common.units import shown
-from playground.tui.screens.prompt import FAILED, LIMIT_WORDS
+from playground.tui.screens.form import FormScreen, row
+from playground.tui.screens.prompt import LIMIT_WORDS
 from playground.tui.sweep_text import (
     DEFAULT_BUDGET,
-    FieldError,
     SweepRequest,
     check_sweep,
     curve_lines,
@@ -32,17 +32,10 @@ from playground.tui.sweep_text import (
 FIELDS = ("scenario", "path", "range", "budget")
 
 
-def _row(label: str, field: Input, hint: str) -> Horizontal:
-    hint_text = Static(hint, classes="hint", markup=False)
-    return Horizontal(Label(label, classes="field-label"), field, hint_text, classes="row")
-
-
-class SweepFormScreen(ModalScreen[SweepRequest | None]):
+class SweepFormScreen(FormScreen[SweepRequest]):
     """What to sweep, prefilled: Enter (or Sweep) checks every field; the first error is shown in
     the form, its field focused, and nothing runs; Esc cancels.  A new scenario refills the path
     and the range with its defaults."""
-
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, selected: str, scenario: str) -> None:
         super().__init__()
@@ -65,10 +58,10 @@ class SweepFormScreen(ModalScreen[SweepRequest | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="sweep-form", classes="dialog"):
             yield Label(f"Sweep a limit (selected: {self.selected})", id="sweep-title", markup=False)
-            yield _row("scenario", Input(value=self.scenario, id="scenario"), "a bundled name or a .toml file")
-            yield _row("path", Input(value=self.path, id="path"), "CGROUP/misc.max or memory.max")
-            yield _row("range", Input(value=self.range, id="range"), "LO..HI/N or a,b,c")
-            yield _row("budget", Input(value=DEFAULT_BUDGET, id="budget"), "the slowdown allowed; empty: none")
+            yield row("scenario", Input(value=self.scenario, id="scenario"), "a bundled name or a .toml file")
+            yield row("path", Input(value=self.path, id="path"), "CGROUP/misc.max or memory.max")
+            yield row("range", Input(value=self.range, id="range"), "LO..HI/N or a,b,c")
+            yield row("budget", Input(value=DEFAULT_BUDGET, id="budget"), "the slowdown allowed; empty: none")
             yield Static("", id="error", classes="error", markup=False)
             with Horizontal(id="sweep-buttons"):
                 yield Button("Sweep", variant="primary", id="go")
@@ -87,30 +80,8 @@ class SweepFormScreen(ModalScreen[SweepRequest | None]):
                 self.query_one("#path", Input).value = path
                 self.query_one("#range", Input).value = span
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "go":
-            self._submit()
-        else:
-            self.dismiss(None)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self._submit()
-
-    def _submit(self) -> None:
-        values = [self.query_one(f"#{field}", Input).value.strip() for field in FIELDS]
-        try:
-            request = check_sweep(*values)
-        except FieldError as e:
-            error = self.query_one("#error", Static)
-            error.update(f"{FAILED}{e}")
-            error.display = True
-            self.query_one(f"#{e.field}").focus()
-            return
-        self.dismiss(request)
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+    def request(self) -> SweepRequest:
+        return check_sweep(*(self.text(field) for field in FIELDS))
 
 
 class SweepScreen(Screen[None]):
