@@ -31,6 +31,7 @@ OP_ACCESS = 10  # pages accessed (the workload's compute is charged per page)
 OPS = (
     "ecreate", "eadd", "einit", "eaug", "eldu", "ewb", "etrack", "batch", "eremove", "vepc_fault", "access",
 )  # fmt: skip
+assert len(OPS) - 1 == OP_ACCESS  # last: the Session tells a call that did no SGX operation by the counts before it
 
 COSTS = (
     "ecreate",  # ECREATE of one enclave

@@ -123,6 +123,8 @@ class Session:
         self.host = host
         self.profile = profile if profile is not None else load_profile()
         self._weights, self._paging_weights = self.profile.weights()
+        self._entry_ns = self.profile.cost_ns["entry"]  # bound once: read by every metered call
+        self._compute_ns = self.profile.cost_ns["compute"]
         self.kworker_ns = 0  # emulated CPU time of the cgroup work items (async reclaim), all together
         self.ksgxd_ns = 0  # ...and of ksgxd (global reclaim)
         self.processes = processes
@@ -188,7 +190,7 @@ class Session:
             self._answer(key, self._failed(request_id, caller.pid, e))
             return
         if before is not None:
-            extra = self.profile.cost_ns["entry"] + (given or 0) if op == "access" else 0
+            extra = self._entry_ns + (given or 0) if op == "access" else 0
             self._charge(caller.pid, before, extra, given)
         if type(result) is GeneratorType:  # (isinstance against the ABC costs a microsecond a call)
             # its first step now, before any reclaim work runs: a first WAIT then records the
@@ -281,18 +283,22 @@ class Session:
         workload = self.workloads.get(pid)
         if workload is None:
             return
-        delta = list(map(sub, self.host.ops, before))
+        ops = self.host.ops
+        pages = ops[OP_ACCESS] - before[OP_ACCESS]
         if given is not None:
             compute = 0
             workload.call_compute = True
             workload.call_compute_ns += given
-            workload.call_compute_pages += delta[OP_ACCESS]
+            workload.call_compute_pages += pages
         elif workload.compute_ns is not None:
             compute = workload.compute_ns
         else:
-            compute = self.profile.cost_ns["compute"]
-        workload.runtime_ns += sum(map(mul, delta, self._weights)) + delta[OP_ACCESS] * compute + extra_ns
-        workload.paging_ns += sum(map(mul, delta, self._paging_weights))
+            compute = self._compute_ns
+        workload.runtime_ns += pages * compute + extra_ns
+        if ops[:OP_ACCESS] != before[:OP_ACCESS]:  # some SGX operation (the counts before OP_ACCESS, the last)
+            delta = list(map(sub, ops, before))
+            workload.runtime_ns += sum(map(mul, delta, self._weights))  # access weighs 0: its compute is above
+            workload.paging_ns += sum(map(mul, delta, self._paging_weights))
 
     def next_retry_ns(self) -> int | None:
         """The host clock when the next stalled call tries again; None when none stalls (or frozen)."""
