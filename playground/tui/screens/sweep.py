@@ -152,7 +152,10 @@ class SweepScreen(Screen[None]):
             text = f"{self.total} points  (w writes the table as CSV and the curve as PNG; Esc back)"
         else:
             text = f"{self.state} after {self.done}/{self.total} points  (Esc back)"
-        self.query_one("#sweep-progress", Static).update(text)
+        # gone back (Esc) while a point was ending: counted, nothing to draw (the screen may still be
+        # attached while its children are being removed, so no query_one)
+        for progress in self.query("#sweep-progress").results(Static):
+            progress.update(text)
 
     def _finished(self, state: str, results: Any, cgroup: str) -> None:
         from playground.sweep.command import summarize
@@ -165,8 +168,10 @@ class SweepScreen(Screen[None]):
             request = self.request
             self.sweep = Sweep(request.scenario.name, cgroup, [request.axis], request.points, results)
             self.summary = summarize(self.sweep, request.budget)
-            self.query_one("#sweep-curve", Static).update("\n".join(curve_lines(self.sweep)))
-            self.query_one("#sweep-summary", Static).update("\n" + "\n".join(self.summary))
+            for curve in self.query("#sweep-curve").results(Static):
+                curve.update("\n".join(curve_lines(self.sweep)))
+            for summary in self.query("#sweep-summary").results(Static):
+                summary.update("\n" + "\n".join(self.summary))
         self._show_progress()
 
     def on_unmount(self) -> None:
