@@ -273,6 +273,31 @@ def test_tui_knob_options_are_refused_for_an_engine_it_does_not_start(
             assert client.knobs == {}  # nothing changed it
 
 
+def test_tui_profile_is_refused_for_an_engine_it_does_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--profile prices the engine the TUI starts; an engine found running, or named by --connect, keeps
+    its own: one line and exit 2 (it was silently ignored, the TUI showing the other profile's times)."""
+    with running_engine(tmp_path) as engine:
+        for name, value in engine.env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("EPC_PLAYGROUND_ENDPOINT", raising=False)  # found by its runtime file
+        assert main(["tui", "--profile", "zero"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(
+            "epc-playground tui: --profile applies to the engine this TUI starts, and one runs already at"
+        )
+        assert err[0].endswith("stop it, or give --profile to `epc-playground engine`"), err
+        assert main(["tui", "--connect", engine.endpoint, "--profile", "zero"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [
+            "epc-playground tui: --profile applies to the engine this TUI starts, and --connect names one that "
+            "runs already"
+        ]
+        with engine.client() as client:
+            assert client.snapshot()["profile"] != "zero"  # its own, untouched
+
+
 class _Host:
     """The TUI app as the scenario worker sees it, on this thread."""
 

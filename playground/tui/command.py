@@ -32,7 +32,8 @@ def add_parser(sub: Any) -> None:
         "--profile",
         type=profile,
         metavar="NAME|FILE",
-        help="the CPU whose SGX costs drive its engine's emulated time (default: sapphire-rapids; docs/costs.md)",
+        help="the CPU whose SGX costs drive the emulated time of the engine this TUI starts (default: "
+        "sapphire-rapids; docs/costs.md); an engine already running keeps its own",
     )
     tui.add_argument(
         "--config",
@@ -52,6 +53,14 @@ def add_parser(sub: Any) -> None:
 
 
 KNOBS_ELSEWHERE = "the knob options apply to the engine this TUI starts, and"
+PROFILE_ELSEWHERE = "--profile applies to the engine this TUI starts, and"
+
+
+def _engine_options(args: argparse.Namespace) -> str:
+    """What the options for the TUI's own engine are called, when any was given: "" when none."""
+    if given_knobs(args):
+        return KNOBS_ELSEWHERE
+    return PROFILE_ELSEWHERE if args.profile is not None else ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
     from workloads.client import EngineClient, NoEngine
 
     knobs = parsed_knobs(args)  # a bad one: exit 2, before anything starts
-    if given_knobs(args) and args.connect is not None:
-        print(f"epc-playground tui: {KNOBS_ELSEWHERE} --connect names one that runs already", file=sys.stderr)
+    elsewhere = _engine_options(args)
+    if elsewhere and args.connect is not None:
+        print(f"epc-playground tui: {elsewhere} --connect names one that runs already", file=sys.stderr)
         return EXIT_USAGE
     path = args.config if args.config is not None else default_path()
     if args.config is not None and not path.is_file():
@@ -94,10 +104,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"epc-playground: {e}", file=sys.stderr)
             return EXIT_USAGE
         if running is not None:
-            if given_knobs(args):
+            if elsewhere:
+                what = "the knobs" if elsewhere == KNOBS_ELSEWHERE else "--profile"
                 print(
-                    f"epc-playground tui: {KNOBS_ELSEWHERE} one runs already at {running['endpoint']} (pid "
-                    f"{running['pid']}): stop it, or give the knobs to `epc-playground engine`",
+                    f"epc-playground tui: {elsewhere} one runs already at {running['endpoint']} (pid "
+                    f"{running['pid']}): stop it, or give {what} to `epc-playground engine`",
                     file=sys.stderr,
                 )
                 return EXIT_USAGE
