@@ -154,14 +154,23 @@ DESCRIBE: dict[str, Callable[[dict[str, Any], Known], str]] = {
 }
 
 
+def _said(table: dict[str, Any], event: dict[str, Any], known: Known) -> str | None:
+    """What ``table``'s entry for the event's kind says of it; None for a kind it has no entry for,
+    or a field missing or not what it should be (the callers then say every field)."""
+    say = table.get(str(event.get("kind")))
+    if say is None:
+        return None
+    try:
+        return str(say(event, known))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def event_text(event: dict[str, Any], known: Known = NOBODY) -> str:
     """The sentence of an event's line, without its kind (every field, for a kind we do not know)."""
-    details = DESCRIBE.get(str(event.get("kind")))
-    if details is not None:
-        try:
-            return details(event, known)
-        except (KeyError, TypeError, ValueError):
-            pass  # a field missing or not what it should be: say every field instead
+    said = _said(DESCRIBE, event, known)
+    if said is not None:
+        return said
     return ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("kind", "seq", "t_ns"))
 
 
@@ -367,10 +376,7 @@ EXPLAIN: dict[str, Callable[[dict[str, Any], Known], str]] = {
 
 def explain(event: dict[str, Any], known: Known = NOBODY) -> str:
     """What the kernel did at this event, in a sentence or two, and the function it mirrors."""
-    how = EXPLAIN.get(str(event.get("kind")))
-    if how is not None:
-        try:
-            return how(event, known)
-        except (KeyError, TypeError, ValueError):
-            pass
+    said = _said(EXPLAIN, event, known)
+    if said is not None:
+        return said
     return f"An event of kind {event.get('kind')!r} that this display has no explanation for: {event_text(event)}."
