@@ -23,8 +23,8 @@ from textual.widgets import DataTable, Static
 from playground.tui.app import DISCONNECTED, EpcApp
 from playground.tui.bars import effective_limits, usage_bar
 from playground.tui.screens.help import HelpScreen
+from playground.tui.screens.picker import ScenarioScreen
 from playground.tui.screens.prompt import PromptScreen
-from playground.tui.screens.scenario_picker import ScenarioScreen
 from playground.tui.screens.signal import SignalScreen
 from playground.tui.screens.spawn import SpawnScreen
 from playground.tui.widgets.workload_table import NAMES

@@ -24,8 +24,8 @@ from textual.widgets import HelpPanel, Input, Static
 from playground.tui.app import EpcApp
 from playground.tui.fields import FieldError
 from playground.tui.screens.help import HelpScreen
+from playground.tui.screens.picker import ScenarioScreen
 from playground.tui.screens.prompt import PromptScreen, size_text
-from playground.tui.screens.scenario_picker import ScenarioScreen
 from playground.tui.screens.spawn import SpawnRequest, SpawnScreen, check_spawn
 from playground.tui.widgets.cgroup_tree import CgroupTree
 from playground.tui.widgets.workload_table import NAMES, WorkloadTable

@@ -37,8 +37,8 @@ from playground.tui.footer import ShellFooter
 from playground.tui.keys import InOrderKeys
 from playground.tui.scenario_worker import run_scenario_thread
 from playground.tui.screens.help import HelpScreen, help_sections
+from playground.tui.screens.picker import ScenarioScreen
 from playground.tui.screens.prompt import LIMIT_WORDS, PromptScreen, size_error, size_text
-from playground.tui.screens.scenario_picker import ScenarioScreen
 from playground.tui.screens.signal import SignalScreen
 from playground.tui.screens.spawn import SpawnRequest, SpawnScreen
 from playground.tui.step_mode import frozen_status, step_note, waiting
