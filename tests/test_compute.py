@@ -231,10 +231,9 @@ def test_the_tui_workload_detail_says_the_compute_per_page_and_who_said_it() -> 
     import asyncio
 
     from playground.tui.app import EpcApp
-    from playground.tui.workload_screen import WorkloadScreen
 
     from .test_costs_tui import timed_feed
-    from .test_tui_workloads import SIZE, focus_table, pids, screen_text
+    from .test_tui_workloads import SIZE, detail_text
 
     feed = timed_feed()
     for w in feed.snapshot["workloads"]:
@@ -244,11 +243,6 @@ def test_the_tui_workload_detail_says_the_compute_per_page_and_who_said_it() -> 
     async def scenario() -> None:
         app = EpcApp("ipc:///nowhere", feed=feed)
         async with app.run_test(size=SIZE) as pilot:
-            t = await focus_table(pilot)
-            t.move_cursor(row=pids(app).index(4102))
-            await pilot.press("enter")
-            await pilot.pause()
-            assert isinstance(app.screen, WorkloadScreen)
-            assert "compute  on average 1.23 us a page accessed (the trace's)" in screen_text(app)
+            assert "compute  on average 1.23 us a page accessed (the trace's)" in await detail_text(pilot, 4102)
 
     asyncio.run(scenario())

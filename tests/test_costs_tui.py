@@ -11,10 +11,9 @@ from playground.feed import FeedState
 from playground.tui.app import EpcApp
 from playground.tui.config import TuiConfig
 from playground.tui.widgets.details import details_text
-from playground.tui.workload_screen import WorkloadScreen
 
 from .test_tui_snapshots import fixed_feed
-from .test_tui_workloads import SIZE, column, focus_table, pids, screen_text, table
+from .test_tui_workloads import SIZE, column, detail_text, focus_table, pids, table
 
 
 def timed_feed() -> FeedState:
@@ -65,12 +64,8 @@ def test_the_workload_detail_and_the_cgroup_details_give_the_time_and_slowdown()
     async def scenario() -> None:
         app = EpcApp("ipc:///nowhere", feed=timed_feed())
         async with app.run_test(size=SIZE) as pilot:
-            t = await focus_table(pilot)
-            t.move_cursor(row=pids(app).index(4102))
-            await pilot.press("enter")
-            await pilot.pause()
-            assert isinstance(app.screen, WorkloadScreen)
-            assert "time     emulated 20.00 ms, paging 8.00 ms, slowdown 1.67x (against no limit)" in screen_text(app)
+            text = await detail_text(pilot, 4102)
+            assert "time     emulated 20.00 ms, paging 8.00 ms, slowdown 1.67x (against no limit)" in text
 
     asyncio.run(scenario())
     feed = timed_feed()

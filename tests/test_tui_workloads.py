@@ -99,6 +99,18 @@ async def focus_table(pilot: Pilot[Any]) -> WorkloadTable:
     return t
 
 
+async def detail_text(pilot: Pilot[Any], pid: int) -> str:
+    """Enter on workload ``pid``'s row: the text of its detail screen."""
+    app = pilot.app
+    assert isinstance(app, EpcApp)
+    t = await focus_table(pilot)
+    t.move_cursor(row=pids(app).index(pid))
+    await pilot.press("enter")
+    await pilot.pause()
+    assert isinstance(app.screen, WorkloadScreen)
+    return screen_text(app)
+
+
 def test_greater_and_less_than_sort_by_each_column_in_turn_and_s_reverses() -> None:
     async def scenario() -> None:
         app = EpcApp("ipc:///nowhere", feed=feed_of_six())
